@@ -1,0 +1,70 @@
+/**
+ * x86-64 facts (4-level paging, 48-bit VA, 4 KiB pages).
+ *
+ * Sources (see ../shared/research/linux-execmem.md):
+ * - Documentation/arch/x86/x86_64/mm.rst: direct map at 0xffff888000000000 (64 TiB), vmalloc at
+ *   0xffffc90000000000 (32 TiB), kernel text mapping from 0xffffffff80000000, module mapping
+ *   space at 0xffffffffa0000000 (1520 MB) up to MODULES_END = 0xffffffffff000000.
+ * - arch/x86/include/asm/page_64_types.h: KERNEL_IMAGE_SIZE is 1 GiB with KASLR ("leaving 1 GiB
+ *   for modules", so MODULES_VADDR = 0xffffffffc0000000) and 512 MiB otherwise.
+ * - arch/x86/mm/init.c execmem_arch_setup(): with KASLR the start is MODULES_VADDR +
+ *   get_random_u32_inclusive(1, 1024) * PAGE_SIZE; MODULE_TEXT, FTRACE and BPF use PAGE_KERNEL_ROX
+ *   with EXECMEM_ROX_CACHE when ROX is supported; KPROBES is always PAGE_KERNEL_ROX; MODULE_DATA is
+ *   PAGE_KERNEL; no fallback range; alignment MODULE_ALIGN = PAGE_SIZE (without KASAN).
+ * - Trap fill: execmem_fill_trapping_insns() = memset(ptr, INT3_INSN_OPCODE (0xcc), size).
+ * - Patching: text_poke() through a temporary mm (text_poke_mm) at a randomised user-half address,
+ *   at most 2 pages per call, local flush only (arch/x86/kernel/alternative.c).
+ * - Branch reach: rel32 (R_X86_64_PC32/PLT32) gives +-2 GiB; modules must be within 2 GiB of the
+ *   kernel image, which is why the module area sits just above it.
+ * - CPA collapse: commit 41d88484c71c "x86/mm/pat: restore large ROX pages after fragmentation".
+ */
+import { SZ_4K } from '../base/addr.js';
+import type { ArchSpec, ExecmemRange, ExecmemType } from './types.js';
+
+const MODULES_VADDR = 0xffffa0000000; // 0xffffffffa0000000 in 48-bit form
+const MODULES_VADDR_KASLR = 0xffffc0000000; // 0xffffffffc0000000
+const MODULES_END = 0xffffff000000; // 0xffffffffff000000
+
+const noFlags = { kasanShadow: true, roxCache: false };
+const roxCache = { kasanShadow: true, roxCache: true };
+
+export const x86_64: ArchSpec = {
+  name: 'x86_64',
+  addrForm: 'sign-extend-47',
+  pageBytes: 4096,
+  leafBytes: [4096, 2097152, 1073741824],
+  layout: {
+    directMapStart: 0x888000000000, // 0xffff888000000000
+    directMapEnd: 0xc88000000000, // + 64 TiB
+    vmalloc: { start: 0xc90000000000, end: 0xe90000000000 }, // 32 TiB
+    kernelImage: {
+      textStart: 0xffff81000000, // 0xffffffff81000000
+      textBytes: 16 * 1024 * 1024,
+      rodataBytes: 8 * 1024 * 1024,
+      dataBytes: 4 * 1024 * 1024,
+    },
+    modules: { start: MODULES_VADDR, end: MODULES_END },
+    modulesKaslr: { start: MODULES_VADDR_KASLR, end: MODULES_END },
+    // text_poke_mm_addr lies in the user half; poking_init randomises it (we pick a fixed window).
+    pokeArea: { start: 0x7f0000000000, end: 0x7f0000400000 },
+  },
+  trapPattern: Uint8Array.of(0xcc),
+  trapAlignBytes: 1,
+  patch: 'temporary_mm',
+  pokeMaxPages: 2,
+  icacheMaintenance: false,
+  cpaCollapse: true,
+  branchReach: { directBytes: 2 ** 31, pltBytes: null },
+  kaslrModuleOffsetPagesMax: 1024,
+  execmemRanges(start: number): Partial<Record<ExecmemType, ExecmemRange>> {
+    const range = { start, end: MODULES_END };
+    const text: ExecmemRange = { range, fallback: null, prot: 'rox', alignBytes: SZ_4K, flags: roxCache };
+    return {
+      module_text: text,
+      ftrace: text,
+      bpf: text,
+      kprobes: { range, fallback: null, prot: 'rox', alignBytes: SZ_4K, flags: noFlags },
+      module_data: { range, fallback: null, prot: 'rw', alignBytes: SZ_4K, flags: noFlags },
+    };
+  },
+};

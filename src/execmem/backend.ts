@@ -1,0 +1,121 @@
+/**
+ * The backend interface: the only seam between the allocator and memory.
+ *
+ * Why it is this small: the allocator must behave identically on the simulated kernel machine
+ * (sim) and on real memory of this process (host), and every permission change must stay inside
+ * the allocator's update helper (DESIGN.md rule 3). So a backend offers exactly: map a block in a
+ * type's range (large pages where possible), fill it while it is still RW+NX, change protection
+ * (called only by execmem's helper, never exported to callers), alias-write (`poke`, `pokeSet`)
+ * where the platform has an alias, read, unmap, and counters. Nothing here knows about objects,
+ * sizes of allocations or types' policies: those are the allocator's.
+ *
+ * Addresses are plain numbers: 48-bit kernel VAs on sim (see base/addr.ts), real process
+ * addresses on host (below 2^47).
+ */
+import type { ArchSpec, ExecmemType, Prot, VaRange } from '../arch/types.js';
+
+export type BackendErrorCode =
+  /** Physical memory (or memfd growth) could not be had. */
+  | 'ENOMEM'
+  /** No virtual address space left in the range (and its fallback). */
+  | 'ENOSPC'
+  /** The backend is closed. */
+  | 'ECLOSED'
+  /** The operation is not available (alias write without an alias). */
+  | 'ENOTSUP';
+
+export class BackendError extends Error {
+  override name = 'BackendError';
+  constructor(
+    readonly code: BackendErrorCode,
+    message: string,
+  ) {
+    super(`${code}: ${message}`);
+  }
+}
+
+export interface MapBlockRequest {
+  /** Which type the block is for (a host backend keeps one reservation per type family). */
+  readonly type: ExecmemType;
+  readonly range: VaRange;
+  readonly fallback: VaRange | null;
+  /** A multiple of the page size; a multiple of 2 MiB when `huge`. */
+  readonly sizeBytes: number;
+  /** Virtual alignment of the block start (2 MiB for huge blocks). */
+  readonly alignBytes: number;
+  /** Try to map with 2 MiB leaves, physically 2 MiB-aligned; fall back to 4 KiB and say so. */
+  readonly huge: boolean;
+}
+
+/** A mapped block. Backends may extend it with private fields. */
+export interface BackendBlock {
+  readonly va: number;
+  readonly sizeBytes: number;
+  /** True when the whole block is mapped with 2 MiB leaves (false after a 4 KiB fallback). */
+  readonly largePages: boolean;
+}
+
+export interface BackendCounters {
+  /** Protection changes (set_memory_* / mprotect calls), each possibly many pages. */
+  permissionFlips: number;
+  /** Alias writes and bytes written through them. */
+  pokes: number;
+  pokeBytes: number;
+  /** TLB cost as the platform sees it; host reports what it can (0 where unknowable). */
+  shootdowns: number;
+  ipis: number;
+  localFlushes: number;
+  /** Direct-map large-leaf splits (sim only; the host cannot see its kernel's direct map). */
+  directMapSplits: number;
+  blocksMapped: number;
+  blocksUnmapped: number;
+  /** Blocks that wanted 2 MiB leaves but got 4 KiB ones. */
+  hugeFallbacks: number;
+}
+
+export interface Backend {
+  readonly kind: 'sim' | 'host';
+  readonly arch: ArchSpec;
+  readonly pageBytes: number;
+  readonly largePageBytes: number;
+  /** Is there an alias write (text_poke, fixmap, host RW view)? If not, updates flip permissions. */
+  readonly hasAliasWrite: boolean;
+
+  /**
+   * Map a new block, RW and not executable, in `range` (else `fallback`). Throws BackendError
+   * ENOSPC/ENOMEM and leaves nothing behind on failure.
+   */
+  mapBlock(req: MapBlockRequest): BackendBlock;
+  /** Unmap a block entirely (its protections are reset first, as VM_FLUSH_RESET_PERMS does). */
+  unmapBlock(block: BackendBlock): void;
+
+  /** Plain store through the primary mapping; the range must currently be writable. */
+  write(va: number, bytes: Uint8Array): void;
+  /** Plain fill with a repeating pattern through the primary mapping; must be writable. */
+  fill(va: number, sizeBytes: number, pattern: Uint8Array): void;
+  /** Set the protection of page-aligned [va, va+sizeBytes) inside `block`. Allocator-internal. */
+  protect(block: BackendBlock, va: number, sizeBytes: number, prot: Prot): void;
+
+  /** Write through the alias (never making the primary mapping writable). Requires hasAliasWrite. */
+  poke(va: number, bytes: Uint8Array): void;
+  /** Fill through the alias with a repeating pattern. Requires hasAliasWrite. */
+  pokeSet(va: number, sizeBytes: number, pattern: Uint8Array): void;
+
+  read(va: number, sizeBytes: number): Uint8Array;
+  counters(): BackendCounters;
+}
+
+export function newBackendCounters(): BackendCounters {
+  return {
+    permissionFlips: 0,
+    pokes: 0,
+    pokeBytes: 0,
+    shootdowns: 0,
+    ipis: 0,
+    localFlushes: 0,
+    directMapSplits: 0,
+    blocksMapped: 0,
+    blocksUnmapped: 0,
+    hugeFallbacks: 0,
+  };
+}
