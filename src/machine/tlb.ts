@@ -1,0 +1,401 @@
+/**
+ * Per-CPU translation lookaside buffers: L1 instruction and data arrays per page size, and a
+ * second level that is shared by both sides (Intel STLB) or split (AMD L2 ITLB / L2 DTLB), with
+ * geometry from tlb-profiles.ts.
+ *
+ * Why it is built this way:
+ * - The costs the thread argued about are TLB costs: global shootdowns on set_memory_* flips
+ *   (Song Liu: protect/unprotect "require global TLB flush", <CAPhsuW5dx_A_brhf0HHWMWj3HB_31QCQ8xbqZPir8YxHM5WRig@mail.gmail.com>)
+ *   and iTLB pressure from code spread over 4 KiB pages (bpf_prog_pack: "significant pressure to
+ *   instruction TLB", research/lkml-thread.md [S-PP8]). Both only become measurable when entries
+ *   are cached per page size with the real capacities, so arrays are kept per size exactly where
+ *   the hardware keeps them apart (Skylake: 128 4K vs 8 2M ITLB entries).
+ * - A TLB caches a translation, not the page table: an entry keeps its old pfn and flags until a
+ *   flush drops it, as on hardware. That is what makes a missing flush after a permission change
+ *   a real (stale-entry) W^X hazard in the machine; staleness is the machine's business, this
+ *   file never consults the page tables.
+ * - The lookup path is hot (every simulated instruction fetch goes through it), so entries live
+ *   in typed arrays (one Float64 key per slot, LRU stamps) and a lookup allocates nothing; the
+ *   Translation objects a walk produced are kept by reference and handed back on a hit.
+ *
+ * Model details (documented simplifications):
+ * - Exact LRU per set (hardware uses undocumented pseudo-LRU). Set index = page number mod sets,
+ *   each page size indexed by its own page number (sets must be a power of two).
+ * - L1 and L2 are neither inclusive nor exclusive: a walk fills both, an L2 hit refills the L1.
+ * - "Smashed" 1 GiB entries (AMD; Skylake ITLB, which has no 1 GiB array) are keyed by the
+ *   2 MiB window of the access but keep the full 1 GiB translation, so a refill into an L1 that
+ *   holds 1 GiB pages installs the 1 GiB entry again (WikiChip, Zen 2).
+ * - If a 4 KiB and a larger entry both cover an address (possible only with stale entries), the
+ *   smaller page size is probed first and wins.
+ * - `onEvict` is called when a capacity eviction (or an in-place replacement by an insert)
+ *   removes the last copy of a translation value from this CPU's TLB; flushes never call it.
+ */
+import { isPow2, VA_LIMIT } from '../base/addr.js';
+import { assert } from '../base/assert.js';
+import { MachineError } from './errors.js';
+import type { TlbArraySpec, TlbProfile } from './tlb-profiles.js';
+import { LEVEL_BYTES, type LeafLevel, type Translation } from './types.js';
+
+export type TlbSide = 'i' | 'd';
+
+/** Per side: hits in the first level, hits in the second level, and misses of both (= walks). */
+export interface TlbStats {
+  l1Hits: number;
+  l2Hits: number;
+  misses: number;
+}
+
+const KEY_EMPTY = -1;
+const LEVEL_COUNT_MAX = 3;
+
+/** Key of a slot: page number in the key granule, times 4, plus the key level (1..3). */
+function keyOf(va: number, keyLevel: LeafLevel): number {
+  return Math.floor(va / LEVEL_BYTES[keyLevel]) * 4 + keyLevel;
+}
+
+function sameValue(a: Translation, b: Translation): boolean {
+  return a === b || (a.va === b.va && a.level === b.level && a.pfn === b.pfn && a.flags === b.flags);
+}
+
+/** One set-associative array with exact LRU per set. Exported for tests. */
+export class TlbArray {
+  readonly spec: TlbArraySpec;
+  readonly sets: number;
+  readonly ways: number;
+  /** Key level used to hold a translation of level L (index L), 0 when not held. */
+  readonly keyLevelFor: Uint8Array;
+  /** Key levels to probe on lookup, smallest first. */
+  private readonly probeLevels: readonly LeafLevel[];
+  private readonly keys: Float64Array;
+  private readonly stamps: Float64Array;
+  /** Covered range of the cached translation, for flushes: [starts[i], ends[i]). */
+  private readonly starts: Float64Array;
+  private readonly ends: Float64Array;
+  private readonly trans: (Translation | undefined)[];
+  private clock = 0;
+  private used = 0;
+
+  constructor(spec: TlbArraySpec) {
+    assert(Number.isInteger(spec.entries) && spec.entries > 0, `${spec.name}: entries must be > 0`);
+    assert(Number.isInteger(spec.ways) && spec.ways > 0, `${spec.name}: ways must be > 0`);
+    assert(spec.entries % spec.ways === 0, `${spec.name}: entries must be a multiple of ways`);
+    assert(spec.levels.length > 0, `${spec.name}: holds no page size`);
+    this.spec = spec;
+    this.ways = spec.ways;
+    this.sets = spec.entries / spec.ways;
+    assert(isPow2(this.sets), `${spec.name}: set count ${this.sets} must be a power of two`);
+    this.keyLevelFor = new Uint8Array(LEVEL_COUNT_MAX + 1);
+    for (const level of spec.levels) this.keyLevelFor[level] = level;
+    if (spec.smash1g) {
+      assert(!spec.levels.includes(3) && spec.levels.includes(2), `${spec.name}: smash1g needs 2M, not 1G`);
+      this.keyLevelFor[3] = 2;
+    }
+    this.probeLevels = [...spec.levels].sort((a, b) => a - b);
+    this.keys = new Float64Array(spec.entries).fill(KEY_EMPTY);
+    this.stamps = new Float64Array(spec.entries);
+    this.starts = new Float64Array(spec.entries);
+    this.ends = new Float64Array(spec.entries);
+    this.trans = new Array<Translation | undefined>(spec.entries).fill(undefined);
+  }
+
+  get entryCount(): number {
+    return this.used;
+  }
+
+  holdsLevel(level: LeafLevel): boolean {
+    return this.keyLevelFor[level] !== 0;
+  }
+
+  /** Slot index holding a translation for va, or -1. Touches LRU on a hit. No allocation. */
+  find(va: number): number {
+    const levels = this.probeLevels;
+    for (let l = 0; l < levels.length; l++) {
+      const key = keyOf(va, levels[l]);
+      const first = this.setOf(key) * this.ways;
+      const last = first + this.ways;
+      for (let i = first; i < last; i++) {
+        if (this.keys[i] === key) {
+          this.stamps[i] = ++this.clock;
+          return i;
+        }
+      }
+    }
+    return -1;
+  }
+
+  at(slot: number): Translation {
+    const t = this.trans[slot];
+    assert(t !== undefined, 'empty TLB slot');
+    return t;
+  }
+
+  /**
+   * Caches t for an access at accessVa (which must lie inside t). Returns the translation that
+   * left the array (capacity victim or replaced different value), else undefined.
+   */
+  put(t: Translation, accessVa: number): Translation | undefined {
+    const keyLevel = this.keyLevelFor[t.level];
+    assert(keyLevel !== 0, `${this.spec.name} does not hold level ${t.level}`);
+    const key = keyOf(keyLevel === t.level ? t.va : accessVa, keyLevel as LeafLevel);
+    const first = this.setOf(key) * this.ways;
+    const last = first + this.ways;
+    let victim = -1;
+    let victimStamp = Number.POSITIVE_INFINITY;
+    for (let i = first; i < last; i++) {
+      const k = this.keys[i];
+      if (k === key) {
+        const old = this.trans[i]!;
+        this.fill(i, key, t);
+        return sameValue(old, t) ? undefined : old;
+      }
+      if (k === KEY_EMPTY) {
+        if (victimStamp !== -1) {
+          victim = i;
+          victimStamp = -1;
+        }
+      } else if (this.stamps[i] < victimStamp) {
+        victim = i;
+        victimStamp = this.stamps[i];
+      }
+    }
+    const evicted = this.trans[victim];
+    if (evicted === undefined) this.used++;
+    this.fill(victim, key, t);
+    return evicted;
+  }
+
+  /** Does any slot hold a translation equal in value to t? */
+  holdsValue(t: Translation): boolean {
+    const keyLevel = this.keyLevelFor[t.level];
+    if (keyLevel === 0) return false;
+    if (keyLevel === t.level) {
+      const key = keyOf(t.va, t.level);
+      const first = this.setOf(key) * this.ways;
+      for (let i = first; i < first + this.ways; i++) {
+        if (this.keys[i] === key && sameValue(this.trans[i]!, t)) return true;
+      }
+      return false;
+    }
+    for (let i = 0; i < this.keys.length; i++) {
+      if (this.keys[i] !== KEY_EMPTY && sameValue(this.trans[i]!, t)) return true;
+    }
+    return false;
+  }
+
+  /** Drops every slot whose translation overlaps [startVa, endVa); returns how many. */
+  dropRange(startVa: number, endVa: number): number {
+    let count = 0;
+    for (let i = 0; i < this.keys.length; i++) {
+      if (this.keys[i] !== KEY_EMPTY && this.starts[i] < endVa && this.ends[i] > startVa) {
+        this.clear(i);
+        count++;
+      }
+    }
+    return count;
+  }
+
+  dropAll(): number {
+    const count = this.used;
+    this.keys.fill(KEY_EMPTY);
+    this.trans.fill(undefined);
+    this.used = 0;
+    return count;
+  }
+
+  /** Appends translations overlapping [startVa, endVa) to out. */
+  collectRange(startVa: number, endVa: number, out: Translation[]): void {
+    for (let i = 0; i < this.keys.length; i++) {
+      if (this.keys[i] !== KEY_EMPTY && this.starts[i] < endVa && this.ends[i] > startVa) {
+        out.push(this.trans[i]!);
+      }
+    }
+  }
+
+  private setOf(key: number): number {
+    // key / 4 is the page number; its low bits survive ToUint32 since sets <= 2^31.
+    return ((key / 4) >>> 0) & (this.sets - 1);
+  }
+
+  private fill(slot: number, key: number, t: Translation): void {
+    this.keys[slot] = key;
+    this.stamps[slot] = ++this.clock;
+    this.starts[slot] = t.va;
+    this.ends[slot] = t.va + LEVEL_BYTES[t.level];
+    this.trans[slot] = t;
+  }
+
+  private clear(slot: number): void {
+    this.keys[slot] = KEY_EMPTY;
+    this.trans[slot] = undefined;
+    this.used--;
+  }
+}
+
+function checkTranslation(t: Translation): void {
+  const ok =
+    (t.level === 1 || t.level === 2 || t.level === 3) &&
+    Number.isInteger(t.va) &&
+    t.va >= 0 &&
+    t.va + LEVEL_BYTES[t.level] <= VA_LIMIT &&
+    t.va % LEVEL_BYTES[t.level] === 0 &&
+    Number.isInteger(t.pfn) &&
+    t.pfn >= 0 &&
+    (t.pfn * 4096) % LEVEL_BYTES[t.level] === 0;
+  if (!ok) {
+    throw new MachineError('EINVAL', `bad translation for the TLB: va=${t.va} level=${t.level} pfn=${t.pfn}`);
+  }
+}
+
+function checkRange(va: number, sizeBytes: number): void {
+  const ok =
+    Number.isInteger(va) &&
+    Number.isInteger(sizeBytes) &&
+    va >= 0 &&
+    sizeBytes > 0 &&
+    va + sizeBytes <= VA_LIMIT;
+  if (!ok) throw new MachineError('EINVAL', `bad TLB range: va=${va} sizeBytes=${sizeBytes}`);
+}
+
+/** One CPU's TLBs. */
+export class CpuTlb {
+  readonly profile: TlbProfile;
+  readonly stats: { i: TlbStats; d: TlbStats };
+  private readonly l1i: readonly TlbArray[];
+  private readonly l1d: readonly TlbArray[];
+  private readonly l2i: readonly TlbArray[];
+  private readonly l2d: readonly TlbArray[];
+  /** Every array once (shared arrays appear once). */
+  private readonly arrays: readonly TlbArray[];
+  private readonly onEvict: ((t: Translation) => void) | undefined;
+  /** The last va that missed on each side: where a walk's 1 GiB result is "smashed" to. */
+  private lastMissVaI = -1;
+  private lastMissVaD = -1;
+
+  constructor(profile: TlbProfile, onEvict?: (t: Translation) => void) {
+    this.profile = profile;
+    this.onEvict = onEvict;
+    const build = (specs: readonly TlbArraySpec[]) => specs.map((s) => new TlbArray(s));
+    this.l1i = build(profile.l1i);
+    this.l1d = build(profile.l1d);
+    const shared = build(profile.l2shared);
+    this.l2i = [...build(profile.l2i), ...shared];
+    this.l2d = [...build(profile.l2d), ...shared];
+    this.arrays = [...this.l1i, ...this.l1d, ...new Set([...this.l2i, ...this.l2d])];
+    for (const level of [1, 2, 3] as const) {
+      assert(
+        this.l1i.some((a) => a.holdsLevel(level)),
+        `${profile.name}: L1 iTLB cannot hold level ${level}`,
+      );
+      assert(
+        this.l1d.some((a) => a.holdsLevel(level)),
+        `${profile.name}: L1 dTLB cannot hold level ${level}`,
+      );
+    }
+    this.stats = { i: { l1Hits: 0, l2Hits: 0, misses: 0 }, d: { l1Hits: 0, l2Hits: 0, misses: 0 } };
+  }
+
+  /**
+   * Looks va up in the L1 of that side, then in its L2 (an L2 hit refills the L1). Counts one
+   * l1Hit, l2Hit or miss. Returns the cached translation (possibly stale) or undefined on a miss,
+   * after which the caller walks the page table and calls insert(). Allocates nothing.
+   */
+  lookup(side: TlbSide, va: number): Translation | undefined {
+    const isI = side === 'i';
+    const stats = isI ? this.stats.i : this.stats.d;
+    const l1 = isI ? this.l1i : this.l1d;
+    for (let a = 0; a < l1.length; a++) {
+      const slot = l1[a].find(va);
+      if (slot >= 0) {
+        stats.l1Hits++;
+        return l1[a].at(slot);
+      }
+    }
+    const l2 = isI ? this.l2i : this.l2d;
+    for (let a = 0; a < l2.length; a++) {
+      const slot = l2[a].find(va);
+      if (slot >= 0) {
+        stats.l2Hits++;
+        const t = l2[a].at(slot);
+        this.fillLevel(l1, t, va);
+        return t;
+      }
+    }
+    stats.misses++;
+    if (isI) this.lastMissVaI = va;
+    else this.lastMissVaD = va;
+    return undefined;
+  }
+
+  /**
+   * Caches a walked translation in the L1 of that side and in its L2 where that size is held.
+   * accessVa (inside t) picks the 2 MiB window for smashed 1 GiB entries; by default the last
+   * missed address of that side if it lies in t, else t.va.
+   */
+  insert(side: TlbSide, t: Translation, accessVa?: number): void {
+    checkTranslation(t);
+    const sizeBytes = LEVEL_BYTES[t.level];
+    const inside = (v: number) => v >= t.va && v < t.va + sizeBytes;
+    const lastMiss = side === 'i' ? this.lastMissVaI : this.lastMissVaD;
+    let va = t.va;
+    if (accessVa !== undefined) {
+      if (!Number.isInteger(accessVa) || !inside(accessVa)) {
+        throw new MachineError('EINVAL', `access va ${accessVa} is not inside the translation at ${t.va}`);
+      }
+      va = accessVa;
+    } else if (inside(lastMiss)) {
+      va = lastMiss;
+    }
+    this.fillLevel(side === 'i' ? this.l1i : this.l1d, t, va);
+    this.fillLevel(side === 'i' ? this.l2i : this.l2d, t, va);
+  }
+
+  /** Drops every entry (any side, any level) overlapping [va, va + sizeBytes); returns the count. */
+  flushRange(va: number, sizeBytes: number): number {
+    checkRange(va, sizeBytes);
+    let count = 0;
+    for (const a of this.arrays) count += a.dropRange(va, va + sizeBytes);
+    return count;
+  }
+
+  flushAll(): number {
+    let count = 0;
+    for (const a of this.arrays) count += a.dropAll();
+    return count;
+  }
+
+  /** Distinct translation values cached anywhere in this TLB that overlap the range. */
+  overlapping(va: number, sizeBytes: number): Translation[] {
+    checkRange(va, sizeBytes);
+    const all: Translation[] = [];
+    for (const a of this.arrays) a.collectRange(va, va + sizeBytes, all);
+    const out: Translation[] = [];
+    for (const t of all) if (!out.some((o) => sameValue(o, t))) out.push(t);
+    return out;
+  }
+
+  /** Occupied slots over all arrays (a translation cached in L1 and L2 counts twice). */
+  entryCount(): number {
+    let count = 0;
+    for (const a of this.arrays) count += a.entryCount;
+    return count;
+  }
+
+  /** The arrays, L1 instruction, L1 data, then second level; for reports and tests. */
+  arraysForReport(): readonly TlbArray[] {
+    return this.arrays;
+  }
+
+  private fillLevel(level: readonly TlbArray[], t: Translation, accessVa: number): void {
+    for (let a = 0; a < level.length; a++) {
+      if (!level[a].holdsLevel(t.level)) continue;
+      const gone = level[a].put(t, accessVa);
+      if (gone !== undefined && this.onEvict !== undefined && !this.holdsValue(gone)) this.onEvict(gone);
+      return;
+    }
+  }
+
+  private holdsValue(t: Translation): boolean {
+    for (const a of this.arrays) if (a.holdsValue(t)) return true;
+    return false;
+  }
+}
