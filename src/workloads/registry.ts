@@ -1,0 +1,50 @@
+/**
+ * The workload registry: every generator by the name the CLI and reports use.
+ *
+ * Why a table: `execmem compare --workload NAME` and the reports must find a workload by name and
+ * print what it is, and a new workload should need one line here and nothing else. Each entry
+ * takes only the common options (seed, scale); the generator functions themselves take more.
+ */
+import { bpfAaronLu, bpfChurn } from './bpf.js';
+import type { WorkloadOptions } from './builder.js';
+import { mixed } from './mixed.js';
+import { modulesSynthetic } from './modules.js';
+import type { Trace } from './trace.js';
+import { trampolines } from './trampolines.js';
+
+export interface WorkloadSpec {
+  readonly describe: string;
+  generate(opts?: WorkloadOptions): Trace;
+}
+
+export const WORKLOADS: Readonly<Record<string, WorkloadSpec>> = {
+  'bpf-churn': {
+    describe:
+      'BPF programs loaded and unloaded around 1000 live, sizes with the published mix (50% < 500 B, 75% < 2 KiB), JIT image overhead included',
+    generate: (opts) => bpfChurn(opts),
+  },
+  'bpf-aaronlu': {
+    describe: "Aaron Lu's test: 2048 sockex1 instances of three small JIT images (64, 64, 192 B), all loaded",
+    generate: (opts) => bpfAaronLu(opts),
+  },
+  trampolines: {
+    describe:
+      'ftrace and BPF trampolines and 16 B kprobe instruction slots attached and detached (mix assumed)',
+    generate: (opts) => trampolines(opts),
+  },
+  'modules-synthetic': {
+    describe:
+      'module section sets (text, rodata, ro_after_init, data, init) loaded, init freed, ro_after_init sealed, some unloaded; sizes assumed',
+    generate: (opts) => modulesSynthetic(opts),
+  },
+  mixed: {
+    describe: 'modules boot, then modules, BPF churn and trampolines interleaved over a long run',
+    generate: (opts) => mixed(opts),
+  },
+};
+
+export function workloadByName(name: string): WorkloadSpec {
+  const spec = (WORKLOADS as Record<string, WorkloadSpec | undefined>)[name];
+  if (!spec) throw new RangeError(`unknown workload '${name}' (known: ${Object.keys(WORKLOADS).join(', ')})`);
+  return spec;
+}

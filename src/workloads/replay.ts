@@ -1,0 +1,247 @@
+/**
+ * The replay engine: run a trace against any ExecAllocator and count what happened.
+ *
+ * Why it is built this way:
+ * - One engine for every design (src/policies/types.ts ExecAllocator), so a comparison differs only
+ *   in the allocator, never in how the work was driven.
+ * - Failures are data, not crashes: a policy that runs out of space (ENOSPC) or memory is a
+ *   result to report, so by default each allocator error is caught, recorded with its event index
+ *   and reason, and the run goes on; events on an id whose alloc failed are skipped and counted.
+ *   `strict: true` rethrows instead (for tests that expect a clean run). Failed calls must leave
+ *   the allocator unchanged (DESIGN.md: "A failed call changes nothing"), which is what makes
+ *   carrying on meaningful.
+ * - Bytes written are deterministic per (seed, event) (./bytes.ts), code-like and never the trap
+ *   pattern of any arch, so every design stores identical contents.
+ * - The engine does not model instruction fetch; it tells the hook which code is live where
+ *   (`onExec`) and the metrics layer above runs the fetch model. It also reports progress.
+ * - Peaks: live bytes (what callers asked for) are exact; mapped bytes come from
+ *   allocator.usage() sampled after every successful alloc, which is where mapping grows.
+ *
+ * Hot-path note: each write gets a fresh buffer rather than a reused scratch one, because a
+ * design may legitimately keep the caller's buffer until finalize (bpf_prog_pack's RW image).
+ */
+import { type ExecmemType, typeIsText } from '../arch/types.js';
+import { assert } from '../base/assert.js';
+import type { ExecAllocator } from '../policies/types.js';
+import { bytesFor } from './bytes.js';
+import { defaultFill, TRACE_OPS, type Trace, type TraceEvent, type TraceOp, validateTrace } from './trace.js';
+
+/** Code a fetch model may run: one written code range. */
+export interface ExecFunction {
+  readonly va: number;
+  readonly sizeBytes: number;
+}
+
+export interface ReplayHooks {
+  /** After each event is applied (or failed / skipped: `ok` says which). */
+  onEvent?(event: TraceEvent, index: number, ok: boolean): void;
+  /** At each exec hint: the code ranges to run and how many calls to make. */
+  onExec?(functions: readonly ExecFunction[], calls: number, index: number): void;
+  /** Progress in events; called every `progressEveryEvents` and at the end. */
+  progress?(done: number, total: number): void;
+}
+
+export interface ReplayOptions {
+  /** Rethrow the first allocator error instead of recording it; default false. */
+  readonly strict?: boolean;
+  /** Validate the trace first (skip only for traces just validated); default true. */
+  readonly validate?: boolean;
+  /** Default 1000. */
+  readonly progressEveryEvents?: number;
+  /** At most this many failures are kept with details (all are counted); default 1000. */
+  readonly maxFailuresKept?: number;
+}
+
+export interface ReplayFailure {
+  readonly eventIndex: number;
+  readonly op: TraceOp;
+  readonly id: number | null;
+  /** The error's `code` if it has one (ExecmemError, BackendError, MachineError), else its name. */
+  readonly code: string;
+  readonly reason: string;
+}
+
+export interface ReplayResult {
+  readonly trace: string;
+  readonly allocator: string;
+  readonly events: number;
+  /** Successfully applied events by op (exec and phase always succeed). */
+  readonly ops: Record<TraceOp, number>;
+  /** Allocator calls that threw, by op. */
+  readonly failed: Record<TraceOp, number>;
+  /** Events skipped because their id's alloc had failed. */
+  readonly skipped: number;
+  readonly failureCount: number;
+  readonly failures: readonly ReplayFailure[];
+  readonly writtenBytes: number;
+  readonly liveBytes: number;
+  readonly liveCount: number;
+  readonly peakLiveBytes: number;
+  readonly peakLiveCount: number;
+  readonly mappedBytes: number;
+  readonly peakMappedBytes: number;
+  /** Live bytes by type at the end. */
+  readonly liveBytesByType: Partial<Record<ExecmemType, number>>;
+}
+
+interface Placed {
+  readonly va: number;
+  readonly type: ExecmemType;
+  readonly sizeBytes: number;
+  readonly code: ExecFunction[];
+}
+
+function zeroOps(): Record<TraceOp, number> {
+  return Object.fromEntries(TRACE_OPS.map((op) => [op, 0])) as Record<TraceOp, number>;
+}
+
+function errorCode(err: unknown): string {
+  if (err && typeof err === 'object') {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    const name = (err as { name?: unknown }).name;
+    if (typeof name === 'string') return name;
+  }
+  return 'unknown';
+}
+
+/** Replay `trace` against `allocator`. See the header comment for failure semantics. */
+export function replay(
+  trace: Trace,
+  allocator: ExecAllocator,
+  hooks: ReplayHooks = {},
+  options: ReplayOptions = {},
+): ReplayResult {
+  if (options.validate !== false) validateTrace(trace);
+  const strict = options.strict ?? false;
+  const progressEvery = Math.max(1, options.progressEveryEvents ?? 1000);
+  const maxKept = Math.max(0, options.maxFailuresKept ?? 1000);
+  const events = trace.events;
+  const placed = new Map<number, Placed>();
+  /** Ids whose alloc failed: their later events are skipped. */
+  const lost = new Set<number>();
+  const ops = zeroOps();
+  const failed = zeroOps();
+  const failures: ReplayFailure[] = [];
+  let failureCount = 0;
+  let skipped = 0;
+  let writtenBytes = 0;
+  let liveBytes = 0;
+  let peakLiveBytes = 0;
+  let peakLiveCount = 0;
+  let peakMappedBytes = 0;
+
+  const record = (index: number, ev: TraceEvent, err: unknown): void => {
+    if (strict) throw err;
+    failed[ev.op]++;
+    failureCount++;
+    if (failures.length < maxKept) {
+      const id = 'id' in ev ? ev.id : null;
+      failures.push({
+        eventIndex: index,
+        op: ev.op,
+        id,
+        code: errorCode(err),
+        reason: (err as Error)?.message ?? String(err),
+      });
+    }
+  };
+
+  const execFunctions = (ids: readonly number[] | undefined): ExecFunction[] => {
+    const out: ExecFunction[] = [];
+    if (ids === undefined) {
+      for (const p of placed.values()) if (typeIsText(p.type)) out.push(...p.code);
+    } else {
+      for (const id of ids) {
+        const p = placed.get(id);
+        if (p) out.push(...p.code);
+      }
+    }
+    return out;
+  };
+
+  for (let i = 0; i < events.length; i++) {
+    const ev = events[i];
+    let ok = true;
+    if (ev.op === 'phase') {
+      ops.phase++;
+    } else if (ev.op === 'exec') {
+      ops.exec++;
+      const fns = execFunctions(ev.ids);
+      if (hooks.onExec && fns.length > 0) hooks.onExec(fns, ev.calls, i);
+    } else if (lost.has(ev.id)) {
+      skipped++;
+      ok = false;
+      if (ev.op === 'free') lost.delete(ev.id);
+    } else if (ev.op === 'alloc') {
+      try {
+        const va = allocator.alloc(ev.type, ev.sizeBytes, ev.alignBytes);
+        placed.set(ev.id, { va, type: ev.type, sizeBytes: ev.sizeBytes, code: [] });
+        ops.alloc++;
+        liveBytes += ev.sizeBytes;
+        if (liveBytes > peakLiveBytes) peakLiveBytes = liveBytes;
+        if (placed.size > peakLiveCount) peakLiveCount = placed.size;
+        const mapped = allocator.usage().mappedBytes;
+        if (mapped > peakMappedBytes) peakMappedBytes = mapped;
+      } catch (err) {
+        lost.add(ev.id);
+        ok = false;
+        record(i, ev, err);
+      }
+    } else {
+      const p = placed.get(ev.id);
+      assert(p !== undefined, `validated trace names a dead id ${ev.id}`);
+      try {
+        switch (ev.op) {
+          case 'write': {
+            const fill = ev.fill ?? defaultFill(p.type);
+            allocator.write(p.va + ev.offsetBytes, bytesFor(fill, ev.sizeBytes, trace.seed, i));
+            writtenBytes += ev.sizeBytes;
+            if (fill === 'code') p.code.push({ va: p.va + ev.offsetBytes, sizeBytes: ev.sizeBytes });
+            break;
+          }
+          case 'finalize':
+            allocator.finalize(p.va);
+            break;
+          case 'seal':
+            allocator.seal(p.va);
+            break;
+          case 'free':
+            allocator.free(p.va);
+            placed.delete(ev.id);
+            liveBytes -= p.sizeBytes;
+            break;
+        }
+        ops[ev.op]++;
+      } catch (err) {
+        ok = false;
+        record(i, ev, err);
+      }
+    }
+    if (hooks.onEvent) hooks.onEvent(ev, i, ok);
+    if (hooks.progress && (i + 1) % progressEvery === 0) hooks.progress(i + 1, events.length);
+  }
+  if (hooks.progress && events.length % progressEvery !== 0) hooks.progress(events.length, events.length);
+
+  const liveBytesByType: Partial<Record<ExecmemType, number>> = {};
+  for (const p of placed.values()) liveBytesByType[p.type] = (liveBytesByType[p.type] ?? 0) + p.sizeBytes;
+  const usage = allocator.usage();
+  return {
+    trace: trace.name,
+    allocator: allocator.name,
+    events: events.length,
+    ops,
+    failed,
+    skipped,
+    failureCount,
+    failures,
+    writtenBytes,
+    liveBytes,
+    liveCount: placed.size,
+    peakLiveBytes,
+    peakLiveCount,
+    mappedBytes: usage.mappedBytes,
+    peakMappedBytes: Math.max(peakMappedBytes, usage.mappedBytes),
+    liveBytesByType,
+  };
+}
