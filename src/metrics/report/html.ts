@@ -1,0 +1,227 @@
+/**
+ * report/index.html: one self-contained page (inline CSS, inline SVG, no script, no network).
+ *
+ * Why self-contained: a report is an artifact to keep, mail or attach to CI; it must open from
+ * disk years later exactly as it was. Layout follows what a reader wants first: the headline
+ * numbers for our allocator against the best Linux design, then one table per workload, then the
+ * charts, then the module-area pictures, then what is modelled and what is real.
+ */
+import { areaLegendHtml, renderAreaMap } from './area-map.js';
+import { type RenderedChart, renderCharts } from './charts.js';
+import { bestIndex, escapeHtml, formatBytes, formatPercent, formatRatio, TABLE_COLUMNS } from './format.js';
+import { MODELLED_VS_REAL } from './provenance.js';
+import type { MetricKey, PolicyMetrics, ReportData, WorkloadRun } from './types.js';
+import { checkReportData } from './types.js';
+
+export const OUR_POLICY = 'execmem';
+
+const CSS = `
+:root { --fg:#111827; --muted:#4b5563; --line:#e5e7eb; --bg:#ffffff; --panel:#f8fafc; --ours:#2e9e44; --accent:#1d4ed8; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--fg); font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; }
+main { max-width: 1220px; margin: 0 auto; padding: 28px 28px 64px; }
+h1 { font-size: 28px; margin: 0 0 4px; letter-spacing: -0.01em; }
+h2 { font-size: 20px; margin: 40px 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 16px; margin: 24px 0 8px; }
+.meta { color: var(--muted); font-size: 13px; }
+.meta code { font-size: 12px; }
+code { font-family: ui-monospace, "SF Mono", Menlo, Consolas, monospace; background: #f1f5f9; padding: 1px 4px; border-radius: 4px; }
+.note { background: #fffbeb; border: 1px solid #fcd34d; border-radius: 8px; padding: 10px 14px; margin: 14px 0; font-size: 14px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 12px; margin-top: 12px; }
+.card { background: var(--panel); border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; }
+.card .k { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+.card .v { font-size: 22px; font-weight: 650; margin-top: 2px; }
+.card .v.win { color: var(--ours); }
+.card .v.lose { color: #b45309; }
+.card .vs { color: var(--muted); font-size: 13px; }
+.table-wrap { overflow-x: auto; border: 1px solid var(--line); border-radius: 10px; }
+table { border-collapse: collapse; width: 100%; font-size: 12.5px; font-variant-numeric: tabular-nums; }
+th, td { padding: 6px 8px; text-align: right; white-space: nowrap; border-bottom: 1px solid var(--line); }
+th { background: var(--panel); font-weight: 600; color: #374151; position: sticky; top: 0; }
+th:first-child, td:first-child { text-align: left; }
+tr:last-child td { border-bottom: none; }
+tr.ours td { background: #f0fdf4; }
+tr.ours td:first-child { font-weight: 650; color: var(--ours); }
+td.best { font-weight: 700; color: var(--accent); }
+td.bad { color: #b91c1c; font-weight: 700; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; }
+figure { margin: 0; background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 10px 12px 12px; }
+figure h3 { margin: 2px 0 4px; font-size: 15px; }
+figcaption { color: var(--muted); font-size: 12.5px; margin-top: 4px; }
+figure svg { display: block; max-width: 100%; height: auto; }
+details { margin: 10px 0; border: 1px solid var(--line); border-radius: 10px; padding: 8px 14px; background: #fff; }
+summary { cursor: pointer; font-weight: 600; }
+.areas { display: grid; grid-template-columns: repeat(auto-fill, minmax(530px, 1fr)); gap: 18px; margin-top: 10px; }
+.area h4 { margin: 6px 0 4px; font-size: 14px; }
+.area .sub { color: var(--muted); font-size: 12px; margin-bottom: 6px; }
+.legend { display: flex; flex-wrap: wrap; gap: 6px 14px; font-size: 12.5px; color: #374151; margin: 8px 0; }
+.legend-item { display: inline-flex; align-items: center; gap: 6px; }
+.legend-note { color: var(--muted); }
+.swatch { width: 12px; height: 12px; border-radius: 2px; display: inline-block; }
+.swatch-frame { border: 2px solid #111827; background: #fff; }
+.swatch-mapped { background: #e5e7eb; border: 1px solid #9ca3af; }
+.swatch-empty { background: #f9fafb; border: 1px solid #e5e7eb; }
+ul.provenance li { margin: 4px 0; }
+footer { margin-top: 48px; color: var(--muted); font-size: 12.5px; }
+@media print { .charts, .areas { grid-template-columns: 1fr; } details { page-break-inside: avoid; } }
+`;
+
+export interface RenderedReport {
+  readonly html: string;
+  readonly charts: readonly RenderedChart[];
+  /** Number of module-area pictures on the page. */
+  readonly areaPictureCount: number;
+}
+
+export function renderHtml(data: ReportData): RenderedReport {
+  checkReportData(data);
+  const charts = renderCharts(data);
+  const areas = areasHtml(data);
+  const first = data.runs[0];
+  const body = [
+    '<main>',
+    '<header>',
+    '<h1>execmem report</h1>',
+    `<div class="meta">Simulated ${escapeHtml(first.arch)} kernel machine · seed ${first.seed} · scale ${first.scale} · ` +
+      `${data.runs.length} workloads · generated ${escapeHtml(data.generatedAt)} · regenerate with <code>${escapeHtml(data.command)}</code></div>`,
+    '</header>',
+    ...data.notes.map((n) => `<div class="note">${escapeHtml(n)}</div>`),
+    headlineHtml(data),
+    '<h2>Results by workload</h2>',
+    '<p class="meta">Every policy ran the workload on an identical fresh machine. Blue bold: best in column. ' +
+      'iTLB misses per million fetches, compulsory lower bound in parentheses. W^X must be 0.</p>',
+    ...data.runs.map(tableHtml),
+    '<h2>Charts</h2>',
+    `<div class="charts">${charts.map(figureHtml).join('\n')}</div>`,
+    '<h2>Module area, block by block</h2>',
+    '<p class="meta">Each tile is one 2 MiB block of the area after the run, in address order (32 per row).</p>',
+    areaLegendHtml(),
+    areas.html,
+    '<h2>What is modelled and what is real</h2>',
+    `<ul class="provenance">${MODELLED_VS_REAL.map((l) => `<li>${escapeHtml(l)}</li>`).join('')}</ul>`,
+    '<footer>execmem · this page is self-contained (no scripts, no network). Charts: Apache ECharts, rendered to SVG at generation time.</footer>',
+    '</main>',
+  ].join('\n');
+  const html = [
+    '<!doctype html>',
+    '<html lang="en">',
+    '<head>',
+    '<meta charset="utf-8">',
+    '<meta name="viewport" content="width=device-width, initial-scale=1">',
+    '<title>execmem report</title>',
+    `<style>${CSS}</style>`,
+    '</head>',
+    `<body>${body}</body>`,
+    '</html>',
+    '',
+  ].join('\n');
+  return { html, charts, areaPictureCount: areas.count };
+}
+
+function figureHtml(chart: RenderedChart): string {
+  return (
+    `<figure class="chart" data-chart="${escapeHtml(chart.id)}">` +
+    `<h3>${escapeHtml(chart.title)}</h3>${chart.svg}<figcaption>${escapeHtml(chart.caption)}</figcaption></figure>`
+  );
+}
+
+function tableHtml(run: WorkloadRun): string {
+  const best = TABLE_COLUMNS.map((c) =>
+    bestIndex(
+      run.policies.map((p) => p.metrics[c.key]),
+      c.better,
+    ),
+  );
+  const head = `<tr><th>policy</th>${TABLE_COLUMNS.map((c) => `<th>${escapeHtml(c.heading)}</th>`).join('')}</tr>`;
+  const rows = run.policies.map((p, row) => {
+    const cells = TABLE_COLUMNS.map((c, col) => {
+      const cls =
+        c.key === 'wxViolations' && p.metrics.wxViolations > 0 ? 'bad' : best[col] === row ? 'best' : '';
+      return `<td${cls ? ` class="${cls}"` : ''}>${escapeHtml(c.format(p.metrics))}</td>`;
+    });
+    const label = p.name === OUR_POLICY ? `${p.name} (ours)` : p.name;
+    return `<tr${p.name === OUR_POLICY ? ' class="ours"' : ''}><td>${escapeHtml(label)}</td>${cells.join('')}</tr>`;
+  });
+  return (
+    `<h3 id="w-${escapeHtml(run.workload)}">${escapeHtml(run.workload)} <span class="meta">(${escapeHtml(run.arch)}, seed ${run.seed})</span></h3>` +
+    `<div class="table-wrap"><table class="results" data-workload="${escapeHtml(run.workload)}"><thead>${head}</thead>` +
+    `<tbody>${rows.join('')}</tbody></table></div>`
+  );
+}
+
+interface Headline {
+  readonly key: MetricKey;
+  readonly label: string;
+  readonly better: 'low' | 'high';
+  readonly format: (m: PolicyMetrics) => string;
+}
+
+const HEADLINES: readonly Headline[] = [
+  { key: 'overhead', label: 'mapped / live', better: 'low', format: (m) => formatRatio(m.overhead) },
+  {
+    key: 'largePageShare',
+    label: 'exec bytes on 2 MiB',
+    better: 'high',
+    format: (m) => formatPercent(m.largePageShare),
+  },
+  { key: 'shootdowns', label: 'global shootdowns', better: 'low', format: (m) => String(m.shootdowns) },
+  {
+    key: 'directMap4kBytes',
+    label: 'DirectMap4k',
+    better: 'low',
+    format: (m) => formatBytes(m.directMap4kBytes),
+  },
+  {
+    key: 'itlbMissesPerMillion',
+    label: 'iTLB misses / M',
+    better: 'low',
+    format: (m) => m.itlbMissesPerMillion.toFixed(1),
+  },
+];
+
+/** Our numbers against the best Linux design on the headline workload (mixed if present). */
+function headlineHtml(data: ReportData): string {
+  const run = data.runs.find((r) => r.workload === 'mixed') ?? data.runs[0];
+  const ours = run.policies.find((p) => p.name === OUR_POLICY);
+  const others = run.policies.filter((p) => p.name !== OUR_POLICY);
+  if (!ours || others.length === 0) return '';
+  const cards = HEADLINES.map((h) => {
+    const values = others.map((p) => p.metrics[h.key]);
+    const bestOther = others[bestIndex(values, h.better)];
+    const mine = ours.metrics[h.key];
+    const theirs = bestOther.metrics[h.key];
+    const wins = h.better === 'low' ? mine <= theirs : mine >= theirs;
+    return (
+      `<div class="card"><div class="k">${escapeHtml(h.label)}</div>` +
+      `<div class="v ${wins ? 'win' : 'lose'}">${escapeHtml(h.format(ours.metrics))}</div>` +
+      `<div class="vs">best Linux design: ${escapeHtml(h.format(bestOther.metrics))} (${escapeHtml(bestOther.name)})</div></div>`
+    );
+  });
+  return (
+    `<h2>At a glance: ${escapeHtml(run.workload)}</h2>` +
+    '<p class="meta">execmem (ours) against the best Linux design for each figure; green where ours is as good or better, amber where not.</p>' +
+    `<div class="cards">${cards.join('')}</div>`
+  );
+}
+
+function areasHtml(data: ReportData): { html: string; count: number } {
+  let count = 0;
+  const blocks = data.runs.map((run, i) => {
+    const pictures = run.policies.map((p) => {
+      if (!p.area) {
+        return `<div class="area"><h4>${escapeHtml(p.name)}</h4><div class="sub">no area map from this run</div></div>`;
+      }
+      const pic = renderAreaMap(p.area, `${run.workload}-${p.name}`);
+      count++;
+      const sub =
+        `${pic.mappedTiles} of ${pic.tileCount} blocks mapped · ${formatBytes(p.metrics.liveBytes)} live` +
+        (pic.note ? ` · ${pic.note}` : '');
+      return `<div class="area" data-policy="${escapeHtml(p.name)}"><h4>${escapeHtml(p.name)}</h4><div class="sub">${escapeHtml(sub)}</div>${pic.svg}</div>`;
+    });
+    return (
+      `<details${i === 0 ? ' open' : ''} data-workload="${escapeHtml(run.workload)}"><summary>${escapeHtml(run.workload)}</summary>` +
+      `<div class="areas">${pictures.join('')}</div></details>`
+    );
+  });
+  return { html: blocks.join('\n'), count };
+}

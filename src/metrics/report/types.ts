@@ -1,0 +1,123 @@
+/**
+ * The data a report is rendered from: one comparison run per workload (every policy on an
+ * identical fresh machine), plus the module-area occupancy of each policy after the run.
+ *
+ * Why a type of its own instead of rendering the compare harness's result directly: the renderer
+ * must not depend on how the numbers were produced (sim compare harness, the Debian modules
+ * replay, a saved JSON file), and it validates what it gets: a report that silently draws NaN
+ * bars is worse than none. The metric names are exactly those issue 4 documents for
+ * `execmem compare --json`, so a compare result maps onto this with no renaming.
+ */
+
+import { EXECMEM_TYPES, type ExecmemType } from '../../arch/types.js';
+import { assert } from '../../base/assert.js';
+
+/** The per-policy metrics issue 4 requires of `execmem compare` (same names, same units). */
+export const METRIC_KEYS = [
+  'liveBytes',
+  'mappedBytes',
+  'overhead',
+  'largePageShare',
+  'directMap4kBytes',
+  'directMapSplits',
+  'shootdowns',
+  'ipis',
+  'localFlushes',
+  'permissionFlips',
+  'itlbMissesPerMillion',
+  'itlbLowerBoundPerMillion',
+  'wxViolations',
+  'opsPerSecondRatio',
+] as const;
+export type MetricKey = (typeof METRIC_KEYS)[number];
+export type PolicyMetrics = Record<MetricKey, number>;
+
+/** One 2 MiB region of a policy's executable-memory area after the run. */
+export interface AreaRegion {
+  /** Region start (48-bit VA, aligned to `regionBytes`). */
+  readonly va: number;
+  /** Bytes of this region mapped by anyone (0..regionBytes). */
+  readonly mappedBytes: number;
+  /** Mapped with one 2 MiB leaf (true) or with smaller leaves (false). */
+  readonly largeLeaf: boolean;
+  /** Live (allocated to callers) bytes per type in this region. */
+  readonly liveBytesByType: Partial<Record<ExecmemType, number>>;
+}
+
+/** The module area (or whichever range the run used) as tiles of `regionBytes`. */
+export interface AreaMap {
+  readonly start: number;
+  readonly end: number;
+  readonly regionBytes: number;
+  /** Regions with something mapped; the renderer draws the others as empty tiles. */
+  readonly regions: readonly AreaRegion[];
+}
+
+export interface PolicyRun {
+  readonly name: string;
+  readonly metrics: PolicyMetrics;
+  /** Null when the producer could not provide a map (the report says so). */
+  readonly area: AreaMap | null;
+}
+
+export interface WorkloadRun {
+  readonly workload: string;
+  readonly arch: string;
+  readonly seed: number;
+  /** The producer's size knob (1 = the default workload size). */
+  readonly scale: number;
+  readonly policies: readonly PolicyRun[];
+}
+
+export interface ReportData {
+  /** ISO time the data was produced (shown, never used for computation). */
+  readonly generatedAt: string;
+  readonly runs: readonly WorkloadRun[];
+  /** Plain-language notes shown at the top (e.g. "Debian modules not fetched: run ..."). */
+  readonly notes: readonly string[];
+  /** The command that regenerates this report. */
+  readonly command: string;
+}
+
+function checkNumber(value: unknown, what: string): void {
+  assert(
+    typeof value === 'number' && Number.isFinite(value),
+    `${what} must be a finite number, got ${value}`,
+  );
+}
+
+/**
+ * Check a report's data before drawing it. Producers are our own code, so a violation is a bug
+ * of the producer: an AssertionError naming the field.
+ */
+export function checkReportData(data: ReportData): void {
+  assert(data.runs.length > 0, 'a report needs at least one workload run');
+  const seen = new Set<string>();
+  for (const run of data.runs) {
+    assert(!seen.has(run.workload), `workload ${run.workload} appears twice`);
+    seen.add(run.workload);
+    assert(run.policies.length > 0, `workload ${run.workload} has no policies`);
+    const names = new Set<string>();
+    for (const p of run.policies) {
+      assert(!names.has(p.name), `policy ${p.name} appears twice in ${run.workload}`);
+      names.add(p.name);
+      for (const key of METRIC_KEYS) checkNumber(p.metrics[key], `${run.workload}/${p.name}.${key}`);
+      if (p.area) checkArea(p.area, `${run.workload}/${p.name}`);
+    }
+  }
+}
+
+function checkArea(area: AreaMap, where: string): void {
+  assert(area.regionBytes > 0 && area.end > area.start, `${where}: bad area bounds`);
+  for (const r of area.regions) {
+    assert(r.va % area.regionBytes === 0, `${where}: region ${r.va} not aligned`);
+    assert(
+      r.mappedBytes >= 0 && r.mappedBytes <= area.regionBytes,
+      `${where}: region mapped bytes out of range`,
+    );
+    for (const [type, bytes] of Object.entries(r.liveBytesByType)) {
+      assert((EXECMEM_TYPES as readonly string[]).includes(type), `${where}: unknown type ${type}`);
+      checkNumber(bytes, `${where}: live bytes of ${type}`);
+    }
+  }
+}
