@@ -179,11 +179,12 @@ const TINY_AMD: TlbProfile = {
 };
 
 /**
- * A fixed address space: 1 GiB region 0 holds 4 KiB pages in its first 2 MiB windows, region 1
- * holds 2 MiB pages, region 2 is one 1 GiB page. walk() is the "page table".
+ * The "page table": 1 GiB region 0 holds 4 KiB pages, region 1 holds 2 MiB pages (or 4 KiB
+ * pages after a 'split' op, without a flush, so stale entries of both sizes overlap), region 2
+ * is one 1 GiB page.
  */
-function walk(va: number, flags: number): Translation {
-  if (va < G1) return tr(Math.floor(va / K4) * K4, 1, flags);
+function walk(va: number, flags: number, region1Split: boolean): Translation {
+  if (va < G1 || (va < 2 * G1 && region1Split)) return tr(Math.floor(va / K4) * K4, 1, flags);
   if (va < 2 * G1) return tr(Math.floor(va / M2) * M2, 2, flags);
   return tr(2 * G1, 3, flags);
 }
@@ -196,7 +197,8 @@ const vaArb = fc.oneof(
 type Op =
   | { op: 'access'; side: TlbSide; va: number; flags: number }
   | { op: 'flush'; va: number; size: number }
-  | { op: 'flushAll' };
+  | { op: 'flushAll' }
+  | { op: 'split' };
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   {
     weight: 12,
@@ -216,6 +218,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.constant({ op: 'flushAll' as const }) },
+  { weight: 1, arbitrary: fc.constant({ op: 'split' as const }) },
 );
 
 function runBoth(profile: TlbProfile, ops: Op[]): void {
@@ -230,7 +233,12 @@ function runBoth(profile: TlbProfile, ops: Op[]): void {
     ...profile.l2shared,
   ].reduce((n, s) => n + s.entries, 0);
   const lookups = { i: 0, d: 0 };
+  let region1Split = false;
   for (const o of ops) {
+    if (o.op === 'split') {
+      region1Split = !region1Split;
+      continue;
+    }
     if (o.op === 'access') {
       lookups[o.side]++;
       const got = tlb.lookup(o.side, o.va);
@@ -240,7 +248,7 @@ function runBoth(profile: TlbProfile, ops: Op[]): void {
         `lookup ${o.side} ${o.va}: ${JSON.stringify(got)} vs ${JSON.stringify(want)}`,
       );
       if (got === undefined) {
-        const t = walk(o.va, o.flags);
+        const t = walk(o.va, o.flags, region1Split);
         tlb.insert(o.side, t);
         ref.insert(o.side, t, o.va);
       }
@@ -381,6 +389,20 @@ describe('CpuTlb geometry (zen4)', () => {
 });
 
 describe('CpuTlb semantics', () => {
+  it('with stale entries of two sizes covering an address, the 4 KiB one wins, also after a hit', () => {
+    for (const p of [TLB_PROFILES.zen4, TLB_PROFILES.skylake]) {
+      const tlb = new CpuTlb(p);
+      const big = tr(G1, 2);
+      tlb.lookup('i', G1 + 5 * K4);
+      tlb.insert('i', big);
+      assert.equal(tlb.lookup('i', G1 + 5 * K4), big);
+      const small = tr(G1 + 5 * K4, 1); // the 2 MiB leaf was split without a flush
+      tlb.insert('i', small);
+      assert.equal(tlb.lookup('i', G1 + 5 * K4 + 8), small, p.name);
+      assert.equal(tlb.lookup('i', G1 + 6 * K4), big, p.name);
+    }
+  });
+
   it('returns the cached (stale) translation until a flush drops it', () => {
     const tlb = new CpuTlb(TLB_PROFILES.skylake);
     const old = tr(0x10000, 1, 1);

@@ -46,6 +46,8 @@ export interface TlbStats {
 }
 
 const KEY_EMPTY = -1;
+/** A probe key that matches nothing (NaN is unequal to everything). */
+const KEY_NONE = Number.NaN;
 const LEVEL_COUNT_MAX = 3;
 
 /** Key of a slot: page number in the key granule, times 4, plus the key level (1..3). */
@@ -72,8 +74,15 @@ export class TlbArray {
   private readonly starts: Float64Array;
   private readonly ends: Float64Array;
   private readonly trans: (Translation | undefined)[];
+  /** Key level of each slot (0 when empty). */
+  private readonly slotLevels: Uint8Array;
+  /** Occupied slots per key level. */
+  private readonly levelCounts: Uint32Array;
+  private readonly probesLevel2: boolean;
   private clock = 0;
   private used = 0;
+  private hintSlot = 0;
+  private hintLevel: LeafLevel | 0 = 0;
 
   constructor(spec: TlbArraySpec) {
     assert(Number.isInteger(spec.entries) && spec.entries > 0, `${spec.name}: entries must be > 0`);
@@ -91,6 +100,9 @@ export class TlbArray {
       this.keyLevelFor[3] = 2;
     }
     this.probeLevels = [...spec.levels].sort((a, b) => a - b);
+    this.probesLevel2 = spec.levels.includes(2);
+    this.slotLevels = new Uint8Array(spec.entries);
+    this.levelCounts = new Uint32Array(LEVEL_COUNT_MAX + 1);
     this.keys = new Float64Array(spec.entries).fill(KEY_EMPTY);
     this.stamps = new Float64Array(spec.entries);
     this.starts = new Float64Array(spec.entries);
@@ -106,21 +118,68 @@ export class TlbArray {
     return this.keyLevelFor[level] !== 0;
   }
 
-  /** Slot index holding a translation for va, or -1. Touches LRU on a hit. No allocation. */
+  /**
+   * Slot index holding a translation for va, or -1. Touches LRU on a hit. No allocation.
+   * Fast path: the slot of the previous hit, valid when its key matches and no entry of a
+   * smaller page size exists in the array (so the smaller-size-first rule cannot be violated).
+   */
   find(va: number): number {
+    const hintLevel = this.hintLevel;
+    if (hintLevel !== 0) {
+      const slot = this.hintSlot;
+      if (this.keys[slot] === keyOf(va, hintLevel) && this.smallerCount(hintLevel) === 0) {
+        this.stamps[slot] = ++this.clock;
+        return slot;
+      }
+    }
+    const slot = this.sets === 1 ? this.scanAll(va) : this.probeSets(va);
+    if (slot >= 0) {
+      this.stamps[slot] = ++this.clock;
+      this.hintSlot = slot;
+      this.hintLevel = this.slotLevels[slot] as LeafLevel;
+    }
+    return slot;
+  }
+
+  /** Set-associative probe: one set per page size, smallest size first. */
+  private probeSets(va: number): number {
     const levels = this.probeLevels;
     for (let l = 0; l < levels.length; l++) {
       const key = keyOf(va, levels[l]);
       const first = this.setOf(key) * this.ways;
       const last = first + this.ways;
       for (let i = first; i < last; i++) {
-        if (this.keys[i] === key) {
-          this.stamps[i] = ++this.clock;
-          return i;
-        }
+        if (this.keys[i] === key) return i;
       }
     }
     return -1;
+  }
+
+  /** Fully associative probe: one pass comparing every page size's key; smallest size wins. */
+  private scanAll(va: number): number {
+    const k1 = this.keyLevelFor[1] === 1 ? keyOf(va, 1) : KEY_NONE;
+    const k2 = this.probesLevel2 ? keyOf(va, 2) : KEY_NONE;
+    const k3 = this.keyLevelFor[3] === 3 ? keyOf(va, 3) : KEY_NONE;
+    let found = -1;
+    let foundLevel = 4;
+    const keys = this.keys;
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i];
+      if (k === k1) return i;
+      if (k === k2 && foundLevel > 2) {
+        found = i;
+        foundLevel = 2;
+      } else if (k === k3 && foundLevel > 3) {
+        found = i;
+        foundLevel = 3;
+      }
+    }
+    return found;
+  }
+
+  private smallerCount(level: LeafLevel): number {
+    const c = this.levelCounts;
+    return level === 1 ? 0 : level === 2 ? c[1] : c[1] + c[2];
   }
 
   at(slot: number): Translation {
@@ -145,7 +204,7 @@ export class TlbArray {
       const k = this.keys[i];
       if (k === key) {
         const old = this.trans[i]!;
-        this.fill(i, key, t);
+        this.fill(i, key, keyLevel as LeafLevel, t);
         return sameValue(old, t) ? undefined : old;
       }
       if (k === KEY_EMPTY) {
@@ -159,8 +218,7 @@ export class TlbArray {
       }
     }
     const evicted = this.trans[victim];
-    if (evicted === undefined) this.used++;
-    this.fill(victim, key, t);
+    this.fill(victim, key, keyLevel as LeafLevel, t);
     return evicted;
   }
 
@@ -198,6 +256,8 @@ export class TlbArray {
     const count = this.used;
     this.keys.fill(KEY_EMPTY);
     this.trans.fill(undefined);
+    this.slotLevels.fill(0);
+    this.levelCounts.fill(0);
     this.used = 0;
     return count;
   }
@@ -216,8 +276,12 @@ export class TlbArray {
     return ((key / 4) >>> 0) & (this.sets - 1);
   }
 
-  private fill(slot: number, key: number, t: Translation): void {
+  private fill(slot: number, key: number, keyLevel: LeafLevel, t: Translation): void {
+    if (this.keys[slot] === KEY_EMPTY) this.used++;
+    else this.levelCounts[this.slotLevels[slot]]--;
+    this.levelCounts[keyLevel]++;
     this.keys[slot] = key;
+    this.slotLevels[slot] = keyLevel;
     this.stamps[slot] = ++this.clock;
     this.starts[slot] = t.va;
     this.ends[slot] = t.va + LEVEL_BYTES[t.level];
@@ -225,7 +289,9 @@ export class TlbArray {
   }
 
   private clear(slot: number): void {
+    this.levelCounts[this.slotLevels[slot]]--;
     this.keys[slot] = KEY_EMPTY;
+    this.slotLevels[slot] = 0;
     this.trans[slot] = undefined;
     this.used--;
   }
