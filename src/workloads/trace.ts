@@ -201,7 +201,7 @@ function checkEvent(ev: unknown, index: number, ids: Map<number, IdState>): void
   if (!isRecord(ev)) fail('an event must be an object');
   const rec = ev as Record<string, unknown>;
   const op = rec.op;
-  if (typeof op !== 'string' || !(op in EVENT_KEYS)) fail(`unknown op ${JSON.stringify(op)}`);
+  if (typeof op !== 'string' || !Object.hasOwn(EVENT_KEYS, op)) fail(`unknown op ${JSON.stringify(op)}`);
   const allowed = EVENT_KEYS[op as TraceOp];
   for (const key of Object.keys(rec)) {
     if (!allowed.includes(key)) fail(`${op}: unknown key '${key}'`);

@@ -1,0 +1,225 @@
+// Tests of the trace format: the validator rejects each kind of bad event with a typed error that
+// names the event, files round-trip, and corrupt files fail cleanly.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import {
+  loadTrace,
+  saveTrace,
+  summarizeTrace,
+  TRACE_FORMAT,
+  type Trace,
+  TraceError,
+  type TraceEvent,
+  validateTrace,
+} from '../src/workloads/trace.js';
+import { trampolines } from '../src/workloads/trampolines.js';
+
+function traceOf(events: unknown[]): unknown {
+  return { format: TRACE_FORMAT, name: 't', seed: 7, events };
+}
+
+const base: TraceEvent[] = [
+  { op: 'phase', name: 'load' },
+  { op: 'alloc', id: 1, type: 'module_text', sizeBytes: 100 },
+  { op: 'write', id: 1, offsetBytes: 0, sizeBytes: 100 },
+  { op: 'alloc', id: 2, type: 'module_ro_after_init', sizeBytes: 64, alignBytes: 64 },
+  { op: 'write', id: 2, offsetBytes: 10, sizeBytes: 54, fill: 'data' },
+  { op: 'finalize', id: 1 },
+  { op: 'finalize', id: 2 },
+  { op: 'exec', ids: [1], calls: 5 },
+  { op: 'seal', id: 2 },
+  { op: 'free', id: 2 },
+  { op: 'exec', calls: 3 },
+];
+
+function expectEventError(events: unknown[], index: number, pattern: RegExp): void {
+  assert.throws(
+    () => validateTrace(traceOf(events)),
+    (err: unknown) => {
+      assert.ok(err instanceof TraceError, `expected TraceError, got ${err}`);
+      assert.equal(err.code, 'EEVENT');
+      assert.equal(err.eventIndex, index);
+      assert.match(err.message, new RegExp(`event ${index}:`));
+      assert.match(err.message, pattern);
+      return true;
+    },
+  );
+}
+
+test('a well-formed trace validates and summarizes', () => {
+  const t = validateTrace(traceOf(base));
+  const s = summarizeTrace(t);
+  assert.equal(s.events, base.length);
+  assert.deepEqual(s.ops, { alloc: 2, write: 2, finalize: 2, seal: 1, free: 1, exec: 2, phase: 1 });
+  assert.deepEqual(s.allocBytesByType, { module_text: 100, module_ro_after_init: 64 });
+});
+
+test('each broken rule is a TraceError naming the event index and the problem', () => {
+  const cases: Array<[TraceEvent | Record<string, unknown>, RegExp]> = [
+    [{ op: 'jump', id: 1 }, /unknown op/],
+    [{ op: 'constructor', id: 1 }, /unknown op/],
+    [{ op: 'toString' }, /unknown op/],
+    [{ op: 'free', id: 1, extra: true }, /unknown key 'extra'/],
+    [{ op: 'free', id: 99 }, /never allocated/],
+    [{ op: 'alloc', id: 1, type: 'bpf', sizeBytes: 8 }, /allocated a second time/],
+    [{ op: 'alloc', id: 5, type: 'heap', sizeBytes: 8 }, /unknown type/],
+    [{ op: 'alloc', id: 5, type: 'bpf', sizeBytes: 0 }, /sizeBytes/],
+    [{ op: 'alloc', id: 5, type: 'bpf', sizeBytes: 1.5 }, /sizeBytes/],
+    [{ op: 'alloc', id: 5, type: 'bpf', sizeBytes: 8, alignBytes: 48 }, /alignBytes/],
+    [{ op: 'alloc', id: 5, type: 'bpf', sizeBytes: 8, alignBytes: 8192 }, /alignBytes/],
+    [{ op: 'alloc', id: -1, type: 'bpf', sizeBytes: 8 }, /id must be/],
+    [{ op: 'write', id: 1, offsetBytes: 90, sizeBytes: 11 }, /crosses the end/],
+    [{ op: 'write', id: 1, offsetBytes: -1, sizeBytes: 1 }, /offsetBytes/],
+    [{ op: 'write', id: 1, offsetBytes: 0, sizeBytes: 1, fill: 'junk' }, /fill must be/],
+    [{ op: 'seal', id: 1 }, /only module_ro_after_init/],
+    [{ op: 'finalize', id: 1 }, /already finalized/],
+    [{ op: 'free', id: 2 }, /not live \(freed at event 9\)/],
+    [{ op: 'exec', ids: [2], calls: 1 }, /not live/],
+    [{ op: 'exec', ids: [1, 1], calls: 1 }, /listed twice/],
+    [{ op: 'exec', ids: [], calls: 1 }, /non-empty/],
+    [{ op: 'exec', calls: 0 }, /calls/],
+    [{ op: 'phase', name: '' }, /name/],
+  ];
+  for (const [bad, pattern] of cases) expectEventError([...base, bad], base.length, pattern);
+});
+
+test('lifecycle rules: seal before finalize, write after seal, rodata after finalize, code into data', () => {
+  const a = (id: number, type: string) => ({ op: 'alloc', id, type, sizeBytes: 64 });
+  expectEventError([a(1, 'module_ro_after_init'), { op: 'seal', id: 1 }], 1, /seal before finalize/);
+  expectEventError(
+    [
+      a(1, 'module_ro_after_init'),
+      { op: 'finalize', id: 1 },
+      { op: 'seal', id: 1 },
+      { op: 'write', id: 1, offsetBytes: 0, sizeBytes: 1 },
+    ],
+    3,
+    /sealed/,
+  );
+  expectEventError(
+    [a(1, 'module_rodata'), { op: 'finalize', id: 1 }, { op: 'write', id: 1, offsetBytes: 0, sizeBytes: 1 }],
+    2,
+    /read-only after finalize/,
+  );
+  expectEventError(
+    [a(1, 'module_data'), { op: 'write', id: 1, offsetBytes: 0, sizeBytes: 1, fill: 'code' }],
+    1,
+    /holds no code/,
+  );
+  expectEventError([a(1, 'module_data'), { op: 'exec', ids: [1], calls: 1 }], 1, /holds no code/);
+  // Text may be written after finalize (ftrace patching, text_poke): not an error.
+  validateTrace(
+    traceOf([
+      a(1, 'module_text'),
+      { op: 'finalize', id: 1 },
+      { op: 'write', id: 1, offsetBytes: 0, sizeBytes: 4 },
+    ]),
+  );
+});
+
+test('envelope errors are EFORMAT with no event index', () => {
+  const bad: unknown[] = [
+    null,
+    [],
+    { format: 'execmem-trace/2', name: 't', seed: 1, events: [] },
+    { format: TRACE_FORMAT, name: '', seed: 1, events: [] },
+    { format: TRACE_FORMAT, name: 't', seed: -1, events: [] },
+    { format: TRACE_FORMAT, name: 't', seed: 1 },
+    { format: TRACE_FORMAT, name: 't', seed: 1, events: [], more: 1 },
+  ];
+  for (const doc of bad) {
+    assert.throws(
+      () => validateTrace(doc),
+      (err: unknown) => err instanceof TraceError && err.code === 'EFORMAT' && err.eventIndex === null,
+    );
+  }
+});
+
+test('save then load round-trips a generated trace', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'execmem-trace-'));
+  try {
+    const t = trampolines({ seed: 3, scale: 0.02 });
+    const path = join(dir, 't.json');
+    saveTrace(path, t);
+    assert.deepEqual(loadTrace(path), t);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a corrupt trace file gives a typed error naming the bad event; bad files give EFORMAT/EIO', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'execmem-trace-'));
+  try {
+    const t = trampolines({ seed: 4, scale: 0.02 });
+    const path = join(dir, 't.json');
+    saveTrace(path, t);
+    // saveTrace writes one event per line after the header line: corrupt the first free event.
+    const lines = readFileSync(path, 'utf8').split('\n');
+    const firstFree = t.events.findIndex((e) => e.op === 'free');
+    assert.ok(firstFree > 0, 'the generated trace frees something');
+    const line = 1 + firstFree;
+    assert.match(lines[line], /"op":"free"/);
+    lines[line] = lines[line].replace(/"id":\d+/, '"id":999999');
+    writeFileSync(path, lines.join('\n'));
+    assert.throws(
+      () => loadTrace(path),
+      (err: unknown) => err instanceof TraceError && err.code === 'EEVENT' && err.eventIndex === firstFree,
+    );
+    writeFileSync(path, '{"format": "execmem-trace/1", ');
+    assert.throws(
+      () => loadTrace(path),
+      (err: unknown) => err instanceof TraceError && err.code === 'EFORMAT',
+    );
+    assert.throws(
+      () => loadTrace(join(dir, 'missing.json')),
+      (err: unknown) => err instanceof TraceError && err.code === 'EIO',
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('saveTrace refuses an invalid trace and writes nothing', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'execmem-trace-'));
+  try {
+    const path = join(dir, 'bad.json');
+    const bad = traceOf([{ op: 'free', id: 1 }]) as Trace;
+    assert.throws(() => saveTrace(path, bad), TraceError);
+    assert.equal(existsSync(path), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('property: any single-field mutation of a valid trace validates or fails as TraceError, never otherwise', () => {
+  const t = trampolines({ seed: 5, scale: 0.01 });
+  const keys = ['op', 'id', 'type', 'sizeBytes', 'alignBytes', 'offsetBytes', 'fill', 'ids', 'calls', 'name'];
+  fc.assert(
+    fc.property(
+      fc.nat({ max: t.events.length - 1 }),
+      fc.constantFrom(...keys),
+      fc.oneof(
+        fc.integer(),
+        fc.double(),
+        fc.string(),
+        fc.constant(null),
+        fc.array(fc.integer(), { maxLength: 3 }),
+      ),
+      (index, key, value) => {
+        const events = t.events.map((e) => ({ ...e })) as Record<string, unknown>[];
+        events[index][key] = value;
+        try {
+          validateTrace(traceOf(events));
+        } catch (err) {
+          assert.ok(err instanceof TraceError, `unexpected ${err}`);
+          assert.ok(err.eventIndex === null || err.eventIndex <= t.events.length);
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
