@@ -14,7 +14,7 @@
  *   import. While such a module has not been written, or fails to load, its subcommand still
  *   exists, says plainly that it is not available, and exits 1. Nothing is faked in its place.
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { CliFailure, type CliIo, UsageError } from './io.js';
 
 export const EXIT_OK = 0;
@@ -144,6 +144,11 @@ export async function buildProgram(io: CliIo, version: string): Promise<Command>
 
 /** Map an error escaping a command to its exit code, printing one line (never a stack for users). */
 export function reportError(error: unknown, io: CliIo): number {
+  if (error instanceof InvalidArgumentError) {
+    // Thrown from inside an action (commander only prints those it caught in a parser).
+    io.err(`error: ${oneLine(error.message)}`);
+    return EXIT_USAGE;
+  }
   if (error instanceof CommanderError) {
     // Help and --version arrive here with exit code 0; commander already printed the message.
     if (

@@ -1,0 +1,82 @@
+/**
+ * `execmem stats`: the allocator's statistics after a workload, /proc-like text or --json.
+ *
+ * Why it runs our allocator directly (Execmem on a SimBackend) and not a policy adapter: the
+ * statistics are execmem's own (per type live/mapped/large-mapped/free/fragmentation and its
+ * counters, src/execmem/stats.ts formatStats by engineer A); the Linux designs have no such
+ * interface. The workload drives it through the same replay engine as everything else, using the
+ * policy registry's 'execmem' adapter when it exposes its Execmem instance.
+ */
+import type { Command } from 'commander';
+import type { ArchName } from '../../arch/types.js';
+import type { ExecAllocator } from '../../policies/types.js';
+import { CliFailure, type CliIo } from '../io.js';
+import { parseArch, parseScale, parseSeed } from '../options.js';
+import { loadSubsystem } from '../subsystems.js';
+import { checkWorkload, loadPolicies, newMachine, replayWorkload } from './shared.js';
+
+interface StatsOptions {
+  workload: string;
+  arch: ArchName;
+  seed: number;
+  scale: number;
+}
+
+interface ExecmemLike {
+  stats(): unknown;
+}
+
+interface StatsModule {
+  formatStats(stats: unknown): string;
+}
+
+export function register(program: Command, io: CliIo): void {
+  program
+    .command('stats')
+    .description('print execmem allocator statistics after a workload (/proc-like, or --json)')
+    .option('-w, --workload <name>', 'workload to run', 'mixed')
+    .option('-a, --arch <arch>', 'x86_64, arm64 or generic', parseArch, 'x86_64')
+    .option('-s, --seed <n>', 'seed of the workload and of KASLR', parseSeed, 1)
+    .option('--scale <x>', 'workload size factor', parseScale, 1)
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Examples:',
+        '  $ execmem stats                        # after the mixed workload',
+        '  $ execmem stats --workload bpf-churn --json | jq .types.bpf',
+        '  $ execmem stats --arch arm64 --scale 0.1',
+      ].join('\n'),
+    )
+    .action(async (opts: StatsOptions) => {
+      await runStats(opts, io);
+    });
+}
+
+async function runStats(opts: StatsOptions, io: CliIo): Promise<void> {
+  checkWorkload(opts.workload);
+  const statsModule = await loadSubsystem<StatsModule>('execmem/stats.js', 'execmem statistics', [
+    'formatStats',
+  ]);
+  const machine = await newMachine(opts.arch, opts.seed);
+  const policies = await loadPolicies();
+  const allocator = policies.createPolicy('execmem', machine) as ExecAllocator & { execmem?: ExecmemLike };
+  if (!allocator.execmem || typeof allocator.execmem.stats !== 'function') {
+    throw new CliFailure("the 'execmem' policy adapter does not expose its Execmem instance (.execmem) yet");
+  }
+  const result = replayWorkload(opts.workload, allocator, opts, io);
+  const stats = allocator.execmem.stats();
+  if (io.json) {
+    io.out(
+      JSON.stringify(
+        { workload: opts.workload, arch: opts.arch, seed: opts.seed, failures: result.failureCount, stats },
+        null,
+        2,
+      ),
+    );
+    return;
+  }
+  io.out(`# execmem on a simulated ${opts.arch} machine (seed ${opts.seed}) after workload ${opts.workload}`);
+  if (result.failureCount > 0) io.out(`# ${result.failureCount} workload events failed`);
+  io.out(statsModule.formatStats(stats));
+}
