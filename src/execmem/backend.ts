@@ -73,8 +73,22 @@ export interface BackendCounters {
   hugeFallbacks: number;
 }
 
+/**
+ * The one lock the allocator holds around every operation and across a batch (Kent's
+ * jitalloc_update: racing updates handled "in a single place (e.g. with sticking a lock
+ * somewhere)", <ZHFDO/95KMXRdOWI@moria.home.lan>). A backend may provide one (the host backend
+ * backs it with Atomics so workers share it); otherwise execmem uses an in-process lock that
+ * asserts it is never taken twice. Added by engineer A as an optional member.
+ */
+export interface ExecLock {
+  acquire(): void;
+  release(): void;
+}
+
 export interface Backend {
   readonly kind: 'sim' | 'host';
+  /** Optional shared lock (see ExecLock); absent means execmem's own in-process lock. */
+  readonly lock?: ExecLock;
   readonly arch: ArchSpec;
   readonly pageBytes: number;
   readonly largePageBytes: number;

@@ -1,0 +1,22 @@
+/** The execmem allocator's public surface (re-exports; see execmem.ts for the design). */
+export type { Backend, BackendBlock, BackendCounters, ExecLock, MapBlockRequest } from './backend.js';
+export { BackendError, newBackendCounters } from './backend.js';
+export { ExecmemError, type ExecmemErrorCode } from './errors.js';
+export {
+  type AllocContext,
+  BLOCK_BYTES,
+  DEFAULT_GRANULE_BYTES,
+  Execmem,
+  type ExecmemOptions,
+  MAX_ALIGN_BYTES,
+  MAX_ALLOC_BYTES,
+  type PoolSharing,
+} from './execmem.js';
+export { buildRangeTable, modulesStartFor, type TypeClass, type TypeRange } from './ranges.js';
+export {
+  type ExecmemCounters,
+  type ExecmemPoolStats,
+  type ExecmemStats,
+  type ExecmemTypeStats,
+  formatStats,
+} from './stats.js';

@@ -1,0 +1,151 @@
+/**
+ * execmem statistics: the JSON shape and a /proc-like text rendering.
+ *
+ * Why split per type and per pool: callers care about their type (how much bpf is live), the
+ * memory system about pools (what is mapped, on which leaf size, how fragmented). Types that
+ * share a pool (by default bpf+kprobes+ftrace when their ranges agree) share its blocks, so
+ * "live + free = mapped" holds per pool, and per type only live figures are exact. Counters
+ * attributed to the allocator are backend counter deltas since the allocator was created (exact
+ * when the allocator is the backend's only user, as in every test and benchmark here).
+ */
+import type { ExecmemType, Prot } from '../arch/types.js';
+
+export interface ExecmemTypeStats {
+  /** Pool serving this type (types in one pool share blocks). */
+  pool: string;
+  /** Bytes held by live allocations (rounded to the pool granule; large objects: usable size). */
+  liveBytes: number;
+  liveObjects: number;
+  /** The pool's figures, repeated for convenience (shared by every type of the pool). */
+  mappedBytes: number;
+  largeMappedBytes: number;
+  freeBytes: number;
+  largestFreeBytes: number;
+  blocks: number;
+  fallbackBlocks: number;
+}
+
+export interface ExecmemPoolStats {
+  types: ExecmemType[];
+  /** Protection of free memory in the pool. */
+  prot: Prot;
+  granuleBytes: number;
+  rangeStart: string;
+  rangeEnd: string;
+  liveBytes: number;
+  liveObjects: number;
+  /** Bytes mapped for the pool: shared blocks plus large-object mappings. */
+  mappedBytes: number;
+  /** Mapped bytes whose mapping uses 2 MiB leaves. */
+  largeMappedBytes: number;
+  /** Free bytes inside shared blocks (all of it allocatable; trap-filled for text). */
+  freeBytes: number;
+  largestFreeBytes: number;
+  /** Shared blocks (2 MiB each) and how many fell back to 4 KiB leaves. */
+  blocks: number;
+  fallbackBlocks: number;
+  /** Blocks with no live object (shrink keeps one per pool). */
+  emptyBlocks: number;
+  /** Objects larger than a block, each on its own mapping; slack = mapped - usable there. */
+  largeObjects: number;
+  largeSlackBytes: number;
+  /** Side-table bytes (boundary tags, bitmaps, links) kept outside executable memory. */
+  metadataBytes: number;
+}
+
+export interface ExecmemCounters {
+  allocs: number;
+  frees: number;
+  updates: number;
+  seals: number;
+  batches: number;
+  blocksMapped: number;
+  blocksReleased: number;
+  /** Allocations refused in atomic context because the cache would have to grow. */
+  atomicRefusals: number;
+  /** Backend deltas since the allocator was created. */
+  permissionFlips: number;
+  pokes: number;
+  pokeBytes: number;
+  localFlushes: number;
+  shootdowns: number;
+  ipis: number;
+  directMapSplits: number;
+  hugeFallbacks: number;
+}
+
+export interface ExecmemStats {
+  backend: 'sim' | 'host';
+  arch: string;
+  aliasWrite: boolean;
+  blockBytes: number;
+  types: Record<ExecmemType, ExecmemTypeStats>;
+  pools: Record<string, ExecmemPoolStats>;
+  counters: ExecmemCounters;
+}
+
+function kb(bytes: number): string {
+  return String(Math.round(bytes / 1024));
+}
+
+function row(cells: (string | number)[], widths: number[]): string {
+  return cells.map((c, i) => String(c).padStart(widths[i])).join(' ');
+}
+
+/** Render stats as /proc-style text (one header line, a pool table, a type table, counters). */
+export function formatStats(stats: ExecmemStats): string {
+  const lines: string[] = [];
+  lines.push(
+    `execmem: backend ${stats.backend}, arch ${stats.arch}, ` +
+      `${stats.aliasWrite ? 'alias writes' : 'no alias: unprotect/write/protect under lock'}, ` +
+      `block ${kb(stats.blockBytes)} kB`,
+  );
+  const pw = [24, 4, 6, 7, 8, 10, 9, 9, 9, 10, 7, 7];
+  lines.push(
+    row(
+      [
+        'pool',
+        'prot',
+        'gran',
+        'blocks',
+        '4k_fallb',
+        'mapped_kB',
+        'large_kB',
+        'live_kB',
+        'free_kB',
+        'maxfree_kB',
+        'objects',
+        'bigobj',
+      ],
+      pw,
+    ),
+  );
+  for (const [name, p] of Object.entries(stats.pools)) {
+    lines.push(
+      row(
+        [
+          name,
+          p.prot,
+          p.granuleBytes,
+          p.blocks,
+          p.fallbackBlocks,
+          kb(p.mappedBytes),
+          kb(p.largeMappedBytes),
+          kb(p.liveBytes),
+          kb(p.freeBytes),
+          kb(p.largestFreeBytes),
+          p.liveObjects,
+          p.largeObjects,
+        ],
+        pw,
+      ),
+    );
+  }
+  const tw = [24, 24, 9, 7];
+  lines.push(row(['type', 'pool', 'live_kB', 'objects'], tw));
+  for (const [name, t] of Object.entries(stats.types)) {
+    lines.push(row([name, t.pool, kb(t.liveBytes), t.liveObjects], tw));
+  }
+  for (const [name, v] of Object.entries(stats.counters)) lines.push(`${name.padEnd(24)} ${v}`);
+  return `${lines.join('\n')}\n`;
+}
