@@ -195,3 +195,31 @@ test('mixed contains every producer type and interleaves them', () => {
   }
   assert.ok(switches > 20, `type switches ${switches}`);
 });
+
+test('modules-synthetic takes a measured size source and checks it', () => {
+  const fixed = {
+    textBytes: 5000,
+    rodataBytes: 700,
+    roAfterInitBytes: 0,
+    dataBytes: 300,
+    initTextBytes: 0,
+    initRodataBytes: 0,
+    initDataBytes: 40,
+  };
+  const t = modulesSynthetic({ seed: 1, loads: 5, sample: () => fixed, name: 'modules-fixed' });
+  assert.equal(t.name, 'modules-fixed');
+  const sizes = t.events.filter((e) => e.op === 'alloc').map((e) => (e as { sizeBytes: number }).sizeBytes);
+  // Absent sections (0 bytes) are not allocated; each module: text, rodata, data, init data.
+  assert.equal(sizes.length, 5 * 4);
+  for (let i = 0; i < sizes.length; i += 4) assert.deepEqual(sizes.slice(i, i + 4), [5000, 700, 300, 40]);
+  assert.ok(!t.events.some((e) => e.op === 'seal'), 'no ro_after_init, nothing sealed');
+  walk(t);
+  assert.throws(
+    () => modulesSynthetic({ loads: 5, sample: () => ({ ...fixed, dataBytes: -1 }) }),
+    /dataBytes/,
+  );
+  assert.throws(
+    () => modulesSynthetic({ loads: 5, sample: () => ({ ...fixed, textBytes: 0 }) }),
+    /textBytes/,
+  );
+});

@@ -18,7 +18,7 @@ import type { ExecmemType } from '../arch/types.js';
 import { Rng } from '../base/rng.js';
 import { LiveSet, scaled, scaleOf, seedOf, TraceBuilder, type WorkloadOptions } from './builder.js';
 import { type ModuleSizes, moduleSizes, splitFunctions } from './sizes.js';
-import type { Trace } from './trace.js';
+import { TRACE_MAX_ALLOC_BYTES, type Trace } from './trace.js';
 
 export interface ModulesOptions extends WorkloadOptions {
   /** Module loads over the run (before scale); default 300. */
@@ -29,6 +29,13 @@ export interface ModulesOptions extends WorkloadOptions {
   readonly unloadProbability?: number;
   /** Calls per exec hint; default 10000. An exec hint follows every 10 loads, and each init. */
   readonly execCalls?: number;
+  /**
+   * Where module sizes come from; default the ASSUMED distribution `moduleSizes`. A measured
+   * source (engineer E's Debian dataset) plugs in here and keeps this lifecycle.
+   */
+  readonly sample?: (rng: Rng) => ModuleSizes;
+  /** Trace name; default 'modules-synthetic'. */
+  readonly name?: string;
 }
 
 /** The regions of one loaded module that outlive init. */
@@ -79,6 +86,19 @@ export function emitModuleLoad(
   return { text, rest };
 }
 
+/** A sampled size set must be whole, non-negative byte counts with some text; else a RangeError. */
+function checkSizes(s: ModuleSizes): ModuleSizes {
+  for (const [key, v] of Object.entries(s)) {
+    if (!Number.isSafeInteger(v) || v < 0 || v > TRACE_MAX_ALLOC_BYTES) {
+      throw new RangeError(
+        `module sizes: ${key} must be an integer in [0, ${TRACE_MAX_ALLOC_BYTES}], got ${v}`,
+      );
+    }
+  }
+  if (s.textBytes === 0) throw new RangeError('module sizes: textBytes must be > 0');
+  return s;
+}
+
 export function emitModuleUnload(b: TraceBuilder, m: LoadedModule): void {
   b.free(m.text);
   for (const id of m.rest) b.free(id);
@@ -96,13 +116,14 @@ export function modulesSynthetic(opts: ModulesOptions = {}): Trace {
   const execCalls = opts.execCalls ?? 10_000;
   const initCalls = Math.max(1, Math.round(execCalls / 100));
   const rng = new Rng(seed);
-  const b = new TraceBuilder('modules-synthetic', seed);
+  const sample = opts.sample ?? moduleSizes;
+  const b = new TraceBuilder(opts.name ?? 'modules-synthetic', seed);
   const live = new LiveSet<LoadedModule>();
   const bootLoads = Math.max(1, Math.round(loads * bootShare));
   let done = 0;
   b.phase('boot');
   while (done < bootLoads) {
-    live.add(emitModuleLoad(b, rng, moduleSizes(rng), initCalls));
+    live.add(emitModuleLoad(b, rng, checkSizes(sample(rng)), initCalls));
     if (++done % 10 === 0) b.exec(execCalls);
   }
   b.phase('runtime');
@@ -111,7 +132,7 @@ export function modulesSynthetic(opts: ModulesOptions = {}): Trace {
       emitModuleUnload(b, live.takeRandom(rng));
       continue;
     }
-    live.add(emitModuleLoad(b, rng, moduleSizes(rng), initCalls));
+    live.add(emitModuleLoad(b, rng, checkSizes(sample(rng)), initCalls));
     if (++done % 10 === 0) b.exec(execCalls);
   }
   b.exec(execCalls);
