@@ -1,0 +1,274 @@
+/**
+ * The instruction-fetch model: turns code placement into iTLB misses and page walks.
+ *
+ * Why: the thread's open question is whether large pages for text pay through fewer iTLB misses
+ * (tglx: "the iTLB cache is really small"; Song Liu's bpf_prog_pack A/B test: BPF-caused
+ * iTLB-load-misses ~300/s with one 2 MiB page vs ~1600/s with 4 KiB pages, research/lkml-thread.md
+ * [S-PP]). No cover letter gave a number for module text (research/lkml-thread.md: "I found no
+ * iTLB or throughput numbers in any execmem or ROX cover letter"). So we execute the same calls
+ * through each design's placement on the same simulated CPUs and count what the TLB model does.
+ *
+ * How: functions are ranked by a Zipf-like hotness (weight of rank r = 1 / r^exponent, hottest =
+ * rank 1, ranks assigned by a seeded shuffle, so hotness does not follow address order). Each call
+ * picks a function by that weight and "executes" it straight through: one machine.ifetch per
+ * 16-byte fetch block it overlaps (blocks are 16-byte aligned, so a page crossing always starts a
+ * new block and thus a new TLB lookup). The machine's iTLB statistics and page-walk counter are
+ * read before and after, so the figures are deltas of this run only.
+ *
+ * Next to each figure stands the compulsory lower bound: every distinct leaf (by its actual size)
+ * the run touched must be walked at least once on a cold TLB. With `coldStart` (the default) the
+ * used CPUs' TLBs are flushed first through machine.flushLocal, which the machine counts as local
+ * flushes; the report says how many it added.
+ *
+ * Modelled, not real: no branches or loops inside a function (straight-line execution), no
+ * instruction cache, no prefetching, no branch predictor, no page-walk caches, no out-of-order
+ * overlap of walks; one fetch block per 16 bytes regardless of instruction boundaries. It counts
+ * translations, not cycles.
+ */
+import type { Rng } from '../base/rng.js';
+import { MachineFault } from '../machine/errors.js';
+import type { CpuTlb } from '../machine/tlb.js';
+import type { MachineCounters, Translation } from '../machine/types.js';
+
+/** Bytes covered by one fetch (and one TLB lookup); Skylake and Zen 4 fetch 16 B (x86 legacy decode) or more per cycle. */
+export const FETCH_BLOCK_BYTES = 16;
+/** Upper limits that keep one run bounded. */
+export const FETCH_CALLS_MAX = 100_000_000;
+export const FETCH_FUNCTIONS_MAX = 10_000_000;
+export const FETCH_FUNCTION_BYTES_MAX = 64 * 1024 * 1024;
+
+/** What the model needs from a machine (Machine in src/machine/machine.ts satisfies it). */
+export interface FetchTarget {
+  ifetch(cpu: number, va: number): number;
+  readonly tlbs: readonly CpuTlb[];
+  readonly counters: MachineCounters;
+  readonly kernelPt: { walk(va: number): Translation | null };
+  flushLocal(cpu: number): void;
+}
+
+export interface FetchFunction {
+  readonly va: number;
+  readonly sizeBytes: number;
+  readonly name?: string;
+}
+
+export interface FetchOptions {
+  readonly calls: number;
+  /** Zipf exponent s >= 0 (0 = uniform; ~1 is typical of code hotness). */
+  readonly exponent: number;
+  readonly rng: Rng;
+  /** CPUs the calls run on, picked at random per call (default [0]). */
+  readonly cpus?: readonly number[];
+  /** Flush the used CPUs' TLBs first (machine.flushLocal) so the lower bound holds. Default true. */
+  readonly coldStart?: boolean;
+}
+
+export interface FetchReport {
+  readonly calls: number;
+  /** ifetch calls (one per 16-byte block per call). */
+  readonly fetches: number;
+  /** Instruction-side misses of both TLB levels, i.e. page walks caused by fetches. */
+  readonly itlbMisses: number;
+  /** Instruction-side first-level misses (second-level hits + misses). */
+  readonly l1Misses: number;
+  /** Machine page-walk counter delta over the run (fetch walks plus any other walks meanwhile). */
+  readonly pageWalks: number;
+  /** Distinct 4 KiB pages touched: the compulsory misses if everything were on 4 KiB pages. */
+  readonly distinctPages4k: number;
+  /** Distinct leaves touched, by their actual size: the compulsory misses of this placement. */
+  readonly distinctLeaves: {
+    readonly k4: number;
+    readonly m2: number;
+    readonly g1: number;
+    readonly total: number;
+  };
+  readonly missesPerMillion: number;
+  /** distinctLeaves.total per million fetches. */
+  readonly lowerBoundPerMillion: number;
+  readonly l1MissesPerMillion: number;
+  /** Fetches that faulted (not present, NX, trap pattern); execution went on with the next block. */
+  readonly faults: number;
+  /** Local flushes this run added to the machine's counters (cold start). */
+  readonly localFlushesAdded: number;
+  readonly functionsTouched: number;
+}
+
+export class FetchModelError extends Error {
+  override name = 'FetchModelError';
+  readonly code = 'EINVAL';
+  constructor(message: string) {
+    super(`EINVAL: ${message}`);
+  }
+}
+
+function check(cond: boolean, message: string): void {
+  if (!cond) throw new FetchModelError(message);
+}
+
+function checkInput(
+  target: FetchTarget,
+  fns: readonly FetchFunction[],
+  opts: FetchOptions,
+  cpus: readonly number[],
+) {
+  check(
+    fns.length > 0 && fns.length <= FETCH_FUNCTIONS_MAX,
+    `function count ${fns.length} not in [1, ${FETCH_FUNCTIONS_MAX}]`,
+  );
+  for (const f of fns) {
+    check(
+      Number.isInteger(f.va) && f.va >= 0 && f.va < 2 ** 48,
+      `function ${f.name ?? ''} va ${f.va} is not a 48-bit address`,
+    );
+    check(
+      Number.isInteger(f.sizeBytes) && f.sizeBytes > 0 && f.sizeBytes <= FETCH_FUNCTION_BYTES_MAX,
+      `function ${f.name ?? f.va} size ${f.sizeBytes} not in [1, ${FETCH_FUNCTION_BYTES_MAX}]`,
+    );
+    check(f.va + f.sizeBytes <= 2 ** 48, `function ${f.name ?? f.va} runs past the address space`);
+  }
+  check(
+    Number.isInteger(opts.calls) && opts.calls > 0 && opts.calls <= FETCH_CALLS_MAX,
+    `calls ${opts.calls} not in [1, ${FETCH_CALLS_MAX}]`,
+  );
+  check(
+    Number.isFinite(opts.exponent) && opts.exponent >= 0 && opts.exponent <= 10,
+    `exponent ${opts.exponent} not in [0, 10]`,
+  );
+  check(cpus.length > 0, 'no CPU to run on');
+  for (const c of cpus) check(Number.isInteger(c) && c >= 0 && c < target.tlbs.length, `no CPU ${c}`);
+}
+
+/** Cumulative Zipf weights over functions, with ranks shuffled by rng. */
+function zipfCumulative(count: number, exponent: number, rng: Rng): Float64Array {
+  const rankOf = new Uint32Array(count);
+  for (let i = 0; i < count; i++) rankOf[i] = i + 1;
+  for (let i = count - 1; i > 0; i--) {
+    const j = rng.int(0, i);
+    const tmp = rankOf[i];
+    rankOf[i] = rankOf[j];
+    rankOf[j] = tmp;
+  }
+  const cumulative = new Float64Array(count);
+  let sum = 0;
+  for (let i = 0; i < count; i++) {
+    sum += 1 / rankOf[i] ** exponent;
+    cumulative[i] = sum;
+  }
+  for (let i = 0; i < count; i++) cumulative[i] /= sum;
+  cumulative[count - 1] = 1;
+  return cumulative;
+}
+
+/** Index of the first cumulative weight > u (binary search). */
+function pick(cumulative: Float64Array, u: number): number {
+  let lo = 0;
+  let hi = cumulative.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (cumulative[mid] > u) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+interface Tally {
+  fetches: number;
+  faults: number;
+}
+
+/** Executes one call straight through: one ifetch per 16-byte block it overlaps. */
+function execute(target: FetchTarget, cpu: number, f: FetchFunction, tally: Tally): void {
+  const end = f.va + f.sizeBytes;
+  let va = f.va;
+  while (va < end) {
+    tally.fetches++;
+    try {
+      target.ifetch(cpu, va);
+    } catch (e) {
+      if (!(e instanceof MachineFault)) throw e;
+      tally.faults++;
+    }
+    va = (Math.floor(va / FETCH_BLOCK_BYTES) + 1) * FETCH_BLOCK_BYTES;
+  }
+}
+
+/** Distinct 4 KiB pages and distinct leaves (by actual size) of the touched functions. */
+function footprint(target: FetchTarget, fns: readonly FetchFunction[], touched: Uint8Array) {
+  const pages = new Set<number>();
+  const leaves = new Set<string>();
+  const byLevel = [0, 0, 0, 0];
+  for (let i = 0; i < fns.length; i++) {
+    if (touched[i] === 0) continue;
+    const f = fns[i];
+    const last = Math.floor((f.va + f.sizeBytes - 1) / 4096);
+    for (let p = Math.floor(f.va / 4096); p <= last; p++) {
+      pages.add(p);
+      const t = target.kernelPt.walk(p * 4096);
+      if (t === null) continue; // unmapped: faults, no leaf to count
+      const key = `${t.level}:${t.va}`;
+      if (!leaves.has(key)) {
+        leaves.add(key);
+        byLevel[t.level]++;
+      }
+    }
+  }
+  return { pages: pages.size, k4: byLevel[1], m2: byLevel[2], g1: byLevel[3], total: leaves.size };
+}
+
+/**
+ * Runs `opts.calls` calls over `fns` and reports iTLB behaviour. Bad input throws
+ * FetchModelError and changes nothing (validation happens before any fetch or flush).
+ */
+export function runFetchModel(
+  target: FetchTarget,
+  fns: readonly FetchFunction[],
+  opts: FetchOptions,
+): FetchReport {
+  const cpus = opts.cpus ?? [0];
+  checkInput(target, fns, opts, cpus);
+  const rng = opts.rng;
+  const cumulative = zipfCumulative(fns.length, opts.exponent, rng);
+  const usedCpus = [...new Set(cpus)];
+  const flushesBefore = target.counters.localFlushes;
+  if (opts.coldStart ?? true) for (const c of usedCpus) target.flushLocal(c);
+  const localFlushesAdded = target.counters.localFlushes - flushesBefore;
+
+  const before = usedCpus.map((c) => ({ ...target.tlbs[c].stats.i }));
+  const walksBefore = target.counters.pageWalks;
+  const touched = new Uint8Array(fns.length);
+  const tally: Tally = { fetches: 0, faults: 0 };
+  for (let call = 0; call < opts.calls; call++) {
+    const cpu = cpus.length === 1 ? cpus[0] : cpus[Math.floor(rng.next() * cpus.length)];
+    const index = pick(cumulative, rng.next());
+    touched[index] = 1;
+    execute(target, cpu, fns[index], tally);
+  }
+  const fetches = tally.fetches;
+
+  let itlbMisses = 0;
+  let l1Misses = 0;
+  usedCpus.forEach((c, i) => {
+    const s = target.tlbs[c].stats.i;
+    itlbMisses += s.misses - before[i].misses;
+    l1Misses += s.misses - before[i].misses + (s.l2Hits - before[i].l2Hits);
+  });
+  const fp = footprint(target, fns, touched);
+  const perMillion = (n: number) => (n * 1e6) / fetches;
+  let functionsTouched = 0;
+  for (const t of touched) functionsTouched += t;
+  return {
+    calls: opts.calls,
+    fetches,
+    itlbMisses,
+    l1Misses,
+    pageWalks: target.counters.pageWalks - walksBefore,
+    distinctPages4k: fp.pages,
+    distinctLeaves: { k4: fp.k4, m2: fp.m2, g1: fp.g1, total: fp.total },
+    missesPerMillion: perMillion(itlbMisses),
+    lowerBoundPerMillion: perMillion(fp.total),
+    l1MissesPerMillion: perMillion(l1Misses),
+    faults: tally.faults,
+    localFlushesAdded,
+    functionsTouched,
+  };
+}
