@@ -18,10 +18,8 @@ import {
   type PolicyMetrics,
   type PolicyRun,
   type ReportData,
-  renderTerminalSummary,
   type WorkloadRun,
-  writeReport,
-} from '../../metrics/report/index.js';
+} from '../../metrics/report/types.js';
 import { WORKLOADS } from '../../workloads/registry.js';
 import { CliFailure, type CliIo } from '../io.js';
 import { checkName, parseArch, parseList, parseScale, parseSeed } from '../options.js';
@@ -127,6 +125,9 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
     notes,
     command: reproduceCommand(opts),
   };
+  // Loaded here, not at the top: ECharts takes about a second to import, which every other
+  // `execmem` invocation (help, usage errors) should not pay.
+  const { renderTerminalSummary, writeReport } = await import('../../metrics/report/index.js');
   const written = writeReport(data, resolve(opts.out));
   if (io.json) {
     io.out(JSON.stringify({ html: written.htmlPath, markdown: written.markdownPath, ...data }, null, 2));

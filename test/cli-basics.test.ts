@@ -1,0 +1,137 @@
+/**
+ * The `execmem` binary as a user runs it (a spawned process): help for every command with
+ * examples, exit codes 0/1/2, one-line errors without stack traces, --version.
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+export interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function execmem(args: readonly string[], timeoutMs = 60_000): Run {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: timeoutMs });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The same, without blocking: lets a test run many invocations in parallel. */
+export function execmemAsync(args: readonly string[], timeoutMs = 60_000): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { timeout: timeoutMs });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+/** A user mistake: exit 2, exactly one line on stderr, nothing on stdout, no stack frames. */
+export function assertUsageError(r: Run, pattern: RegExp): void {
+  assert.equal(r.status, 2, `exit code 2 expected, got ${r.status}; stderr: ${r.stderr}`);
+  const lines = r.stderr.split('\n').filter((l) => l !== '');
+  assert.equal(lines.length, 1, `one line on stderr expected, got:\n${r.stderr}`);
+  assert.match(lines[0], /^error: /);
+  assert.match(lines[0], pattern);
+  assert.doesNotMatch(r.stderr, /\n\s+at /);
+  assert.equal(r.stdout, '');
+}
+
+const OWN_COMMANDS = ['report', 'ptdump', 'stats'];
+const OTHER_COMMANDS = ['compare', 'modules', 'dataset', 'host'];
+
+test('--help lists every subcommand, the exit codes and examples', () => {
+  const r = execmem(['--help']);
+  assert.equal(r.status, 0);
+  for (const c of [...OWN_COMMANDS, ...OTHER_COMMANDS]) assert.match(r.stdout, new RegExp(`\\n  ${c}\\b`));
+  assert.match(r.stdout, /Exit codes: 0 ok, 1 the work failed, 2 bad usage/);
+  assert.match(r.stdout, /Examples:\n {2}\$ execmem report/);
+  assert.equal(r.stderr, '');
+});
+
+test('each of our commands has --help with examples', () => {
+  for (const c of OWN_COMMANDS) {
+    const r = execmem([c, '--help']);
+    assert.equal(r.status, 0, c);
+    assert.match(r.stdout, new RegExp(`^Usage: execmem ${c}`), c);
+    assert.match(r.stdout, new RegExp(`Examples:\\n {2}\\$ execmem ${c}`), c);
+  }
+});
+
+test("other engineers' commands: --help when written, else an honest 'not available' (exit 1)", () => {
+  for (const c of OTHER_COMMANDS) {
+    const written = existsSync(fileURLToPath(new URL(`../src/cli/commands/${c}.js`, import.meta.url)));
+    const r = execmem([c, '--help']);
+    if (written) {
+      assert.equal(r.status, 0, `${c}: ${r.stderr}`);
+      assert.match(r.stdout, new RegExp(`^Usage: execmem ${c}`));
+    } else {
+      assert.equal(r.status, 1, c);
+      assert.match(r.stderr, new RegExp(`^error: 'execmem ${c}' is not available yet: .+\\n$`));
+    }
+  }
+});
+
+test('--version prints the package version', () => {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  const r = execmem(['--version']);
+  assert.equal(r.status, 0);
+  assert.equal(r.stdout.trim(), pkg.version);
+});
+
+test('bad usage exits 2 with one line and no stack', async () => {
+  const cases: [string[], RegExp][] = [
+    [['--bogus'], /unknown option '--bogus'/],
+    [['nosuch'], /unknown command 'nosuch'/],
+    [['ptdump', '--arch', 'sparc'], /unknown arch \(known: x86_64, arm64, generic\)/],
+    [['ptdump', '--seed', '-3'], /seed must be an integer/],
+    [['stats', '--seed', '1.5'], /seed must be an integer/],
+    [['report', '--scale', '0'], /scale must be a number/],
+    [['report', '--scale', 'abc'], /scale must be a number/],
+    [['report', '--workloads', 'mixed,,bpf-churn'], /empty item/],
+    [['report', '--workloads', 'nope'], /unknown workload 'nope' \(known: .*mixed/],
+    [['stats', '--workload', 'nope'], /unknown workload 'nope'/],
+    [['ptdump', '--workload', 'nope'], /unknown workload 'nope'/],
+    // A suggestion from commander is folded into the same single line.
+    [['ptdump', '--worklaod', 'mixed'], /unknown option '--worklaod'.*Did you mean --workload\?/],
+    [['ptdump', 'extra'], /too many arguments/],
+  ];
+  const runs = await Promise.all(cases.map(([args]) => execmemAsync(args)));
+  runs.forEach((r, i) => {
+    assertUsageError(r, cases[i][1]);
+  });
+});
+
+test('no command: exit 2 with the help on stderr', () => {
+  const r = execmem([]);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /^error: a command is required/);
+  assert.match(r.stderr, /Usage: execmem/);
+  assert.equal(r.stdout, '');
+});
+
+test('global options work after the subcommand name', () => {
+  // --json and --quiet are accepted anywhere (the command may still fail for other reasons,
+  // but never as a usage error about these options).
+  for (const args of [
+    ['ptdump', '--json', '--quiet'],
+    ['--json', 'stats', '-q'],
+  ]) {
+    const r = execmem([...args, '--help']);
+    assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
+  }
+});
