@@ -20,7 +20,7 @@ const EXCLUDED: ReadonlySet<number> = new Set(Object.values(ARCHES).map((a) => a
 /** Byte values that code writes never contain (the first byte of every arch's trap pattern). */
 export const CODE_EXCLUDED_BYTES: readonly number[] = [...EXCLUDED].sort((x, y) => x - y);
 
-/** A 32-bit integer hash (lowbias32 by Chris Wellons' search; public-domain constants). */
+/** A 32-bit integer hash (the "lowbias32" constants published by Chris Wellons' hash-prospector). */
 function mix32(x: number): number {
   let h = x >>> 0;
   h ^= h >>> 16;
@@ -31,24 +31,35 @@ function mix32(x: number): number {
   return h >>> 0;
 }
 
-function wordAt(seed: number, eventIndex: number, word: number): number {
-  return mix32(mix32(mix32(seed) ^ eventIndex) + word);
-}
+/** Byte -> allowed code byte: the identity except for excluded values, which step to an allowed one. */
+const CODE_MAP: Uint8Array = (() => {
+  const map = new Uint8Array(256);
+  for (let v = 0; v < 256; v++) {
+    let b = v;
+    while (EXCLUDED.has(b)) b = (b + 0x11) & 0xff; // at most |EXCLUDED| steps
+    map[v] = b;
+  }
+  return map;
+})();
 
 /** Fill `out` with data-like bytes for event `eventIndex` (any value, including 0 and 0xcc). */
 export function fillData(out: Uint8Array, seed: number, eventIndex: number): void {
-  for (let i = 0; i < out.length; i++) out[i] = (wordAt(seed, eventIndex, i >>> 2) >>> ((i & 3) * 8)) & 0xff;
+  const key = mix32(mix32(seed) ^ eventIndex);
+  const n = out.length;
+  for (let w = 0; w * 4 < n; w++) {
+    const word = mix32((key + w) | 0);
+    const i = w * 4;
+    out[i] = word & 0xff;
+    if (i + 1 < n) out[i + 1] = (word >>> 8) & 0xff;
+    if (i + 2 < n) out[i + 2] = (word >>> 16) & 0xff;
+    if (i + 3 < n) out[i + 3] = word >>> 24;
+  }
 }
 
 /** Fill `out` with code-like bytes for event `eventIndex`: never a value in CODE_EXCLUDED_BYTES. */
 export function fillCode(out: Uint8Array, seed: number, eventIndex: number): void {
   fillData(out, seed, eventIndex);
-  for (let i = 0; i < out.length; i++) {
-    let b = out[i];
-    // Step to the next value until it is allowed; at most |EXCLUDED| steps.
-    while (EXCLUDED.has(b)) b = (b + 0x11) & 0xff;
-    out[i] = b;
-  }
+  for (let i = 0; i < out.length; i++) out[i] = CODE_MAP[out[i]];
 }
 
 export type FillKind = 'code' | 'data' | 'zero';
