@@ -1,0 +1,509 @@
+/**
+ * The compare harness: the same workload through every design, each on an identical fresh
+ * simulated machine, measured by the same code.
+ *
+ * Why it is built this way (issue 4; DESIGN.md section 7):
+ * - One machine per policy, created from the same MachineConfig (same seed, same KASLR offsets,
+ *   same physical memory, same aging), so one design's leftovers never cost another anything and
+ *   every difference in the table is a difference between designs.
+ * - Costs are read from the MACHINE, never from a policy's own claims: TLB shootdowns, IPIs,
+ *   local flushes, CPA calls (permission flips) and direct-map splits are deltas of the machine's
+ *   counters over the replay; mapped and large-page bytes come from walking the kernel page
+ *   tables over the allocation ranges (the kernel image excluded); W^X violations are the
+ *   machine's incremental audit sampled after every event (max and sum over samples; must be 0).
+ * - liveBytes is what the trace asked for (identical for every policy), so overhead =
+ *   mapped / live compares designs on one unit. policyMappedBytes (the design's own accounting)
+ *   is reported beside it as a cross-check.
+ * - The instruction-fetch model (src/metrics/fetch-model.ts, engineer M2) runs at every exec hint
+ *   of the trace on the code that is live at that moment, on every CPU, cold TLBs per run; its
+ *   cold-start local flushes and walks are subtracted from the allocator's figures.
+ * - Speed: allocator calls are timed one by one (performance.now around each call, outside the
+ *   W^X sampling and the fetch model) and reported as operations per second relative to the
+ *   slowest policy of the same run (opsPerSecondRatio). Ratios only; absolute times vary.
+ *
+ * Everything here runs on the simulated machine: the Linux designs are re-implementations
+ * (src/policies), the costs are the model's. Output says so (`modelledNote`).
+ */
+import {
+  ARCHES,
+  type ArchName,
+  type ArchSpec,
+  archHex,
+  EXECMEM_TYPES,
+  type ExecmemType,
+  typeIsText,
+} from '../arch/index.js';
+import { alignDown, alignUp, hexAddr, SZ_2M } from '../base/addr.js';
+import { assert } from '../base/assert.js';
+import { Rng } from '../base/rng.js';
+import { createMachine, type Machine, type MachineConfig } from '../machine/machine.js';
+import { PTE_NX, PTE_PRESENT } from '../machine/types.js';
+import {
+  type InstrumentedAllocator,
+  POLICY_NAMES,
+  type PolicyName,
+  policyByName,
+} from '../policies/index.js';
+import type { ExecAllocator } from '../policies/types.js';
+import { workloadByName } from '../workloads/registry.js';
+import { type ExecFunction, replay } from '../workloads/replay.js';
+import type { Trace } from '../workloads/trace.js';
+import { type FetchFunction, runFetchModel } from './fetch-model.js';
+
+export const MODELLED_NOTE =
+  'All figures come from the simulated kernel machine. The Linux designs (module_alloc, bpf_prog_pack, ' +
+  'jit_alloc-2023, execmem-6.10, execmem-rox) are re-implementations on that machine; iTLB figures come ' +
+  'from a TLB model (no caches, no prefetch). Speed ratios are measured in this process, same run.';
+
+export interface CompareFetchOptions {
+  /** Multiplies the calls of every exec hint (default 1; tests use less). */
+  readonly callsScale?: number;
+  /** Zipf exponent of function hotness (default 1). */
+  readonly exponent?: number;
+}
+
+export interface CompareOptions {
+  /** A workload name from WORKLOADS, or a trace. */
+  readonly workload: string | Trace;
+  readonly policies?: readonly string[];
+  readonly arch?: ArchName;
+  readonly seed?: number;
+  /** Passed to the workload generator (ignored for a given trace). */
+  readonly scale?: number;
+  /** Machine size and shape; arch and seed come from the options above. */
+  readonly machine?: Omit<MachineConfig, 'arch' | 'seed'>;
+  /** Fragment free memory before the run (PhysMem.age), as on a long-running system. Default 0. */
+  readonly ageFraction?: number;
+  /** Instruction-fetch model settings, or false to skip it. */
+  readonly fetch?: CompareFetchOptions | false;
+  readonly progress?: (p: CompareProgress) => void;
+}
+
+export interface CompareProgress {
+  readonly policy: string;
+  readonly policyIndex: number;
+  readonly policyCount: number;
+  readonly eventsDone: number;
+  readonly eventsTotal: number;
+}
+
+export interface PolicyMetrics {
+  liveBytes: number;
+  /** Bytes mapped in the allocation ranges, from the page tables. */
+  mappedBytes: number;
+  /** The policy's own figure (cross-check). */
+  policyMappedBytes: number;
+  /** mappedBytes / liveBytes (0 when nothing is live). */
+  overhead: number;
+  peakLiveBytes: number;
+  peakMappedBytes: number;
+  /** Executable bytes on 2 MiB leaves / executable bytes mapped (page tables). */
+  largePageShare: number;
+  execMappedBytes: number;
+  execLargeBytes: number;
+  directMap4kBytes: number;
+  directMap4kGrowthBytes: number;
+  directMapSplits: number;
+  shootdowns: number;
+  ipis: number;
+  localFlushes: number;
+  permissionFlips: number;
+  pokes: number;
+  fetches: number;
+  itlbMisses: number;
+  itlbMissesPerMillion: number;
+  itlbLowerBoundPerMillion: number;
+  fetchFaults: number;
+  /** Max of the W^X audit over samples after every event (must be 0). */
+  wxViolations: number;
+  /** Sum of the audit over all samples (must be 0). */
+  wxViolationsTotal: number;
+  allocatorOps: number;
+  opsPerSecond: number;
+  opsPerSecondRatio: number;
+  failures: number;
+  events: number;
+}
+
+export interface OccupancyRegion {
+  /** Start of the 2 MiB region, canonical 64-bit hex. */
+  readonly va: string;
+  readonly mappedBytes: number;
+  readonly execBytes: number;
+  /** Mapped with one 2 MiB leaf. */
+  readonly largeLeaf: boolean;
+  readonly liveBytesByType: Partial<Record<ExecmemType, number>>;
+}
+
+export interface OccupancyMap {
+  readonly regionBytes: number;
+  readonly regions: readonly OccupancyRegion[];
+}
+
+export interface PolicyResult {
+  readonly name: string;
+  readonly modelled: boolean;
+  readonly describe: string;
+  readonly metrics: PolicyMetrics;
+  readonly occupancy: OccupancyMap;
+  readonly counters: Readonly<Record<string, number>>;
+  readonly failureSamples: readonly { eventIndex: number; op: string; code: string; reason: string }[];
+}
+
+export interface CompareResult {
+  readonly workload: string;
+  readonly arch: ArchName;
+  readonly seed: number;
+  readonly scale: number;
+  readonly machine: { memoryBytes: number; cpus: number; tlb: string; ageFraction: number };
+  readonly modelledNote: string;
+  readonly policies: readonly PolicyResult[];
+}
+
+export class CompareError extends Error {
+  override name = 'CompareError';
+  readonly code = 'EINVAL';
+}
+
+/** Runs every requested policy on the workload. Bad options throw CompareError before any work. */
+export function runCompare(options: CompareOptions): CompareResult {
+  const arch = options.arch ?? 'x86_64';
+  if (!(arch in ARCHES))
+    throw new CompareError(`unknown arch '${arch}' (known: ${Object.keys(ARCHES).join(', ')})`);
+  const seed = options.seed ?? 1;
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw new CompareError(`seed must be a uint32: ${seed}`);
+  const scale = options.scale ?? 1;
+  if (!(Number.isFinite(scale) && scale > 0))
+    throw new CompareError(`scale must be a positive number: ${scale}`);
+  const ageFraction = options.ageFraction ?? 0;
+  if (!(ageFraction >= 0 && ageFraction <= 1))
+    throw new CompareError(`ageFraction must be in [0, 1]: ${ageFraction}`);
+  const names = resolvePolicies(options.policies);
+  const trace = resolveTrace(options.workload, seed, scale);
+  const config: MachineConfig = { ...options.machine, arch, seed };
+
+  const results: PolicyResult[] = [];
+  names.forEach((name, policyIndex) => {
+    const machine = createMachine(config);
+    if (ageFraction > 0) machine.phys.age(ageFraction, new Rng(seed ^ 0x5eed));
+    const policy = policyByName(name).create(machine, seed);
+    const progress = options.progress;
+    const report = (eventsDone: number, eventsTotal: number) =>
+      progress?.({ policy: name, policyIndex, policyCount: names.length, eventsDone, eventsTotal });
+    results.push(runOne(machine, policy, name, trace, options.fetch ?? {}, seed, report));
+  });
+  const slowest = Math.min(...results.map((r) => r.metrics.opsPerSecond).filter((x) => x > 0));
+  for (const r of results) r.metrics.opsPerSecondRatio = slowest > 0 ? r.metrics.opsPerSecond / slowest : 0;
+
+  const m = createMachineInfo(config, ageFraction);
+  return {
+    workload: trace.name,
+    arch,
+    seed,
+    scale,
+    machine: m,
+    modelledNote: MODELLED_NOTE,
+    policies: results,
+  };
+}
+
+function resolvePolicies(list: readonly string[] | undefined): PolicyName[] {
+  if (list === undefined) return [...POLICY_NAMES];
+  if (list.length === 0) throw new CompareError('no policies given');
+  for (const n of list) {
+    if (!(POLICY_NAMES as readonly string[]).includes(n)) {
+      throw new CompareError(`unknown policy '${n}' (known: ${POLICY_NAMES.join(', ')})`);
+    }
+  }
+  return [...new Set(list)] as PolicyName[];
+}
+
+function resolveTrace(workload: string | Trace, seed: number, scale: number): Trace {
+  if (typeof workload !== 'string') return workload;
+  try {
+    return workloadByName(workload).generate({ seed, scale });
+  } catch (e) {
+    if (e instanceof RangeError) throw new CompareError(e.message);
+    throw e;
+  }
+}
+
+function createMachineInfo(config: MachineConfig, ageFraction: number): CompareResult['machine'] {
+  return {
+    memoryBytes: config.memoryBytes ?? 16 * 1024 ** 3,
+    cpus: config.cpus ?? 4,
+    tlb: config.tlb ?? 'skylake',
+    ageFraction,
+  };
+}
+
+/** Allocator calls timed one by one; the sum is the allocator's time in this run. */
+class TimedAllocator implements ExecAllocator {
+  elapsedMs = 0;
+  ops = 0;
+  constructor(private readonly inner: ExecAllocator) {}
+  get name(): string {
+    return this.inner.name;
+  }
+  private timed<T>(fn: () => T): T {
+    const t0 = performance.now();
+    try {
+      return fn();
+    } finally {
+      this.elapsedMs += performance.now() - t0;
+      this.ops++;
+    }
+  }
+  alloc(type: ExecmemType, sizeBytes: number, alignBytes?: number): number {
+    return this.timed(() => this.inner.alloc(type, sizeBytes, alignBytes));
+  }
+  write(va: number, bytes: Uint8Array): void {
+    this.timed(() => this.inner.write(va, bytes));
+  }
+  finalize(va: number): void {
+    this.timed(() => this.inner.finalize(va));
+  }
+  seal(va: number): void {
+    this.timed(() => this.inner.seal(va));
+  }
+  free(va: number): void {
+    this.timed(() => this.inner.free(va));
+  }
+  shrink(): void {
+    this.timed(() => this.inner.shrink());
+  }
+  usage(): { liveBytes: number; mappedBytes: number } {
+    return this.inner.usage();
+  }
+}
+
+interface FetchTotals {
+  fetches: number;
+  misses: number;
+  lowerBound: number;
+  faults: number;
+  localFlushes: number;
+  walks: number;
+}
+
+function runOne(
+  machine: Machine,
+  policy: InstrumentedAllocator,
+  name: PolicyName,
+  trace: Trace,
+  fetch: CompareFetchOptions | false,
+  seed: number,
+  progress: (done: number, total: number) => void,
+): PolicyResult {
+  const c0 = { ...machine.counters };
+  const dm0 = machine.directMapStats();
+  const timed = new TimedAllocator(policy);
+  const totals: FetchTotals = { fetches: 0, misses: 0, lowerBound: 0, faults: 0, localFlushes: 0, walks: 0 };
+  const cpus = Array.from({ length: machine.cpuCount }, (_, i) => i);
+  let wxMax = 0;
+  let wxTotal = 0;
+  let execRuns = 0;
+  const runFetch = (fns: readonly FetchFunction[], calls: number, index: number) => {
+    if (fetch === false || fns.length === 0) return;
+    const n = Math.max(1, Math.round(calls * (fetch.callsScale ?? 1)));
+    const r = runFetchModel(machine, fns, {
+      calls: n,
+      exponent: fetch.exponent ?? 1,
+      rng: new Rng((seed * 2654435761 + index) >>> 0),
+      cpus,
+    });
+    execRuns++;
+    totals.fetches += r.fetches;
+    totals.misses += r.itlbMisses;
+    totals.lowerBound += r.distinctLeaves.total;
+    totals.faults += r.faults;
+    totals.localFlushes += r.localFlushesAdded;
+    totals.walks += r.pageWalks;
+  };
+  const result = replay(trace, timed, {
+    onEvent() {
+      const v = machine.wxViolationCount();
+      if (v > wxMax) wxMax = v;
+      wxTotal += v;
+    },
+    onExec: (fns: readonly ExecFunction[], calls: number, index: number) => runFetch(fns, calls, index),
+    progress,
+  });
+  if (execRuns === 0) runFetch(liveText(policy), 10_000, trace.events.length);
+
+  const c1 = machine.counters;
+  const dm1 = machine.directMapStats();
+  const pt = pageTableFootprint(machine);
+  const usage = policy.usage();
+  const perMillion = (n: number) => (totals.fetches > 0 ? (n * 1e6) / totals.fetches : 0);
+  const seconds = timed.elapsedMs / 1000;
+  const metrics: PolicyMetrics = {
+    liveBytes: result.liveBytes,
+    mappedBytes: pt.mappedBytes,
+    policyMappedBytes: usage.mappedBytes,
+    overhead: result.liveBytes > 0 ? pt.mappedBytes / result.liveBytes : 0,
+    peakLiveBytes: result.peakLiveBytes,
+    peakMappedBytes: result.peakMappedBytes,
+    largePageShare: pt.execBytes > 0 ? pt.execLargeBytes / pt.execBytes : 0,
+    execMappedBytes: pt.execBytes,
+    execLargeBytes: pt.execLargeBytes,
+    directMap4kBytes: dm1.bytes4k,
+    directMap4kGrowthBytes: dm1.bytes4k - dm0.bytes4k,
+    directMapSplits:
+      c1.splitsDirectMap2M - c0.splitsDirectMap2M + (c1.splitsDirectMap1G - c0.splitsDirectMap1G),
+    shootdowns: c1.shootdowns - c0.shootdowns,
+    ipis: c1.ipis - c0.ipis,
+    localFlushes: c1.localFlushes - c0.localFlushes - totals.localFlushes,
+    permissionFlips: c1.cpaCalls - c0.cpaCalls,
+    pokes: c1.pokes - c0.pokes,
+    fetches: totals.fetches,
+    itlbMisses: totals.misses,
+    itlbMissesPerMillion: perMillion(totals.misses),
+    itlbLowerBoundPerMillion: perMillion(totals.lowerBound),
+    fetchFaults: totals.faults,
+    wxViolations: wxMax,
+    wxViolationsTotal: wxTotal,
+    allocatorOps: timed.ops,
+    opsPerSecond: seconds > 0 ? timed.ops / seconds : 0,
+    opsPerSecondRatio: 0,
+    failures: result.failureCount,
+    events: result.events,
+  };
+  return {
+    name,
+    modelled: policy.modelled,
+    describe: policyByName(name).describe,
+    metrics,
+    occupancy: occupancy(machine, policy, pt.regions),
+    counters: policy.policyCounters(),
+    failureSamples: result.failures.slice(0, 10).map((f) => ({
+      eventIndex: f.eventIndex,
+      op: f.op,
+      code: f.code,
+      reason: f.reason,
+    })),
+  };
+}
+
+/** Every live text allocation as one function (used only when a trace has no exec hints). */
+function liveText(policy: InstrumentedAllocator): FetchFunction[] {
+  const out: FetchFunction[] = [];
+  policy.forEachLive((e) => {
+    if (typeIsText(e.type)) out.push({ va: e.va, sizeBytes: e.sizeBytes });
+  });
+  return out;
+}
+
+interface RegionAcc {
+  mappedBytes: number;
+  execBytes: number;
+  largeLeaf: boolean;
+}
+
+interface PageTableFootprint {
+  mappedBytes: number;
+  execBytes: number;
+  execLargeBytes: number;
+  regions: Map<number, RegionAcc>;
+}
+
+/**
+ * The VA ranges any policy allocates in: the module area (with and without KASLR) and every
+ * range and fallback of the arch's execmem table, merged, minus the kernel image (which arm64's
+ * module windows contain and which is not any allocator's memory).
+ */
+export function allocationRanges(arch: ArchSpec, machine: Machine): { start: number; end: number }[] {
+  const raw = [arch.layout.modules, arch.layout.modulesKaslr];
+  for (const r of Object.values(arch.execmemRanges(machine.modulesStart, true))) {
+    if (r === undefined) continue;
+    raw.push(r.range);
+    if (r.fallback !== null) raw.push(r.fallback);
+  }
+  raw.sort((a, b) => a.start - b.start);
+  const merged: { start: number; end: number }[] = [];
+  for (const r of raw) {
+    const last = merged[merged.length - 1];
+    if (last !== undefined && r.start <= last.end) last.end = Math.max(last.end, r.end);
+    else merged.push({ start: r.start, end: r.end });
+  }
+  const img = arch.layout.kernelImage;
+  const imgStart = alignDown(machine.kernelTextStart, SZ_2M);
+  const imgEnd = alignUp(machine.kernelTextStart + img.textBytes + img.rodataBytes + img.dataBytes, SZ_2M);
+  const out: { start: number; end: number }[] = [];
+  for (const r of merged) {
+    if (imgEnd <= r.start || imgStart >= r.end) out.push(r);
+    else {
+      if (r.start < imgStart) out.push({ start: r.start, end: imgStart });
+      if (imgEnd < r.end) out.push({ start: imgEnd, end: r.end });
+    }
+  }
+  return out;
+}
+
+/** Mapped, executable and large-page executable bytes, and per-2 MiB-region totals, from the page tables. */
+function pageTableFootprint(machine: Machine): PageTableFootprint {
+  const fp: PageTableFootprint = { mappedBytes: 0, execBytes: 0, execLargeBytes: 0, regions: new Map() };
+  for (const r of allocationRanges(machine.arch, machine)) {
+    machine.kernelPt.forEachLeaf(r.start, r.end, (t) => {
+      if ((t.flags & PTE_PRESENT) === 0) return;
+      const bytes = t.level === 1 ? 4096 : t.level === 2 ? SZ_2M : 1024 ** 3;
+      assert(t.level !== 3, `1 GiB leaf in an allocation range at ${hexAddr(t.va)}`);
+      const exec = (t.flags & PTE_NX) === 0;
+      fp.mappedBytes += bytes;
+      if (exec) fp.execBytes += bytes;
+      if (exec && t.level === 2) fp.execLargeBytes += bytes;
+      const key = alignDown(t.va, SZ_2M);
+      let acc = fp.regions.get(key);
+      if (acc === undefined) {
+        acc = { mappedBytes: 0, execBytes: 0, largeLeaf: false };
+        fp.regions.set(key, acc);
+      }
+      acc.mappedBytes += bytes;
+      if (exec) acc.execBytes += bytes;
+      if (t.level === 2) acc.largeLeaf = true;
+    });
+  }
+  return fp;
+}
+
+/** Per 2 MiB region: mapped bytes (page tables) and live bytes by type (the policy's live set). */
+function occupancy(
+  machine: Machine,
+  policy: InstrumentedAllocator,
+  regions: Map<number, RegionAcc>,
+): OccupancyMap {
+  const live = new Map<number, Partial<Record<ExecmemType, number>>>();
+  policy.forEachLive((e) => {
+    let va = e.va;
+    const end = e.va + e.sizeBytes;
+    while (va < end) {
+      const key = alignDown(va, SZ_2M);
+      const n = Math.min(end, key + SZ_2M) - va;
+      let byType = live.get(key);
+      if (byType === undefined) {
+        byType = {};
+        live.set(key, byType);
+      }
+      byType[e.type] = (byType[e.type] ?? 0) + n;
+      va += n;
+    }
+  });
+  const keys = [...new Set([...regions.keys(), ...live.keys()])].sort((a, b) => a - b);
+  return {
+    regionBytes: SZ_2M,
+    regions: keys.map((k) => {
+      const acc = regions.get(k);
+      return {
+        va: archHex(machine.arch, k),
+        mappedBytes: acc?.mappedBytes ?? 0,
+        execBytes: acc?.execBytes ?? 0,
+        largeLeaf: acc?.largeLeaf ?? false,
+        liveBytesByType: live.get(k) ?? {},
+      };
+    }),
+  };
+}
+
+/** Types in a stable order, for renderers. */
+export const OCCUPANCY_TYPES: readonly ExecmemType[] = EXECMEM_TYPES;

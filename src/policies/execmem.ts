@@ -1,0 +1,89 @@
+/**
+ * `execmem` (ours): the project's allocator (src/execmem, engineer A) behind the same
+ * ExecAllocator interface as the re-implemented Linux designs, on the same simulated machine
+ * through SimBackend.
+ *
+ * Why an adapter and not a special case in the harness: the comparison is only fair if our
+ * allocator is driven by exactly the same replay, the same machine configuration and the same
+ * metrics code as the Linux designs. The adapter translates the kernel-style lifecycle of the
+ * shared interface onto execmem's API:
+ * - alloc -> allocVa(type, size, { alignBytes }): text arrives ROX and trap-filled.
+ * - write -> updateVa: the one write path (alias write or the locked unprotect/memcpy/protect).
+ * - finalize -> nothing: execmem never has a "publish" step; memory was final from the start.
+ * - seal -> sealVa; free -> freeVa; shrink -> shrink().
+ * It remembers only what the harness asks of every policy (live extents by type, requested
+ * bytes); execmem keeps its own metadata in its side tables.
+ */
+import type { ExecmemType } from '../arch/types.js';
+import { hexAddr } from '../base/addr.js';
+import { Execmem } from '../execmem/execmem.js';
+import { SimBackend } from '../execmem/sim-backend.js';
+import type { Machine } from '../machine/machine.js';
+import type { InstrumentedAllocator, LiveExtent } from './common.js';
+import { PolicyError } from './errors.js';
+
+export class ExecmemPolicy implements InstrumentedAllocator {
+  readonly name = 'execmem';
+  readonly modelled = false;
+  readonly execmem: Execmem;
+  private readonly live = new Map<number, LiveExtent>();
+  private liveBytes = 0;
+
+  constructor(
+    readonly machine: Machine,
+    options: { seed?: number } = {},
+  ) {
+    this.execmem = new Execmem(new SimBackend(machine), { seed: options.seed ?? 1 });
+  }
+
+  alloc(type: ExecmemType, sizeBytes: number, alignBytes?: number): number {
+    const va = this.execmem.allocVa(type, sizeBytes, alignBytes === undefined ? undefined : { alignBytes });
+    this.live.set(va, { va, sizeBytes, type });
+    this.liveBytes += sizeBytes;
+    return va;
+  }
+
+  write(va: number, bytes: Uint8Array): void {
+    this.execmem.updateVa(va, bytes);
+  }
+
+  finalize(va: number): void {
+    if (!this.live.has(va))
+      throw new PolicyError('ENOENT', this.name, `finalize of ${hexAddr(va)}: not live`);
+  }
+
+  seal(va: number): void {
+    this.execmem.sealVa(va);
+  }
+
+  free(va: number): void {
+    this.execmem.freeVa(va);
+    const e = this.live.get(va);
+    if (e !== undefined) {
+      this.live.delete(va);
+      this.liveBytes -= e.sizeBytes;
+    }
+  }
+
+  shrink(): void {
+    this.execmem.shrink();
+  }
+
+  usage(): { liveBytes: number; mappedBytes: number } {
+    let mappedBytes = 0;
+    for (const pool of Object.values(this.execmem.stats().pools)) mappedBytes += pool.mappedBytes;
+    return { liveBytes: this.liveBytes, mappedBytes };
+  }
+
+  forEachLive(fn: (e: LiveExtent) => void): void {
+    for (const e of this.live.values()) fn(e);
+  }
+
+  policyCounters(): Readonly<Record<string, number>> {
+    return { ...this.execmem.stats().counters, liveObjects: this.live.size };
+  }
+}
+
+export function createExecmemPolicy(machine: Machine, seed?: number): ExecmemPolicy {
+  return new ExecmemPolicy(machine, { seed });
+}
