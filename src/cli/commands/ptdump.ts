@@ -11,8 +11,15 @@ import type { Command } from 'commander';
 import type { ArchName } from '../../arch/types.js';
 import { hexAddr } from '../../base/addr.js';
 import type { CliIo } from '../io.js';
-import { parseArch, parseScale, parseSeed } from '../options.js';
-import { checkWorkload, loadPolicies, moduleArea, newMachine, replayWorkload } from './shared.js';
+import { checkName, parseArch, parseScale, parseSeed } from '../options.js';
+import {
+  checkWorkload,
+  createPolicy,
+  moduleArea,
+  newMachine,
+  policyNames,
+  replayWorkload,
+} from './shared.js';
 
 interface PtdumpOptions {
   workload?: string;
@@ -50,12 +57,14 @@ export function register(program: Command, io: CliIo): void {
 }
 
 async function runPtdump(opts: PtdumpOptions, io: CliIo): Promise<void> {
-  if (opts.workload !== undefined) checkWorkload(opts.workload);
+  if (opts.workload !== undefined) {
+    checkWorkload(opts.workload);
+    checkName('policy', opts.policy, await policyNames());
+  }
   const machine = await newMachine(opts.arch, opts.seed);
   let replayed = null;
   if (opts.workload !== undefined) {
-    const policies = await loadPolicies();
-    const allocator = policies.createPolicy(opts.policy, machine);
+    const allocator = await createPolicy(opts.policy, machine, opts.seed);
     replayed = replayWorkload(opts.workload, allocator, opts, io);
   }
   const range = opts.all ? undefined : moduleArea(machine);

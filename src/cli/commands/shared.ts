@@ -33,8 +33,8 @@ interface MachineModule {
 
 /** src/policies/index.ts (engineer P): policies by name. */
 interface PoliciesModule {
-  POLICY_NAMES?: readonly string[];
-  createPolicy(name: string, machine: MachineLike): ExecAllocator;
+  POLICY_NAMES: readonly string[];
+  policyByName(name: string): { create(machine: MachineLike, seed: number): ExecAllocator };
 }
 
 export async function newMachine(arch: ArchName, seed: number): Promise<MachineLike> {
@@ -44,8 +44,23 @@ export async function newMachine(arch: ArchName, seed: number): Promise<MachineL
   return mod.createMachine({ arch, seed });
 }
 
-export async function loadPolicies(): Promise<PoliciesModule> {
-  return loadSubsystem<PoliciesModule>('policies/index.js', 'the policy registry', ['createPolicy']);
+async function loadPolicies(): Promise<PoliciesModule> {
+  return loadSubsystem<PoliciesModule>('policies/index.js', 'the policy registry', [
+    'POLICY_NAMES',
+    'policyByName',
+  ]);
+}
+
+/** Create policy `name` on `machine` (UsageError listing the known names when it is unknown). */
+export async function createPolicy(name: string, machine: MachineLike, seed: number): Promise<ExecAllocator> {
+  const policies = await loadPolicies();
+  checkName('policy', name, policies.POLICY_NAMES);
+  return policies.policyByName(name).create(machine, seed);
+}
+
+/** The known policy names (for validating --policy before any work). */
+export async function policyNames(): Promise<readonly string[]> {
+  return (await loadPolicies()).POLICY_NAMES;
 }
 
 /** The module area as the machine placed it (after KASLR). */

@@ -9,11 +9,11 @@
  */
 import type { Command } from 'commander';
 import type { ArchName } from '../../arch/types.js';
+import { type ExecmemStats, formatStats } from '../../execmem/stats.js';
 import type { ExecAllocator } from '../../policies/types.js';
 import { CliFailure, type CliIo } from '../io.js';
 import { parseArch, parseScale, parseSeed } from '../options.js';
-import { loadSubsystem } from '../subsystems.js';
-import { checkWorkload, loadPolicies, newMachine, replayWorkload } from './shared.js';
+import { checkWorkload, createPolicy, newMachine, replayWorkload } from './shared.js';
 
 interface StatsOptions {
   workload: string;
@@ -23,11 +23,7 @@ interface StatsOptions {
 }
 
 interface ExecmemLike {
-  stats(): unknown;
-}
-
-interface StatsModule {
-  formatStats(stats: unknown): string;
+  stats(): ExecmemStats;
 }
 
 export function register(program: Command, io: CliIo): void {
@@ -55,12 +51,10 @@ export function register(program: Command, io: CliIo): void {
 
 async function runStats(opts: StatsOptions, io: CliIo): Promise<void> {
   checkWorkload(opts.workload);
-  const statsModule = await loadSubsystem<StatsModule>('execmem/stats.js', 'execmem statistics', [
-    'formatStats',
-  ]);
   const machine = await newMachine(opts.arch, opts.seed);
-  const policies = await loadPolicies();
-  const allocator = policies.createPolicy('execmem', machine) as ExecAllocator & { execmem?: ExecmemLike };
+  const allocator = (await createPolicy('execmem', machine, opts.seed)) as ExecAllocator & {
+    execmem?: ExecmemLike;
+  };
   if (!allocator.execmem || typeof allocator.execmem.stats !== 'function') {
     throw new CliFailure("the 'execmem' policy adapter does not expose its Execmem instance (.execmem) yet");
   }
@@ -78,5 +72,5 @@ async function runStats(opts: StatsOptions, io: CliIo): Promise<void> {
   }
   io.out(`# execmem on a simulated ${opts.arch} machine (seed ${opts.seed}) after workload ${opts.workload}`);
   if (result.failureCount > 0) io.out(`# ${result.failureCount} workload events failed`);
-  io.out(statsModule.formatStats(stats));
+  io.out(formatStats(stats));
 }
