@@ -1,0 +1,143 @@
+/**
+ * `execmem compare`: one workload through every design on identical fresh simulated machines,
+ * printed as a table (or with --json the CompareResult object of src/metrics/compare.ts).
+ *
+ * Why it is thin: everything measured lives in runCompare so that the report (engineer C) and
+ * this command print the very same numbers. This module only parses flags, shows progress on
+ * stderr, and formats. The table says which rows are re-implementations of Linux designs.
+ */
+import { type Command, InvalidArgumentError } from 'commander';
+import type { ArchName } from '../../arch/types.js';
+import { CompareError, type CompareResult, type PolicyMetrics, runCompare } from '../../metrics/compare.js';
+import { POLICY_NAMES } from '../../policies/index.js';
+import { WORKLOADS } from '../../workloads/registry.js';
+import { type CliIo, UsageError } from '../io.js';
+import { checkName, parseArch, parseList, parseScale, parseSeed } from '../options.js';
+
+interface CompareCliOptions {
+  workload: string;
+  policies?: string[];
+  arch: ArchName;
+  seed: number;
+  scale: number;
+  age: number;
+}
+
+function parseAge(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !(n >= 0 && n <= 1))
+    throw new InvalidArgumentError('the age must be a fraction in [0, 1]');
+  return n;
+}
+
+export function register(program: Command, io: CliIo): void {
+  program
+    .command('compare')
+    .description('run the Linux designs and execmem on one workload, each on an identical fresh machine')
+    .requiredOption('-w, --workload <name>', `workload (${Object.keys(WORKLOADS).join(', ')})`)
+    .option('-p, --policies <list>', `comma-separated subset of: ${POLICY_NAMES.join(', ')}`, parseList)
+    .option('-a, --arch <arch>', 'x86_64, arm64 or generic', parseArch, 'x86_64')
+    .option('-s, --seed <n>', 'seed of the workload and of the machines', parseSeed, 1)
+    .option('--scale <x>', 'workload size factor', parseScale, 1)
+    .option('--age <fraction>', 'fragment free memory first (share of 2 MiB blocks broken)', parseAge, 0)
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Examples:',
+        '  $ execmem compare --workload mixed',
+        '  $ execmem compare --workload bpf-aaronlu --policies module_alloc,bpf_prog_pack,execmem --age 1',
+        '  $ execmem compare --workload bpf-churn --arch arm64 --scale 0.1 --json | jq .policies[0].metrics',
+        '',
+        'Everything runs on the simulated kernel machine; the Linux designs are re-implementations.',
+      ].join('\n'),
+    )
+    .action((opts: CompareCliOptions) => {
+      runCompareCommand(opts, io);
+    });
+}
+
+function runCompareCommand(opts: CompareCliOptions, io: CliIo): void {
+  checkName('workload', opts.workload, Object.keys(WORKLOADS));
+  for (const p of opts.policies ?? []) checkName('policy', p, POLICY_NAMES);
+  let bar: ReturnType<CliIo['progress']> | null = null;
+  let current = -1;
+  let last = 0;
+  let result: CompareResult;
+  try {
+    result = runCompare({
+      workload: opts.workload,
+      policies: opts.policies,
+      arch: opts.arch,
+      seed: opts.seed,
+      scale: opts.scale,
+      ageFraction: opts.age,
+      progress(p) {
+        if (p.policyIndex !== current) {
+          bar?.done();
+          bar = io.progress(`${p.policy} (${p.policyIndex + 1}/${p.policyCount})`, p.eventsTotal);
+          current = p.policyIndex;
+          last = 0;
+        }
+        bar?.tick(p.eventsDone - last);
+        last = p.eventsDone;
+      },
+    });
+  } catch (e) {
+    if (e instanceof CompareError) throw new UsageError(e.message);
+    throw e;
+  } finally {
+    (bar as ReturnType<CliIo['progress']> | null)?.done();
+  }
+  if (io.json) io.out(JSON.stringify(result, null, 2));
+  else io.out(formatCompare(result));
+}
+
+const MIB = 1024 * 1024;
+
+interface Column {
+  readonly title: string;
+  readonly cell: (m: PolicyMetrics) => string;
+}
+
+const fixed = (x: number, digits: number) => x.toFixed(digits);
+
+const COLUMNS: readonly Column[] = [
+  { title: 'live MiB', cell: (m) => fixed(m.liveBytes / MIB, 2) },
+  { title: 'mapped MiB', cell: (m) => fixed(m.mappedBytes / MIB, 2) },
+  { title: 'overhead', cell: (m) => fixed(m.overhead, 2) },
+  { title: 'large%', cell: (m) => fixed(m.largePageShare * 100, 1) },
+  { title: 'DM4k +MiB', cell: (m) => fixed(m.directMap4kGrowthBytes / MIB, 1) },
+  { title: 'DM splits', cell: (m) => String(m.directMapSplits) },
+  { title: 'shootdowns', cell: (m) => String(m.shootdowns) },
+  { title: 'IPIs', cell: (m) => String(m.ipis) },
+  { title: 'local fl', cell: (m) => String(m.localFlushes) },
+  { title: 'flips', cell: (m) => String(m.permissionFlips) },
+  { title: 'iTLB miss/M', cell: (m) => fixed(m.itlbMissesPerMillion, 1) },
+  { title: 'bound/M', cell: (m) => fixed(m.itlbLowerBoundPerMillion, 1) },
+  { title: 'W^X', cell: (m) => String(m.wxViolations) },
+  { title: 'speed x', cell: (m) => fixed(m.opsPerSecondRatio, 2) },
+  { title: 'fails', cell: (m) => String(m.failures) },
+];
+
+/** The terminal table: one row per policy, modelled designs marked with '*'. */
+export function formatCompare(r: CompareResult): string {
+  const header = ['policy', ...COLUMNS.map((c) => c.title)];
+  const rows = r.policies.map((p) => [
+    `${p.name}${p.modelled ? '*' : ''}`,
+    ...COLUMNS.map((c) => c.cell(p.metrics)),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const gib = (r.machine.memoryBytes / 1024 ** 3).toFixed(0);
+  return [
+    `workload ${r.workload}, arch ${r.arch}, seed ${r.seed}, scale ${r.scale}; machine ${gib} GiB, ${r.machine.cpus} CPUs, ` +
+      `${r.machine.tlb} TLBs, aged ${r.machine.ageFraction}`,
+    line(header),
+    ...rows.map(line),
+    '',
+    '* re-implementation of a Linux design on the simulated machine.',
+    r.modelledNote,
+  ].join('\n');
+}
