@@ -399,16 +399,15 @@ export class CpuTlb {
    */
   insert(side: TlbSide, t: Translation, accessVa?: number): void {
     checkTranslation(t);
-    const sizeBytes = LEVEL_BYTES[t.level];
-    const inside = (v: number) => v >= t.va && v < t.va + sizeBytes;
+    const endVa = t.va + LEVEL_BYTES[t.level];
     const lastMiss = side === 'i' ? this.lastMissVaI : this.lastMissVaD;
     let va = t.va;
     if (accessVa !== undefined) {
-      if (!Number.isInteger(accessVa) || !inside(accessVa)) {
+      if (!Number.isInteger(accessVa) || accessVa < t.va || accessVa >= endVa) {
         throw new MachineError('EINVAL', `access va ${accessVa} is not inside the translation at ${t.va}`);
       }
       va = accessVa;
-    } else if (inside(lastMiss)) {
+    } else if (lastMiss >= t.va && lastMiss < endVa) {
       va = lastMiss;
     }
     this.fillLevel(side === 'i' ? this.l1i : this.l1d, t, va);
