@@ -386,14 +386,18 @@ export class Execmem {
     }
   }
 
-  /** Release whole empty blocks beyond one spare per pool; returns the bytes released. */
-  shrink(): number {
+  /**
+   * Release whole empty blocks beyond one spare per pool (or all empty blocks with
+   * `keepSpare: false`, e.g. at teardown); returns the bytes released.
+   */
+  shrink(options?: { keepSpare?: boolean }): number {
+    const keepSpare = options?.keepSpare ?? true;
     if (this.batchDepth > 0) fail('EBUSY', 'shrink inside batch()');
     this.enter();
     try {
       let released = 0;
       for (const pool of this.pools) {
-        let keptSpare = false;
+        let keptSpare = !keepSpare;
         for (const slot of pool.heap.slots()) {
           if (!pool.heap.isBlockEmpty(slot)) continue;
           if (!keptSpare) {

@@ -1,0 +1,334 @@
+/**
+ * Unit tests of the execmem allocator on the fake backend: TLSF heap mechanics, the range
+ * table, protections per type, the update helper (alias and unprotect/write/protect), batching,
+ * seal, shrink hysteresis, 4 KiB fallback accounting, large objects and atomic context.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ARCHES, archToBig, type ExecmemType } from '../src/arch/index.js';
+import { SZ_2M, SZ_4K } from '../src/base/addr.js';
+import { ExecmemError } from '../src/execmem/errors.js';
+import { BLOCK_BYTES, Execmem } from '../src/execmem/execmem.js';
+import { Heap } from '../src/execmem/heap.js';
+import { buildRangeTable } from '../src/execmem/ranges.js';
+import { formatStats } from '../src/execmem/stats.js';
+import { FakeBackend } from './helpers/fake-backend.js';
+
+function setup(arch: 'x86_64' | 'arm64' | 'generic' = 'x86_64', opts: { granuleBytes?: 16 | 64 } = {}) {
+  const fb = new FakeBackend(ARCHES[arch]);
+  const em = new Execmem(fb, { seed: 7, ...opts });
+  return { fb, em };
+}
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof ExecmemError) return e.code;
+    throw e;
+  }
+  return 'no error';
+}
+
+test('heap: alloc, free and immediate coalescing keep one free run per empty block', () => {
+  const h = new Heap(16, SZ_2M, 4);
+  h.addBlock();
+  const a = h.alloc(3, 1, 0);
+  const b = h.alloc(5, 1, 0);
+  const c = h.alloc(7, 1, 0);
+  assert.deepEqual(
+    [a, b, c].map((n) => h.granuleOfNode(n)),
+    [0, 3, 8],
+  );
+  h.audit();
+  h.free(0, h.granuleOfNode(b));
+  h.audit();
+  assert.equal(h.runStartOf(0, 5), 3, 'an interior granule of a free run finds its start');
+  assert.equal(h.runStartOf(0, 12), 8, 'an interior granule of a used run finds its start');
+  h.free(0, h.granuleOfNode(a));
+  h.free(0, h.granuleOfNode(c));
+  h.audit();
+  assert.equal(h.freeGranules, h.blockGranules);
+  assert.ok(h.isBlockEmpty(0));
+  assert.equal(h.largestFreeGranules(), h.blockGranules);
+});
+
+test('heap: aligned allocation leaves the lead gap free and allocatable', () => {
+  const h = new Heap(16, SZ_2M, 1);
+  h.addBlock();
+  h.alloc(1, 1, 0); // granule 0
+  const n = h.alloc(4, 256, 0); // 4096-byte alignment at 16-byte granules
+  assert.equal(h.granuleOfNode(n) % 256, 0);
+  h.audit();
+  const small = h.alloc(1, 1, 0);
+  assert.ok(h.granuleOfNode(small) < 256, 'the lead gap is reused');
+  h.audit();
+});
+
+test('heap: a full block returns -1, and a second block serves the rest', () => {
+  const h = new Heap(4096, SZ_2M, 2);
+  h.addBlock();
+  assert.ok(h.alloc(512, 1, 0) >= 0);
+  assert.equal(h.alloc(1, 1, 0), -1);
+  h.addBlock();
+  assert.equal(h.slotOfNode(h.alloc(1, 1, 0)), 1);
+  h.audit();
+});
+
+test('range table: every type has a range; missing types inherit module_text; data never executable', () => {
+  for (const arch of Object.values(ARCHES)) {
+    const t = buildRangeTable(arch, true, 1);
+    for (const [type, r] of Object.entries(t)) {
+      assert.ok(r.range.end > r.range.start, `${arch.name} ${type}`);
+      if (type === 'module_data' || type === 'module_rodata' || type === 'module_ro_after_init') {
+        assert.ok(r.prot === 'rw' || r.prot === 'ro', `${arch.name} ${type} is not executable`);
+      } else assert.equal(r.prot, 'rox');
+    }
+    assert.equal(t.module_rodata.inherited, true);
+    assert.deepEqual(t.module_rodata.range, t.module_text.range);
+  }
+  const x =
+    buildRangeTable(ARCHES.x86_64, true, 1).module_text.range.start - ARCHES.x86_64.layout.modulesKaslr.start;
+  assert.ok(x >= SZ_4K && x <= 1024 * SZ_4K && x % SZ_4K === 0, 'x86 KASLR offset is 1..1024 pages');
+  const y =
+    buildRangeTable(ARCHES.x86_64, true, 2).module_text.range.start - ARCHES.x86_64.layout.modulesKaslr.start;
+  assert.notEqual(x, y, 'the offset depends on the seed');
+  assert.equal(
+    buildRangeTable(ARCHES.x86_64, false, 1).module_text.range.start,
+    ARCHES.x86_64.layout.modules.start,
+  );
+});
+
+test('text allocations are ROX, trap-filled, in range, and handed out without a flip', () => {
+  const { fb, em } = setup();
+  const first = em.allocVa('bpf', 300);
+  const flipsAfterFirstBlock = fb.counters().permissionFlips;
+  assert.equal(flipsAfterFirstBlock, 1, 'one flip: the new block made ROX once');
+  const vas = [first];
+  for (let i = 0; i < 200; i++) vas.push(em.allocVa('bpf', 100 + i * 7));
+  assert.equal(fb.counters().permissionFlips, flipsAfterFirstBlock, 'no flip per allocation');
+  const r = em.ranges.bpf.range;
+  for (const va of vas) {
+    assert.equal(fb.protAt(va), 'rox');
+    assert.ok(va >= r.start && va < r.end);
+    assert.ok(fb.peek(va, 64).every((b) => b === 0xcc));
+  }
+  assert.equal(fb.wxViolationCount(), 0);
+  assert.equal(typeof em.alloc('bpf', 10), 'bigint');
+});
+
+test('update on an alias arch pokes; free re-fills with traps through the alias, no flip', () => {
+  const { fb, em } = setup('x86_64');
+  const va = em.allocVa('bpf', 256);
+  const code1 = Uint8Array.from({ length: 256 }, (_, i) => i);
+  const flips = fb.counters().permissionFlips;
+  em.updateVa(va, code1);
+  assert.deepEqual(em.readVa(va, 256), code1);
+  assert.equal(fb.protAt(va), 'rox');
+  em.freeVa(va);
+  assert.ok(
+    fb.peek(va, 256).every((b) => b === 0xcc),
+    'freed text is trap-filled',
+  );
+  assert.equal(fb.counters().permissionFlips, flips, 'neither update nor free flipped permissions');
+  assert.equal(em.stats().counters.pokes, 2);
+});
+
+test('update on generic (no alias) flips the whole block twice; batch flips once each way', () => {
+  const { fb, em } = setup('generic');
+  const vas = Array.from({ length: 10 }, () => em.allocVa('bpf', 200));
+  let flips = fb.counters().permissionFlips;
+  em.updateVa(vas[0], new Uint8Array(200).fill(1));
+  assert.equal(fb.counters().permissionFlips - flips, 2);
+  assert.equal(fb.protAt(vas[0]), 'rox');
+  flips = fb.counters().permissionFlips;
+  em.batch(() => {
+    for (const va of vas) em.updateVa(va, new Uint8Array(200).fill(2));
+    em.freeVa(vas[9]);
+    assert.equal(fb.protAt(vas[0]), 'rw', 'inside the batch the block is RW and not executable');
+  });
+  assert.equal(fb.counters().permissionFlips - flips, 2, 'ten updates and a free in one batch: two flips');
+  assert.equal(fb.protAt(vas[0]), 'rox');
+  assert.deepEqual(em.readVa(vas[3], 4), Uint8Array.of(2, 2, 2, 2));
+  assert.ok(
+    fb.peek(vas[9], 200).every((b) => b === 0),
+    'generic trap pattern is four zero bytes',
+  );
+  assert.equal(fb.wxViolationCount(), 0);
+  assert.equal(fb.counters().pokes, 0, 'generic never uses an alias write');
+});
+
+test('data types: module_data plain RW+NX, rodata RO written via the helper, ro_after_init sealed page-granular', () => {
+  const { fb, em } = setup('x86_64');
+  const d = em.allocVa('module_data', 100);
+  assert.equal(fb.protAt(d), 'rw');
+  em.updateVa(d, Uint8Array.of(9));
+  const pokes = fb.counters().pokes;
+  const ro = em.allocVa('module_rodata', 100);
+  assert.equal(fb.protAt(ro), 'ro');
+  em.updateVa(ro, Uint8Array.of(5));
+  assert.equal(fb.counters().pokes, pokes + 1, 'rodata goes through the alias write');
+  const rai = em.allocVa('module_ro_after_init', 100);
+  assert.equal(rai % SZ_4K, 0, 'ro_after_init is page aligned');
+  assert.equal(em.sizeOf(rai), SZ_4K, 'and page sized');
+  const rai2 = em.allocVa('module_ro_after_init', 5000);
+  em.updateVa(rai, Uint8Array.of(1, 2, 3));
+  em.sealVa(rai);
+  assert.equal(fb.protAt(rai), 'ro');
+  assert.equal(fb.protAt(rai2), 'rw', 'the neighbour page stays RW');
+  assert.equal(
+    code(() => em.updateVa(rai, Uint8Array.of(1))),
+    'EPERM',
+  );
+  assert.equal(
+    code(() => em.sealVa(rai)),
+    'EPERM',
+  );
+  assert.equal(
+    code(() => em.sealVa(d)),
+    'EPERM',
+  );
+  em.freeVa(rai);
+  assert.equal(fb.protAt(rai), 'rw', 'freeing sealed memory makes it RW again for reuse');
+  assert.ok(fb.peek(rai, SZ_4K).every((b) => b === 0));
+  assert.ok(em.ranges.module_data.prot === 'rw' && fb.wxViolationCount() === 0);
+});
+
+test('text and data never share a block; bpf+kprobes+ftrace share one pool by default', () => {
+  const { em } = setup('x86_64');
+  const blocks = new Map<number, Set<string>>();
+  for (const type of [
+    'module_text',
+    'module_data',
+    'module_rodata',
+    'bpf',
+    'kprobes',
+    'ftrace',
+  ] as ExecmemType[]) {
+    const va = em.allocVa(type, 64);
+    const k = Math.floor(va / SZ_2M);
+    if (!blocks.has(k)) blocks.set(k, new Set());
+    blocks.get(k)!.add(type);
+  }
+  for (const types of blocks.values()) {
+    const text = [...types].filter((t) => ['module_text', 'bpf', 'kprobes', 'ftrace'].includes(t));
+    assert.ok(text.length === 0 || text.length === types.size, `mixed block: ${[...types]}`);
+  }
+  assert.equal(em.stats().types.kprobes.pool, 'kprobes+ftrace+bpf');
+  const perType = new Execmem(new FakeBackend(ARCHES.x86_64), { sharing: 'type' });
+  assert.equal(perType.stats().types.kprobes.pool, 'kprobes');
+  // arm64: ftrace inherits module_text's window, bpf/kprobes live in vmalloc: different pools.
+  const arm = new Execmem(new FakeBackend(ARCHES.arm64));
+  assert.equal(arm.stats().types.bpf.pool, 'kprobes+bpf');
+  assert.equal(arm.stats().types.ftrace.pool, 'ftrace');
+});
+
+test('shrink keeps one spare block per pool, so a load/unload loop maps nothing new', () => {
+  const { fb, em } = setup();
+  const vas = Array.from({ length: 100 }, () => em.allocVa('bpf', 60000)); // ~3 blocks
+  for (const va of vas) em.freeVa(va);
+  const before = em.stats().pools['kprobes+ftrace+bpf'].blocks;
+  assert.ok(before >= 3);
+  const released = em.shrink();
+  assert.equal(released, (before - 1) * BLOCK_BYTES);
+  assert.equal(em.stats().pools['kprobes+ftrace+bpf'].blocks, 1);
+  const mapped = fb.counters().blocksMapped;
+  for (let i = 0; i < 50; i++) em.freeVa(em.allocVa('bpf', 3000));
+  assert.equal(fb.counters().blocksMapped, mapped, 'the spare serves the loop');
+  em.shrink({ keepSpare: false });
+  assert.equal(fb.mappedBytes(), 0);
+});
+
+test('shrink never releases a block in use', () => {
+  const { em } = setup();
+  const a = em.allocVa('bpf', 100);
+  em.shrink({ keepSpare: false });
+  assert.equal(em.sizeOf(a), 128, 'the allocation is still live (100 B rounded to 64 B granules)');
+  assert.equal(em.stats().pools['kprobes+ftrace+bpf'].blocks, 1);
+});
+
+test('4 KiB fallback blocks are counted in stats', () => {
+  const { fb, em } = setup();
+  fb.hugeFallbackNext(1);
+  em.allocVa('module_text', 100);
+  const s = em.stats();
+  assert.equal(s.types.module_text.fallbackBlocks, 1);
+  assert.equal(s.types.module_text.largeMappedBytes, 0);
+  assert.equal(s.counters.hugeFallbacks, 1);
+  em.allocVa('bpf', 100);
+  assert.equal(em.stats().types.bpf.largeMappedBytes, BLOCK_BYTES);
+});
+
+test('objects larger than a block get their own mapping, released on free', () => {
+  const { fb, em } = setup();
+  const size = 5 * 1024 * 1024 + 3;
+  const va = em.allocVa('module_text', size);
+  assert.equal(va % SZ_2M, 0);
+  assert.equal(em.sizeOf(va), Math.ceil(size / 64) * 64);
+  em.updateVa(va + 4 * 1024 * 1024, Uint8Array.of(0x90));
+  assert.equal(em.readVa(va + 4 * 1024 * 1024, 1)[0], 0x90);
+  assert.equal(
+    code(() => em.updateVa(va + size + 100, Uint8Array.of(1))),
+    'EFREE',
+  );
+  const s = em.stats().pools.module_text;
+  assert.equal(s.largeObjects, 1);
+  assert.equal(s.mappedBytes, 6 * 1024 * 1024);
+  assert.equal(s.liveBytes + s.freeBytes + s.largeSlackBytes, s.mappedBytes);
+  em.freeVa(va);
+  assert.equal(fb.mappedBytes(), 0);
+  assert.equal(
+    code(() => em.freeVa(va)),
+    'ENOENT',
+  );
+});
+
+test('atomic context: served from mapped blocks, EAGAIN when it would have to grow', () => {
+  const { fb, em } = setup();
+  assert.equal(
+    code(() => em.allocVa('bpf', 100, { atomic: true })),
+    'EAGAIN',
+  );
+  assert.equal(fb.blockCount(), 0);
+  em.freeVa(em.allocVa('bpf', 100));
+  assert.ok(em.allocVa('bpf', 100, { atomic: true }) > 0);
+  assert.equal(
+    code(() => em.allocVa('bpf', 3 * SZ_2M, { atomic: true })),
+    'EAGAIN',
+  );
+  assert.equal(em.stats().counters.atomicRefusals, 2);
+});
+
+test('alignment is honoured and the bigint API round-trips canonical addresses', () => {
+  const { em } = setup();
+  for (const align of [1, 16, 64, 256, 4096]) {
+    const va = em.allocVa('bpf', 77, { alignBytes: align });
+    assert.equal(va % align, 0);
+  }
+  const p = em.alloc('module_text', 10);
+  assert.ok(p > 0xffff_0000_0000_0000n);
+  assert.equal(p, archToBig(ARCHES.x86_64, Number(p & 0xffff_ffff_ffffn)));
+  em.update(p, Uint8Array.of(0xc3));
+  assert.equal(em.read(p, 1)[0], 0xc3);
+  em.free(p);
+});
+
+test('granule 16 packs tighter than 64 and both keep live + free = mapped', () => {
+  for (const g of [16, 64] as const) {
+    const { em } = setup('x86_64', { granuleBytes: g });
+    for (let i = 1; i < 300; i++) em.allocVa('bpf', i * 3);
+    const s = em.stats().pools['kprobes+ftrace+bpf'];
+    assert.equal(s.granuleBytes, g);
+    assert.equal(s.liveBytes + s.freeBytes + s.largeSlackBytes, s.mappedBytes);
+    em.audit();
+  }
+});
+
+test('formatStats renders pools, types and counters', () => {
+  const { em } = setup();
+  em.allocVa('bpf', 1000);
+  const text = formatStats(em.stats());
+  assert.match(text, /kprobes\+ftrace\+bpf/);
+  assert.match(text, /module_ro_after_init/);
+  assert.match(text, /permissionFlips\s+1/);
+});

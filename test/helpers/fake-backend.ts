@@ -1,0 +1,288 @@
+/**
+ * A fake execmem Backend for tests and the allocator benchmark: plain memory, a protection per
+ * page, and faults on any write a real MMU would refuse.
+ *
+ * Why: the allocator must be testable before (and independently of) the simulated machine, and
+ * its rules must fail loudly when broken: a plain write to a page that is not writable throws
+ * (`FakeFault`), an alias write on a backend without an alias throws ENOTSUP, an RWX protection
+ * is counted as a W^X violation. Protection flips are recorded so tests can assert "no flip on
+ * alloc/free" on alias arches. It is a model, not a machine: there are no TLBs here, so
+ * `shootdowns` counts protection changes that remove a permission (what would need one) and
+ * `localFlushes` counts alias writes (text_poke flushes locally). Fault injection: fail the nth
+ * next mapBlock or protect, or make the next huge blocks fall back to 4 KiB leaves.
+ *
+ * `storeBytes: false` keeps protections but no contents (reads return zeros): the benchmark uses
+ * it so that throughput measures the allocator, not memset of megabytes.
+ */
+import type { ArchSpec, Prot, VaRange } from '../../src/arch/types.js';
+import { protIsExec, protIsWrite } from '../../src/arch/types.js';
+import { SZ_2M, SZ_4K } from '../../src/base/addr.js';
+import {
+  type Backend,
+  type BackendBlock,
+  type BackendCounters,
+  BackendError,
+  type MapBlockRequest,
+  newBackendCounters,
+} from '../../src/execmem/backend.js';
+
+export class FakeFault extends Error {
+  override name = 'FakeFault';
+}
+
+const PROTS: readonly Prot[] = ['none', 'ro', 'rw', 'rox', 'rwx'];
+
+interface FakeBlock extends BackendBlock {
+  readonly prot: Uint8Array; // index into PROTS, per page
+  readonly bytes: Uint8Array | null;
+}
+
+export interface FakeBackendOptions {
+  /** Alias write available (default: arch.patch !== 'none'). */
+  alias?: boolean;
+  /** Store contents (default true). */
+  storeBytes?: boolean;
+}
+
+export interface Flip {
+  va: number;
+  sizeBytes: number;
+  prot: Prot;
+}
+
+export class FakeBackend implements Backend {
+  readonly kind = 'sim' as const;
+  readonly pageBytes = SZ_4K;
+  readonly largePageBytes = SZ_2M;
+  readonly hasAliasWrite: boolean;
+  readonly storeBytes: boolean;
+  readonly flips: Flip[] = [];
+  private readonly blocks: FakeBlock[] = []; // sorted by va
+  private readonly byChunk = new Map<number, FakeBlock>(); // 2 MiB chunk index -> block
+  private readonly c: BackendCounters = newBackendCounters();
+  private failMapIn = 0;
+  private failMapCode: 'ENOMEM' | 'ENOSPC' = 'ENOMEM';
+  private failProtectIn = 0;
+  private hugeFallbacksLeft = 0;
+  /** Keep the flips list bounded for long runs. */
+  recordFlips = true;
+
+  constructor(
+    readonly arch: ArchSpec,
+    options: FakeBackendOptions = {},
+  ) {
+    this.hasAliasWrite = options.alias ?? arch.patch !== 'none';
+    this.storeBytes = options.storeBytes ?? true;
+  }
+
+  // ---- fault injection ----
+
+  /** The nth next mapBlock (1 = the very next) throws BackendError(code). */
+  failMapBlock(nth: number, code: 'ENOMEM' | 'ENOSPC' = 'ENOMEM'): void {
+    this.failMapIn = nth;
+    this.failMapCode = code;
+  }
+
+  /** The nth next protect throws BackendError ENOMEM (as CPA failing to allocate a page table). */
+  failProtect(nth: number): void {
+    this.failProtectIn = nth;
+  }
+
+  /** The next `count` huge requests get 4 KiB leaves (no 2 MiB frame available). */
+  hugeFallbackNext(count: number): void {
+    this.hugeFallbacksLeft = count;
+  }
+
+  // ---- Backend ----
+
+  mapBlock(req: MapBlockRequest): BackendBlock {
+    if (this.failMapIn > 0 && --this.failMapIn === 0)
+      throw new BackendError(this.failMapCode, 'injected mapBlock failure');
+    if (req.sizeBytes <= 0 || req.sizeBytes % SZ_4K !== 0)
+      throw new Error(`fake: bad block size ${req.sizeBytes}`);
+    if (req.huge && req.sizeBytes % SZ_2M !== 0)
+      throw new Error('fake: huge block size must be a 2 MiB multiple');
+    const va = this.place(req.range, req) ?? (req.fallback ? this.place(req.fallback, req) : null);
+    if (va === null) throw new BackendError('ENOSPC', `no room for ${req.sizeBytes} bytes`);
+    let largePages = req.huge;
+    if (req.huge && this.hugeFallbacksLeft > 0) {
+      this.hugeFallbacksLeft--;
+      largePages = false;
+      this.c.hugeFallbacks++;
+    }
+    const pages = req.sizeBytes / SZ_4K;
+    const block: FakeBlock = {
+      va,
+      sizeBytes: req.sizeBytes,
+      largePages,
+      prot: new Uint8Array(pages).fill(PROTS.indexOf('rw')),
+      bytes: this.storeBytes ? new Uint8Array(req.sizeBytes) : null,
+    };
+    const i = this.blocks.findIndex((b) => b.va > va);
+    this.blocks.splice(i < 0 ? this.blocks.length : i, 0, block);
+    for (let c = Math.floor(va / SZ_2M); c * SZ_2M < va + req.sizeBytes; c++) this.byChunk.set(c, block);
+    this.c.blocksMapped++;
+    return block;
+  }
+
+  unmapBlock(block: BackendBlock): void {
+    const i = this.blocks.indexOf(block as FakeBlock);
+    if (i < 0) throw new Error('fake: unmap of an unknown block');
+    this.blocks.splice(i, 1);
+    for (let c = Math.floor(block.va / SZ_2M); c * SZ_2M < block.va + block.sizeBytes; c++)
+      this.byChunk.delete(c);
+    this.c.blocksUnmapped++;
+  }
+
+  write(va: number, bytes: Uint8Array): void {
+    const b = this.check(va, bytes.length, 'write');
+    if (b.bytes) b.bytes.set(bytes, va - b.va);
+  }
+
+  fill(va: number, sizeBytes: number, pattern: Uint8Array): void {
+    const b = this.check(va, sizeBytes, 'write');
+    if (b.bytes) fillPattern(b.bytes, va - b.va, sizeBytes, pattern);
+  }
+
+  protect(block: BackendBlock, va: number, sizeBytes: number, prot: Prot): void {
+    const b = block as FakeBlock;
+    if (!this.blocks.includes(b)) throw new Error('fake: protect of an unmapped block');
+    if (va % SZ_4K !== 0 || sizeBytes % SZ_4K !== 0 || sizeBytes <= 0)
+      throw new Error('fake: protect not page aligned');
+    if (va < b.va || va + sizeBytes > b.va + b.sizeBytes) throw new Error('fake: protect outside the block');
+    if (this.failProtectIn > 0 && --this.failProtectIn === 0)
+      throw new BackendError('ENOMEM', 'injected protect failure');
+    const p = PROTS.indexOf(prot);
+    let removes = false;
+    for (let i = (va - b.va) / SZ_4K; i < (va - b.va + sizeBytes) / SZ_4K; i++) {
+      const old = PROTS[b.prot[i]];
+      if ((protIsWrite(old) && !protIsWrite(prot)) || (protIsExec(old) && !protIsExec(prot))) removes = true;
+      b.prot[i] = p;
+    }
+    this.c.permissionFlips++;
+    if (removes) this.c.shootdowns++;
+    if (this.recordFlips) this.flips.push({ va, sizeBytes, prot });
+  }
+
+  poke(va: number, bytes: Uint8Array): void {
+    if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', 'no alias write');
+    const b = this.check(va, bytes.length, 'map');
+    if (b.bytes) b.bytes.set(bytes, va - b.va);
+    this.c.pokes++;
+    this.c.pokeBytes += bytes.length;
+    this.c.localFlushes++;
+  }
+
+  pokeSet(va: number, sizeBytes: number, pattern: Uint8Array): void {
+    if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', 'no alias write');
+    const b = this.check(va, sizeBytes, 'map');
+    if (b.bytes) fillPattern(b.bytes, va - b.va, sizeBytes, pattern);
+    this.c.pokes++;
+    this.c.pokeBytes += sizeBytes;
+    this.c.localFlushes++;
+  }
+
+  read(va: number, sizeBytes: number): Uint8Array {
+    const b = this.check(va, sizeBytes, 'read');
+    return b.bytes ? b.bytes.slice(va - b.va, va - b.va + sizeBytes) : new Uint8Array(sizeBytes);
+  }
+
+  counters(): BackendCounters {
+    return { ...this.c };
+  }
+
+  // ---- inspection for tests ----
+
+  protAt(va: number): Prot | undefined {
+    const b = this.find(va);
+    return b ? PROTS[b.prot[Math.floor((va - b.va) / SZ_4K)]] : undefined;
+  }
+
+  /** Contents without any permission check (tests reading free space). */
+  peek(va: number, sizeBytes: number): Uint8Array {
+    const b = this.find(va);
+    if (!b || va + sizeBytes > b.va + b.sizeBytes) throw new Error('fake: peek outside a block');
+    return b.bytes ? b.bytes.subarray(va - b.va, va - b.va + sizeBytes) : new Uint8Array(sizeBytes);
+  }
+
+  mappedBytes(): number {
+    return this.blocks.reduce((s, b) => s + b.sizeBytes, 0);
+  }
+
+  blockCount(): number {
+    return this.blocks.length;
+  }
+
+  /** Pages that are writable and executable at once (must always be 0). */
+  wxViolationCount(): number {
+    let n = 0;
+    for (const b of this.blocks) for (const p of b.prot) if (PROTS[p] === 'rwx') n++;
+    return n;
+  }
+
+  /** A digest of everything observable: blocks, protections, contents, counters. */
+  digest(): string {
+    let h = 0x811c9dc5;
+    const mix = (x: number) => {
+      h = Math.imul(h ^ (x & 0xff), 0x01000193) >>> 0;
+    };
+    for (const b of this.blocks) {
+      for (const x of [
+        b.va % 2 ** 32,
+        Math.floor(b.va / 2 ** 32),
+        b.sizeBytes / SZ_4K,
+        b.largePages ? 1 : 0,
+      ]) {
+        for (let k = 0; k < 4; k++) mix(x >>> (8 * k));
+      }
+      for (const p of b.prot) mix(p);
+      if (b.bytes) for (let i = 0; i < b.bytes.length; i += 1) mix(b.bytes[i]);
+    }
+    return `${h.toString(16)}:${JSON.stringify(this.c)}`;
+  }
+
+  // ---- internals ----
+
+  private find(va: number): FakeBlock | undefined {
+    const b = this.byChunk.get(Math.floor(va / SZ_2M));
+    return b !== undefined && va >= b.va && va < b.va + b.sizeBytes ? b : undefined;
+  }
+
+  private check(va: number, sizeBytes: number, access: 'read' | 'write' | 'map'): FakeBlock {
+    const b = this.find(va);
+    if (!b || sizeBytes <= 0 || va + sizeBytes > b.va + b.sizeBytes) {
+      throw new FakeFault(
+        `fake: ${access} of ${sizeBytes} bytes at 0x${va.toString(16)} outside a mapped block`,
+      );
+    }
+    if (access === 'map') return b;
+    for (let i = Math.floor((va - b.va) / SZ_4K); i * SZ_4K < va - b.va + sizeBytes; i++) {
+      const prot = PROTS[b.prot[i]];
+      if (prot === 'none' || (access === 'write' && !protIsWrite(prot))) {
+        throw new FakeFault(
+          `fake: ${access} fault at page 0x${(b.va + i * SZ_4K).toString(16)} (prot ${prot})`,
+        );
+      }
+    }
+    return b;
+  }
+
+  private place(range: VaRange, req: MapBlockRequest): number | null {
+    const align = Math.max(req.alignBytes, SZ_4K);
+    let cursor = Math.ceil(range.start / align) * align;
+    for (const b of this.blocks) {
+      if (b.va + b.sizeBytes <= cursor) continue;
+      if (b.va >= cursor + req.sizeBytes) break;
+      cursor = Math.ceil((b.va + b.sizeBytes) / align) * align;
+    }
+    return cursor + req.sizeBytes <= range.end ? cursor : null;
+  }
+}
+
+function fillPattern(dst: Uint8Array, off: number, sizeBytes: number, pattern: Uint8Array): void {
+  if (pattern.length === 1) {
+    dst.fill(pattern[0], off, off + sizeBytes);
+    return;
+  }
+  for (let i = 0; i < sizeBytes; i++) dst[off + i] = pattern[i % pattern.length];
+}
