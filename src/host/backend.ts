@@ -144,6 +144,7 @@ export class HostBlock implements BackendBlock {
     readonly va: number,
     readonly sizeBytes: number,
     readonly largePages: boolean,
+    readonly type: ExecmemType,
     readonly family: number,
     readonly firstPage: number,
     readonly pageCount: number,
@@ -166,10 +167,16 @@ function familyIndexOf(type: ExecmemType): number {
   return typeIsText(type) ? TEXT : DATA;
 }
 
-/** The alias protection that goes with a view protection in dualmap mode (see header). */
-function aliasCodeFor(viewCode: number): number {
+/**
+ * The alias protection that goes with a view protection in dualmap mode. The alias stays RW
+ * while the allocator still writes through it (text: ROX view; module_rodata: RO view, updated
+ * through the helper). A sealed ro_after_init page (RO view of a module_ro_after_init block) has no
+ * writer left, so its alias becomes RO too, as set_memory_ro also write-protects the kernel's
+ * direct-map alias; unsealing (RW view) restores it.
+ */
+function aliasCodeFor(viewCode: number, type: ExecmemType): number {
   if (viewCode === P_NONE) return P_NONE;
-  if (viewCode === P_RO) return P_RO;
+  if (viewCode === P_RO && type === 'module_ro_after_init') return P_RO;
   return P_RW;
 }
 
@@ -282,7 +289,15 @@ export class HostBackend implements Backend {
       fam.setCodes(fam.viewCodes, first, pageCount, P_RW);
       if (fam.alias) fam.setCodes(fam.aliasCodes, first, pageCount, P_RW);
       const large = req.huge && this.tryHuge(fam, va, req.sizeBytes);
-      const block = new HostBlock(va, req.sizeBytes, large, familyIndexOf(req.type), first, pageCount);
+      const block = new HostBlock(
+        va,
+        req.sizeBytes,
+        large,
+        req.type,
+        familyIndexOf(req.type),
+        first,
+        pageCount,
+      );
       this.blocks.set(va, block);
       this.ctr.blocksMapped++;
       if (req.huge && !large) this.ctr.hugeFallbacks++;
@@ -350,7 +365,7 @@ export class HostBackend implements Backend {
     const fam = this.families[b.family];
     this.rw.acquire();
     try {
-      this.flip(fam, va, sizeBytes, code);
+      this.flip(fam, b, va, sizeBytes, code);
     } finally {
       this.rw.release();
     }
@@ -593,7 +608,7 @@ export class HostBackend implements Backend {
   }
 
   /** One protection change of whole pages, under the exclusive lock (held by the caller). */
-  private flip(fam: FamilyArena, va: number, sizeBytes: number, code: number): void {
+  private flip(fam: FamilyArena, b: HostBlock, va: number, sizeBytes: number, code: number): void {
     const libc = this.libc;
     const prot = codeProt(code) as Prot;
     if (libc.mprotect(va, sizeBytes, protBits(prot)) !== 0) {
@@ -607,7 +622,7 @@ export class HostBackend implements Backend {
     const count = sizeBytes / this.pageBytes;
     fam.setCodes(fam.viewCodes, first, count, code);
     if (fam.alias === null) return;
-    const aliasCode = aliasCodeFor(code);
+    const aliasCode = aliasCodeFor(code, b.type);
     if (fam.allEqual(fam.aliasCodes, va, sizeBytes, aliasCode)) return;
     const alias = va + fam.layout.aliasBase - fam.layout.viewBase;
     if (libc.mprotect(alias, sizeBytes, protBits(codeProt(aliasCode) as Prot)) !== 0) {
