@@ -14,7 +14,8 @@ function metrics(i: number, w: number): PolicyMetrics {
     mappedBytes: 1_000_000 * (1 + i),
     overhead: 1 + i + w / 10,
     largePageShare: i === 0 ? 0 : 1 / (i + 1),
-    directMap4kBytes: i * 3 * 1024 * 1024,
+    directMap4kBytes: 80 * 1024 * 1024 + i * 3 * 1024 * 1024,
+    directMap4kGrowthBytes: i * 3 * 1024 * 1024,
     directMapSplits: i * 2,
     shootdowns: 10 * i,
     ipis: 30 * i,
@@ -24,6 +25,7 @@ function metrics(i: number, w: number): PolicyMetrics {
     itlbLowerBoundPerMillion: 90,
     wxViolations: 0,
     opsPerSecondRatio: 1 + i / 2,
+    failures: 0,
   };
 }
 

@@ -11,7 +11,9 @@
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import type { ExecmemType } from '../../arch/types.js';
+import { ARCHES, type ArchName } from '../../arch/index.js';
+import { SZ_2M, toVa } from '../../base/addr.js';
+import type { CompareOptions, CompareResult, OccupancyMap } from '../../metrics/compare.js';
 import {
   type AreaMap,
   METRIC_KEYS,
@@ -24,31 +26,18 @@ import { WORKLOADS } from '../../workloads/registry.js';
 import { CliFailure, type CliIo } from '../io.js';
 import { checkName, parseArch, parseList, parseScale, parseSeed } from '../options.js';
 import { loadSubsystem } from '../subsystems.js';
+import { policyNames } from './shared.js';
 
-/** What we need of src/metrics/compare.ts (issue 4's documented shape). */
+/** src/metrics/compare.ts, loaded at run time (see ../subsystems.ts). */
 interface CompareModule {
-  runCompare(options: {
-    workload: string;
-    policies?: readonly string[];
-    arch?: string;
-    seed?: number;
-    scale?: number;
-    progress?: (done: number, total: number, label?: string) => void;
-  }): CompareResultLike | Promise<CompareResultLike>;
-}
-
-interface CompareResultLike {
-  workload: string;
-  arch: string;
-  seed: number;
-  policies: readonly { name: string; metrics: Record<string, unknown>; area?: unknown }[];
+  runCompare(options: CompareOptions): CompareResult;
 }
 
 interface ReportOptions {
   out: string;
   workloads?: string[];
   policies?: string[];
-  arch: string;
+  arch: ArchName;
   seed: number;
   scale: number;
   modules: boolean;
@@ -103,22 +92,35 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
     notes.push('The Debian modules workload was left out (--no-modules).');
   }
   const runs: WorkloadRun[] = [];
-  const bar = io.progress('report', workloads.length);
+  let modelledNote = '';
+  // One tick per (workload, policy) run; the harness reports which policy it is on.
+  const policyCount = (opts.policies ?? (await policyNames())).length;
+  const bar = io.progress('report', workloads.length * policyCount);
   try {
     for (const workload of workloads) {
-      const result = await compare.runCompare({
+      let ticked = 0;
+      const result = compare.runCompare({
         workload,
         policies: opts.policies,
         arch: opts.arch,
         seed: opts.seed,
         scale: opts.scale,
+        progress: (p) => {
+          const finished = p.policyIndex + (p.eventsDone >= p.eventsTotal ? 1 : 0);
+          if (finished > ticked) {
+            bar.tick(finished - ticked);
+            ticked = finished;
+          }
+        },
       });
-      runs.push(toWorkloadRun(result, opts.scale));
-      bar.tick();
+      if (result.policies.length > ticked) bar.tick(result.policies.length - ticked);
+      modelledNote = result.modelledNote;
+      runs.push(toWorkloadRun(result));
     }
   } finally {
     bar.done();
   }
+  if (modelledNote !== '') notes.unshift(modelledNote);
   const data: ReportData = {
     generatedAt: new Date().toISOString(),
     runs,
@@ -178,28 +180,33 @@ function toMetrics(raw: Record<string, unknown>, where: string): PolicyMetrics {
   return out;
 }
 
-function toArea(raw: unknown): AreaMap | null {
-  if (!raw || typeof raw !== 'object') return null;
-  const a = raw as AreaMap;
-  if (typeof a.start !== 'number' || !Array.isArray(a.regions)) return null;
-  return {
-    start: a.start,
-    end: a.end,
-    regionBytes: a.regionBytes,
-    regions: a.regions.map((r) => ({
-      va: r.va,
-      mappedBytes: r.mappedBytes,
-      largeLeaf: r.largeLeaf,
-      liveBytesByType: { ...(r.liveBytesByType as Partial<Record<ExecmemType, number>>) },
-    })),
-  };
+/**
+ * The harness gives occupied 2 MiB regions (canonical hex addresses); the picture also needs the
+ * area they lie in: the arch's KASLR module area (the harness's machines run with KASLR on),
+ * widened to any region outside it (e.g. arm64 BPF in vmalloc space).
+ */
+export function toArea(occupancy: OccupancyMap, arch: ArchName): AreaMap {
+  const regions = occupancy.regions.map((r) => ({
+    va: toVa(BigInt(r.va)),
+    mappedBytes: r.mappedBytes,
+    largeLeaf: r.largeLeaf,
+    liveBytesByType: { ...r.liveBytesByType },
+  }));
+  const modules = ARCHES[arch].layout.modulesKaslr;
+  let start = modules.start;
+  let end = modules.end;
+  for (const r of regions) {
+    start = Math.min(start, r.va);
+    end = Math.max(end, r.va + occupancy.regionBytes);
+  }
+  return { start, end, regionBytes: occupancy.regionBytes || SZ_2M, regions };
 }
 
-export function toWorkloadRun(result: CompareResultLike, scale: number): WorkloadRun {
+export function toWorkloadRun(result: CompareResult): WorkloadRun {
   const policies: PolicyRun[] = result.policies.map((p) => ({
     name: p.name,
-    metrics: toMetrics(p.metrics, `${result.workload}/${p.name}`),
-    area: toArea(p.area),
+    metrics: toMetrics(p.metrics as unknown as Record<string, unknown>, `${result.workload}/${p.name}`),
+    area: toArea(p.occupancy, result.arch),
   }));
-  return { workload: result.workload, arch: result.arch, seed: result.seed, scale, policies };
+  return { workload: result.workload, arch: result.arch, seed: result.seed, scale: result.scale, policies };
 }

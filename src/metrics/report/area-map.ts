@@ -100,9 +100,14 @@ export function renderAreaMap(area: AreaMap, label: string): AreaPicture {
     );
   }
   let mappedTiles = 0;
+  let hidden = 0;
   for (const region of area.regions) {
     const index = (region.va - span.firstVa) / area.regionBytes;
-    if (index < 0 || index >= span.count || region.mappedBytes === 0) continue;
+    if (region.mappedBytes === 0) continue;
+    if (index < 0 || index >= span.count) {
+      hidden++;
+      continue;
+    }
     mappedTiles++;
     parts.push(
       regionTile(
@@ -114,7 +119,9 @@ export function renderAreaMap(area: AreaMap, label: string): AreaPicture {
     );
   }
   parts.push('</svg>');
-  return { svg: parts.join(''), tileCount: span.count, mappedTiles, note: span.note };
+  const notes = [span.note, hidden > 0 ? `${hidden} mapped blocks lie outside the picture` : null];
+  const note = notes.filter((n) => n !== null).join('; ');
+  return { svg: parts.join(''), tileCount: span.count, mappedTiles, note: note === '' ? null : note };
 }
 
 function regionTile(region: AreaRegion, regionBytes: number, x: number, y: number): string {

@@ -184,9 +184,11 @@ export function renderCharts(data: ReportData): RenderedChart[] {
     },
     {
       id: 'direct-map-4k',
-      title: 'Direct map on 4 KiB pages',
-      caption: 'DirectMap4k (as /proc/meminfo reports it) after the run, in MiB. Lower is better.',
-      svg: renderBars({ ...byWorkload(runs, (m) => m.directMap4kBytes / 2 ** 20), yName: 'MiB' }),
+      title: 'Direct-map 4 KiB growth',
+      caption:
+        'Growth of DirectMap4k (as /proc/meminfo reports it) over the run, in MiB: direct-map large pages ' +
+        'split by permission changes. Lower is better; 0 is the limit.',
+      svg: renderBars({ ...byWorkload(runs, (m) => m.directMap4kGrowthBytes / 2 ** 20), yName: 'MiB' }),
     },
     {
       id: 'speed',

@@ -56,9 +56,9 @@ export const TABLE_COLUMNS: readonly Column[] = [
     better: 'high',
   },
   {
-    key: 'directMap4kBytes',
-    heading: 'DirectMap4k',
-    format: (m) => formatBytes(m.directMap4kBytes),
+    key: 'directMap4kGrowthBytes',
+    heading: 'DirectMap4k +',
+    format: (m) => formatBytes(m.directMap4kGrowthBytes),
     better: 'low',
   },
   {
@@ -94,17 +94,19 @@ export const TABLE_COLUMNS: readonly Column[] = [
     better: 'high',
   },
   { key: 'wxViolations', heading: 'W^X', format: (m) => formatCount(m.wxViolations), better: 'low' },
+  { key: 'failures', heading: 'failed ops', format: (m) => formatCount(m.failures), better: null },
 ];
 
 /** The few columns the terminal table shows. */
 export const TERMINAL_KEYS: readonly MetricKey[] = [
   'overhead',
   'largePageShare',
-  'directMap4kBytes',
+  'directMap4kGrowthBytes',
   'shootdowns',
   'itlbMissesPerMillion',
   'opsPerSecondRatio',
   'wxViolations',
+  'failures',
 ];
 
 /** Index of the best value in a column (ties: the first), or -1 when the column has no direction. */

@@ -135,8 +135,8 @@ function tableHtml(run: WorkloadRun): string {
   const head = `<tr><th>policy</th>${TABLE_COLUMNS.map((c) => `<th>${escapeHtml(c.heading)}</th>`).join('')}</tr>`;
   const rows = run.policies.map((p, row) => {
     const cells = TABLE_COLUMNS.map((c, col) => {
-      const cls =
-        c.key === 'wxViolations' && p.metrics.wxViolations > 0 ? 'bad' : best[col] === row ? 'best' : '';
+      const bad = (c.key === 'wxViolations' || c.key === 'failures') && p.metrics[c.key] > 0;
+      const cls = bad ? 'bad' : best[col] === row ? 'best' : '';
       return `<td${cls ? ` class="${cls}"` : ''}>${escapeHtml(c.format(p.metrics))}</td>`;
     });
     const label = p.name === OUR_POLICY ? `${p.name} (ours)` : p.name;
@@ -166,10 +166,10 @@ const HEADLINES: readonly Headline[] = [
   },
   { key: 'shootdowns', label: 'global shootdowns', better: 'low', format: (m) => String(m.shootdowns) },
   {
-    key: 'directMap4kBytes',
-    label: 'DirectMap4k',
+    key: 'directMap4kGrowthBytes',
+    label: 'DirectMap4k growth',
     better: 'low',
-    format: (m) => formatBytes(m.directMap4kBytes),
+    format: (m) => formatBytes(m.directMap4kGrowthBytes),
   },
   {
     key: 'itlbMissesPerMillion',
