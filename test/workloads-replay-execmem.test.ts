@@ -3,7 +3,7 @@
 // is not RW throws, and no page may be made writable and executable at once). The cross-check:
 // after the same trace, every live allocation holds exactly the bytes a trivial bump allocator
 // holds for it, so replay drives both the same way and execmem stores what it was given.
-// The simulated-machine replay (SimBackend + createMachine) is a separate test once it lands.
+// The same check runs on real memory through the host backend (koffi), where this machine allows.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ArchSpec, ExecmemType, Prot } from '../src/arch/types.js';
@@ -18,6 +18,7 @@ import {
   newBackendCounters,
 } from '../src/execmem/backend.js';
 import { Execmem } from '../src/execmem/execmem.js';
+import { openHost } from '../src/host/backend.js';
 import type { ExecAllocator } from '../src/policies/types.js';
 import { WORKLOADS } from '../src/workloads/registry.js';
 import { replay } from '../src/workloads/replay.js';
@@ -164,60 +165,86 @@ class BumpAllocator implements ExecAllocator {
   }
 }
 
-test('every workload replays through Execmem with no failure, and live contents match a bump reference', () => {
+function checkAgainstBump(newBackend: () => Backend & { close?(): void }, scale: number): void {
   for (const [name, spec] of Object.entries(WORKLOADS)) {
-    const t = spec.generate({ seed: 21, scale: 0.03 });
-    const em = new ExecmemAllocator(new PlainBackend(x86_64));
-    const ref = new BumpAllocator();
-    const emAddr = new Map<number, number>();
-    const refAddr = new Map<number, number>();
-    const track = (into: Map<number, number>) => ({
-      onEvent: (ev: { op: string; id?: number }, _i: number, ok: boolean) => {
-        assert.ok(ok, `${name}: event failed`);
-        if (ev.op === 'free') into.delete(ev.id!);
-      },
-    });
-    // Addresses by trace id, taken from the allocators' alloc results in order.
-    const wrap = (a: ExecAllocator, into: Map<number, number>): ExecAllocator => {
-      let nextAllocEvent = 0;
-      const allocIds = t.events.filter((e) => e.op === 'alloc').map((e) => (e as { id: number }).id);
-      return {
-        name: a.name,
-        alloc: (ty, n, al) => {
-          const va = a.alloc(ty, n, al);
-          into.set(allocIds[nextAllocEvent++], va);
-          return va;
+    const t = spec.generate({ seed: 21, scale });
+    const backend = newBackend();
+    try {
+      const em = new ExecmemAllocator(backend);
+      const ref = new BumpAllocator();
+      const emAddr = new Map<number, number>();
+      const refAddr = new Map<number, number>();
+      const track = (into: Map<number, number>) => ({
+        onEvent: (ev: { op: string; id?: number }, _i: number, ok: boolean) => {
+          assert.ok(ok, `${name}: event failed`);
+          if (ev.op === 'free') into.delete(ev.id!);
         },
-        write: (va, b) => a.write(va, b),
-        finalize: (va) => a.finalize(va),
-        seal: (va) => a.seal(va),
-        free: (va) => a.free(va),
-        shrink: () => a.shrink(),
-        usage: () => a.usage(),
+      });
+      // Addresses by trace id, taken from the allocators' alloc results in order.
+      const wrap = (a: ExecAllocator, into: Map<number, number>): ExecAllocator => {
+        let nextAllocEvent = 0;
+        const allocIds = t.events.filter((e) => e.op === 'alloc').map((e) => (e as { id: number }).id);
+        return {
+          name: a.name,
+          alloc: (ty, n, al) => {
+            const va = a.alloc(ty, n, al);
+            into.set(allocIds[nextAllocEvent++], va);
+            return va;
+          },
+          write: (va, b) => a.write(va, b),
+          finalize: (va) => a.finalize(va),
+          seal: (va) => a.seal(va),
+          free: (va) => a.free(va),
+          shrink: () => a.shrink(),
+          usage: () => a.usage(),
+        };
       };
-    };
-    const r1 = replay(t, wrap(em, emAddr), track(emAddr), { strict: true });
-    const r2 = replay(t, wrap(ref, refAddr), track(refAddr), { strict: true });
-    assert.deepEqual(r1.ops, r2.ops, name);
-    assert.equal(r1.failureCount, 0);
-    assert.equal(emAddr.size, r1.liveCount);
-    const sizes = new Map(
-      t.events
-        .filter((e) => e.op === 'alloc')
-        .map((e) => [(e as { id: number }).id, (e as { sizeBytes: number }).sizeBytes]),
-    );
-    let checked = 0;
-    for (const [id, va] of emAddr) {
-      const n = sizes.get(id)!;
-      const want = ref.mem.subarray(refAddr.get(id)!, refAddr.get(id)! + n);
-      const got = em.em.read(em.em.toBig(va), n);
-      // Bytes never written hold execmem's fill (trap for text, zero for data) vs the reference's
-      // zero: compare only written bytes, i.e. where the reference is non-zero or both agree.
-      for (let i = 0; i < n; i++) {
-        if (want[i] !== 0) assert.equal(got[i], want[i], `${name} id ${id} byte ${i}`);
+      const r1 = replay(t, wrap(em, emAddr), track(emAddr), { strict: true });
+      const r2 = replay(t, wrap(ref, refAddr), track(refAddr), { strict: true });
+      assert.deepEqual(r1.ops, r2.ops, name);
+      assert.equal(r1.failureCount, 0);
+      assert.equal(emAddr.size, r1.liveCount);
+      const sizes = new Map(
+        t.events
+          .filter((e) => e.op === 'alloc')
+          .map((e) => [(e as { id: number }).id, (e as { sizeBytes: number }).sizeBytes]),
+      );
+      let checked = 0;
+      for (const [id, va] of emAddr) {
+        const n = sizes.get(id)!;
+        const want = ref.mem.subarray(refAddr.get(id)!, refAddr.get(id)! + n);
+        const got = em.em.read(em.em.toBig(va), n);
+        // Bytes never written hold execmem's fill (trap for text, zero for data) vs the reference's
+        // zero: compare only written bytes, i.e. where the reference is non-zero or both agree.
+        for (let i = 0; i < n; i++) {
+          if (want[i] !== 0) assert.equal(got[i], want[i], `${name} id ${id} byte ${i}`);
+        }
+        checked += n;
       }
-      checked += n;
+      assert.ok(checked > 0, `${name}: live bytes checked`);
+    } finally {
+      backend.close?.();
     }
-    assert.ok(checked > 0, `${name}: live bytes checked`);
   }
+}
+
+test('every workload replays through Execmem with no failure, and live contents match a bump reference', () => {
+  checkAgainstBump(() => new PlainBackend(x86_64), 0.03);
 });
+
+for (const mode of ['dualmap', 'mprotect'] as const) {
+  test(`workloads replay through Execmem on REAL memory (host backend, ${mode}) with matching contents`, (t) => {
+    let probe: ReturnType<typeof openHost> | null = null;
+    try {
+      probe = openHost({ mode, textReserveBytes: 64 * 1024 * 1024, dataReserveBytes: 32 * 1024 * 1024 });
+    } catch (err) {
+      t.skip(`host backend unavailable here: ${(err as Error).message}`);
+      return;
+    }
+    probe.close();
+    checkAgainstBump(
+      () => openHost({ mode, textReserveBytes: 64 * 1024 * 1024, dataReserveBytes: 32 * 1024 * 1024 }),
+      0.01,
+    );
+  });
+}
