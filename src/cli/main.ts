@@ -21,5 +21,13 @@ function packageVersion(): string {
   }
 }
 
+// `execmem ... | head` closes the pipe early: that is the reader's choice, not an error.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw error;
+  });
+}
+
 const io = createConsoleIo({ json: false, quiet: false });
 process.exitCode = await runCli(process.argv.slice(2), io, packageVersion());
