@@ -1,0 +1,317 @@
+/**
+ * The simulated kernel machine: physical memory, the kernel page table, per-CPU TLBs, vmalloc, CPA,
+ * patching, the W^X audit and ptdump, composed behind one object.
+ *
+ * Why one facade: every layer above (the sim backend, the re-implemented Linux policies, the
+ * metrics) must see costs only as consequences of page-table operations (issue 2: "not a number
+ * the allocator reports about itself"). So the parts are wired here once: every leaf change of the
+ * kernel page table goes to the W^X audit, the DirectMap statistics and the fetch micro-caches;
+ * every flush goes through the CPU layer that counts it and tells the audit which stale entries
+ * died; TLB evictions tell the audit too. Nothing else can change a mapping.
+ *
+ * Counters start at zero when boot has finished (boot's own splits show in directMapStats()).
+ * Everything is deterministic from `seed` (KASLR offsets).
+ */
+import { ARCHES } from '../arch/index.js';
+import type { ArchName, ArchSpec, Prot, VaRange } from '../arch/types.js';
+import { Rng } from '../base/rng.js';
+import { kernelTextStart, mapDirectMap, mapKernelImage, modulesStart, protectImageAlias } from './boot.js';
+import { Cpa, DirectMapTracker } from './cpa.js';
+import { Cpus } from './cpu.js';
+import { MachineError } from './errors.js';
+import { PageTable } from './pagetable.js';
+import { Patcher } from './patch.js';
+import { PhysMem } from './phys.js';
+import { ptdump, ptdumpMarkers } from './ptdump.js';
+import { CpuTlb } from './tlb.js';
+import { TLB_PROFILES } from './tlb-profiles.js';
+import type {
+  DirectMapStats,
+  LeafChange,
+  MachineCounters,
+  Translation,
+  VmArea,
+  VmallocRequest,
+} from './types.js';
+import { newCounters } from './types.js';
+import { Vmalloc } from './vmalloc.js';
+import type { WxViolation } from './wx.js';
+import { WxAudit } from './wx.js';
+
+export interface MachineConfig {
+  arch?: ArchName;
+  /** Default 16 GiB; a positive multiple of 1 GiB. */
+  memoryBytes?: number;
+  /** Default 4. */
+  cpus?: number;
+  /** Default 'skylake'. */
+  tlb?: 'skylake' | 'zen4';
+  /** Default true. */
+  kaslr?: boolean;
+  /** Default 1. */
+  seed?: number;
+}
+
+export interface FrameAccounting {
+  totalFrames: number;
+  freeFrames: number;
+  /** Page-table frames of the kernel table and (x86) the poking mm. */
+  tableFrames: number;
+  /** Frames owned by vmalloc areas, the kernel image and pages pinned by aging. */
+  mappedFrames: number;
+  /** Of mappedFrames: pages pinned by PhysMem.age (other kernel users' memory, modelled). */
+  agedFrames: number;
+}
+
+const GIB = 2 ** 30;
+const MAX_CPUS = 256;
+
+export function createMachine(config: MachineConfig = {}): Machine {
+  return new Machine(config);
+}
+
+export class Machine {
+  readonly arch: ArchSpec;
+  readonly cpuCount: number;
+  readonly phys: PhysMem;
+  readonly kernelPt: PageTable;
+  /** x86 text_poke's temporary mm (null elsewhere). */
+  readonly pokingPt: PageTable | null;
+  readonly counters: MachineCounters;
+  readonly tlbs: readonly CpuTlb[];
+  readonly modulesStart: number;
+  readonly kernelTextStart: number;
+  readonly kaslr: boolean;
+  readonly seed: number;
+  private readonly cpus: Cpus;
+  private readonly audit: WxAudit;
+  private readonly dmap: DirectMapTracker;
+  private readonly cpa: Cpa;
+  private readonly vm: Vmalloc;
+  private readonly patcher: Patcher;
+  private readonly markers: ReturnType<typeof ptdumpMarkers>;
+
+  constructor(config: MachineConfig = {}) {
+    const archName = config.arch ?? 'x86_64';
+    const arch = (ARCHES as Record<string, ArchSpec | undefined>)[archName];
+    if (arch === undefined) throw new MachineError('EINVAL', `unknown arch '${archName}'`);
+    const memoryBytes = config.memoryBytes ?? 16 * GIB;
+    const cpuCount = config.cpus ?? 4;
+    if (!Number.isInteger(cpuCount) || cpuCount < 1 || cpuCount > MAX_CPUS) {
+      throw new MachineError('EINVAL', `cpus must be an integer in 1..${MAX_CPUS}, got ${cpuCount}`);
+    }
+    const profile = TLB_PROFILES[config.tlb ?? 'skylake'];
+    if (profile === undefined) throw new MachineError('EINVAL', `unknown TLB profile '${config.tlb}'`);
+    this.arch = arch;
+    this.cpuCount = cpuCount;
+    this.kaslr = config.kaslr ?? true;
+    this.seed = config.seed ?? 1;
+    const rng = new Rng(this.seed);
+    this.counters = newCounters();
+    this.phys = new PhysMem(memoryBytes);
+    const l = arch.layout;
+    if (this.phys.totalFrames * 4096 > l.directMapEnd - l.directMapStart) {
+      throw new MachineError('EINVAL', 'memory larger than the direct map region');
+    }
+    this.kernelPt = new PageTable(this.phys, this.counters, 'kernel');
+    this.audit = new WxAudit(
+      this.kernelPt,
+      this.phys.totalFrames,
+      arch.patch === 'temporary_mm' ? l.pokeArea : null,
+    );
+    this.dmap = new DirectMapTracker(l.directMapStart, l.directMapEnd);
+    this.kernelPt.addListener(this.audit);
+    this.kernelPt.addListener(this.dmap);
+    const tlbs: CpuTlb[] = [];
+    for (let cpu = 0; cpu < cpuCount; cpu++) {
+      tlbs.push(new CpuTlb(profile, (t: Translation) => this.onEvict(cpu, t)));
+    }
+    this.tlbs = tlbs;
+    this.audit.attachTlbs(tlbs);
+    this.cpus = new Cpus(arch, this.kernelPt, this.phys, this.counters, this.audit, tlbs);
+    this.kernelPt.addListener({ onLeafChange: (_c: LeafChange) => this.cpus.invalidateMicro() });
+    this.cpa = new Cpa(arch, this.kernelPt, this.counters, this.cpus);
+
+    mapDirectMap(arch, this.kernelPt, this.phys);
+    this.kernelTextStart = kernelTextStart(arch, this.kaslr, rng);
+    const image = mapKernelImage(arch, this.kernelPt, this.phys, this.kernelTextStart);
+    protectImageAlias(image, this.cpa);
+    this.modulesStart = modulesStart(arch, this.kaslr, rng);
+    const imageBytes = image.textBytes + image.rodataBytes + image.dataBytes;
+    const universe: VaRange[] = mergeRanges([
+      l.vmalloc,
+      l.modules,
+      { start: this.kernelTextStart, end: this.kernelTextStart + imageBytes },
+    ]);
+    this.vm = new Vmalloc(universe, this.kernelPt, this.phys, this.counters, this.cpus, this.cpa);
+    this.vm.registerImage(this.kernelTextStart, imageBytes, image.leafPfns, 2 ** 21);
+    if (arch.patch === 'temporary_mm') {
+      this.pokingPt = new PageTable(this.phys, this.counters, 'poking_mm');
+      this.pokingPt.preallocate(l.pokeArea.start, 1);
+    } else {
+      this.pokingPt = null;
+      if (arch.patch === 'fixmap') this.kernelPt.preallocate(l.pokeArea.start, 1);
+    }
+    this.patcher = new Patcher(
+      arch,
+      this.kernelPt,
+      this.pokingPt,
+      this.phys,
+      this.counters,
+      this.cpus,
+      this.vm,
+    );
+    this.markers = ptdumpMarkers(arch, this.modulesStart, this.kernelTextStart);
+    for (const t of tlbs) t.flushAll();
+    Object.assign(this.counters, newCounters());
+  }
+
+  // ---- accesses ----
+  fetch(cpu: number, va: number, sizeBytes: number): Uint8Array {
+    return this.cpus.fetch(cpu, va, sizeBytes);
+  }
+
+  ifetch(cpu: number, va: number): number {
+    return this.cpus.ifetch(cpu, va);
+  }
+
+  load(cpu: number, va: number, sizeBytes: number): Uint8Array {
+    return this.cpus.load(cpu, va, sizeBytes);
+  }
+
+  store(cpu: number, va: number, bytes: Uint8Array): void {
+    this.cpus.store(cpu, va, bytes);
+  }
+
+  // ---- TLB maintenance ----
+  flushLocal(cpu: number, va?: number, sizeBytes?: number): void {
+    this.cpus.flushLocal(cpu, va, sizeBytes);
+  }
+
+  flushGlobal(va?: number, sizeBytes?: number): void {
+    this.cpus.flushGlobal(va, sizeBytes);
+  }
+
+  // ---- vmalloc / CPA / patching ----
+  vmalloc(req: VmallocRequest): VmArea {
+    return this.vm.vmalloc(req);
+  }
+
+  vfree(va: number): void {
+    this.vm.vfree(va);
+  }
+
+  findArea(va: number): VmArea | undefined {
+    return this.vm.findArea(va);
+  }
+
+  /** Live vmalloc areas in address order (the kernel image first where it lies lowest). */
+  areas(): VmArea[] {
+    return this.vm.liveAreas();
+  }
+
+  /** Flush and release lazily freed vmalloc VA now (purge_vmap_area_lazy). */
+  purgeLazy(): void {
+    this.vm.purgeLazy(true);
+  }
+
+  setMemory(va: number, pageCount: number, prot: Prot): void {
+    this.cpa.setMemory(va, pageCount, prot);
+  }
+
+  poke(cpu: number, va: number, bytes: Uint8Array): void {
+    this.patcher.poke(cpu, va, bytes);
+  }
+
+  pokeSet(cpu: number, va: number, sizeBytes: number, pattern: Uint8Array): void {
+    this.patcher.pokeSet(cpu, va, sizeBytes, pattern);
+  }
+
+  // ---- audit and reporting ----
+  wxViolationCount(): number {
+    return this.audit.violationCount();
+  }
+
+  wxFullScan(): WxViolation[] {
+    return this.audit.fullScan();
+  }
+
+  /** Stale TLB entries (all CPUs) the audit currently accounts for. */
+  staleTlbEntryCount(): number {
+    return this.audit.staleEntryCount();
+  }
+
+  directMapStats(): DirectMapStats {
+    return { ...this.dmap.stats };
+  }
+
+  ptdump(range?: VaRange): string {
+    return ptdump(this.arch, this.kernelPt, this.markers, range);
+  }
+
+  frameAccounting(): FrameAccounting {
+    const agedFrames = this.phys.agedFrameCount();
+    return {
+      totalFrames: this.phys.totalFrames,
+      freeFrames: this.phys.freeFrameCount(),
+      tableFrames: this.kernelPt.tableFrameCount() + (this.pokingPt?.tableFrameCount() ?? 0),
+      mappedFrames: this.vm.mappedFrameCount() + agedFrames,
+      agedFrames,
+    };
+  }
+
+  /** Slow self-check for tests: buddy lists, W^X counts, and frame ownership (no frame owned twice). */
+  checkConsistency(): void {
+    this.phys.check();
+    this.audit.checkCounts();
+    const owner = new Uint8Array(this.phys.totalFrames);
+    const own = (pfn: number, frames: number, what: string): void => {
+      for (let f = pfn; f < pfn + frames; f++) {
+        if (owner[f] !== 0) throw new Error(`frame ${f} owned twice (${what})`);
+        owner[f] = 1;
+      }
+    };
+    for (const pfn of this.kernelPt.tableFrames()) own(pfn, 1, 'kernel page table');
+    for (const pfn of this.pokingPt?.tableFrames() ?? []) own(pfn, 1, 'poking_mm page table');
+    for (const a of this.vm.liveAreas())
+      for (const pfn of a.leafPfns) own(pfn, a.leafBytes / 4096, 'vmalloc area');
+    let owned = 0;
+    for (let f = 0; f < owner.length; f++) {
+      owned += owner[f];
+      if (owner[f] !== 0 && this.phys.allocatedOrderAt(f) === -1 && !this.insideAllocatedBlock(f)) {
+        throw new Error(`frame ${f} is used but free in the buddy allocator`);
+      }
+    }
+    const acct = this.frameAccounting();
+    if (owned + acct.agedFrames + acct.freeFrames !== acct.totalFrames) {
+      throw new Error(
+        `frames leaked: owned ${owned} + aged ${acct.agedFrames} + free ${acct.freeFrames} != ${acct.totalFrames}`,
+      );
+    }
+  }
+
+  private insideAllocatedBlock(pfn: number): boolean {
+    for (let o = 1; o <= 18; o++) {
+      const head = pfn - (pfn % 2 ** o);
+      const order = this.phys.allocatedOrderAt(head);
+      if (order >= o) return true;
+    }
+    return false;
+  }
+
+  private onEvict(cpu: number, t: Translation): void {
+    this.cpus?.invalidateMicroOf(cpu);
+    this.audit.onEvict(cpu, t);
+  }
+}
+
+function mergeRanges(ranges: VaRange[]): VaRange[] {
+  const sorted = [...ranges].sort((a, b) => a.start - b.start);
+  const out: { start: number; end: number }[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last !== undefined && r.start <= last.end) last.end = Math.max(last.end, r.end);
+    else out.push({ start: r.start, end: r.end });
+  }
+  return out;
+}

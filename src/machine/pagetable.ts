@@ -1,0 +1,361 @@
+/**
+ * A 4-level page table (PGD -> PUD -> PMD -> PTE), as x86-64 and arm64 (4 KiB granule, 48-bit VA)
+ * both have, with leaves at level 3 (1 GiB), 2 (2 MiB) and 1 (4 KiB).
+ *
+ * Why a real radix tree and not a map of pages: the costs the execmem thread measured are
+ * page-table costs. A 2 MiB mapping is one PMD entry and needs no PTE page; splitting it allocates
+ * a PTE page (a frame) and produces 512 entries; a collapse frees that page again
+ * (arch/x86/mm/pat/set_memory.c split_large_page / collapse_pmd_page). So each table here takes
+ * an order-0 frame from PhysMem and is counted, and a mapping that needs a table frame it cannot
+ * get fails with ENOMEM and leaves nothing behind.
+ *
+ * Each table is 512 slots holding a child table, a leaf (an immutable `Translation`, replaced on
+ * every change, so TLBs can cache the very object and staleness is object identity) or nothing.
+ * Tables that become empty are freed (Linux keeps empty kernel page-table pages after vunmap and
+ * reuses them; we free them so that "a failed call leaves no trace" can be compared exactly; the
+ * difference is a few frames). Tables created by `preallocate` (poking_init, fixmap) are pinned.
+ *
+ * Every leaf change is reported to listeners (W^X audit, direct-map statistics, TLB staleness),
+ * so nothing above can change a mapping without them knowing.
+ */
+import { MachineError } from './errors.js';
+import type { PhysMem } from './phys.js';
+import type { LeafChange, LeafLevel, LeafListener, MachineCounters, Translation } from './types.js';
+import { LEVEL_BYTES, PTE_PRESENT } from './types.js';
+
+const ENTRIES = 512;
+/** Bytes one slot of a table at level L covers (4 = PGD ... 1 = PTE table). */
+const SPAN: readonly number[] = [0, 2 ** 12, 2 ** 21, 2 ** 30, 2 ** 39];
+const VA_END = 2 ** 48;
+/** Leaf flags the page table knows about (present/RW/NX/global). */
+const FLAG_MASK = 15;
+
+class Table {
+  readonly slots: (Table | Translation | undefined)[] = new Array(ENTRIES).fill(undefined);
+  used = 0;
+  constructor(
+    readonly pfn: number,
+    readonly level: number,
+    readonly pinned: boolean,
+  ) {}
+}
+
+/** Tables created by one tableFor call, so a failure can remove them again. */
+interface Made {
+  tables: Table[];
+  parent: Table | null;
+  index: number;
+}
+
+function indexAt(va: number, level: number): number {
+  return (va / SPAN[level]) & 511;
+}
+
+export class PageTable {
+  private readonly root: Table;
+  private readonly listeners: LeafListener[] = [];
+  private tables = 0;
+
+  constructor(
+    private readonly phys: PhysMem,
+    private readonly counters: MachineCounters,
+    readonly name: string,
+  ) {
+    this.root = new Table(this.allocTableFrame(), 4, true);
+  }
+
+  /** The leaf translating `va`, or null. Pure lookup, counts nothing. */
+  walk(va: number): Translation | null {
+    let table = this.root;
+    for (let level = 4; level >= 1; level--) {
+      const slot = table.slots[indexAt(va, level)];
+      if (slot === undefined) return null;
+      if (!(slot instanceof Table)) return slot;
+      table = slot;
+    }
+    return null;
+  }
+
+  /** Install a leaf where nothing is mapped. Throws EBUSY if anything overlaps, ENOMEM if a table frame is missing. */
+  mapLeaf(va: number, level: LeafLevel, pfn: number, flags: number): void {
+    this.checkLeaf(va, level, pfn, flags);
+    const made: Made = { tables: [], parent: null, index: 0 };
+    let table: Table;
+    try {
+      table = this.tableFor(va, level, made, false);
+    } catch (e) {
+      this.dropTables(made);
+      throw e;
+    }
+    const i = indexAt(va, level);
+    if (table.slots[i] !== undefined) {
+      this.dropTables(made);
+      throw new MachineError(
+        'EBUSY',
+        `${this.name}: 0x${va.toString(16)} already mapped at or below level ${level}`,
+      );
+    }
+    const leaf: Translation = { va, level, pfn, flags };
+    table.slots[i] = leaf;
+    table.used++;
+    this.emit({ va, level, old: null, next: leaf });
+  }
+
+  /** Remove a leaf of exactly this level; returns it. Frees tables left empty. */
+  unmapLeaf(va: number, level: LeafLevel): Translation {
+    const { table, leaf } = this.findLeaf(va, level);
+    table.slots[indexAt(va, level)] = undefined;
+    table.used--;
+    this.emit({ va, level, old: leaf, next: null });
+    this.pruneUp(va, level);
+    return leaf;
+  }
+
+  setLeafFlags(va: number, level: LeafLevel, flags: number): void {
+    this.checkFlags(flags);
+    const { table, leaf } = this.findLeaf(va, level);
+    if (leaf.flags === flags) return;
+    const next: Translation = { va, level, pfn: leaf.pfn, flags };
+    table.slots[indexAt(va, level)] = next;
+    this.emit({ va, level, old: leaf, next });
+  }
+
+  /** Replace one large leaf by 512 leaves one level down with the same flags (needs one table frame). */
+  split(va: number, level: 2 | 3): void {
+    const { table, leaf } = this.findLeaf(va, level);
+    const sub = (level - 1) as LeafLevel;
+    const child = new Table(this.allocTableFrame(), sub, false);
+    const subFrames = LEVEL_BYTES[sub] / 4096;
+    table.slots[indexAt(va, level)] = child;
+    this.emit({ va, level, old: leaf, next: null });
+    for (let i = 0; i < ENTRIES; i++) {
+      const small: Translation = {
+        va: va + i * LEVEL_BYTES[sub],
+        level: sub,
+        pfn: leaf.pfn + i * subFrames,
+        flags: leaf.flags,
+      };
+      child.slots[i] = small;
+      this.emit({ va: small.va, level: sub, old: null, next: small });
+    }
+    child.used = ENTRIES;
+  }
+
+  /**
+   * If the table below the level-`level` slot of `va` holds 512 present leaves with equal flags
+   * and contiguous frames starting at a frame aligned to the large size, replace it by one leaf
+   * (collapse_pmd_page / collapse_pud_page) and free the table frame. Returns whether it did.
+   */
+  tryCollapse(va: number, level: 2 | 3): boolean {
+    const base = va - (va % LEVEL_BYTES[level]);
+    const table = this.tableAt(base, level);
+    if (table === null) return false;
+    const slot = indexAt(base, level);
+    const child = table.slots[slot];
+    if (!(child instanceof Table) || child.used !== ENTRIES) return false;
+    const first = child.slots[0];
+    if (first === undefined || first instanceof Table) return false;
+    const frames = LEVEL_BYTES[level] / 4096;
+    const subFrames = LEVEL_BYTES[(level - 1) as LeafLevel] / 4096;
+    if (first.pfn % frames !== 0) return false;
+    for (let i = 1; i < ENTRIES; i++) {
+      const s = child.slots[i];
+      if (
+        s === undefined ||
+        s instanceof Table ||
+        s.flags !== first.flags ||
+        s.pfn !== first.pfn + i * subFrames
+      ) {
+        return false;
+      }
+    }
+    const big: Translation = { va: base, level, pfn: first.pfn, flags: first.flags };
+    table.slots[slot] = big;
+    for (let i = 0; i < ENTRIES; i++) {
+      const s = child.slots[i] as Translation;
+      this.emit({ va: s.va, level: s.level, old: s, next: null });
+    }
+    this.emit({ va: base, level, old: null, next: big });
+    this.freeTableFrame(child);
+    return true;
+  }
+
+  /** Visit every leaf overlapping [startVa, endVa) in address order. */
+  forEachLeaf(startVa: number, endVa: number, fn: (t: Translation) => void): void {
+    if (endVa <= startVa) return;
+    this.visit(this.root, 0, startVa, endVa, fn);
+  }
+
+  addListener(l: LeafListener): void {
+    this.listeners.push(l);
+  }
+
+  tableFrameCount(): number {
+    return this.tables;
+  }
+
+  /** Create (and pin) the tables down to the table holding leaves of `level` for `va` (poking_init, fixmap). */
+  preallocate(va: number, level: LeafLevel): void {
+    const made: Made = { tables: [], parent: null, index: 0 };
+    try {
+      this.tableFor(va, level, made, true);
+    } catch (e) {
+      this.dropTables(made);
+      throw e;
+    }
+  }
+
+  /** Frames of every table, for the no-double-ownership check in tests. */
+  tableFrames(): number[] {
+    const out: number[] = [];
+    const visit = (t: Table): void => {
+      out.push(t.pfn);
+      for (const s of t.slots) if (s instanceof Table) visit(s);
+    };
+    visit(this.root);
+    return out;
+  }
+
+  private visit(
+    table: Table,
+    base: number,
+    startVa: number,
+    endVa: number,
+    fn: (t: Translation) => void,
+  ): void {
+    const span = SPAN[table.level];
+    const first = Math.max(0, Math.floor((startVa - base) / span));
+    const last = Math.min(ENTRIES - 1, Math.floor((endVa - 1 - base) / span));
+    for (let i = first; i <= last; i++) {
+      const s = table.slots[i];
+      if (s === undefined) continue;
+      if (s instanceof Table) this.visit(s, base + i * span, startVa, endVa, fn);
+      else fn(s);
+    }
+  }
+
+  /** The table of `level` (4 = root, 1 = PTE table) covering va, or null. */
+  private tableAt(va: number, level: number): Table | null {
+    let table = this.root;
+    for (let l = 4; l > level; l--) {
+      const s = table.slots[indexAt(va, l)];
+      if (!(s instanceof Table)) return null;
+      table = s;
+    }
+    return table;
+  }
+
+  /** Walk to (creating as needed) the table whose slots hold leaves of `level`. */
+  private tableFor(va: number, level: LeafLevel, made: Made, pin: boolean): Table {
+    let table = this.root;
+    for (let l = 4; l > level; l--) {
+      const i = indexAt(va, l);
+      const s = table.slots[i];
+      if (s === undefined) {
+        const child = new Table(this.allocTableFrame(), l - 1, pin);
+        if (made.parent === null) {
+          made.parent = table;
+          made.index = i;
+        }
+        made.tables.push(child);
+        table.slots[i] = child;
+        table.used++;
+        table = child;
+      } else if (s instanceof Table) {
+        table = s;
+      } else {
+        throw new MachineError(
+          'EBUSY',
+          `${this.name}: 0x${va.toString(16)} lies under a level-${s.level} leaf`,
+        );
+      }
+    }
+    return table;
+  }
+
+  private findLeaf(va: number, level: LeafLevel): { table: Table; leaf: Translation } {
+    if (
+      !Number.isInteger(va) ||
+      va < 0 ||
+      va >= VA_END ||
+      LEVEL_BYTES[level] === undefined ||
+      va % LEVEL_BYTES[level] !== 0
+    ) {
+      throw new MachineError(
+        'EINVAL',
+        `${this.name}: 0x${va.toString(16)} is not a level-${level} aligned address`,
+      );
+    }
+    const table = this.tableAt(va, level);
+    const s = table?.slots[indexAt(va, level)];
+    if (table === null || s === undefined || s instanceof Table) {
+      throw new MachineError('ENOENT', `${this.name}: no level-${level} leaf at 0x${va.toString(16)}`);
+    }
+    return { table, leaf: s };
+  }
+
+  /** Free tables left empty, from the table of `level` upwards (root and pinned tables stay). */
+  private pruneUp(va: number, level: number): void {
+    for (let l = level; l < 4; l++) {
+      const t = this.tableAt(va, l);
+      if (t === null || t.used > 0 || t.pinned) return;
+      const parent = this.tableAt(va, l + 1) as Table;
+      parent.slots[indexAt(va, l + 1)] = undefined;
+      parent.used--;
+      this.freeTableFrame(t);
+    }
+  }
+
+  /** Undo the tables a failed mapLeaf created: detach the topmost, free all. */
+  private dropTables(made: Made): void {
+    if (made.parent === null) return;
+    made.parent.slots[made.index] = undefined;
+    made.parent.used--;
+    for (let k = made.tables.length - 1; k >= 0; k--) this.freeTableFrame(made.tables[k]);
+  }
+
+  private allocTableFrame(): number {
+    const pfn = this.phys.allocPages(0);
+    this.counters.ptFramesAllocated++;
+    this.tables++;
+    return pfn;
+  }
+
+  private freeTableFrame(t: Table): void {
+    this.phys.freePages(t.pfn, 0);
+    this.counters.ptFramesFreed++;
+    this.tables--;
+  }
+
+  private emit(change: LeafChange): void {
+    for (const l of this.listeners) l.onLeafChange(change);
+  }
+
+  private checkLeaf(va: number, level: LeafLevel, pfn: number, flags: number): void {
+    const bytes = LEVEL_BYTES[level];
+    if (bytes === undefined) throw new MachineError('EINVAL', `${this.name}: bad leaf level ${level}`);
+    if (!Number.isInteger(va) || va < 0 || va + bytes > VA_END || va % bytes !== 0) {
+      throw new MachineError(
+        'EINVAL',
+        `${this.name}: 0x${va.toString(16)} not aligned to the level-${level} size`,
+      );
+    }
+    const frames = bytes / 4096;
+    if (!Number.isInteger(pfn) || pfn < 0 || pfn + frames > this.phys.totalFrames || pfn % frames !== 0) {
+      throw new MachineError(
+        'EINVAL',
+        `${this.name}: pfn ${pfn} out of range or misaligned for level ${level}`,
+      );
+    }
+    this.checkFlags(flags);
+  }
+
+  private checkFlags(flags: number): void {
+    if (!Number.isInteger(flags) || (flags & ~FLAG_MASK) !== 0 || !(flags & PTE_PRESENT)) {
+      throw new MachineError(
+        'EINVAL',
+        `${this.name}: leaf flags ${flags} must be present and only P/RW/NX/G`,
+      );
+    }
+  }
+}

@@ -1,0 +1,392 @@
+/**
+ * vmalloc: a virtual-address allocator over the kernel's vmalloc-able space, plus vmalloc / vfree.
+ *
+ * Why it is shaped like Linux's mm/vmalloc.c:
+ * - Free VA is kept as sorted, merged gaps (Linux: the free_vmap_area tree) and busy areas as a
+ *   sorted array of starts (the vmap_area tree), both searched by binary search. First fit starts
+ *   at the first gap that reaches into the requested range, so the cost depends on the number of
+ *   free gaps, not of live areas (areas allocated back to back leave no gap: each reservation
+ *   includes its guard page, as vmap_area sizes do).
+ * - Guard pages: one trailing unmapped page per area unless asked otherwise (VM_NO_GUARD).
+ * - VM_ALLOW_HUGE_VMAP: if the size is at least 2 MiB, the size is rounded up to 2 MiB and the VA
+ *   aligned to 2 MiB, frames come as order-9 blocks and are mapped with PMD leaves. If anything of
+ *   that fails (no order-9 block: aged memory; or no page-table frame), everything is undone and
+ *   the area is retried with 4 KiB pages at the caller's size and alignment
+ *   (__vmalloc_node_range's "fail: if (shift > PAGE_SHIFT) ... goto again"); each such retry is
+ *   counted in `vmallocHugeFallbacks`.
+ * - Any failure of the 4 KiB path unwinds completely: frames, page tables, VA (and the frame
+ *   counters of page tables), so a failed vmalloc leaves no trace.
+ * - vfree without VM_FLUSH_RESET_PERMS is lazy, as Linux's: the leaves are removed and the frames
+ *   freed, but the TLB flush is deferred and the VA stays reserved until a purge; a purge (one
+ *   global shootdown for all lazily freed areas) happens when more than lazy_max_pages
+ *   (fls(cpus) * 32 MiB) are pending, when a VA search fails, or with the next reset-perms vfree.
+ * - vfree with VM_FLUSH_RESET_PERMS (vm_reset_perms): unmap, one global flush (which also purges
+ *   the lazy areas), then the direct-map alias of the frames is set back to RW (NX untouched),
+ *   then the frames are freed.
+ * - The kernel image is registered as a busy area, so arm64's module windows (which contain the
+ *   image) can never hand it out. It cannot be freed.
+ */
+import type { VaRange } from '../arch/types.js';
+import { isPow2 } from '../base/addr.js';
+import { assert } from '../base/assert.js';
+import type { Cpa } from './cpa.js';
+import type { Cpus } from './cpu.js';
+import { MachineError } from './errors.js';
+import type { PageTable } from './pagetable.js';
+import type { PhysMem } from './phys.js';
+import type { MachineCounters, VmArea, VmallocRequest } from './types.js';
+import { LEVEL_BYTES, protToFlags } from './types.js';
+
+const PAGE = 4096;
+const SZ_2M = 2 ** 21;
+
+/** A VmArea as the machine keeps it. */
+export interface VmAreaRecord extends VmArea {
+  /** The kernel image: cannot be freed or poked. */
+  readonly kernelImage: boolean;
+}
+
+export class VaSpace {
+  private readonly gapStart: number[] = [];
+  private readonly gapEnd: number[] = [];
+
+  constructor(universe: readonly VaRange[]) {
+    const sorted = [...universe].sort((a, b) => a.start - b.start);
+    for (const r of sorted) this.release(r.start, r.end - r.start);
+  }
+
+  /** First fit of `sizeBytes` at `alignBytes` inside [range.start, range.end); -1 if none. */
+  find(range: VaRange, sizeBytes: number, alignBytes: number): number {
+    let i = this.firstGapEndingAfter(range.start);
+    for (; i < this.gapStart.length && this.gapStart[i] < range.end; i++) {
+      const lo = Math.max(this.gapStart[i], range.start);
+      const va = Math.ceil(lo / alignBytes) * alignBytes;
+      if (va + sizeBytes <= Math.min(this.gapEnd[i], range.end)) return va;
+    }
+    return -1;
+  }
+
+  /** Take [va, va+size) out of the free gaps (must lie inside one gap). */
+  take(va: number, sizeBytes: number): void {
+    const i = this.firstGapEndingAfter(va);
+    assert(
+      i < this.gapStart.length && this.gapStart[i] <= va && va + sizeBytes <= this.gapEnd[i],
+      'VA take outside a gap',
+    );
+    const s = this.gapStart[i];
+    const e = this.gapEnd[i];
+    const pieces: number[] = [];
+    if (s < va) pieces.push(s, va);
+    if (va + sizeBytes < e) pieces.push(va + sizeBytes, e);
+    this.gapStart.splice(i, 1, ...pieces.filter((_, k) => k % 2 === 0));
+    this.gapEnd.splice(i, 1, ...pieces.filter((_, k) => k % 2 === 1));
+  }
+
+  /** Return [va, va+size) to the free gaps, merging with neighbours. */
+  release(va: number, sizeBytes: number): void {
+    const end = va + sizeBytes;
+    const i = this.firstGapEndingAfter(va - 1);
+    assert(
+      i >= this.gapStart.length || this.gapStart[i] >= end || this.gapEnd[i] === va,
+      'VA release overlaps a gap',
+    );
+    const mergeLeft = i < this.gapStart.length && this.gapEnd[i] === va;
+    const j = mergeLeft ? i + 1 : i;
+    const mergeRight = j < this.gapStart.length && this.gapStart[j] === end;
+    if (mergeLeft && mergeRight) {
+      this.gapEnd[i] = this.gapEnd[j];
+      this.gapStart.splice(j, 1);
+      this.gapEnd.splice(j, 1);
+    } else if (mergeLeft) {
+      this.gapEnd[i] = end;
+    } else if (mergeRight) {
+      this.gapStart[j] = va;
+    } else {
+      this.gapStart.splice(j, 0, va);
+      this.gapEnd.splice(j, 0, end);
+    }
+  }
+
+  gapCount(): number {
+    return this.gapStart.length;
+  }
+
+  freeBytes(): number {
+    let n = 0;
+    for (let i = 0; i < this.gapStart.length; i++) n += this.gapEnd[i] - this.gapStart[i];
+    return n;
+  }
+
+  /** Index of the first gap whose end is > va (binary search). */
+  private firstGapEndingAfter(va: number): number {
+    let lo = 0;
+    let hi = this.gapStart.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.gapEnd[mid] > va) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  }
+}
+
+export class Vmalloc {
+  private readonly space: VaSpace;
+  private readonly universe: readonly VaRange[];
+  /** Busy areas sorted by start (binary search), and by start for exact lookups. */
+  private readonly starts: number[] = [];
+  private readonly areas = new Map<number, VmAreaRecord>();
+  /** Lazily freed reservations: [va, reservedBytes] pairs, VA not yet reusable. */
+  private readonly lazy: number[] = [];
+  private lazyPages = 0;
+  private readonly lazyMaxPages: number;
+
+  constructor(
+    universe: readonly VaRange[],
+    private readonly pt: PageTable,
+    private readonly phys: PhysMem,
+    private readonly counters: MachineCounters,
+    private readonly cpus: Cpus,
+    private readonly cpa: Cpa,
+  ) {
+    this.universe = universe;
+    this.space = new VaSpace(universe);
+    this.lazyMaxPages = Math.floor(Math.log2(cpus.count) + 1) * ((32 * 1024 * 1024) / PAGE);
+  }
+
+  vmalloc(req: VmallocRequest): VmArea {
+    const align = req.alignBytes ?? PAGE;
+    const guard = req.guardPages ?? 1;
+    this.checkRequest(req, align, guard);
+    let fellBack = false;
+    if (req.allowHuge === true && req.sizeBytes >= SZ_2M) {
+      const size = Math.ceil(req.sizeBytes / SZ_2M) * SZ_2M;
+      const area = this.tryCreate(req, size, Math.max(align, SZ_2M), guard, 2);
+      if (area !== null) {
+        this.counters.vmallocs++;
+        return area;
+      }
+      fellBack = true;
+    }
+    const area = this.tryCreate(req, req.sizeBytes, Math.max(align, PAGE), guard, 1);
+    assert(area !== null, '4 KiB vmalloc path returns or throws');
+    this.counters.vmallocs++;
+    if (fellBack) this.counters.vmallocHugeFallbacks++;
+    return area;
+  }
+
+  vfree(va: number): void {
+    const area = this.areas.get(va);
+    if (area === undefined) {
+      throw new MachineError('ENOENT', `vfree: no vmalloc area starts at 0x${Number(va).toString(16)}`);
+    }
+    if (area.kernelImage) throw new MachineError('EINVAL', 'vfree: the kernel image cannot be freed');
+    this.unmapArea(area);
+    this.removeArea(area);
+    this.counters.vfrees++;
+    if (area.flushResetPerms) {
+      this.cpus.flushGlobal();
+      this.purgeLazy(false);
+      this.space.release(area.va, area.reservedBytes);
+      for (const pfn of area.leafPfns) this.cpa.setAliasWritable(pfn, area.leafBytes / PAGE, true);
+      this.freeFrames(area);
+      return;
+    }
+    this.freeFrames(area);
+    this.lazy.push(area.va, area.reservedBytes);
+    this.lazyPages += area.reservedBytes / PAGE;
+    if (this.lazyPages > this.lazyMaxPages) this.purgeLazy(true);
+  }
+
+  /** The live area whose [va, va + sizeBytes) contains va (guard pages excluded). */
+  findArea(va: number): VmAreaRecord | undefined {
+    let lo = 0;
+    let hi = this.starts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.starts[mid] <= va) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo === 0) return undefined;
+    const area = this.areas.get(this.starts[lo - 1]) as VmAreaRecord;
+    return va < area.va + area.sizeBytes ? area : undefined;
+  }
+
+  /** Register already-mapped memory (the kernel image) as a busy area. */
+  registerImage(va: number, sizeBytes: number, leafPfns: number[], leafBytes: number): VmAreaRecord {
+    const area: VmAreaRecord = {
+      va,
+      sizeBytes,
+      reservedBytes: sizeBytes,
+      leafBytes,
+      leafPfns,
+      prot: 'rox',
+      flushResetPerms: false,
+      kernelImage: true,
+    };
+    this.space.take(va, sizeBytes);
+    this.insertArea(area);
+    return area;
+  }
+
+  liveAreas(): VmAreaRecord[] {
+    return this.starts.map((s) => this.areas.get(s) as VmAreaRecord);
+  }
+
+  /** Frames owned by live areas (kernel image included). */
+  mappedFrameCount(): number {
+    let n = 0;
+    for (const a of this.areas.values()) n += (a.leafPfns.length * a.leafBytes) / PAGE;
+    return n;
+  }
+
+  lazyPendingPages(): number {
+    return this.lazyPages;
+  }
+
+  /** Flush and release every lazily freed reservation (purge_vmap_area_lazy). */
+  purgeLazy(flush: boolean): void {
+    if (this.lazy.length === 0) return;
+    if (flush) {
+      let lo = Number.POSITIVE_INFINITY;
+      let hi = 0;
+      for (let k = 0; k < this.lazy.length; k += 2) {
+        lo = Math.min(lo, this.lazy[k]);
+        hi = Math.max(hi, this.lazy[k] + this.lazy[k + 1]);
+      }
+      this.cpus.flushGlobal(lo, hi - lo);
+    }
+    for (let k = 0; k < this.lazy.length; k += 2) this.space.release(this.lazy[k], this.lazy[k + 1]);
+    this.lazy.length = 0;
+    this.lazyPages = 0;
+  }
+
+  private tryCreate(
+    req: VmallocRequest,
+    size: number,
+    align: number,
+    guard: number,
+    level: 1 | 2,
+  ): VmArea | null {
+    const reserved = size + guard * PAGE;
+    let va = this.space.find(req.range, reserved, align);
+    if (va < 0 && this.lazy.length > 0) {
+      this.purgeLazy(true);
+      va = this.space.find(req.range, reserved, align);
+    }
+    if (va < 0) {
+      if (level === 2) return null;
+      throw new MachineError('ENOSPC', `vmalloc: no ${size}-byte hole aligned to ${align} in the range`);
+    }
+    const leafBytes = level === 2 ? SZ_2M : PAGE;
+    const order = level === 2 ? 9 : 0;
+    const flags = protToFlags(req.prot);
+    const pfns: number[] = [];
+    let mapped = 0;
+    const { ptFramesAllocated, ptFramesFreed } = this.counters;
+    try {
+      for (let off = 0; off < size; off += leafBytes) pfns.push(this.phys.allocPages(order));
+      for (; mapped < pfns.length; mapped++)
+        this.pt.mapLeaf(va + mapped * leafBytes, level, pfns[mapped], flags);
+    } catch (e) {
+      for (let k = mapped - 1; k >= 0; k--) this.pt.unmapLeaf(va + k * leafBytes, level);
+      for (const pfn of pfns) this.phys.freePages(pfn, order);
+      this.counters.ptFramesAllocated = ptFramesAllocated;
+      this.counters.ptFramesFreed = ptFramesFreed;
+      if (level === 2 && e instanceof MachineError && e.code === 'ENOMEM') return null;
+      throw e;
+    }
+    this.space.take(va, reserved);
+    const area: VmAreaRecord = {
+      va,
+      sizeBytes: size,
+      reservedBytes: reserved,
+      leafBytes,
+      leafPfns: pfns,
+      prot: req.prot,
+      flushResetPerms: req.flushResetPerms === true,
+      kernelImage: false,
+    };
+    this.insertArea(area);
+    return area;
+  }
+
+  private unmapArea(area: VmAreaRecord): void {
+    const end = area.va + area.sizeBytes;
+    // CPA may have split 2 MiB leaves or collapsed 4 KiB ones. A collapsed leaf can only reach into
+    // a neighbour when areas have no guard page; split it first so only this area's part goes.
+    for (;;) {
+      let straddler: { va: number; level: 2 | 3 } | null = null;
+      this.pt.forEachLeaf(area.va, end, (t) => {
+        if (straddler === null && t.level > 1 && (t.va < area.va || t.va + LEVEL_BYTES[t.level] > end)) {
+          straddler = { va: t.va, level: t.level as 2 | 3 };
+        }
+      });
+      if (straddler === null) break;
+      const { va, level } = straddler as { va: number; level: 2 | 3 };
+      this.pt.split(va, level);
+    }
+    const leaves: { va: number; level: 1 | 2 | 3 }[] = [];
+    this.pt.forEachLeaf(area.va, end, (t) => leaves.push({ va: t.va, level: t.level }));
+    for (const l of leaves) this.pt.unmapLeaf(l.va, l.level);
+  }
+
+  private freeFrames(area: VmAreaRecord): void {
+    const order = area.leafBytes === SZ_2M ? 9 : 0;
+    for (const pfn of area.leafPfns) this.phys.freePages(pfn, order);
+  }
+
+  private insertArea(area: VmAreaRecord): void {
+    let lo = 0;
+    let hi = this.starts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.starts[mid] < area.va) lo = mid + 1;
+      else hi = mid;
+    }
+    this.starts.splice(lo, 0, area.va);
+    this.areas.set(area.va, area);
+  }
+
+  private removeArea(area: VmAreaRecord): void {
+    let lo = 0;
+    let hi = this.starts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.starts[mid] < area.va) lo = mid + 1;
+      else hi = mid;
+    }
+    assert(this.starts[lo] === area.va, 'area not in the sorted list');
+    this.starts.splice(lo, 1);
+    this.areas.delete(area.va);
+  }
+
+  private checkRequest(req: VmallocRequest, align: number, guard: number): void {
+    const { sizeBytes, range } = req;
+    if (!Number.isInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % PAGE !== 0) {
+      throw new MachineError('EINVAL', `vmalloc: size ${sizeBytes} is not a positive multiple of 4096`);
+    }
+    if (!isPow2(align)) throw new MachineError('EINVAL', `vmalloc: alignment ${align} is not a power of two`);
+    if (!Number.isInteger(guard) || guard < 0 || guard > 16) {
+      throw new MachineError('EINVAL', `vmalloc: guard pages ${guard} not in 0..16`);
+    }
+    if (req.prot !== 'ro' && req.prot !== 'rw' && req.prot !== 'rox' && req.prot !== 'rwx') {
+      throw new MachineError('EINVAL', `vmalloc: protection '${req.prot}' cannot be mapped`);
+    }
+    const inside = this.universe.some((u) => range.start >= u.start && range.end <= u.end);
+    if (
+      !Number.isInteger(range.start) ||
+      !Number.isInteger(range.end) ||
+      range.start >= range.end ||
+      !inside
+    ) {
+      throw new MachineError(
+        'EINVAL',
+        `vmalloc: range 0x${range.start.toString(16)}-0x${range.end.toString(16)} is not inside vmalloc space`,
+      );
+    }
+    if (sizeBytes > range.end - range.start) {
+      throw new MachineError('ENOSPC', `vmalloc: ${sizeBytes} bytes cannot fit the range`);
+    }
+  }
+}

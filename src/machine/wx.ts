@@ -1,0 +1,220 @@
+/**
+ * The W^X audit: no frame may be writable through any mapping of the kernel's address space (or a
+ * stale TLB entry of it) while it is executable through any (DESIGN.md rule 2).
+ *
+ * Why per-frame counts and not per-mapping checks: the violation the kernel cares about is across
+ * aliases. A module page mapped ROX in vmalloc space is still mapped through the direct map; only
+ * because cpa_process_alias() also makes that alias read-only (arch/x86/mm/pat/set_memory.c) is the
+ * frame not writable-and-executable. So the audit counts, per physical frame, how many mappings
+ * make it writable and how many make it executable (two Uint16Arrays, updated from every leaf
+ * change the page table reports), and a frame violates W^X while both counts are non-zero. The
+ * number of violating frames is kept up to date, so `violationCount()` is O(1) and can be asserted
+ * after every operation.
+ *
+ * Stale TLB entries count too: hardware keeps using a cached translation until it is flushed, so
+ * after a leaf changes, every TLB entry of any CPU that overlaps the old leaf and no longer equals
+ * the page table is registered as stale and its W/X are added to the counts, until a flush drops it
+ * or the TLB evicts it. This is what makes "skipped the shootdown" visible as a violation.
+ *
+ * `fullScan()` recomputes from scratch (every leaf plus every TLB entry of every CPU) for tests; the
+ * two must agree. The x86 poking mm is a different address space: the audit does not include it
+ * (its TLB entries live at user-half addresses and are flushed before text_poke returns).
+ */
+import { assert } from '../base/assert.js';
+import type { PageTable } from './pagetable.js';
+import type { LeafChange, LeafListener, Translation } from './types.js';
+import { LEVEL_BYTES, PTE_NX, PTE_PRESENT, PTE_RW } from './types.js';
+
+/** The part of a CPU TLB the audit needs. */
+export interface TlbView {
+  overlapping(va: number, sizeBytes: number): Translation[];
+}
+
+export interface WxViolation {
+  readonly pfn: number;
+  /** Virtual addresses (leaf bases) through which the frame is writable / executable. */
+  readonly writableVia: number[];
+  readonly executableVia: number[];
+}
+
+const VA_END = 2 ** 48;
+
+function isW(t: Translation): boolean {
+  return (t.flags & (PTE_PRESENT | PTE_RW)) === (PTE_PRESENT | PTE_RW);
+}
+
+function isX(t: Translation): boolean {
+  return (t.flags & (PTE_PRESENT | PTE_NX)) === PTE_PRESENT;
+}
+
+function sameLeaf(a: Translation | null, b: Translation): boolean {
+  return a !== null && a.va === b.va && a.level === b.level && a.pfn === b.pfn && a.flags === b.flags;
+}
+
+function leafKey(t: Translation): string {
+  return `${t.va}/${t.level}/${t.pfn}/${t.flags}`;
+}
+
+export class WxAudit implements LeafListener {
+  private readonly writable: Uint16Array;
+  private readonly executable: Uint16Array;
+  private violations = 0;
+  private tlbs: readonly TlbView[] = [];
+  /** Per CPU: stale entries (by value) still held by that CPU's TLB. */
+  private stale: Map<string, Translation>[] = [];
+
+  constructor(
+    private readonly pt: PageTable,
+    private readonly totalFrames: number,
+    private readonly ignored: { start: number; end: number } | null,
+  ) {
+    this.writable = new Uint16Array(totalFrames);
+    this.executable = new Uint16Array(totalFrames);
+  }
+
+  attachTlbs(tlbs: readonly TlbView[]): void {
+    this.tlbs = tlbs;
+    this.stale = tlbs.map(() => new Map());
+  }
+
+  violationCount(): number {
+    return this.violations;
+  }
+
+  staleEntryCount(): number {
+    let n = 0;
+    for (const m of this.stale) n += m.size;
+    return n;
+  }
+
+  onLeafChange(change: LeafChange): void {
+    if (change.old !== null) {
+      this.account(change.old, -1);
+      this.markStale(change.old);
+    }
+    if (change.next !== null) this.account(change.next, 1);
+  }
+
+  /** A CPU flushed [va, va+sizeBytes) (or everything): its stale entries there are gone. */
+  onFlush(cpu: number, va?: number, sizeBytes?: number): void {
+    const m = this.stale[cpu];
+    if (m.size === 0) return;
+    for (const [key, t] of m) {
+      if (va === undefined || sizeBytes === undefined || overlaps(t, va, sizeBytes)) {
+        m.delete(key);
+        this.account(t, -1);
+      }
+    }
+  }
+
+  /** A CPU's TLB evicted `t` for capacity: forget it if no copy of it is left in that TLB. */
+  onEvict(cpu: number, t: Translation): void {
+    const m = this.stale[cpu];
+    const key = leafKey(t);
+    const held = m.get(key);
+    if (held === undefined) return;
+    for (const e of this.tlbs[cpu].overlapping(t.va, LEVEL_BYTES[t.level])) if (sameLeaf(e, t)) return;
+    m.delete(key);
+    this.account(held, -1);
+  }
+
+  /** Recompute from scratch: every leaf of the kernel table and every TLB entry of every CPU. */
+  fullScan(): WxViolation[] {
+    const w = new Uint8Array(this.totalFrames);
+    const x = new Uint8Array(this.totalFrames);
+    const mark = (t: Translation): void => {
+      const frames = LEVEL_BYTES[t.level] / 4096;
+      if (isW(t)) w.fill(1, t.pfn, t.pfn + frames);
+      if (isX(t)) x.fill(1, t.pfn, t.pfn + frames);
+    };
+    const sources: Translation[] = [];
+    this.pt.forEachLeaf(0, VA_END, (t) => {
+      mark(t);
+      sources.push(t);
+    });
+    for (const tlb of this.tlbs) {
+      for (const e of tlb.overlapping(0, VA_END)) {
+        if (this.ignored !== null && e.va >= this.ignored.start && e.va < this.ignored.end) continue;
+        mark(e);
+        sources.push(e);
+      }
+    }
+    const out: WxViolation[] = [];
+    const byPfn = new Map<number, WxViolation>();
+    for (let pfn = 0; pfn < this.totalFrames; pfn++) {
+      if (w[pfn] && x[pfn]) {
+        const v = { pfn, writableVia: [], executableVia: [] };
+        byPfn.set(pfn, v);
+        out.push(v);
+      }
+    }
+    if (out.length > 0) this.explain(sources, byPfn);
+    return out;
+  }
+
+  /** Check the incremental counts against a recount of leaves + registered stale entries (tests). */
+  checkCounts(): void {
+    const w = new Uint16Array(this.totalFrames);
+    const x = new Uint16Array(this.totalFrames);
+    const add = (t: Translation): void => {
+      const frames = LEVEL_BYTES[t.level] / 4096;
+      for (let f = t.pfn; f < t.pfn + frames; f++) {
+        if (isW(t)) w[f]++;
+        if (isX(t)) x[f]++;
+      }
+    };
+    this.pt.forEachLeaf(0, VA_END, add);
+    for (const m of this.stale) for (const t of m.values()) add(t);
+    for (let f = 0; f < this.totalFrames; f++) {
+      assert(w[f] === this.writable[f] && x[f] === this.executable[f], `W^X counts of frame ${f} drifted`);
+    }
+  }
+
+  private explain(sources: Translation[], byPfn: Map<number, WxViolation>): void {
+    for (const t of sources) {
+      const frames = LEVEL_BYTES[t.level] / 4096;
+      for (let f = t.pfn; f < t.pfn + frames; f++) {
+        const v = byPfn.get(f);
+        if (v === undefined) continue;
+        if (isW(t)) v.writableVia.push(t.va);
+        if (isX(t)) v.executableVia.push(t.va);
+      }
+    }
+  }
+
+  private markStale(old: Translation): void {
+    const size = LEVEL_BYTES[old.level];
+    for (let cpu = 0; cpu < this.tlbs.length; cpu++) {
+      const entries = this.tlbs[cpu].overlapping(old.va, size);
+      if (entries.length === 0) continue;
+      const m = this.stale[cpu];
+      for (const e of entries) {
+        const key = leafKey(e);
+        if (m.has(key) || sameLeaf(this.pt.walk(e.va), e)) continue;
+        m.set(key, e);
+        this.account(e, 1);
+      }
+    }
+  }
+
+  private account(t: Translation, delta: 1 | -1): void {
+    const w = isW(t);
+    const x = isX(t);
+    if (!w && !x) return;
+    const end = t.pfn + LEVEL_BYTES[t.level] / 4096;
+    const wc = this.writable;
+    const xc = this.executable;
+    for (let f = t.pfn; f < end; f++) {
+      const before = wc[f] > 0 && xc[f] > 0;
+      if (w) wc[f] += delta;
+      if (x) xc[f] += delta;
+      const after = wc[f] > 0 && xc[f] > 0;
+      if (before !== after) this.violations += after ? 1 : -1;
+    }
+    assert(this.violations >= 0, 'negative W^X violation count');
+  }
+}
+
+function overlaps(t: Translation, va: number, sizeBytes: number): boolean {
+  return t.va < va + sizeBytes && va < t.va + LEVEL_BYTES[t.level];
+}
