@@ -1,0 +1,137 @@
+/**
+ * The compact derived table of a module dataset, and a size sampler built on it.
+ *
+ * Why: the full package is a 26 MB download and 106 MB extracted; the sizes the allocator sees
+ * (bytes per memory type per module, as layout.ts computes them exactly like the kernel) fit in
+ * a small JSON file that can be shipped (data/debian-modules.json) so the default
+ * `debian-modules` workload is measured, not assumed, even without the download. The table also
+ * records symbol and relocation counts and dependencies, so the shipped numbers can be checked
+ * against the files by anyone who fetches them (`execmem dataset table` regenerates it;
+ * scripts/gen-module-table.sh is the one-line recipe).
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Rng } from '../../base/rng.js';
+import {
+  findSection,
+  parseElf,
+  RELA_BYTES,
+  SHN_UNDEF,
+  SHT_RELA,
+  stripModuleSignature,
+} from '../../consumers/modules/elf.js';
+import { layoutModule, MOD_MEM_TYPES, type ModMemType } from '../../consumers/modules/layout.js';
+import { relocTypeName } from '../../consumers/modules/reloc.js';
+import type { ModuleSizes } from '../sizes.js';
+import { type DatasetIndex, readModuleFile } from './dataset.js';
+
+export const MODULE_TABLE_VERSION = 1;
+
+export interface ModuleTableRow {
+  readonly name: string;
+  /** Bytes per memory type (text, data, rodata, ro_after_init, init_text, init_data, init_rodata). */
+  readonly bytes: readonly number[];
+  readonly percpuBytes: number;
+  readonly symbols: number;
+  readonly undefinedSymbols: number;
+  readonly functions: number;
+  readonly relocs: Readonly<Record<string, number>>;
+  readonly depends: readonly string[];
+}
+
+export interface ModuleTable {
+  readonly version: number;
+  readonly kernelRelease: string;
+  readonly packageName: string | null;
+  readonly memTypes: readonly ModMemType[];
+  readonly modules: readonly ModuleTableRow[];
+}
+
+function rowOf(name: string, bytes: Uint8Array, depends: readonly string[]): ModuleTableRow {
+  const elf = parseElf(stripModuleSignature(bytes).bytes);
+  const layout = layoutModule(elf, name);
+  const relocs: Record<string, number> = {};
+  for (const s of elf.sections) {
+    if (s.type !== SHT_RELA || s.info >= elf.sections.length || !layout.placement[s.info]) continue;
+    for (let off = s.offset; off < s.offset + s.sizeBytes; off += RELA_BYTES) {
+      const t = relocTypeName(elf.view.getUint32(off + 8, true));
+      relocs[t] = (relocs[t] ?? 0) + 1;
+    }
+  }
+  const pcpu = findSection(elf, '.data..percpu');
+  return {
+    name,
+    bytes: MOD_MEM_TYPES.map((t) => layout.sizeBytes[t]),
+    percpuBytes: pcpu?.sizeBytes ?? 0,
+    symbols: elf.symbols.length,
+    undefinedSymbols: elf.symbols.filter((s) => s.index > 0 && s.shndx === SHN_UNDEF && s.name !== '').length,
+    functions: elf.symbols.filter((s) => s.type === 2 && s.sizeBytes > 0).length,
+    relocs,
+    depends,
+  };
+}
+
+export function buildModuleTable(index: DatasetIndex): ModuleTable {
+  const modules: ModuleTableRow[] = [];
+  for (const m of index.modules) {
+    modules.push(rowOf(m.name, readModuleFile(join(index.root, m.path)), m.depends));
+  }
+  return {
+    version: MODULE_TABLE_VERSION,
+    kernelRelease: index.kernelRelease,
+    packageName: index.packageName,
+    memTypes: MOD_MEM_TYPES,
+    modules,
+  };
+}
+
+export function writeModuleTable(path: string, table: ModuleTable): void {
+  // One row per line: small diffs when the package changes.
+  const head = JSON.stringify({ ...table, modules: [] }).slice(0, -2);
+  const rows = table.modules.map((r) => JSON.stringify(r)).join(',\n');
+  writeFileSync(path, `${head}[\n${rows}\n]}\n`);
+}
+
+export class ModuleTableError extends Error {
+  override name = 'ModuleTableError';
+}
+
+export function readModuleTable(path: string): ModuleTable {
+  const t = JSON.parse(readFileSync(path, 'utf8')) as ModuleTable;
+  if (t.version !== MODULE_TABLE_VERSION)
+    throw new ModuleTableError(`${path}: table version ${t.version}, want ${MODULE_TABLE_VERSION}`);
+  if (t.memTypes.join() !== MOD_MEM_TYPES.join())
+    throw new ModuleTableError(
+      `${path}: memory types ${t.memTypes.join()} differ from ${MOD_MEM_TYPES.join()}`,
+    );
+  if (!Array.isArray(t.modules) || t.modules.length === 0) throw new ModuleTableError(`${path}: no modules`);
+  for (const r of t.modules) {
+    if (
+      r.bytes.length !== MOD_MEM_TYPES.length ||
+      r.bytes.some((b: number) => !Number.isInteger(b) || b < 0)
+    ) {
+      throw new ModuleTableError(`${path}: module ${r.name} has bad byte counts`);
+    }
+  }
+  return t;
+}
+
+/** The row's sizes in the workloads' ModuleSizes shape. */
+export function rowSizes(r: ModuleTableRow): ModuleSizes {
+  const b = (t: ModMemType) => r.bytes[MOD_MEM_TYPES.indexOf(t)];
+  return {
+    textBytes: b('text'),
+    rodataBytes: b('rodata'),
+    roAfterInitBytes: b('ro_after_init'),
+    dataBytes: b('data'),
+    initTextBytes: b('init_text'),
+    initRodataBytes: b('init_rodata'),
+    initDataBytes: b('init_data'),
+  };
+}
+
+/** A sampler for modules-synthetic: a uniformly chosen real module's measured sizes. */
+export function tableSampler(table: ModuleTable): (rng: Rng) => ModuleSizes {
+  const sizes = table.modules.map(rowSizes);
+  return (rng) => sizes[Math.floor(rng.next() * sizes.length)];
+}
