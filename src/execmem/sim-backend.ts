@@ -1,0 +1,188 @@
+/**
+ * SimBackend: the execmem Backend on the simulated kernel machine (src/machine).
+ *
+ * Why each call maps where it does (so every cost the allocator causes is a consequence of a
+ * page-table operation the machine performs, never a number this file makes up):
+ * - mapBlock -> machine.vmalloc in the type's range (then its fallback, as execmem_vmalloc()
+ *   retries once in [fallback_start, fallback_end]), prot RW, VM_ALLOW_HUGE_VMAP with 2 MiB
+ *   alignment, exactly like the ROX cache's populate step (mm/execmem.c). The machine falls back
+ *   to 4 KiB leaves itself when no 2 MiB frame can be had; we report that as largePages=false.
+ *   Blocks whose protections will change (everything but module_data) get VM_FLUSH_RESET_PERMS
+ *   so vfree restores the direct-map alias, as set_vm_flush_reset_perms() does in the cache.
+ *   No guard page: blocks are 2 MiB aligned, and a trailing guard page would push the next block
+ *   a whole 2 MiB further, halving what fits in the 1 GiB x86 module area.
+ * - write / fill -> CPU stores through the primary mapping (faults if it is not writable).
+ * - protect -> machine.setMemory (set_memory_*: splits, alias changes, shootdowns as the machine
+ *   models them).
+ * - poke / pokeSet -> the machine's text_poke (x86 temporary mm) or fixmap (arm64) patching;
+ *   `generic` has none, so hasAliasWrite is false there and execmem flips instead.
+ * - read -> CPU loads. counters -> the machine's counters (the machine is shared with nothing
+ *   else in tests and benchmarks; elsewhere the figures include other users of the machine).
+ * Machine errors become BackendErrors (ENOMEM, ENOSPC) so the allocator can report them typed.
+ */
+import type { ArchSpec, Prot } from '../arch/types.js';
+import { SZ_2M, SZ_4K } from '../base/addr.js';
+import { MachineError } from '../machine/errors.js';
+import type { Machine } from '../machine/machine.js';
+import type { VmArea } from '../machine/types.js';
+import {
+  type Backend,
+  type BackendBlock,
+  type BackendCounters,
+  BackendError,
+  type MapBlockRequest,
+} from './backend.js';
+import { classOfType } from './ranges.js';
+
+interface SimBlock extends BackendBlock {
+  readonly area: VmArea;
+}
+
+export interface SimBackendOptions {
+  /** The CPU that performs the allocator's stores, loads and pokes (default 0). */
+  cpu?: number;
+}
+
+/** Fill buffers are cached per pattern so block preparation does not allocate 2 MiB each time. */
+const FILL_CHUNK_BYTES = SZ_2M;
+
+export class SimBackend implements Backend {
+  readonly kind = 'sim' as const;
+  readonly arch: ArchSpec;
+  readonly pageBytes = SZ_4K;
+  readonly largePageBytes = SZ_2M;
+  readonly hasAliasWrite: boolean;
+  readonly cpu: number;
+  private permissionFlips = 0;
+  private blocksMapped = 0;
+  private blocksUnmapped = 0;
+  private hugeFallbacks = 0;
+  private readonly fillBuffers = new Map<string, Uint8Array>();
+
+  constructor(
+    readonly machine: Machine,
+    options: SimBackendOptions = {},
+  ) {
+    const cpu = options.cpu ?? 0;
+    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= machine.cpuCount) {
+      throw new RangeError(`SimBackend: cpu ${cpu} not in 0..${machine.cpuCount - 1}`);
+    }
+    this.cpu = cpu;
+    this.arch = machine.arch;
+    this.hasAliasWrite = machine.arch.patch !== 'none';
+  }
+
+  mapBlock(req: MapBlockRequest): BackendBlock {
+    const flushResetPerms = classOfType(req.type) !== 'data';
+    let area: VmArea;
+    try {
+      area = this.vmallocIn(req, req.range, flushResetPerms);
+    } catch (e) {
+      if (!(e instanceof MachineError && e.code === 'ENOSPC' && req.fallback !== null)) throw translate(e);
+      try {
+        area = this.vmallocIn(req, req.fallback, flushResetPerms);
+      } catch (e2) {
+        throw translate(e2);
+      }
+    }
+    const largePages = area.leafBytes === SZ_2M;
+    if (req.huge && !largePages) this.hugeFallbacks++;
+    this.blocksMapped++;
+    const block: SimBlock = { va: area.va, sizeBytes: area.sizeBytes, largePages, area };
+    return block;
+  }
+
+  unmapBlock(block: BackendBlock): void {
+    this.machine.vfree(block.va);
+    this.blocksUnmapped++;
+  }
+
+  write(va: number, bytes: Uint8Array): void {
+    this.machine.store(this.cpu, va, bytes);
+  }
+
+  fill(va: number, sizeBytes: number, pattern: Uint8Array): void {
+    const buf = this.fillBuffer(pattern);
+    for (let done = 0; done < sizeBytes; done += FILL_CHUNK_BYTES) {
+      const n = Math.min(FILL_CHUNK_BYTES, sizeBytes - done);
+      this.machine.store(this.cpu, va + done, buf.subarray(0, n));
+    }
+  }
+
+  protect(block: BackendBlock, va: number, sizeBytes: number, prot: Prot): void {
+    if (va < block.va || va + sizeBytes > block.va + block.sizeBytes || sizeBytes % SZ_4K !== 0) {
+      throw new RangeError(`SimBackend.protect: range outside block or not page sized`);
+    }
+    try {
+      this.machine.setMemory(va, sizeBytes / SZ_4K, prot);
+    } catch (e) {
+      throw translate(e);
+    }
+    this.permissionFlips++;
+  }
+
+  poke(va: number, bytes: Uint8Array): void {
+    if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', `${this.arch.name} has no alias write`);
+    this.machine.poke(this.cpu, va, bytes);
+  }
+
+  pokeSet(va: number, sizeBytes: number, pattern: Uint8Array): void {
+    if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', `${this.arch.name} has no alias write`);
+    this.machine.pokeSet(this.cpu, va, sizeBytes, pattern);
+  }
+
+  read(va: number, sizeBytes: number): Uint8Array {
+    return this.machine.load(this.cpu, va, sizeBytes);
+  }
+
+  counters(): BackendCounters {
+    const m = this.machine.counters;
+    return {
+      permissionFlips: this.permissionFlips,
+      pokes: m.pokes,
+      pokeBytes: m.pokeBytes,
+      shootdowns: m.shootdowns,
+      ipis: m.ipis,
+      localFlushes: m.localFlushes,
+      directMapSplits: m.splitsDirectMap2M + m.splitsDirectMap1G,
+      blocksMapped: this.blocksMapped,
+      blocksUnmapped: this.blocksUnmapped,
+      hugeFallbacks: this.hugeFallbacks,
+    };
+  }
+
+  private vmallocIn(
+    req: MapBlockRequest,
+    range: { start: number; end: number },
+    flushResetPerms: boolean,
+  ): VmArea {
+    return this.machine.vmalloc({
+      sizeBytes: req.sizeBytes,
+      range,
+      alignBytes: req.alignBytes,
+      prot: 'rw',
+      allowHuge: req.huge,
+      guardPages: 0,
+      flushResetPerms,
+    });
+  }
+
+  private fillBuffer(pattern: Uint8Array): Uint8Array {
+    const key = pattern.join(',');
+    let buf = this.fillBuffers.get(key);
+    if (buf === undefined) {
+      buf = new Uint8Array(FILL_CHUNK_BYTES);
+      for (let i = 0; i < buf.length; i++) buf[i] = pattern[i % pattern.length];
+      this.fillBuffers.set(key, buf);
+    }
+    return buf;
+  }
+}
+
+function translate(e: unknown): unknown {
+  if (e instanceof MachineError) {
+    if (e.code === 'ENOMEM' || e.code === 'ENOSPC') return new BackendError(e.code, e.message);
+    if (e.code === 'ENOTSUP') return new BackendError('ENOTSUP', e.message);
+  }
+  return e;
+}
