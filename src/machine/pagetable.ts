@@ -122,6 +122,8 @@ export class PageTable {
 
   /** Replace one large leaf by 512 leaves one level down with the same flags (needs one table frame). */
   split(va: number, level: 2 | 3): void {
+    if (level !== 2 && level !== 3)
+      throw new MachineError('EINVAL', `${this.name}: only level 2/3 leaves split`);
     const { table, leaf } = this.findLeaf(va, level);
     const sub = (level - 1) as LeafLevel;
     const child = new Table(this.allocTableFrame(), sub, false);
@@ -147,6 +149,8 @@ export class PageTable {
    * (collapse_pmd_page / collapse_pud_page) and free the table frame. Returns whether it did.
    */
   tryCollapse(va: number, level: 2 | 3): boolean {
+    if (level !== 2 && level !== 3)
+      throw new MachineError('EINVAL', `${this.name}: only level 2/3 leaves collapse`);
     const base = va - (va % LEVEL_BYTES[level]);
     const table = this.tableAt(base, level);
     if (table === null) return false;

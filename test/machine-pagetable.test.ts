@@ -1,0 +1,306 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { MachineError } from '../src/machine/errors.js';
+import { PageTable } from '../src/machine/pagetable.js';
+import { PhysMem } from '../src/machine/phys.js';
+import type { LeafLevel, Translation } from '../src/machine/types.js';
+import { LEVEL_BYTES, newCounters, PTE_GLOBAL, PTE_NX, PTE_PRESENT, PTE_RW } from '../src/machine/types.js';
+
+const GIB = 2 ** 30;
+const BASE = 0xffff80000000; // 1 GiB aligned, two PUD slots used
+const FLAGS = [
+  PTE_PRESENT,
+  PTE_PRESENT | PTE_RW | PTE_NX,
+  PTE_PRESENT | PTE_NX | PTE_GLOBAL,
+  PTE_PRESENT | PTE_GLOBAL,
+];
+
+function errCode(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof MachineError, `expected MachineError, got ${e}`);
+    return e.code;
+  }
+  assert.fail('expected a MachineError');
+}
+
+/** The naive reference: a list of leaves. */
+class Model {
+  leaves = new Map<number, Translation>();
+  covering(va: number): Translation | null {
+    for (const t of this.leaves.values()) if (va >= t.va && va < t.va + LEVEL_BYTES[t.level]) return t;
+    return null;
+  }
+  overlaps(va: number, size: number): boolean {
+    for (const t of this.leaves.values())
+      if (t.va < va + size && va < t.va + LEVEL_BYTES[t.level]) return true;
+    return false;
+  }
+  sorted(): Translation[] {
+    return [...this.leaves.values()].sort((a, b) => a.va - b.va).map((t) => ({ ...t }));
+  }
+}
+
+type Op =
+  | { k: 'map'; level: LeafLevel; slot: number; f: number }
+  | { k: 'fill'; slot: number; f: number }
+  | { k: 'unmap'; pick: number }
+  | { k: 'flags'; pick: number; f: number }
+  | { k: 'split'; pick: number }
+  | { k: 'collapse'; slot: number; level: 2 | 3 };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({
+    k: fc.constant('map' as const),
+    level: fc.constantFrom<LeafLevel>(1, 1, 2, 3),
+    slot: fc.nat(1023),
+    f: fc.nat(3),
+  }),
+  fc.record({ k: fc.constant('fill' as const), slot: fc.nat(1023), f: fc.nat(3) }),
+  fc.record({ k: fc.constant('unmap' as const), pick: fc.nat() }),
+  fc.record({ k: fc.constant('flags' as const), pick: fc.nat(), f: fc.nat(3) }),
+  fc.record({ k: fc.constant('split' as const), pick: fc.nat() }),
+  fc.record({
+    k: fc.constant('collapse' as const),
+    slot: fc.nat(1023),
+    level: fc.constantFrom<2 | 3>(2, 2, 3),
+  }),
+);
+
+/** Address of slot `slot` for a leaf of `level` inside the 2 GiB window. */
+function slotVa(level: LeafLevel, slot: number): number {
+  const n = (2 * GIB) / LEVEL_BYTES[level];
+  return BASE + (slot % n) * LEVEL_BYTES[level];
+}
+
+function expectCollapse(m: Model, va: number, level: 2 | 3): boolean {
+  const sub = (level - 1) as LeafLevel;
+  const first = m.leaves.get(va);
+  if (first === undefined || first.level !== sub || first.pfn % (LEVEL_BYTES[level] / 4096) !== 0)
+    return false;
+  for (let i = 1; i < 512; i++) {
+    const t = m.leaves.get(va + i * LEVEL_BYTES[sub]);
+    if (t === undefined || t.level !== sub || t.flags !== first.flags) return false;
+    if (t.pfn !== first.pfn + (i * LEVEL_BYTES[sub]) / 4096) return false;
+  }
+  return true;
+}
+
+test('page table matches a naive leaf-list model under random map/unmap/flags/split/collapse', () => {
+  fc.assert(
+    fc.property(fc.array(opArb, { minLength: 1, maxLength: 60 }), (ops) => {
+      const phys = new PhysMem(GIB);
+      const counters = newCounters();
+      const pt = new PageTable(phys, counters, 'test');
+      const model = new Model();
+      const heard = new Model(); // rebuilt only from listener events
+      pt.addListener({
+        onLeafChange(c) {
+          if (c.old !== null) {
+            assert.deepEqual(heard.leaves.get(c.old.va), c.old, 'listener removed a leaf it never heard of');
+            heard.leaves.delete(c.old.va);
+          }
+          if (c.next !== null) heard.leaves.set(c.next.va, c.next);
+        },
+      });
+      for (const op of ops) {
+        const list = model.sorted();
+        const pick = (n: number) => list[n % list.length];
+        if (op.k === 'map') {
+          const va = slotVa(op.level, op.slot);
+          const size = LEVEL_BYTES[op.level];
+          const leafFrames = size / 4096;
+          const pfn = ((op.slot * 7919) % Math.min(64, phys.totalFrames / leafFrames)) * leafFrames;
+          if (model.overlaps(va, size)) {
+            assert.equal(
+              errCode(() => pt.mapLeaf(va, op.level, pfn, FLAGS[op.f])),
+              'EBUSY',
+            );
+          } else {
+            pt.mapLeaf(va, op.level, pfn, FLAGS[op.f]);
+            model.leaves.set(va, { va, level: op.level, pfn, flags: FLAGS[op.f] });
+          }
+        } else if (op.k === 'fill') {
+          const va = slotVa(2, op.slot);
+          if (!model.overlaps(va, LEVEL_BYTES[2])) {
+            for (let i = 0; i < 512; i++) {
+              const t = { va: va + i * 4096, level: 1 as const, pfn: 512 + i, flags: FLAGS[op.f] };
+              pt.mapLeaf(t.va, 1, t.pfn, t.flags);
+              model.leaves.set(t.va, t);
+            }
+          }
+        } else if (list.length === 0) {
+          continue;
+        } else if (op.k === 'unmap') {
+          const t = pick(op.pick);
+          assert.deepEqual({ ...pt.unmapLeaf(t.va, t.level) }, t);
+          model.leaves.delete(t.va);
+        } else if (op.k === 'flags') {
+          const t = pick(op.pick);
+          pt.setLeafFlags(t.va, t.level, FLAGS[op.f]);
+          model.leaves.set(t.va, { ...t, flags: FLAGS[op.f] });
+        } else if (op.k === 'split') {
+          const t = pick(op.pick);
+          if (t.level === 1) {
+            assert.throws(() => pt.split(t.va, 1 as 2), MachineError);
+            continue;
+          }
+          pt.split(t.va, t.level as 2 | 3);
+          model.leaves.delete(t.va);
+          const sub = (t.level - 1) as LeafLevel;
+          for (let i = 0; i < 512; i++) {
+            const v = t.va + i * LEVEL_BYTES[sub];
+            model.leaves.set(v, {
+              va: v,
+              level: sub,
+              pfn: t.pfn + (i * LEVEL_BYTES[sub]) / 4096,
+              flags: t.flags,
+            });
+          }
+        } else {
+          const va = slotVa(op.level, op.slot);
+          const want = expectCollapse(model, va, op.level);
+          assert.equal(pt.tryCollapse(va, op.level), want);
+          if (want) {
+            const first = model.leaves.get(va) as Translation;
+            for (let i = 0; i < 512; i++)
+              model.leaves.delete(va + i * LEVEL_BYTES[(op.level - 1) as LeafLevel]);
+            model.leaves.set(va, { va, level: op.level, pfn: first.pfn, flags: first.flags });
+          }
+        }
+        // Leaves, walks, listener view and frame accounting all agree after every step.
+        const leaves: Translation[] = [];
+        pt.forEachLeaf(0, 2 ** 48, (t) => leaves.push({ ...t }));
+        assert.deepEqual(leaves, model.sorted());
+        assert.deepEqual(heard.sorted(), model.sorted());
+        for (const t of model.leaves.values()) {
+          const probe = t.va + LEVEL_BYTES[t.level] - 1;
+          assert.deepEqual({ ...(pt.walk(probe) as Translation) }, t);
+        }
+        assert.equal(pt.walk(BASE - 1), null);
+        assert.equal(pt.walk(BASE + 2 * GIB), null);
+        const frames = pt.tableFrames();
+        assert.equal(new Set(frames).size, frames.length, 'a table frame used twice');
+        assert.equal(frames.length, pt.tableFrameCount());
+        assert.equal(phys.freeFrameCount() + pt.tableFrameCount(), phys.totalFrames, 'table frames leaked');
+        assert.equal(counters.ptFramesAllocated - counters.ptFramesFreed, pt.tableFrameCount());
+      }
+      // Tear down: every table but the root is freed.
+      for (const t of model.sorted()) pt.unmapLeaf(t.va, t.level);
+      assert.equal(pt.tableFrameCount(), 1);
+      phys.check();
+    }),
+    { numRuns: 80 },
+  );
+});
+
+test('split then collapse restores identical leaves, at both levels', () => {
+  const phys = new PhysMem(2 * GIB);
+  const pt = new PageTable(phys, newCounters(), 'test');
+  const flags = PTE_PRESENT | PTE_RW | PTE_NX | PTE_GLOBAL;
+  pt.mapLeaf(BASE, 3, 262144, flags);
+  const before = pt.walk(BASE + 12345);
+  const tables = pt.tableFrameCount();
+  pt.split(BASE, 3);
+  pt.split(BASE + 5 * LEVEL_BYTES[2], 2);
+  assert.equal(pt.tableFrameCount(), tables + 2);
+  assert.equal(pt.walk(BASE + 5 * LEVEL_BYTES[2] + 8192)?.level, 1);
+  assert.equal(pt.walk(BASE + 5 * LEVEL_BYTES[2] + 8192)?.pfn, 262144 + 5 * 512 + 2);
+  assert.equal(pt.tryCollapse(BASE, 3), false, 'a PMD table holding a PTE table is not uniform');
+  assert.equal(pt.tryCollapse(BASE + 5 * LEVEL_BYTES[2] + 4096, 2), true);
+  assert.equal(pt.tryCollapse(BASE, 3), true);
+  assert.deepEqual(pt.walk(BASE + 12345), before);
+  assert.equal(pt.tableFrameCount(), tables);
+  // A changed entry blocks the collapse.
+  pt.split(BASE, 3);
+  pt.setLeafFlags(BASE + LEVEL_BYTES[2], 2, PTE_PRESENT | PTE_NX);
+  assert.equal(pt.tryCollapse(BASE, 3), false);
+});
+
+test('mapLeaf that cannot get a table frame throws ENOMEM and leaves nothing behind', () => {
+  const phys = new PhysMem(GIB);
+  const pt = new PageTable(phys, newCounters(), 'test');
+  const free = phys.freeFrameCount();
+  for (let nth = 1; nth <= 3; nth++) {
+    phys.injectFailure(0, nth);
+    assert.equal(
+      errCode(() => pt.mapLeaf(BASE + 4096, 1, 7, PTE_PRESENT)),
+      'ENOMEM',
+    );
+    assert.equal(phys.freeFrameCount(), free);
+    assert.equal(pt.tableFrameCount(), 1);
+    assert.equal(pt.walk(BASE + 4096), null);
+  }
+  phys.clearInjectedFailures();
+  pt.mapLeaf(BASE + 4096, 1, 7, PTE_PRESENT);
+  assert.equal(pt.tableFrameCount(), 4);
+  phys.check();
+});
+
+test('page table bad inputs are typed errors and change nothing', () => {
+  const phys = new PhysMem(GIB);
+  const pt = new PageTable(phys, newCounters(), 'test');
+  pt.mapLeaf(BASE, 2, 512, PTE_PRESENT);
+  const dump = () => {
+    const l: Translation[] = [];
+    pt.forEachLeaf(0, 2 ** 48, (t) => l.push(t));
+    return JSON.stringify(l);
+  };
+  const before = dump();
+  assert.equal(
+    errCode(() => pt.mapLeaf(BASE + 1, 1, 0, PTE_PRESENT)),
+    'EINVAL',
+  );
+  assert.equal(
+    errCode(() => pt.mapLeaf(BASE + 4096, 1, 0, PTE_PRESENT)),
+    'EBUSY',
+  );
+  assert.equal(
+    errCode(() => pt.mapLeaf(BASE + LEVEL_BYTES[2], 2, 3, PTE_PRESENT)),
+    'EINVAL',
+    'misaligned pfn',
+  );
+  assert.equal(
+    errCode(() => pt.mapLeaf(BASE + LEVEL_BYTES[2], 2, 2 ** 30, PTE_PRESENT)),
+    'EINVAL',
+    'pfn beyond memory',
+  );
+  assert.equal(
+    errCode(() => pt.mapLeaf(BASE + LEVEL_BYTES[2], 2, 0, PTE_RW)),
+    'EINVAL',
+    'not present',
+  );
+  assert.equal(
+    errCode(() => pt.mapLeaf(BASE + LEVEL_BYTES[2], 2, 0, 64 | PTE_PRESENT)),
+    'EINVAL',
+    'unknown bit',
+  );
+  assert.equal(
+    errCode(() => pt.unmapLeaf(BASE, 1)),
+    'ENOENT',
+  );
+  assert.equal(
+    errCode(() => pt.unmapLeaf(BASE + LEVEL_BYTES[2], 2)),
+    'ENOENT',
+  );
+  assert.equal(
+    errCode(() => pt.setLeafFlags(BASE, 2, 0)),
+    'EINVAL',
+  );
+  assert.equal(
+    errCode(() => pt.split(BASE + 4096, 2)),
+    'EINVAL',
+  );
+  assert.equal(
+    errCode(() => pt.mapLeaf(BASE, 3, 0, PTE_PRESENT)),
+    'EBUSY',
+  );
+  assert.equal(
+    errCode(() => pt.split(BASE, 1 as 2)),
+    'EINVAL',
+  );
+  assert.equal(dump(), before);
+  assert.equal(pt.tableFrameCount(), 3, 'root, PUD and PMD tables only');
+});
