@@ -69,12 +69,17 @@ async function loadCommandModule(name: string): Promise<CommandModule | string> 
 function registerPlaceholder(program: Command, name: string, summary: string, reason: string): void {
   program
     .command(name)
-    .description(`${summary} [not available yet]`)
+    .description(
+      `${summary} [${reason.endsWith('has not been written yet') ? 'not available yet' : 'broken'}]`,
+    )
     .allowUnknownOption()
     .allowExcessArguments()
     .helpOption(false)
     .action(() => {
-      throw new CliFailure(`'execmem ${name}' is not available yet: ${reason}`);
+      // Only a file that does not exist is "not available yet"; a file that exists but does not
+      // load is a failure of its own (tests must not mistake it for work in progress).
+      const missing = reason.endsWith('has not been written yet');
+      throw new CliFailure(`'execmem ${name}' ${missing ? 'is not available yet' : 'is broken'}: ${reason}`);
     });
 }
 

@@ -1,0 +1,166 @@
+/**
+ * The data commands of the `execmem` binary, spawned as a user runs them: --json documents parse
+ * and carry their documented keys; ptdump shows the module area; report writes an HTML page whose
+ * charts are SVG with data, and summary.md; host runs real JIT code and checks it.
+ *
+ * Commands whose subsystem has not landed yet exit 1 saying "not available yet"; those tests
+ * skip with that message (and only then), so the suite tells which parts are still missing.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type TestContext, test } from 'node:test';
+import { assertUsageError, execmemAsync, type Run } from './cli-helpers.js';
+
+const NOT_AVAILABLE = /not available yet/;
+
+/** True when the run failed only because a subsystem has not landed (the test then skips). */
+function skippedAsMissing(t: TestContext, r: Run): boolean {
+  if (r.status === 1 && NOT_AVAILABLE.test(r.stderr)) {
+    t.skip(r.stderr.trim());
+    return true;
+  }
+  return false;
+}
+
+function parseJson(r: Run): Record<string, unknown> {
+  assert.equal(r.status, 0, `exit 0 expected; stderr: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+function assertKeys(obj: Record<string, unknown>, keys: readonly string[]): void {
+  for (const k of keys)
+    assert.ok(Object.hasOwn(obj, k), `missing key '${k}' in ${Object.keys(obj).join(',')}`);
+}
+
+test('ptdump shows the module area after a workload', async (t) => {
+  const r = await execmemAsync(['ptdump', '--workload', 'bpf-churn', '--scale', '0.05']);
+  if (skippedAsMissing(t, r)) return;
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.split('\n');
+  assert.match(
+    lines[0],
+    /^# simulated x86_64 machine \(seed 1\), module area 0xffffffff[0-9a-f]{8}-0xffffffffff000000/,
+  );
+  // Mappings listed inside the module area (x86-64 KASLR: 0xffffffffc0000000 and up).
+  const mapped = lines.filter((l) => /^0xffffffff[c-f][0-9a-f]{7}-0xffffffff[c-f][0-9a-f]{7}/.test(l));
+  assert.ok(mapped.length > 0, `no module-area lines in:\n${r.stdout.slice(0, 2000)}`);
+});
+
+test('ptdump --json has the documented keys', async (t) => {
+  const r = await execmemAsync([
+    'ptdump',
+    '--json',
+    '--workload',
+    'trampolines',
+    '--scale',
+    '0.05',
+    '--policy',
+    'module_alloc',
+  ]);
+  if (skippedAsMissing(t, r)) return;
+  const doc = parseJson(r);
+  assertKeys(doc, ['arch', 'seed', 'workload', 'policy', 'range', 'lines', 'failures']);
+  assert.equal(doc.policy, 'module_alloc');
+  assert.ok(Array.isArray(doc.lines) && doc.lines.length > 0);
+});
+
+test('ptdump refuses an unknown policy as bad usage', async (t) => {
+  const r = await execmemAsync(['ptdump', '--workload', 'mixed', '--policy', 'nope']);
+  if (skippedAsMissing(t, r)) return;
+  assertUsageError(r, /unknown policy 'nope' \(known: .*execmem/);
+});
+
+test('stats --json has the documented keys and execmem statistics', async (t) => {
+  const r = await execmemAsync(['stats', '--json', '--workload', 'bpf-churn', '--scale', '0.05']);
+  if (skippedAsMissing(t, r)) return;
+  const doc = parseJson(r);
+  assertKeys(doc, ['workload', 'arch', 'seed', 'failures', 'stats']);
+  const stats = doc.stats as Record<string, unknown>;
+  assertKeys(stats, ['backend', 'arch', 'types', 'pools', 'counters']);
+  const bpf = (stats.types as Record<string, Record<string, number>>).bpf;
+  assert.ok(bpf.liveObjects > 0, 'bpf objects live after bpf-churn');
+});
+
+test('stats prints the /proc-like text', async (t) => {
+  const r = await execmemAsync(['stats', '--workload', 'trampolines', '--scale', '0.05']);
+  if (skippedAsMissing(t, r)) return;
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^# execmem on a simulated x86_64 machine/);
+  assert.match(r.stdout, /execmem: backend sim, arch x86_64/);
+});
+
+test('report writes index.html with SVG charts carrying data, and summary.md', async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'execmem-cli-report-'));
+  const workloads = ['bpf-aaronlu', 'trampolines'];
+  const r = await execmemAsync(
+    ['report', '--json', '--scale', '0.02', '--workloads', workloads.join(','), '--out', out],
+    180_000,
+  );
+  if (skippedAsMissing(t, r)) return;
+  const doc = parseJson(r);
+  assertKeys(doc, ['html', 'markdown', 'generatedAt', 'runs', 'notes', 'command']);
+  const runs = doc.runs as {
+    workload: string;
+    policies: { name: string; metrics: Record<string, number> }[];
+  }[];
+  assert.deepEqual(
+    runs.map((x) => x.workload),
+    workloads,
+  );
+  for (const run of runs) {
+    assert.ok(run.policies.length >= 2);
+    for (const p of run.policies) assert.equal(p.metrics.wxViolations, 0, `${run.workload}/${p.name} W^X`);
+  }
+  const html = readFileSync(join(out, 'index.html'), 'utf8');
+  const figures = [...html.matchAll(/<figure class="chart" data-chart="([^"]+)">([\s\S]*?)<\/figure>/g)];
+  assert.equal(figures.length, 6 + workloads.length);
+  for (const [, id, inner] of figures) {
+    assert.match(inner, /<svg /, id);
+    assert.ok((inner.match(/<path /g)?.length ?? 0) >= 4, `${id}: drawn paths`);
+  }
+  // Aaron Lu's case through module_alloc splits the direct map; the chart of growth has a bar for it.
+  const areaPictures = html.match(/<svg [^>]*class="area-map"/g) ?? [];
+  assert.equal(
+    areaPictures.length,
+    runs.reduce((n, x) => n + x.policies.length, 0),
+  );
+  assert.ok(html.includes('What is modelled and what is real'));
+  const md = readFileSync(join(out, 'summary.md'), 'utf8');
+  for (const w of workloads) assert.ok(md.includes(`## ${w}`));
+  assert.ok(existsSync(doc.html as string));
+});
+
+test('host --json: real JIT functions give the right answers, no W+X mapping, trap fill after free', async (t) => {
+  if (process.platform !== 'linux' || process.arch !== 'x64') {
+    t.skip('the host backend needs Linux x86-64');
+    return;
+  }
+  for (const mode of ['dualmap', 'mprotect']) {
+    const r = await execmemAsync(['host', '--json', '--mode', mode]);
+    if (skippedAsMissing(t, r)) return;
+    const doc = parseJson(r);
+    assertKeys(doc, ['mode', 'modeReason', 'functions', 'maps', 'wxMappings', 'freed']);
+    assert.equal(doc.mode, mode);
+    const fns = doc.functions as { name: string; result: number; expected: number }[];
+    assert.equal(fns.length, 5);
+    for (const f of fns) assert.equal(f.result, f.expected, f.name);
+    assert.equal(doc.wxMappings, 0);
+    const maps = doc.maps as string[];
+    assert.ok(
+      maps.some((l) => / r-x. /.test(l)),
+      `an executable view is listed (${mode})`,
+    );
+    if (mode === 'dualmap')
+      assert.ok(
+        maps.some((l) => / rw-s .*memfd:/.test(l)),
+        'the RW alias is listed',
+      );
+    assert.equal((doc.freed as { trapPattern: boolean }).trapPattern, true);
+  }
+});
+
+test('host refuses an unknown mode as bad usage', async () => {
+  assertUsageError(await execmemAsync(['host', '--mode', 'rwx']), /unknown mode 'rwx'/);
+});
