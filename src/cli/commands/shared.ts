@@ -63,12 +63,14 @@ export async function policyNames(): Promise<readonly string[]> {
   return (await loadPolicies()).POLICY_NAMES;
 }
 
-/** The module area as the machine placed it (after KASLR). */
+/**
+ * The module area to dump: the arch's whole area (the KASLR variant when the machine's randomised
+ * start lies in it), not just from the random start, so leaves that begin below that start (an
+ * allocator may choose its own offset) are shown whole.
+ */
 export function moduleArea(machine: MachineLike): VaRange {
   const layout = machine.arch.layout;
-  const end =
-    machine.modulesStart >= layout.modulesKaslr.start ? layout.modulesKaslr.end : layout.modules.end;
-  return { start: machine.modulesStart, end };
+  return machine.modulesStart >= layout.modulesKaslr.start ? layout.modulesKaslr : layout.modules;
 }
 
 export function checkWorkload(name: string): void {
