@@ -33,8 +33,11 @@ export interface ExecFunction {
 }
 
 export interface ReplayHooks {
-  /** After each event is applied (or failed / skipped: `ok` says which). */
-  onEvent?(event: TraceEvent, index: number, ok: boolean): void;
+  /**
+   * After each event is applied (or failed / skipped: `ok` says which). `va` is the address of
+   * the event's allocation (after a free: where it was), or null for exec/phase and lost ids.
+   */
+  onEvent?(event: TraceEvent, index: number, ok: boolean, va: number | null): void;
   /** At each exec hint: the code ranges to run and how many calls to make. */
   onExec?(functions: readonly ExecFunction[], calls: number, index: number): void;
   /** Progress in events; called every `progressEveryEvents` and at the end. */
@@ -163,6 +166,7 @@ export function replay(
   for (let i = 0; i < events.length; i++) {
     const ev = events[i];
     let ok = true;
+    let va: number | null = null;
     if (ev.op === 'phase') {
       ops.phase++;
     } else if (ev.op === 'exec') {
@@ -175,7 +179,7 @@ export function replay(
       if (ev.op === 'free') lost.delete(ev.id);
     } else if (ev.op === 'alloc') {
       try {
-        const va = allocator.alloc(ev.type, ev.sizeBytes, ev.alignBytes);
+        va = allocator.alloc(ev.type, ev.sizeBytes, ev.alignBytes);
         placed.set(ev.id, { va, type: ev.type, sizeBytes: ev.sizeBytes, code: [] });
         ops.alloc++;
         liveBytes += ev.sizeBytes;
@@ -191,6 +195,7 @@ export function replay(
     } else {
       const p = placed.get(ev.id);
       assert(p !== undefined, `validated trace names a dead id ${ev.id}`);
+      va = p.va;
       try {
         switch (ev.op) {
           case 'write': {
@@ -218,7 +223,7 @@ export function replay(
         record(i, ev, err);
       }
     }
-    if (hooks.onEvent) hooks.onEvent(ev, i, ok);
+    if (hooks.onEvent) hooks.onEvent(ev, i, ok, va);
     if (hooks.progress && (i + 1) % progressEvery === 0) hooks.progress(i + 1, events.length);
   }
   if (hooks.progress && events.length % progressEvery !== 0) hooks.progress(events.length, events.length);
