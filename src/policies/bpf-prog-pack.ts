@@ -61,10 +61,7 @@ export class Pack {
     for (let i = start; i < start + nbits; i++) {
       const word = i >>> 5;
       const bit = 1 << (i & 31);
-      assert(
-        ((this.bitmap[word] & bit) !== 0) !== value,
-        `pack chunk ${i} already ${value ? 'set' : 'clear'}`,
-      );
+      if (((this.bitmap[word] & bit) !== 0) === value) assert(false, `pack chunk ${i} already ${value}`);
       this.bitmap[word] = value ? this.bitmap[word] | bit : this.bitmap[word] & ~bit;
     }
     this.usedChunks += value ? nbits : -nbits;

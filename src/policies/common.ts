@@ -134,15 +134,14 @@ export class LiveSet {
   }
 
   add(a: Allocation): void {
-    assert(!this.byStart.has(a.va), `live allocation at ${hexAddr(a.va)} already exists`);
+    if (this.byStart.has(a.va)) assert(false, `live allocation at ${hexAddr(a.va)} already exists`);
     const i = this.lowerBound(a.va);
     const next = this.starts[i];
-    assert(
-      next === undefined || a.va + a.sizeBytes <= next,
-      `allocation at ${hexAddr(a.va)} overlaps the next one`,
-    );
+    if (next !== undefined && a.va + a.sizeBytes > next)
+      assert(false, `${hexAddr(a.va)} overlaps the next one`);
     const prev = i > 0 ? this.byStart.get(this.starts[i - 1]) : undefined;
-    assert(prev === undefined || prev.va + prev.sizeBytes <= a.va, `allocation at ${hexAddr(a.va)} overlaps`);
+    if (prev !== undefined && prev.va + prev.sizeBytes > a.va)
+      assert(false, `allocation at ${hexAddr(a.va)} overlaps`);
     this.starts.splice(i, 0, a.va);
     this.byStart.set(a.va, a);
     this.liveBytes += a.sizeBytes;
@@ -150,7 +149,8 @@ export class LiveSet {
 
   remove(a: Allocation): void {
     const i = this.lowerBound(a.va);
-    assert(this.starts[i] === a.va && this.byStart.get(a.va) === a, `no live allocation at ${hexAddr(a.va)}`);
+    if (!(this.starts[i] === a.va && this.byStart.get(a.va) === a))
+      assert(false, `no live allocation at ${hexAddr(a.va)}`);
     this.starts.splice(i, 1);
     this.byStart.delete(a.va);
     this.liveBytes -= a.sizeBytes;
@@ -286,7 +286,8 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
       this.fail('EINVAL', `alignment ${alignBytes} is not a power of two <= ${PAGE_BYTES}`);
     }
     const a = this.allocate(type, sizeBytes, alignBytes);
-    assert(a.va % alignBytes === 0, `${this.name}: ${hexAddr(a.va)} not aligned to ${alignBytes}`);
+    if (!(a.va % alignBytes === 0))
+      assert(false, `${this.name}: ${hexAddr(a.va)} not aligned to ${alignBytes}`);
     this.live.add(a);
     this.counters.allocs++;
     return a.va;
@@ -390,7 +391,8 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
    * VM_FLUSH_RESET_PERMS is set so vfree resets the direct-map alias (set_vm_flush_reset_perms).
    */
   protected vmalloc(r: ExecmemRange, sizeBytes: number, allowHuge: boolean, alignBytes = PAGE_BYTES): VmArea {
-    assert(sizeBytes % PAGE_BYTES === 0 && sizeBytes > 0, `vmalloc size ${sizeBytes} not page-granular`);
+    if (!(sizeBytes % PAGE_BYTES === 0 && sizeBytes > 0))
+      assert(false, `vmalloc size ${sizeBytes} not page-granular`);
     const ranges = r.fallback === null ? [r.range] : [r.range, r.fallback];
     let last: MachineError | null = null;
     for (const range of ranges) {

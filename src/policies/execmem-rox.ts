@@ -166,7 +166,8 @@ export class ExecmemRoxPolicy extends PlainPolicy {
     this.counters.mutexAcquisitions++;
     this.addFree(area.va, area.va + area.sizeBytes);
     const va = this.cacheAllocLocked(r, size);
-    assert(va !== null, `freshly populated block at ${hexAddr(area.va)} cannot serve ${size} bytes`);
+    if (!(va !== null))
+      assert(false, `freshly populated block at ${hexAddr(area.va)} cannot serve ${size} bytes`);
     return va;
   }
 
@@ -182,8 +183,10 @@ export class ExecmemRoxPolicy extends PlainPolicy {
     }
     const prev = lo > 0 ? list[lo - 1] : undefined;
     const next = list[lo];
-    assert(prev === undefined || prev.end <= start, `free of ${hexAddr(start)} overlaps free space`);
-    assert(next === undefined || end <= next.start, `free of ${hexAddr(start)} overlaps free space`);
+    if (!(prev === undefined || prev.end <= start))
+      assert(false, `free of ${hexAddr(start)} overlaps free space`);
+    if (!(next === undefined || end <= next.start))
+      assert(false, `free of ${hexAddr(start)} overlaps free space`);
     if (prev !== undefined && prev.end === start) {
       prev.end = end;
       if (next !== undefined && next.start === end) {
