@@ -6,6 +6,8 @@
  * (data/debian-modules.json) that lets the default workload run without the 100 MB download.
  * Logic lives in src/workloads/dataset/; this file only parses options and prints.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import {
   buildIndex,
@@ -81,11 +83,7 @@ export function runFetch(opts: FetchOptions, io: CliIo) {
 }
 
 function openDatasetQuiet(root: string) {
-  try {
-    return openDataset(root);
-  } catch {
-    return null;
-  }
+  return existsSync(join(root, 'index.json')) ? openDataset(root) : null;
 }
 
 function indexWithProgress(root: string, pkg: string | null, io: CliIo) {

@@ -69,7 +69,7 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 function have(cmd: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+  return spawnSync('/bin/sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 }
 
 /** The concrete linux-image package the meta-package points to (apt-cache depends). */
@@ -253,8 +253,9 @@ interface ExportsFile {
  */
 export function datasetKernelSymbols(index: DatasetIndex): KernelSymbols {
   if (index.systemMap) {
+    // Debian's is a one-line stub; a real one lists __ksymtab_* entries.
     const text = readFileSync(index.systemMap, 'utf8');
-    if (text.split('\n').length > 1000) return KernelSymbols.fromSystemMap(text, basename(index.systemMap));
+    if (text.includes(' __ksymtab_')) return KernelSymbols.fromSystemMap(text, basename(index.systemMap));
   }
   const cache = join(index.root, 'kernel-exports.json');
   if (existsSync(cache)) {

@@ -87,7 +87,7 @@ export function buildModuleTable(index: DatasetIndex): ModuleTable {
 
 export function writeModuleTable(path: string, table: ModuleTable): void {
   // One row per line: small diffs when the package changes.
-  const head = JSON.stringify({ ...table, modules: [] }).slice(0, -2);
+  const head = JSON.stringify({ ...table, modules: [] }).slice(0, -3); // drop '[]}'
   const rows = table.modules.map((r) => JSON.stringify(r)).join(',\n');
   writeFileSync(path, `${head}[\n${rows}\n]}\n`);
 }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Fetch and index the default Debian kernel-module dataset (linux-image-*-cloud-amd64, ~27 MB
+# download, ~110 MB extracted) into the execmem cache ($EXECMEM_CACHE_DIR, $XDG_CACHE_HOME/execmem
+# or ~/.cache/execmem). Idempotent: a second run only re-reads the index. Needs apt-get and
+# dpkg-deb (Debian/Ubuntu); runs 'apt-get update' once if the package is unknown to apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f dist/src/cli/main.js ] || npx tsc -p .
+if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+  apt-get update -qq
+fi
+node dist/src/cli/main.js --quiet dataset fetch "$@"
