@@ -332,6 +332,8 @@ export class CpuTlb {
   private readonly l2d: readonly TlbArray[];
   /** Every array once (shared arrays appear once). */
   private readonly arrays: readonly TlbArray[];
+  /** The same arrays in the order used to look for a remaining copy after an eviction. */
+  private readonly copyCheckOrder: readonly TlbArray[];
   private readonly onEvict: ((t: Translation) => void) | undefined;
   /** The last va that missed on each side: where a walk's 1 GiB result is "smashed" to. */
   private lastMissVaI = -1;
@@ -347,6 +349,8 @@ export class CpuTlb {
     this.l2i = [...build(profile.l2i), ...shared];
     this.l2d = [...build(profile.l2d), ...shared];
     this.arrays = [...this.l1i, ...this.l1d, ...new Set([...this.l2i, ...this.l2d])];
+    // Second level first: an entry evicted from an L1 is most often still there (early exit).
+    this.copyCheckOrder = [...new Set([...this.l2i, ...this.l2d]), ...this.l1i, ...this.l1d];
     for (const level of [1, 2, 3] as const) {
       assert(
         this.l1i.some((a) => a.holdsLevel(level)),
@@ -460,7 +464,8 @@ export class CpuTlb {
   }
 
   private holdsValue(t: Translation): boolean {
-    for (const a of this.arrays) if (a.holdsValue(t)) return true;
+    const arrays = this.copyCheckOrder;
+    for (let a = 0; a < arrays.length; a++) if (arrays[a].holdsValue(t)) return true;
     return false;
   }
 }
