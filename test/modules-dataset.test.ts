@@ -1,0 +1,239 @@
+/**
+ * The dataset layer without the network: a synthetic "extracted package" built from gcc fixture
+ * modules (plain and .ko.xz), indexed, ordered by depends=, loaded through the runner and the
+ * CLI; the derived table format and the shipped data/debian-modules.json; the LZ4 legacy
+ * decoder against the lz4 tool; the apt-missing message. Parts that need the real Debian
+ * package skip with a note when it is not in the cache.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Rng } from '../src/base/rng.js';
+import { parseElf } from '../src/consumers/modules/elf.js';
+import { layoutModule, MOD_MEM_TYPES } from '../src/consumers/modules/layout.js';
+import { KernelSymbols } from '../src/consumers/modules/symbols.js';
+import { createMachine } from '../src/machine/machine.js';
+import { policyByName } from '../src/policies/index.js';
+import {
+  buildIndex,
+  DatasetError,
+  datasetKernelSymbols,
+  defaultCacheDir,
+  dependencyOrder,
+  findCachedDataset,
+  openDataset,
+  readModuleFile,
+  resolvePackage,
+} from '../src/workloads/dataset/dataset.js';
+import {
+  bzImagePayload,
+  extractVmlinux,
+  KernelImageError,
+  lz4LegacyDecode,
+} from '../src/workloads/dataset/kernel-image.js';
+import { loadDatasetModules } from '../src/workloads/dataset/load.js';
+import {
+  buildModuleTable,
+  readModuleTable,
+  rowSizes,
+  tableSampler,
+  writeModuleTable,
+} from '../src/workloads/dataset/table.js';
+
+const FIXTURES = join(process.cwd(), 'test', 'fixtures', 'c');
+const KFLAGS = [
+  '-O2',
+  '-mcmodel=kernel',
+  '-fno-pic',
+  '-mno-red-zone',
+  '-ffreestanding',
+  '-fno-asynchronous-unwind-tables',
+  '-fno-common',
+  '-c',
+];
+const has = (t: string) => spawnSync(t, ['--version'], { stdio: 'ignore' }).status === 0;
+const RELEASE = '6.1.0-test';
+const SYSTEM_MAP = [
+  '0000000000000000 D __per_cpu_start',
+  '0000000000020000 D __per_cpu_end',
+  'ffffffff82345678 D kernel_counter',
+  'ffffffff82000000 r __ksymtab_kernel_counter',
+  'ffffffff81234560 T kernel_func',
+  'ffffffff8200000c r __ksymtab_kernel_func',
+  '0000000000012340 D low_sym',
+  'ffffffff82000018 r __ksymtab_low_sym',
+].join('\n');
+
+let tree = '';
+
+describe('synthetic package tree', { skip: has('gcc') ? false : 'gcc not installed' }, () => {
+  before(() => {
+    tree = mkdtempSync(join(tmpdir(), 'execmem-ds-'));
+    const kdir = join(tree, 'lib', 'modules', RELEASE, 'kernel', 'test');
+    mkdirSync(kdir, { recursive: true });
+    mkdirSync(join(tree, 'boot'));
+    writeFileSync(join(tree, 'boot', `System.map-${RELEASE}`), SYSTEM_MAP);
+    execFileSync('gcc', [...KFLAGS, join(FIXTURES, 'exporter.c'), '-o', join(kdir, 'exporter.ko')]);
+    execFileSync('gcc', [...KFLAGS, join(FIXTURES, 'user.c'), '-o', join(kdir, 'user.ko')]);
+    execFileSync('gcc', [...KFLAGS, join(FIXTURES, 'relocs.c'), '-o', join(kdir, 'oracle-fixture.ko')]);
+    if (has('xz')) execFileSync('xz', [join(kdir, 'oracle-fixture.ko')]); // -> .ko.xz, original removed
+  });
+  after(() => rmSync(tree, { recursive: true, force: true }));
+
+  it('indexes modules (names, depends, compressed files) and orders them by depends=', () => {
+    const index = buildIndex(tree, 'test-package');
+    assert.equal(index.kernelRelease, RELEASE);
+    assert.deepEqual(index.modules.map((m) => m.name).sort(), ['exporter', 'oracle_fixture', 'user']);
+    assert.deepEqual(index.modules.find((m) => m.name === 'user')!.depends, ['exporter']);
+    if (has('xz')) assert.ok(index.modules.some((m) => m.path.endsWith('.ko.xz')));
+    assert.deepEqual(dependencyOrder(index, ['user']), ['exporter', 'user']);
+    assert.throws(
+      () => dependencyOrder(index, ['nosuch']),
+      (e: unknown) => e instanceof DatasetError && /no module named 'nosuch'/.test(e.message),
+    );
+    const again = openDataset(tree);
+    assert.deepEqual(again, index);
+    const fixture = index.modules.find((m) => m.name === 'oracle_fixture')!;
+    assert.equal(parseElf(readModuleFile(join(tree, fixture.path))).sections.length > 5, true);
+  });
+
+  it('loads every module through a policy with the System.map exports', () => {
+    const index = openDataset(tree);
+    const kernel = datasetKernelSymbols(index);
+    assert.equal(kernel.source, `System.map-${RELEASE}`);
+    const machine = createMachine({ arch: 'x86_64', seed: 5 });
+    const allocator = policyByName('execmem').create(machine, 5);
+    const offset = machine.kernelTextStart - machine.arch.layout.kernelImage.textStart;
+    const { report } = loadDatasetModules(index, kernel.withKaslrOffset(offset), allocator);
+    assert.deepEqual(report.failed, []);
+    assert.equal(report.loaded, 3);
+    assert.ok(report.relocsByType.R_X86_64_PLT32 > 0);
+    assert.ok(report.requestedBytesByMemType.init_text > 0);
+    assert.equal(report.liveBytesByMemType.init_text, 0, 'init freed');
+    assert.equal(report.kaslrOffsetBytes, offset);
+  });
+
+  it('the CLI loads the tree (--json) and rejects unknown module names with exit 2', () => {
+    const cli = join(process.cwd(), 'dist', 'src', 'cli', 'main.js');
+    const ok = spawnSync(
+      'node',
+      [cli, '--json', 'modules', 'load', '--all', '--dir', tree, '--policy', 'execmem-rox'],
+      { encoding: 'utf8' },
+    );
+    assert.equal(ok.status, 0, ok.stderr);
+    const r = JSON.parse(ok.stdout);
+    assert.equal(r.loaded, 3);
+    assert.equal(r.allocator, 'execmem-rox');
+    const bad = spawnSync('node', [cli, 'modules', 'load', 'nosuch', '--dir', tree], { encoding: 'utf8' });
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /unknown module\(s\): nosuch/);
+    const none = spawnSync('node', [cli, 'modules', 'load', '--dir', tree], { encoding: 'utf8' });
+    assert.equal(none.status, 2);
+  });
+
+  it('the derived table has the layout sizes, round-trips, and samples real rows', () => {
+    const index = openDataset(tree);
+    const table = buildModuleTable(index);
+    for (const row of table.modules) {
+      const m = index.modules.find((x) => x.name === row.name)!;
+      const layout = layoutModule(parseElf(readModuleFile(join(tree, m.path))), row.name);
+      assert.deepEqual(
+        row.bytes,
+        MOD_MEM_TYPES.map((t) => layout.sizeBytes[t]),
+      );
+    }
+    const out = join(tree, 'table.json');
+    writeModuleTable(out, table);
+    assert.deepEqual(readModuleTable(out), JSON.parse(JSON.stringify(table)));
+    const sample = tableSampler(table);
+    const rng = new Rng(1);
+    const all = table.modules.map((r) => JSON.stringify(rowSizes(r)));
+    for (let i = 0; i < 20; i++) assert.ok(all.includes(JSON.stringify(sample(rng))));
+    const broken = JSON.parse(readFileSync(out, 'utf8'));
+    broken.modules[0].bytes = [1, 2];
+    writeFileSync(out, JSON.stringify(broken));
+    assert.throws(() => readModuleTable(out), /bad byte counts/);
+  });
+});
+
+describe('dataset plumbing', () => {
+  it('cache dir precedence: EXECMEM_CACHE_DIR, XDG_CACHE_HOME, home', () => {
+    assert.equal(defaultCacheDir({ EXECMEM_CACHE_DIR: '/a', XDG_CACHE_HOME: '/b' }), '/a');
+    assert.equal(defaultCacheDir({ XDG_CACHE_HOME: '/b' }), join('/b', 'execmem'));
+    assert.match(defaultCacheDir({}), /\.cache[/\\]execmem$/);
+  });
+
+  it('says clearly when apt is unavailable', () => {
+    const saved = process.env.PATH;
+    process.env.PATH = '/nonexistent';
+    try {
+      assert.throws(
+        () => resolvePackage(),
+        (e: unknown) => e instanceof DatasetError && /apt-cache is not available/.test(e.message),
+      );
+    } finally {
+      process.env.PATH = saved;
+    }
+  });
+
+  it('LZ4 legacy decoder matches the lz4 tool, and rejects garbage', {
+    skip: has('lz4') ? false : 'lz4 tool not installed',
+  }, () => {
+    const d = mkdtempSync(join(tmpdir(), 'execmem-lz4-'));
+    try {
+      const rng = new Rng(9);
+      const data = new Uint8Array(3 * 1024 * 1024 + 123);
+      for (let i = 0; i < data.length; i++)
+        data[i] = i % 61 === 0 ? rng.int(0, 255) : data[Math.max(0, i - rng.int(1, 300))];
+      writeFileSync(join(d, 'in'), data);
+      execFileSync('lz4', ['-l', '-q', '-f', join(d, 'in'), join(d, 'in.lz4')]);
+      const packed = new Uint8Array(readFileSync(join(d, 'in.lz4')));
+      assert.ok(packed.length < data.length);
+      assert.deepEqual(Buffer.from(lz4LegacyDecode(packed)).equals(Buffer.from(data)), true);
+      const bad = packed.slice();
+      bad.fill(0xff, 8, 64);
+      assert.throws(() => lz4LegacyDecode(bad), KernelImageError);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+    assert.throws(() => bzImagePayload(new Uint8Array(4096)), /not a bzImage/);
+  });
+
+  it('the shipped derived table is valid and sized like a distribution kernel', () => {
+    const table = readModuleTable(join(process.cwd(), 'data', 'debian-modules.json'));
+    assert.ok(table.modules.length > 500);
+    const text = table.modules.reduce((n, r) => n + r.bytes[0], 0);
+    assert.ok(text > 1 << 20, `text bytes ${text}`);
+    assert.ok(table.modules.every((r) => r.relocs.R_X86_64_PC32 === undefined || r.relocs.R_X86_64_PC32 > 0));
+  });
+
+  const root = findCachedDataset();
+  it('real package: vmlinuz exports, and the shipped table matches the files', {
+    skip: root ? false : 'Debian dataset not in the cache (run: execmem dataset fetch)',
+  }, () => {
+    const index = openDataset(root!);
+    const ks = KernelSymbols.fromVmlinux(extractVmlinux(readModuleFile(index.vmlinuz!)));
+    assert.ok(ks.count > 5000, `${ks.count} exports`);
+    const printk = ks.get('_printk');
+    assert.ok(
+      printk && !printk.gplOnly && printk.crc !== null && printk.value < 0,
+      '_printk is a kernel-text export with a CRC',
+    );
+    assert.equal(ks.get('this_cpu_off')?.percpu, true);
+    const shipped = readModuleTable(join(process.cwd(), 'data', 'debian-modules.json'));
+    if (shipped.kernelRelease !== index.kernelRelease) return; // a newer package: the table is regenerated by scripts/gen-module-table.sh
+    const sampleNames = new Set(index.modules.filter((_, i) => i % 50 === 0).map((m) => m.name));
+    const sub = { ...index, modules: index.modules.filter((m) => sampleNames.has(m.name)) };
+    const fresh = buildModuleTable(sub);
+    for (const row of fresh.modules) {
+      assert.deepEqual(
+        shipped.modules.find((r) => r.name === row.name),
+        JSON.parse(JSON.stringify(row)),
+        row.name,
+      );
+    }
+  });
+});
