@@ -94,7 +94,7 @@ test('area picture: one tile per mapped region at its place, large leaves framed
   assert.ok(tiles[1].includes('data-type="module_data"'));
   assert.ok(tiles[2].includes('data-type="none"'));
   // The first region is the first full 2 MiB block after the unaligned start: tile index 1.
-  assert.match(pic.svg, /<rect x="16.75" y="0.75"[^>]*stroke="#111827"/);
+  assert.match(pic.svg, /<rect x="12.75" y="0.75"[^>]*stroke="#111827"/);
   // Mixed region gets a type-mix strip (two coloured rects besides the tile).
   const firstTile = pic.svg.slice(pic.svg.indexOf('<g class="tile"'), pic.svg.indexOf('</g>'));
   assert.equal(firstTile.match(/<rect /g)?.length, 3);

@@ -27,9 +27,9 @@ export const TYPE_COLOURS: Readonly<Record<ExecmemType, string>> = {
   bpf: '#c9b400',
 };
 
-export const TILE_PX = 14;
+export const TILE_PX = 10;
 export const TILE_GAP_PX = 2;
-export const TILE_COLUMNS = 32;
+export const TILE_COLUMNS = 48;
 /** Above this many tiles the picture shows only the span that is used (and says so). */
 export const MAX_TILES = 2048;
 
@@ -129,8 +129,9 @@ function regionTile(region: AreaRegion, regionBytes: number, x: number, y: numbe
   const type = dominantType(region);
   const occupancy = Math.min(1, live / regionBytes);
   const colour = type ? TYPE_COLOURS[type] : '#9ca3af';
-  // Mapped but empty blocks stay visible (light grey); otherwise 20%..100% opacity by occupancy.
-  const opacity = type ? 0.2 + 0.8 * occupancy : 1;
+  // Mapped but empty blocks stay visible (light grey); otherwise 30%..100% opacity, by the square
+  // root of occupancy so that a block 5% used is still visibly coloured.
+  const opacity = type ? 0.3 + 0.7 * Math.sqrt(occupancy) : 1;
   const fill = type ? colour : '#e5e7eb';
   const frame = region.largeLeaf
     ? ' stroke="#111827" stroke-width="1.5"'

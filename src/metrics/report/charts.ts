@@ -52,6 +52,8 @@ interface BarSpec {
   readonly series: readonly BarSeries[];
   readonly yName: string;
   readonly percent?: boolean;
+  /** Logarithmic value axis (for ratios spanning 1x..1000x); values <= 0 are not drawn. */
+  readonly log?: boolean;
   /** Horizontal reference line (a limit), e.g. 1.0 for overhead. */
   readonly limitY?: { value: number; label: string };
 }
@@ -67,8 +69,15 @@ function renderBars(spec: BarSpec): string {
     chart.setOption({
       animation: false,
       textStyle: { fontFamily: 'system-ui, -apple-system, Segoe UI, Roboto, sans-serif', color: '#1f2937' },
-      grid: { left: 64, right: 16, top: 48, bottom: 48 },
-      legend: { top: 6, left: 'center', itemWidth: 12, itemHeight: 10, textStyle: { fontSize: 11 } },
+      grid: { left: 72, right: 16, top: 56, bottom: 40 },
+      legend: {
+        top: 4,
+        left: 'center',
+        itemWidth: 12,
+        itemHeight: 10,
+        itemGap: 8,
+        textStyle: { fontSize: 11 },
+      },
       xAxis: {
         type: 'category',
         data: [...spec.categories],
@@ -76,9 +85,12 @@ function renderBars(spec: BarSpec): string {
         axisTick: { alignWithLabel: true },
       },
       yAxis: {
-        type: 'value',
+        type: spec.log ? 'log' : 'value',
+        logBase: 10,
         name: spec.yName,
-        nameTextStyle: { fontSize: 11, color: '#4b5563', align: 'left' },
+        nameLocation: 'middle',
+        nameGap: 52,
+        nameTextStyle: { fontSize: 11, color: '#4b5563' },
         max: spec.percent ? 100 : undefined,
         axisLabel: { fontSize: 11, color: '#4b5563', formatter: spec.percent ? '{value}%' : undefined },
         splitLine: { lineStyle: { color: '#e5e7eb' } },
@@ -86,7 +98,7 @@ function renderBars(spec: BarSpec): string {
       series: spec.series.map((s, i) => ({
         type: 'bar',
         name: s.name,
-        data: s.values.map((v) => (spec.percent ? round(v * 100) : round(v))),
+        data: s.values.map((v) => (spec.log && v <= 0 ? null : spec.percent ? round(v * 100) : round(v))),
         itemStyle: { color: s.colour },
         barMaxWidth: 28,
         markLine:
@@ -156,10 +168,13 @@ export function renderCharts(data: ReportData): RenderedChart[] {
     {
       id: 'overhead',
       title: 'Memory overhead',
-      caption: 'Mapped bytes per live byte after the run. Lower is better; 1.0 is the limit.',
+      caption:
+        'Mapped bytes per live byte after the run (log scale; no bar where nothing is live). ' +
+        'Lower is better; 1.0 is the limit.',
       svg: renderBars({
         ...byWorkload(runs, (m) => m.overhead),
         yName: 'mapped / live',
+        log: true,
         limitY: { value: 1, label: 'limit 1.0' },
       }),
     },

@@ -109,6 +109,17 @@ export const TERMINAL_KEYS: readonly MetricKey[] = [
   'failures',
 ];
 
+/** Rows holding the best value of a column (all of them on a tie); empty when the column has no direction. */
+export function bestRows(values: readonly number[], better: 'low' | 'high' | null): Set<number> {
+  const best = bestIndex(values, better);
+  const rows = new Set<number>();
+  if (best < 0) return rows;
+  values.forEach((v, i) => {
+    if (v === values[best]) rows.add(i);
+  });
+  return rows;
+}
+
 /** Index of the best value in a column (ties: the first), or -1 when the column has no direction. */
 export function bestIndex(values: readonly number[], better: 'low' | 'high' | null): number {
   if (better === null || values.length === 0) return -1;

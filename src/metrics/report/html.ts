@@ -8,7 +8,15 @@
  */
 import { areaLegendHtml, renderAreaMap } from './area-map.js';
 import { type RenderedChart, renderCharts } from './charts.js';
-import { bestIndex, escapeHtml, formatBytes, formatPercent, formatRatio, TABLE_COLUMNS } from './format.js';
+import {
+  bestIndex,
+  bestRows,
+  escapeHtml,
+  formatBytes,
+  formatPercent,
+  formatRatio,
+  TABLE_COLUMNS,
+} from './format.js';
 import { MODELLED_VS_REAL } from './provenance.js';
 import type { MetricKey, PolicyMetrics, ReportData, WorkloadRun } from './types.js';
 import { checkReportData } from './types.js';
@@ -37,6 +45,7 @@ code { font-family: ui-monospace, "SF Mono", Menlo, Consolas, monospace; backgro
 .table-wrap { overflow-x: auto; border: 1px solid var(--line); border-radius: 10px; }
 table { border-collapse: collapse; width: 100%; font-size: 12.5px; font-variant-numeric: tabular-nums; }
 th, td { padding: 6px 8px; text-align: right; white-space: nowrap; border-bottom: 1px solid var(--line); }
+th { white-space: normal; vertical-align: bottom; font-size: 12px; line-height: 1.25; }
 th { background: var(--panel); font-weight: 600; color: #374151; position: sticky; top: 0; }
 th:first-child, td:first-child { text-align: left; }
 tr:last-child td { border-bottom: none; }
@@ -94,7 +103,7 @@ export function renderHtml(data: ReportData): RenderedReport {
     '<h2>Charts</h2>',
     `<div class="charts">${charts.map(figureHtml).join('\n')}</div>`,
     '<h2>Module area, block by block</h2>',
-    '<p class="meta">Each tile is one 2 MiB block of the area after the run, in address order (32 per row).</p>',
+    '<p class="meta">Each tile is one 2 MiB block of the area after the run, in address order (48 per row); hover a tile for its figures.</p>',
     areaLegendHtml(),
     areas.html,
     '<h2>What is modelled and what is real</h2>',
@@ -127,7 +136,7 @@ function figureHtml(chart: RenderedChart): string {
 
 function tableHtml(run: WorkloadRun): string {
   const best = TABLE_COLUMNS.map((c) =>
-    bestIndex(
+    bestRows(
       run.policies.map((p) => p.metrics[c.key]),
       c.better,
     ),
@@ -136,7 +145,7 @@ function tableHtml(run: WorkloadRun): string {
   const rows = run.policies.map((p, row) => {
     const cells = TABLE_COLUMNS.map((c, col) => {
       const bad = (c.key === 'wxViolations' || c.key === 'failures') && p.metrics[c.key] > 0;
-      const cls = bad ? 'bad' : best[col] === row ? 'best' : '';
+      const cls = bad ? 'bad' : best[col].has(row) ? 'best' : '';
       return `<td${cls ? ` class="${cls}"` : ''}>${escapeHtml(c.format(p.metrics))}</td>`;
     });
     const label = p.name === OUR_POLICY ? `${p.name} (ours)` : p.name;

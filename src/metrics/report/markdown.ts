@@ -5,14 +5,14 @@
  * table", issue 7), into a mailing-list reply or a commit message; it must read well as plain
  * text and diff cleanly between runs, so it has no timestamps inside the tables.
  */
-import { bestIndex, TABLE_COLUMNS, TERMINAL_KEYS, textTable } from './format.js';
+import { bestRows, TABLE_COLUMNS, TERMINAL_KEYS, textTable } from './format.js';
 import { MODELLED_VS_REAL } from './provenance.js';
 import type { ReportData, WorkloadRun } from './types.js';
 
 function markdownTable(run: WorkloadRun): string {
   const header = ['policy', ...TABLE_COLUMNS.map((c) => c.heading)];
   const best = TABLE_COLUMNS.map((c) =>
-    bestIndex(
+    bestRows(
       run.policies.map((p) => p.metrics[c.key]),
       c.better,
     ),
@@ -20,7 +20,7 @@ function markdownTable(run: WorkloadRun): string {
   const rows = run.policies.map((p, row) => [
     p.name === 'execmem' ? '**execmem** (ours)' : p.name,
     ...TABLE_COLUMNS.map((c, col) =>
-      best[col] === row ? `**${c.format(p.metrics)}**` : c.format(p.metrics),
+      best[col].has(row) ? `**${c.format(p.metrics)}**` : c.format(p.metrics),
     ),
   ]);
   const align = ['---', ...TABLE_COLUMNS.map(() => '---:')];
