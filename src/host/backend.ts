@@ -427,11 +427,14 @@ export class HostBackend implements Backend {
       throw new HostError('EFAULT', `${hex(va)} is not inside the text reservation`);
     }
     const page = fam.pageOf(va);
-    if (fam.viewCodes[page] !== P_ROX) {
-      throw new HostError(
-        'EFAULT',
-        `${hex(va)} is not executable (page is ${codeProt(fam.viewCodes[page]) ?? 'free'})`,
-      );
+    // In mprotect mode another thread may have this block open (RW+NX) for an update right now:
+    // look at the page under the shared lock, as a call would.
+    const shared = this.mode === 'mprotect' && !this.rw.heldByMe();
+    if (shared) this.rw.acquireShared();
+    const code = fam.viewCodes[page];
+    if (shared) this.rw.releaseShared();
+    if (code !== P_ROX) {
+      throw new HostError('EFAULT', `${hex(va)} is not executable (page is ${codeProt(code) ?? 'free'})`);
     }
     const raw = koffi.decode(va, this.proto(signature)) as HostFunction;
     const codes = fam.viewCodes;

@@ -13,7 +13,15 @@
  * because the allocator's batch() holds it across many updates that each take it again.
  *
  * Layout (Int32 words): [0] state: -1 writer, n >= 0 readers; [1] writers waiting; [2] owner
- * thread (threadId + 1, 0 = none); [3] exclusive depth; [4] arena closed flag (see backend.ts).
+ * thread (threadId + 1, 0 = none); [3] exclusive depth; [4] arena closed flag (see backend.ts);
+ * [5] sleepers (threads inside Atomics.wait or about to be).
+ *
+ * Cost: the uncontended paths are one compare-exchange to take and one store to give back;
+ * Atomics.notify (which takes a process-wide waiter-list lock in V8) runs only when a sleeper
+ * announced itself. That is safe because all of these are sequentially consistent: a sleeper
+ * increments `sleepers` before Atomics.wait re-checks the state word, and a releaser writes the
+ * state word before reading `sleepers`, so either the releaser sees the sleeper or the sleeper
+ * sees the new state and does not sleep.
  *
  * Lost wake-ups: a reader blocked only because writers are waiting sleeps on the state word,
  * whose value may already be back to what it saw; it therefore waits with a short timeout
@@ -28,6 +36,7 @@ const WRITERS_WAITING = 1;
 const OWNER = 2;
 const DEPTH = 3;
 export const LOCK_WORD_CLOSED = 4;
+const SLEEPERS = 5;
 const WORDS = 8;
 const READER_RECHECK_MS = 1;
 const DEPTH_MAX = 1 << 20;
@@ -54,15 +63,29 @@ export class SharedRwLock {
       w[DEPTH]++;
       return;
     }
-    Atomics.add(w, WRITERS_WAITING, 1);
-    for (;;) {
-      const s = Atomics.compareExchange(w, STATE, 0, -1);
-      if (s === 0) break;
-      Atomics.wait(w, STATE, s);
+    if (Atomics.compareExchange(w, STATE, 0, -1) !== 0) {
+      Atomics.add(w, WRITERS_WAITING, 1);
+      for (;;) {
+        const s = Atomics.compareExchange(w, STATE, 0, -1);
+        if (s === 0) break;
+        this.sleep(s, Number.POSITIVE_INFINITY);
+      }
+      Atomics.sub(w, WRITERS_WAITING, 1);
     }
-    Atomics.sub(w, WRITERS_WAITING, 1);
     Atomics.store(w, OWNER, this.self);
     w[DEPTH] = 1;
+  }
+
+  /** Wait while the state word still equals `seen`, announced as a sleeper. */
+  private sleep(seen: number, timeoutMs: number): void {
+    const w = this.words;
+    Atomics.add(w, SLEEPERS, 1);
+    Atomics.wait(w, STATE, seen, timeoutMs);
+    Atomics.sub(w, SLEEPERS, 1);
+  }
+
+  private wake(): void {
+    if (Atomics.load(this.words, SLEEPERS) > 0) Atomics.notify(this.words, STATE);
   }
 
   release(): void {
@@ -73,7 +96,7 @@ export class SharedRwLock {
     if (w[DEPTH] > 0) return;
     Atomics.store(w, OWNER, 0);
     Atomics.store(w, STATE, 0);
-    Atomics.notify(w, STATE);
+    this.wake();
   }
 
   /** Does this thread hold the exclusive side? */
@@ -90,14 +113,14 @@ export class SharedRwLock {
         if (Atomics.compareExchange(w, STATE, s, s + 1) === s) return;
         continue;
       }
-      Atomics.wait(w, STATE, s, READER_RECHECK_MS);
+      this.sleep(s, READER_RECHECK_MS);
     }
   }
 
   releaseShared(): void {
     const prev = Atomics.sub(this.words, STATE, 1);
     assert(prev > 0, 'shared release without a shared holder');
-    if (prev === 1) Atomics.notify(this.words, STATE);
+    if (prev === 1) this.wake();
   }
 
   /** Readers currently inside (for tests and reports); -1 while a writer holds it. */

@@ -1,0 +1,186 @@
+/**
+ * Host benchmark: what one JIT'd function costs to write and call on real memory, per mode.
+ *
+ * For 64 B, 256 B and 4 KiB bodies, N functions are written through Execmem.updateVa (the one
+ * write path) and each is called once through the host backend's callable; the cost per function
+ * is (all updates + all calls) / N, the best of a few rounds. Modes:
+ * - dualmap: updates write the RW alias; no permission change (the user-space text_poke).
+ * - mprotect, unbatched: every update opens and closes its block (two mprotect calls, each a
+ *   process-wide TLB flush), as V8 did per function before batch compilation.
+ * - mprotect, batched: all N updates inside one Execmem.batch(), one flip per block and direction.
+ * The baseline writes the same bytes into an RWX anonymous mapping and calls them with raw koffi
+ * functions: a MEASUREMENT-ONLY lower bound that is never a product mode (it violates W^X).
+ *
+ * Targets (research/userspace-jit-alloc.md, "Numbers to beat"; the issue): dualmap within 1.5x of
+ * RWX for 256 B, batching at least 10x cheaper than one flip per update. Reported as ratios from
+ * this one process run; nothing here is asserted.
+ */
+import koffi from 'koffi';
+import { Execmem } from '../src/execmem/execmem.js';
+import { type HostBackend, type HostFunction, openHost } from '../src/host/index.js';
+import {
+  loadLibc,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
+  memoryView,
+  PROT_EXEC,
+  PROT_READ,
+  PROT_WRITE,
+} from '../src/host/libc.js';
+import { genSized } from '../src/host/x86gen.js';
+import type { BenchResult } from './types.js';
+
+const MiB = 1024 * 1024;
+const SIZES = [64, 256, 4096] as const;
+const ROUNDS = 5;
+
+function countFor(sizeBytes: number): number {
+  return sizeBytes >= 4096 ? 400 : 2000;
+}
+
+interface Bodies {
+  readonly code: Uint8Array[];
+  readonly expected: number[];
+}
+
+function bodies(sizeBytes: number, n: number): Bodies {
+  const code: Uint8Array[] = [];
+  const expected: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const g = genSized(sizeBytes, i + 1);
+    code.push(g.code);
+    expected.push(g.expected);
+  }
+  return { code, expected };
+}
+
+function check(got: number, want: number, what: string): void {
+  if (got !== want) throw new Error(`${what}: JIT function returned ${got}, expected ${want}`);
+}
+
+/** Best-of-rounds nanoseconds per function for `round`, which handles n functions. */
+function bestNs(n: number, round: () => void): number {
+  let best = Number.POSITIVE_INFINITY;
+  for (let r = 0; r < ROUNDS; r++) {
+    const t0 = performance.now();
+    round();
+    best = Math.min(best, performance.now() - t0);
+  }
+  return (best * 1e6) / n;
+}
+
+/** The measurement-only RWX baseline: one private anonymous RWX mapping, raw koffi calls. */
+function measureRwx(sizeBytes: number, b: Bodies): number {
+  const libc = loadLibc();
+  const n = b.code.length;
+  const bytes = Math.ceil((n * sizeBytes) / 4096) * 4096;
+  const va = libc.mmap(0, bytes, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (va === -1) throw new Error(`RWX baseline mapping refused (errno ${libc.errno()})`);
+  try {
+    const mem = memoryView(va, bytes);
+    const proto = koffi.proto('int (void)');
+    const fns = b.code.map((_, i) => koffi.decode(va + i * sizeBytes, proto) as HostFunction);
+    return bestNs(n, () => {
+      for (let i = 0; i < n; i++) mem.set(b.code[i], i * sizeBytes);
+      for (let i = 0; i < n; i++) check(fns[i](), b.expected[i], 'rwx');
+    });
+  } finally {
+    libc.munmap(va, bytes);
+  }
+}
+
+interface Slots {
+  readonly em: Execmem;
+  readonly vas: number[];
+  readonly fns: HostFunction[];
+}
+
+function slots(h: HostBackend, sizeBytes: number, b: Bodies): Slots {
+  const em = new Execmem(h);
+  const vas = b.code.map(() => em.allocVa('bpf', sizeBytes));
+  em.batch(() => {
+    for (let i = 0; i < vas.length; i++) em.updateVa(vas[i], b.code[i]);
+  });
+  const fns = vas.map((va) => h.fn(va, 'int (void)'));
+  return { em, vas, fns };
+}
+
+function measureHost(s: Slots, b: Bodies, batched: boolean, what: string): number {
+  const n = s.vas.length;
+  const { em, vas, fns } = s;
+  const updateAll = (): void => {
+    for (let i = 0; i < n; i++) em.updateVa(vas[i], b.code[i]);
+  };
+  return bestNs(n, () => {
+    if (batched) em.batch(updateAll);
+    else updateAll();
+    for (let i = 0; i < n; i++) check(fns[i](), b.expected[i], what);
+  });
+}
+
+function ratioRow(name: string, ns: number, baseName: string, baseNs: number, note: string): BenchResult {
+  return { name, value: ns, unit: 'ns/function', baseline: baseName, ratio: ns / baseNs, note };
+}
+
+export async function benchHost(): Promise<BenchResult[]> {
+  const out: BenchResult[] = [];
+  const dual = openHost({ mode: 'dualmap', textReserveBytes: 64 * MiB, dataReserveBytes: 2 * MiB });
+  const mprot = openHost({ mode: 'mprotect', textReserveBytes: 64 * MiB, dataReserveBytes: 2 * MiB });
+  try {
+    for (const size of SIZES) {
+      const b = bodies(size, countFor(size));
+      const rwxName = `rwx update+call ${size} B`;
+      const rwx = measureRwx(size, b);
+      out.push({
+        name: rwxName,
+        value: rwx,
+        unit: 'ns/function',
+        note: 'MEASUREMENT-ONLY baseline: one RWX mapping (violates W^X, never a product mode)',
+      });
+      const ds = slots(dual, size, b);
+      const d = measureHost(ds, b, false, 'dualmap');
+      out.push(
+        ratioRow(`dualmap update+call ${size} B`, d, rwxName, rwx, size === 256 ? 'target ratio <= 1.5' : ''),
+      );
+      const ms = slots(mprot, size, b);
+      const unb = measureHost(ms, b, false, 'mprotect unbatched');
+      const bat = measureHost(ms, b, true, 'mprotect batched');
+      out.push(
+        ratioRow(`mprotect unbatched update+call ${size} B`, unb, rwxName, rwx, 'two mprotect per update'),
+      );
+      out.push(
+        ratioRow(
+          `mprotect batched update+call ${size} B`,
+          bat,
+          rwxName,
+          rwx,
+          `${b.code.length} updates per batch`,
+        ),
+      );
+      out.push({
+        name: `mprotect batching gain ${size} B`,
+        value: unb / bat,
+        unit: 'x',
+        baseline: `mprotect unbatched update+call ${size} B`,
+        ratio: bat / unb,
+        note: 'value = unbatched / batched cost; target >= 10',
+      });
+      for (const s of [ds, ms]) {
+        for (const va of s.vas) s.em.freeVa(va);
+        s.em.shrink({ keepSpare: false });
+      }
+    }
+    out.push({
+      name: 'host modes',
+      value: 0,
+      unit: 'info',
+      note:
+        `dualmap: ${dual.modeReason}; THP for memfd: ${dual.report().thpForBlocks.why}; ` +
+        `mprotect THP: ${mprot.report().thpForBlocks.why}`,
+    });
+  } finally {
+    dual.close();
+    mprot.close();
+  }
+  return out;
+}
