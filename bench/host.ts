@@ -32,7 +32,7 @@ import type { BenchResult } from './types.js';
 
 const MiB = 1024 * 1024;
 const SIZES = [64, 256, 4096] as const;
-const ROUNDS = 5;
+const ROUNDS = 7;
 
 function countFor(sizeBytes: number): number {
   return sizeBytes >= 4096 ? 400 : 2000;
@@ -58,64 +58,95 @@ function check(got: number, want: number, what: string): void {
   if (got !== want) throw new Error(`${what}: JIT function returned ${got}, expected ${want}`);
 }
 
-/** Best-of-rounds nanoseconds per function for `round`, which handles n functions. */
-function bestNs(n: number, round: () => void): number {
-  let best = Number.POSITIVE_INFINITY;
+/** One measured configuration: `round` writes and calls all n functions once. */
+interface Config {
+  readonly name: string;
+  readonly round: () => void;
+  bestMs: number;
+}
+
+/**
+ * Run every config once to warm up, then ROUNDS times interleaved (so background load hits all
+ * configs alike), keeping each config's best round. Returns nanoseconds per function.
+ */
+function measure(n: number, configs: Config[]): Map<string, number> {
+  for (const c of configs) c.round();
   for (let r = 0; r < ROUNDS; r++) {
-    const t0 = performance.now();
-    round();
-    best = Math.min(best, performance.now() - t0);
+    for (const c of configs) {
+      const t0 = performance.now();
+      c.round();
+      c.bestMs = Math.min(c.bestMs, performance.now() - t0);
+    }
   }
-  return (best * 1e6) / n;
+  return new Map(configs.map((c) => [c.name, (c.bestMs * 1e6) / n]));
 }
 
 /** The measurement-only RWX baseline: one private anonymous RWX mapping, raw koffi calls. */
-function measureRwx(sizeBytes: number, b: Bodies): number {
+function rwxConfig(sizeBytes: number, b: Bodies, cleanups: (() => void)[]): Config {
   const libc = loadLibc();
   const n = b.code.length;
   const bytes = Math.ceil((n * sizeBytes) / 4096) * 4096;
   const va = libc.mmap(0, bytes, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (va === -1) throw new Error(`RWX baseline mapping refused (errno ${libc.errno()})`);
-  try {
-    const mem = memoryView(va, bytes);
-    const proto = koffi.proto('int (void)');
-    const fns = b.code.map((_, i) => koffi.decode(va + i * sizeBytes, proto) as HostFunction);
-    return bestNs(n, () => {
+  cleanups.push(() => libc.munmap(va, bytes));
+  const mem = memoryView(va, bytes);
+  const proto = koffi.proto('int (void)');
+  const fns = b.code.map((_, i) => koffi.decode(va + i * sizeBytes, proto) as HostFunction);
+  return {
+    name: 'rwx',
+    bestMs: Number.POSITIVE_INFINITY,
+    round: () => {
       for (let i = 0; i < n; i++) mem.set(b.code[i], i * sizeBytes);
       for (let i = 0; i < n; i++) check(fns[i](), b.expected[i], 'rwx');
-    });
-  } finally {
-    libc.munmap(va, bytes);
-  }
+    },
+  };
 }
 
-interface Slots {
-  readonly em: Execmem;
-  readonly vas: number[];
-  readonly fns: HostFunction[];
-}
-
-function slots(h: HostBackend, sizeBytes: number, b: Bodies): Slots {
+/** N slots of `sizeBytes` in a fresh Execmem over `h`, written once and made callable. */
+function hostSlots(h: HostBackend, sizeBytes: number, b: Bodies, cleanups: (() => void)[]) {
   const em = new Execmem(h);
   const vas = b.code.map(() => em.allocVa('bpf', sizeBytes));
   em.batch(() => {
     for (let i = 0; i < vas.length; i++) em.updateVa(vas[i], b.code[i]);
   });
   const fns = vas.map((va) => h.fn(va, 'int (void)'));
+  cleanups.push(() => {
+    for (const va of vas) em.freeVa(va);
+    em.shrink({ keepSpare: false });
+  });
   return { em, vas, fns };
 }
 
-function measureHost(s: Slots, b: Bodies, batched: boolean, what: string): number {
-  const n = s.vas.length;
+/** Updates through Execmem (the product path), batched or not, then one call each. */
+function execmemConfig(name: string, s: ReturnType<typeof hostSlots>, b: Bodies, batched: boolean): Config {
   const { em, vas, fns } = s;
+  const n = vas.length;
   const updateAll = (): void => {
     for (let i = 0; i < n; i++) em.updateVa(vas[i], b.code[i]);
   };
-  return bestNs(n, () => {
-    if (batched) em.batch(updateAll);
-    else updateAll();
-    for (let i = 0; i < n; i++) check(fns[i](), b.expected[i], what);
-  });
+  return {
+    name,
+    bestMs: Number.POSITIVE_INFINITY,
+    round: () => {
+      if (batched) em.batch(updateAll);
+      else updateAll();
+      for (let i = 0; i < n; i++) check(fns[i](), b.expected[i], name);
+    },
+  };
+}
+
+/** The dualmap mechanism alone: backend alias writes (poke) and calls, no allocator lookup. */
+function pokeConfig(h: HostBackend, s: ReturnType<typeof hostSlots>, b: Bodies): Config {
+  const { vas, fns } = s;
+  const n = vas.length;
+  return {
+    name: 'poke',
+    bestMs: Number.POSITIVE_INFINITY,
+    round: () => {
+      for (let i = 0; i < n; i++) h.poke(vas[i], b.code[i]);
+      for (let i = 0; i < n; i++) check(fns[i](), b.expected[i], 'poke');
+    },
+  };
 }
 
 function ratioRow(name: string, ns: number, baseName: string, baseNs: number, note: string): BenchResult {
@@ -129,45 +160,68 @@ export async function benchHost(): Promise<BenchResult[]> {
   try {
     for (const size of SIZES) {
       const b = bodies(size, countFor(size));
-      const rwxName = `rwx update+call ${size} B`;
-      const rwx = measureRwx(size, b);
-      out.push({
-        name: rwxName,
-        value: rwx,
-        unit: 'ns/function',
-        note: 'MEASUREMENT-ONLY baseline: one RWX mapping (violates W^X, never a product mode)',
-      });
-      const ds = slots(dual, size, b);
-      const d = measureHost(ds, b, false, 'dualmap');
-      out.push(
-        ratioRow(`dualmap update+call ${size} B`, d, rwxName, rwx, size === 256 ? 'target ratio <= 1.5' : ''),
-      );
-      const ms = slots(mprot, size, b);
-      const unb = measureHost(ms, b, false, 'mprotect unbatched');
-      const bat = measureHost(ms, b, true, 'mprotect batched');
-      out.push(
-        ratioRow(`mprotect unbatched update+call ${size} B`, unb, rwxName, rwx, 'two mprotect per update'),
-      );
-      out.push(
-        ratioRow(
-          `mprotect batched update+call ${size} B`,
-          bat,
-          rwxName,
-          rwx,
-          `${b.code.length} updates per batch`,
-        ),
-      );
-      out.push({
-        name: `mprotect batching gain ${size} B`,
-        value: unb / bat,
-        unit: 'x',
-        baseline: `mprotect unbatched update+call ${size} B`,
-        ratio: bat / unb,
-        note: 'value = unbatched / batched cost; target >= 10',
-      });
-      for (const s of [ds, ms]) {
-        for (const va of s.vas) s.em.freeVa(va);
-        s.em.shrink({ keepSpare: false });
+      const cleanups: (() => void)[] = [];
+      try {
+        const ds = hostSlots(dual, size, b, cleanups);
+        const ms = hostSlots(mprot, size, b, cleanups);
+        const t = measure(b.code.length, [
+          rwxConfig(size, b, cleanups),
+          execmemConfig('dualmap', ds, b, false),
+          pokeConfig(dual, ds, b),
+          execmemConfig('mprotect', ms, b, false),
+          execmemConfig('mprotect-batched', ms, b, true),
+        ]);
+        const rwx = t.get('rwx')!;
+        const rwxName = `rwx update+call ${size} B`;
+        out.push({
+          name: rwxName,
+          value: rwx,
+          unit: 'ns/function',
+          note: 'MEASUREMENT-ONLY baseline: one RWX mapping, raw memcpy + raw koffi call (violates W^X, never a product mode)',
+        });
+        const target = size === 256 ? '; target ratio <= 1.5' : '';
+        out.push(
+          ratioRow(
+            `dualmap update+call ${size} B`,
+            t.get('dualmap')!,
+            rwxName,
+            rwx,
+            `through Execmem.updateVa${target}`,
+          ),
+        );
+        out.push(
+          ratioRow(
+            `dualmap poke+call ${size} B`,
+            t.get('poke')!,
+            rwxName,
+            rwx,
+            `backend alias write, no allocator${target}`,
+          ),
+        );
+        const unb = t.get('mprotect')!;
+        const bat = t.get('mprotect-batched')!;
+        out.push(
+          ratioRow(`mprotect unbatched update+call ${size} B`, unb, rwxName, rwx, 'two mprotect per update'),
+        );
+        out.push(
+          ratioRow(
+            `mprotect batched update+call ${size} B`,
+            bat,
+            rwxName,
+            rwx,
+            `${b.code.length} updates per batch`,
+          ),
+        );
+        out.push({
+          name: `mprotect batching gain ${size} B`,
+          value: unb / bat,
+          unit: 'x',
+          baseline: `mprotect unbatched update+call ${size} B`,
+          ratio: bat / unb,
+          note: 'value = unbatched / batched cost; target >= 10',
+        });
+      } finally {
+        for (const c of cleanups.reverse()) c();
       }
     }
     out.push({
