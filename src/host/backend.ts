@@ -30,6 +30,14 @@
  * Worker threads: `share()` gives a structured-cloneable handle; `attachHost(handle)` in a worker
  * builds a backend over the same mappings, page tables and lock. Blocks belong to the backend that
  * mapped them; code may be called from any thread. The owner closes last (its close unmaps).
+ * Locking, per mode: mprotect-mode calls hold the shared side of the lock, so a flip or an unmap
+ * waits for running calls and a call after an unmap is a typed error. dualmap calls take no lock
+ * (nothing they execute ever changes protection while live), so freeing code another thread may
+ * still be running is the caller's race, exactly as with free() of any memory in use.
+ * Cross-modifying code: a function written on one CPU and first run on another relies on x86
+ * cache coherence plus the thousands of instructions between publishing (a seq-cst Atomics store
+ * in the tests) and the call; the SDM's strict protocol (a serializing instruction on the
+ * executing CPU) is not performed. In mprotect mode the flip's TLB-shootdown IPI does serialize.
  */
 
 import koffi, { type TypeObject } from 'koffi';
