@@ -6,48 +6,9 @@
  */
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { ARCHES, EXECMEM_TYPES, type ExecmemType } from '../src/arch/index.js';
+import { ARCHES } from '../src/arch/index.js';
 import { Execmem, type PoolSharing } from '../src/execmem/execmem.js';
-import { ExecmemModel, FakeBackend, fakeProbe, type ModelOp } from './helpers/fake-backend.js';
-
-const typeArb = fc.constantFrom<ExecmemType>(...EXECMEM_TYPES);
-const sizeArb = fc.oneof(
-  { weight: 6, arbitrary: fc.integer({ min: 1, max: 600 }) },
-  { weight: 3, arbitrary: fc.integer({ min: 600, max: 9000 }) },
-  { weight: 1, arbitrary: fc.integer({ min: 9000, max: 700_000 }) },
-  { weight: 1, arbitrary: fc.integer({ min: 2 * 1024 * 1024 - 64, max: 2 * 1024 * 1024 + 70_000 }) },
-);
-const allocArb: fc.Arbitrary<ModelOp> = fc.record({
-  kind: fc.constant('alloc' as const),
-  type: typeArb,
-  sizeBytes: sizeArb,
-  alignBytes: fc.constantFrom(undefined, 1, 16, 64, 256, 4096),
-  atomic: fc.boolean(),
-});
-const simpleArb: fc.Arbitrary<ModelOp> = fc.oneof(
-  { weight: 5, arbitrary: allocArb },
-  {
-    weight: 4,
-    arbitrary: fc.record({
-      kind: fc.constant('update' as const),
-      pick: fc.nat(),
-      offset: fc.nat(),
-      sizeBytes: fc.integer({ min: 1, max: 5000 }),
-      byte: fc.integer({ min: 0, max: 255 }),
-    }),
-  },
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('free' as const), pick: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('seal' as const), pick: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('shrink' as const), keepSpare: fc.boolean() }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('bad' as const), which: fc.nat(), pick: fc.nat() }) },
-);
-export const opArb: fc.Arbitrary<ModelOp> = fc.oneof(
-  { weight: 9, arbitrary: simpleArb },
-  {
-    weight: 1,
-    arbitrary: fc.record({ kind: fc.constant('batch' as const), ops: fc.array(simpleArb, { maxLength: 6 }) }),
-  },
-);
+import { ExecmemModel, FakeBackend, fakeProbe, opArb } from './helpers/fake-backend.js';
 
 const configs: [keyof typeof ARCHES, PoolSharing][] = [
   ['x86_64', 'family'],

@@ -14,8 +14,9 @@
  * `storeBytes: false` keeps protections but no contents (reads return zeros): the benchmark uses
  * it so that throughput measures the allocator, not memset of megabytes.
  */
+import fc from 'fast-check';
 import type { ArchSpec, ExecmemType, Prot, VaRange } from '../../src/arch/types.js';
-import { protIsExec, protIsWrite, typeIsText } from '../../src/arch/types.js';
+import { EXECMEM_TYPES, protIsExec, protIsWrite, typeIsText } from '../../src/arch/types.js';
 import { SZ_2M, SZ_4K } from '../../src/base/addr.js';
 import {
   type Backend,
@@ -538,3 +539,43 @@ export function fakeProbe(fb: FakeBackend): ModelProbe {
     mappedBytes: () => fb.mappedBytes(),
   };
 }
+
+/** Random op sequences for the model (sizes weighted towards BPF-like small objects). */
+const typeArb = fc.constantFrom<ExecmemType>(...EXECMEM_TYPES);
+const sizeArb = fc.oneof(
+  { weight: 6, arbitrary: fc.integer({ min: 1, max: 600 }) },
+  { weight: 3, arbitrary: fc.integer({ min: 600, max: 9000 }) },
+  { weight: 1, arbitrary: fc.integer({ min: 9000, max: 700_000 }) },
+  { weight: 1, arbitrary: fc.integer({ min: 2 * 1024 * 1024 - 64, max: 2 * 1024 * 1024 + 70_000 }) },
+);
+const allocArb: fc.Arbitrary<ModelOp> = fc.record({
+  kind: fc.constant('alloc' as const),
+  type: typeArb,
+  sizeBytes: sizeArb,
+  alignBytes: fc.constantFrom(undefined, 1, 16, 64, 256, 4096),
+  atomic: fc.boolean(),
+});
+const simpleArb: fc.Arbitrary<ModelOp> = fc.oneof(
+  { weight: 5, arbitrary: allocArb },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant('update' as const),
+      pick: fc.nat(),
+      offset: fc.nat(),
+      sizeBytes: fc.integer({ min: 1, max: 5000 }),
+      byte: fc.integer({ min: 0, max: 255 }),
+    }),
+  },
+  { weight: 4, arbitrary: fc.record({ kind: fc.constant('free' as const), pick: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('seal' as const), pick: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('shrink' as const), keepSpare: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('bad' as const), which: fc.nat(), pick: fc.nat() }) },
+);
+export const opArb: fc.Arbitrary<ModelOp> = fc.oneof(
+  { weight: 9, arbitrary: simpleArb },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant('batch' as const), ops: fc.array(simpleArb, { maxLength: 6 }) }),
+  },
+);
