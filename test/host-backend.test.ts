@@ -135,6 +135,31 @@ describe('host backend: open and probe', () => {
     });
   }
 
+  test('a kernel that rejects MFD_EXEC (pre-6.3, forced) gets the retry without it', () => {
+    const h = openHost({
+      mode: 'dualmap',
+      probeFault: 'mfd_exec',
+      textReserveBytes: 4 * MiB,
+      dataReserveBytes: 2 * MiB,
+    });
+    try {
+      assert.equal(h.mode, 'dualmap');
+      assert.equal(h.report().memfdFlags, 'MFD_CLOEXEC');
+      const b = textBlock(h);
+      install(h, b, b.va, genConst(11));
+      assert.equal(h.fn(b.va, 'int (void)')(), 11);
+    } finally {
+      h.close();
+    }
+    const normal = openHost({ mode: 'dualmap', textReserveBytes: 4 * MiB, dataReserveBytes: 2 * MiB });
+    try {
+      // This kernel (6.3+) takes MFD_EXEC; older ones would report the retry here too.
+      assert.match(normal.report().memfdFlags ?? '', /^MFD_CLOEXEC/);
+    } finally {
+      normal.close();
+    }
+  });
+
   test('bad options are typed errors', () => {
     const bad = [
       { mode: 'rwx' as never },

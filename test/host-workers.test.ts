@@ -17,6 +17,7 @@ import { attachHost, genLinear, type HostShareHandle, openHost } from '../src/ho
 const MiB = 1024 * 1024;
 const WORKERS = 3;
 const FUNCS_PER_WORKER = 150;
+const CROSS_CALLS_PER_FUNC = 4;
 /** Board layout per published function: va (f64), mul, add (i32). */
 const SLOTS = WORKERS * FUNCS_PER_WORKER;
 
@@ -72,13 +73,14 @@ function runWorker(input: WorkerInput): WorkerResult {
       params[2 * slot] = mul;
       params[2 * slot + 1] = add;
       Atomics.store(counts, input.index, k + 1);
-      // Call something another worker published (it may be updating that very block now).
-      const other = (input.index + 1 + (k % (WORKERS - 1))) % WORKERS;
-      const n = Atomics.load(counts, other);
-      if (n > 0) {
-        const s = other * FUNCS_PER_WORKER + ((k * 31) % n);
+      // Call what other workers published (they may be updating those very blocks now).
+      for (let c = 0; c < CROSS_CALLS_PER_FUNC; c++) {
+        const other = (input.index + 1 + ((k + c) % (WORKERS - 1))) % WORKERS;
+        const n = Atomics.load(counts, other);
+        if (n === 0) continue;
+        const s = other * FUNCS_PER_WORKER + ((k * 31 + c * 17) % n);
         const g = h.fn(boardVa[s], 'int (int, int)');
-        if (g(k, -5) !== expected(params[2 * s], params[2 * s + 1], k, -5)) mismatches++;
+        if (g(k, -5 - c) !== expected(params[2 * s], params[2 * s + 1], k, -5 - c)) mismatches++;
         crossCalls++;
       }
     }

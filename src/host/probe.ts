@@ -28,7 +28,12 @@ import {
   PROT_WRITE,
 } from './libc.js';
 
-export type ProbeFault = 'memfd_create' | 'mmap_exec';
+/**
+ * memfd_create: refuse memfd_create entirely (ENOSYS, a process without it);
+ * mmap_exec: refuse PROT_EXEC on the shared mapping (EACCES, an SELinux-like policy);
+ * mfd_exec: refuse the MFD_EXEC flag with EINVAL, as kernels before 6.3 do (the retry path).
+ */
+export type ProbeFault = 'memfd_create' | 'mmap_exec' | 'mfd_exec';
 
 export interface ProbeResult {
   readonly ok: boolean;
@@ -55,8 +60,8 @@ export interface Memfd {
 export function createMemfd(libc: Libc, name: string, fault?: ProbeFault): Memfd | { errno: number } {
   if (fault === 'memfd_create') return { errno: ENOSYS };
   let flags = MFD_CLOEXEC | MFD_EXEC;
-  let fd = libc.memfdCreate(name, flags);
-  if (fd < 0 && libc.errno() === EINVAL) {
+  let fd = fault === 'mfd_exec' ? -1 : libc.memfdCreate(name, flags);
+  if (fd < 0 && (fault === 'mfd_exec' || libc.errno() === EINVAL)) {
     flags = MFD_CLOEXEC;
     fd = libc.memfdCreate(name, flags);
   }
