@@ -190,6 +190,12 @@ export class ModuleLoader {
   private readonly percpu: PercpuArea;
   private readonly checkPc32: boolean;
   private readonly modules = new Map<string, LoadedModule>();
+  /**
+   * Exports of live modules by name. Linux walks the module list; because duplicate exports are
+   * refused at load (verify_exported_symbols()), a name has one owner and a map gives the same
+   * answer without the walk.
+   */
+  private readonly moduleExports = new Map<string, { exp: KernelExport; owner: string }>();
   private readonly relocTotals = new Uint32Array(RELOC_TYPE_LIMIT);
   private failed = 0;
   private unloaded = 0;
@@ -216,6 +222,7 @@ export class ModuleLoader {
       const prep = this.prepare(fileBytes, nameHint);
       const mod = this.place(prep);
       this.modules.set(mod.name, mod);
+      for (const [n, exp] of mod.exports) this.moduleExports.set(n, { exp, owner: mod.name });
       this.loadedTotal++;
       return mod;
     } catch (e) {
@@ -254,6 +261,7 @@ export class ModuleLoader {
       if (m) this.allocator.free(m.va);
     }
     if (mod.percpuOffset !== null) this.percpu.free(mod.percpuOffset);
+    for (const n of mod.exports.keys()) this.moduleExports.delete(n);
     this.modules.delete(name);
     this.unloaded++;
   }
@@ -328,11 +336,8 @@ export class ModuleLoader {
   private findExport(name: string): { exp: KernelExport; owner: string | null; value: number } | undefined {
     const k = this.kernel.get(name);
     if (k) return { exp: k, owner: null, value: this.kernel.runtimeValue(k) };
-    for (const mod of this.modules.values()) {
-      const e = mod.exports.get(name);
-      if (e) return { exp: e, owner: mod.name, value: e.value };
-    }
-    return undefined;
+    const m = this.moduleExports.get(name);
+    return m ? { exp: m.exp, owner: m.owner, value: m.exp.value } : undefined;
   }
 
   private readVersions(elf: ElfFile): Map<string, number> | null {
