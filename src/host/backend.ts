@@ -159,6 +159,18 @@ export class HostBlock implements BackendBlock {
   ) {}
 }
 
+/** dualmap's allocator lock: re-entrant, this thread only (see HostBackend.lock). */
+class ThreadLock {
+  private depth = 0;
+  acquire(): void {
+    this.depth++;
+  }
+  release(): void {
+    assert(this.depth > 0, 'lock released while not held');
+    this.depth--;
+  }
+}
+
 const SZ_2M = 2 * 1024 * 1024;
 const DEFAULT_TEXT_RESERVE = 512 * 1024 * 1024;
 const DEFAULT_DATA_RESERVE = 256 * 1024 * 1024;
@@ -195,7 +207,14 @@ export class HostBackend implements Backend {
   readonly largePageBytes: number;
   readonly hasAliasWrite: boolean;
   readonly mode: 'dualmap' | 'mprotect';
-  /** The allocator's update helper takes this around unprotect/write/protect (exclusive side). */
+  /**
+   * The lock the allocator holds around each operation and across batch(). mprotect mode: the
+   * exclusive side of the shared reader/writer lock, because an open update window makes pages
+   * RW+NX for every thread. dualmap mode: a per-thread re-entrant counter, because nothing the
+   * allocator does there changes what another thread may execute (each thread's Execmem state is
+   * its own, and the backend locks its shared tables itself in mapBlock/unmapBlock/protect); the
+   * shared lock would only add its atomics to every update.
+   */
   readonly lock: { acquire(): void; release(): void };
 
   private readonly rw: SharedRwLock;
@@ -219,7 +238,10 @@ export class HostBackend implements Backend {
     this.rw = new SharedRwLock(lockSab);
     this.families = [new FamilyArena(layouts[0]), new FamilyArena(layouts[1])];
     const rw = this.rw;
-    this.lock = { acquire: () => rw.acquire(), release: () => rw.release() };
+    this.lock =
+      this.mode === 'mprotect'
+        ? { acquire: () => rw.acquire(), release: () => rw.release() }
+        : new ThreadLock();
   }
 
   /** Used by openHost only. */
