@@ -1,0 +1,112 @@
+/**
+ * The compare harness on every workload (scaled down for test speed) with every policy: W^X is 0
+ * after every event for every design, the figures obey their definitions (overhead = mapped /
+ * live, live bytes identical across designs, the slowest design has speed ratio 1, occupancy
+ * regions add up to the totals), and the designs differ where their sources say they must.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CompareError, type CompareResult, runCompare } from '../src/metrics/compare.js';
+import { POLICY_NAMES } from '../src/policies/index.js';
+import { WORKLOADS } from '../src/workloads/registry.js';
+
+const GIB = 1024 ** 3;
+const SMALL = { memoryBytes: GIB, cpus: 2 } as const;
+
+function small(workload: string): CompareResult {
+  return runCompare({ workload, scale: 0.003, seed: 5, machine: SMALL, fetch: { callsScale: 0.01 } });
+}
+
+function byName(r: CompareResult, name: string) {
+  const p = r.policies.find((x) => x.name === name);
+  assert.ok(p, name);
+  return p;
+}
+
+describe('compare: every policy on every workload', () => {
+  for (const workload of Object.keys(WORKLOADS)) {
+    it(`${workload}: W^X 0, no failures, consistent figures`, () => {
+      const r = small(workload);
+      assert.equal(r.workload, workload);
+      assert.deepEqual(
+        r.policies.map((p) => p.name),
+        [...POLICY_NAMES],
+      );
+      const live = r.policies[0].metrics.liveBytes;
+      let minRatio = Number.POSITIVE_INFINITY;
+      for (const p of r.policies) {
+        const m = p.metrics;
+        assert.equal(m.wxViolations, 0, `${p.name}: W^X max`);
+        assert.equal(m.wxViolationsTotal, 0, `${p.name}: W^X total`);
+        assert.equal(m.failures, 0, `${p.name}: ${JSON.stringify(p.failureSamples)}`);
+        assert.equal(m.liveBytes, live, `${p.name}: same live bytes for every design`);
+        if (live > 0) assert.equal(m.overhead, m.mappedBytes / live);
+        assert.ok(m.largePageShare >= 0 && m.largePageShare <= 1);
+        assert.ok(m.execLargeBytes <= m.execMappedBytes && m.execMappedBytes <= m.mappedBytes);
+        assert.equal(
+          m.ipis,
+          m.shootdowns * (SMALL.cpus - 1),
+          `${p.name}: one IPI per other CPU per shootdown`,
+        );
+        assert.ok(m.fetches > 0, `${p.name}: the fetch model ran`);
+        assert.ok(
+          m.itlbMissesPerMillion >= m.itlbLowerBoundPerMillion,
+          `${p.name}: misses >= compulsory bound`,
+        );
+        minRatio = Math.min(minRatio, m.opsPerSecondRatio);
+        // Occupancy regions add up to the page-table and live totals.
+        let mapped = 0;
+        let liveInRegions = 0;
+        for (const region of p.occupancy.regions) {
+          mapped += region.mappedBytes;
+          for (const n of Object.values(region.liveBytesByType)) liveInRegions += n ?? 0;
+        }
+        assert.equal(mapped, m.mappedBytes, `${p.name}: regions' mapped bytes`);
+        assert.equal(liveInRegions, m.liveBytes, `${p.name}: regions' live bytes`);
+      }
+      assert.equal(minRatio, 1, 'speed is relative to the slowest policy');
+    });
+  }
+});
+
+describe('compare: designs differ as their sources say', () => {
+  it('bpf-churn: packs and our allocator avoid shootdowns; page-granular designs do not', () => {
+    const r = small('bpf-churn');
+    for (const name of ['module_alloc', 'execmem-6.10', 'execmem-rox', 'jit_alloc-2023']) {
+      assert.ok(byName(r, name).metrics.shootdowns > 10, `${name} pays shootdowns`);
+    }
+    assert.ok(byName(r, 'bpf_prog_pack').metrics.shootdowns <= 2, 'bpf_prog_pack: one per pack');
+    assert.equal(byName(r, 'jit_alloc-2023').metrics.largePageShare, 0);
+    assert.equal(byName(r, 'module_alloc').metrics.largePageShare, 0);
+    assert.ok(byName(r, 'execmem-rox').metrics.largePageShare > 0.9);
+  });
+
+  it('bad options are refused before any work', () => {
+    assert.throws(() => runCompare({ workload: 'nope' }), CompareError);
+    assert.throws(() => runCompare({ workload: 'mixed', policies: ['nope'] }), CompareError);
+    assert.throws(() => runCompare({ workload: 'mixed', policies: [] }), CompareError);
+    assert.throws(() => runCompare({ workload: 'mixed', seed: -1 }), CompareError);
+    assert.throws(() => runCompare({ workload: 'mixed', scale: 0 }), CompareError);
+    assert.throws(() => runCompare({ workload: 'mixed', ageFraction: 2 }), CompareError);
+    assert.throws(() => runCompare({ workload: 'mixed', arch: 'sparc' as 'x86_64' }), CompareError);
+  });
+
+  it('progress reports every policy and reaches the end', () => {
+    const seen = new Map<string, number>();
+    let total = 0;
+    runCompare({
+      workload: 'trampolines',
+      scale: 0.003,
+      policies: ['module_alloc', 'execmem'],
+      machine: SMALL,
+      fetch: false,
+      progress(p) {
+        seen.set(p.policy, p.eventsDone);
+        total = p.eventsTotal;
+        assert.equal(p.policyCount, 2);
+      },
+    });
+    assert.deepEqual([...seen.keys()], ['module_alloc', 'execmem']);
+    for (const done of seen.values()) assert.equal(done, total);
+  });
+});
