@@ -69,19 +69,25 @@ function renderBars(spec: BarSpec): string {
     chart.setOption({
       animation: false,
       textStyle: { fontFamily: 'system-ui, -apple-system, Segoe UI, Roboto, sans-serif', color: '#1f2937' },
-      grid: { left: 72, right: 16, top: 56, bottom: 40 },
+      grid: { left: 72, right: 16, top: 56, bottom: spec.categories.length > 4 ? 56 : 40 },
       legend: {
         top: 4,
         left: 'center',
         itemWidth: 12,
         itemHeight: 10,
-        itemGap: 8,
-        textStyle: { fontSize: 11 },
+        itemGap: 14,
+        textStyle: { fontSize: 10.5 },
       },
       xAxis: {
         type: 'category',
         data: [...spec.categories],
-        axisLabel: { fontSize: 11, interval: 0, color: '#374151' },
+        // Many or long category names (policies) are turned so they never overlap.
+        axisLabel: {
+          fontSize: 11,
+          interval: 0,
+          color: '#374151',
+          rotate: spec.categories.length > 4 ? 20 : 0,
+        },
         axisTick: { alignWithLabel: true },
       },
       yAxis: {
