@@ -42,6 +42,9 @@ import {
   tableSampler,
   writeModuleTable,
 } from '../src/workloads/dataset/table.js';
+import { debianModules } from '../src/workloads/dataset/workload.js';
+import { replay } from '../src/workloads/replay.js';
+import { validateTrace } from '../src/workloads/trace.js';
 
 const FIXTURES = join(process.cwd(), 'test', 'fixtures', 'c');
 const KFLAGS = [
@@ -208,6 +211,24 @@ describe('dataset plumbing', () => {
     const text = table.modules.reduce((n, r) => n + r.bytes[0], 0);
     assert.ok(text > 1 << 20, `text bytes ${text}`);
     assert.ok(table.modules.every((r) => r.relocs.R_X86_64_PC32 === undefined || r.relocs.R_X86_64_PC32 > 0));
+  });
+
+  it('debian-modules workload: boots the shipped table in dependency order and replays cleanly', () => {
+    const table = readModuleTable(join(process.cwd(), 'data', 'debian-modules.json'));
+    const trace = debianModules({ scale: 0.05, seed: 2 });
+    validateTrace(trace);
+    assert.equal(trace.name, 'debian-modules');
+    const textAllocs = trace.events.filter((e) => e.op === 'alloc' && e.type === 'module_text').length;
+    assert.ok(textAllocs >= Math.round(table.modules.length * 0.05), `${textAllocs} text allocations`);
+    assert.deepEqual(
+      JSON.stringify(debianModules({ scale: 0.05, seed: 2 })),
+      JSON.stringify(trace),
+      'deterministic',
+    );
+    const machine = createMachine({ arch: 'x86_64', seed: 2 });
+    const r = replay(trace, policyByName('execmem').create(machine, 2));
+    assert.equal(r.failureCount, 0);
+    assert.ok(r.ops.seal > 0 && r.ops.free > 0);
   });
 
   const root = findCachedDataset();
