@@ -7,12 +7,18 @@
  * else needs to know about it. No timing is asserted anywhere: targets are stated as ratios in
  * each result's note and judged by a reader (or CI script) from the output.
  */
+import { benchExecmem } from './execmem.js';
+import { benchHost } from './host.js';
 import { benchMachine } from './machine.js';
+import { benchModules } from './modules.js';
 import type { BenchModule, BenchResult } from './types.js';
 
 /** Registered bench modules, run in this order. */
 export const BENCHES: readonly { readonly name: string; readonly run: BenchModule }[] = [
   { name: 'machine', run: benchMachine },
+  { name: 'execmem', run: benchExecmem },
+  { name: 'host', run: benchHost },
+  { name: 'modules', run: benchModules },
 ];
 
 function fmtNumber(v: number): string {
