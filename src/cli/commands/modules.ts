@@ -26,7 +26,14 @@ interface LoadOpts {
   init: boolean;
 }
 
-export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo): Promise<ModulesLoadReport> {
+/** The load report plus what the allocator and the simulated machine counted. */
+export interface ModulesCliReport extends ModulesLoadReport {
+  readonly allocatorCounters: Readonly<Record<string, number>> | null;
+  readonly machineCounters: Readonly<Record<string, number>>;
+  readonly wxViolations: number;
+}
+
+export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo): Promise<ModulesCliReport> {
   if (!opts.all && names.length === 0) throw new UsageError('name modules to load, or pass --all');
   if (opts.all && names.length > 0) throw new UsageError('--all and module names exclude each other');
   let index: ReturnType<typeof openDataset>;
@@ -54,10 +61,16 @@ export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo)
     onModule: () => bar.tick(),
   });
   bar.done();
-  return report;
+  const counters = (allocator as { policyCounters?: () => Readonly<Record<string, number>> }).policyCounters;
+  return {
+    ...report,
+    allocatorCounters: typeof counters === 'function' ? counters.call(allocator) : null,
+    machineCounters: { ...machine.counters },
+    wxViolations: machine.wxViolationCount(),
+  };
 }
 
-function human(r: ModulesLoadReport): string {
+function human(r: ModulesCliReport): string {
   const lines = [
     `kernel ${r.kernelRelease}: ${r.kernelExports} exports from ${r.symbolsSource}, KASLR offset 0x${r.kaslrOffsetBytes.toString(16)}`,
     `allocator ${r.allocator}: ${r.loaded}/${r.requested} modules loaded, ${r.failed.length} failed, ${r.unresolvedSymbols} unresolved symbols, ${r.relocOverflows} relocation overflows`,
@@ -69,6 +82,7 @@ function human(r: ModulesLoadReport): string {
       .map((t) => `${t} ${r.liveBytesByMemType[t]}`)
       .join(', ')}`,
     `allocator usage: live ${r.usage.liveBytes} B, mapped ${r.usage.mappedBytes} B; per-CPU ${r.percpu.usedBytes}/${r.percpu.reserveBytes} B`,
+    `machine: ${r.wxViolations} W^X violations, ${r.machineCounters.shootdowns ?? 0} shootdowns, ${r.machineCounters.ipis ?? 0} IPIs, ${r.machineCounters.splitsDirectMap2M ?? 0}+${r.machineCounters.splitsDirectMap1G ?? 0} direct-map 2M+1G splits`,
     `load time ${r.loadMs.toFixed(0)} ms (${r.modulesPerSecond.toFixed(0)} modules/s, this process's wall clock)`,
   ];
   for (const f of r.failed) lines.push(`  FAILED ${f.name}: ${f.reason}`);
@@ -96,7 +110,7 @@ export function register(program: Command, io: CliIo): void {
         '',
         'Examples:',
         '  $ execmem modules load --all',
-        '  $ execmem modules load ext4 xfs --policy module_alloc --json',
+        '  $ execmem modules load xfs btrfs --policy module_alloc --json',
       ].join('\n'),
     )
     .action(async (names: string[], opts: LoadOpts) => {
