@@ -1,7 +1,10 @@
 /**
  * `execmem report` (= `npm start`): the main job. Runs every policy on every workload through the
- * compare harness (src/metrics/compare.ts, engineer P), adds the Debian modules workload when the
- * dataset has been fetched, and writes report/index.html + report/summary.md.
+ * compare harness (src/metrics/compare.ts, engineer P), including `debian-modules` (the section
+ * sizes of every module of a Debian kernel package, measured from the real .ko files and shipped
+ * as data/debian-modules.json by engineer E), and writes report/index.html + report/summary.md.
+ * It says whether the package itself has been fetched (needed only for `execmem modules load`,
+ * which loads the real bytes with their relocations) and how to fetch it.
  *
  * Why the work is delegated: the numbers must come from exactly the code `execmem compare` runs,
  * so a table on the report page can be reproduced with one compare command. This file only
@@ -23,6 +26,7 @@ import {
   type WorkloadRun,
 } from '../../metrics/report/types.js';
 import { WORKLOADS } from '../../workloads/registry.js';
+import type { Trace } from '../../workloads/trace.js';
 import { CliFailure, type CliIo } from '../io.js';
 import { checkName, parseArch, parseList, parseScale, parseSeed } from '../options.js';
 import { loadSubsystem } from '../subsystems.js';
@@ -55,7 +59,7 @@ export function register(program: Command, io: CliIo): void {
     .option('-a, --arch <arch>', 'x86_64, arm64 or generic', parseArch, 'x86_64')
     .option('-s, --seed <n>', 'seed of the workloads and of KASLR', parseSeed, 1)
     .option('--scale <x>', 'workload size factor (1 = default; tests use small values)', parseScale, 1)
-    .option('--no-modules', 'leave out the Debian modules workload even if the dataset is fetched')
+    .option('--no-modules', 'leave out the debian-modules workload')
     .addHelpText(
       'after',
       [
@@ -65,8 +69,8 @@ export function register(program: Command, io: CliIo): void {
         '  $ execmem report --scale 0.1 --out /tmp/r # a quick small run',
         '  $ execmem report --workloads mixed,bpf-churn --policies execmem,bpf_prog_pack',
         '',
-        'The Debian modules workload is included when the dataset has been fetched',
-        '(execmem dataset fetch); the report says so when it is not.',
+        'debian-modules uses the section sizes of a real Debian kernel package (shipped table);',
+        '`execmem dataset fetch` downloads the package itself for `execmem modules load`.',
       ].join('\n'),
     )
     .action(async (opts: ReportOptions) => {
@@ -75,22 +79,21 @@ export function register(program: Command, io: CliIo): void {
 }
 
 async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
-  const known = Object.keys(WORKLOADS);
+  const registered = Object.keys(WORKLOADS);
+  const known = registered.includes(DEBIAN_WORKLOAD) ? registered : [...registered, DEBIAN_WORKLOAD];
   const notes: string[] = [];
   let workloads = opts.workloads ?? known;
-  for (const w of workloads) if (w !== DEBIAN_WORKLOAD) checkName('workload', w, known);
+  for (const w of workloads) checkName('workload', w, known);
+  if (!opts.modules) {
+    workloads = workloads.filter((w) => w !== DEBIAN_WORKLOAD);
+    notes.push('The debian-modules workload was left out (--no-modules).');
+  }
   const compare = await loadSubsystem<CompareModule>(
     'metrics/compare.js',
     'the compare harness (runCompare)',
     ['runCompare'],
   );
-  if (opts.workloads === undefined && opts.modules) {
-    const debian = await debianWorkloadStatus();
-    if (debian.available) workloads = [...workloads, DEBIAN_WORKLOAD];
-    else notes.push(debian.note);
-  } else if (!opts.modules) {
-    notes.push('The Debian modules workload was left out (--no-modules).');
-  }
+  if (workloads.includes(DEBIAN_WORKLOAD)) notes.push(...(await debianNotes()));
   const runs: WorkloadRun[] = [];
   let modelledNote = '';
   // One tick per (workload, policy) run; the harness reports which policy it is on.
@@ -100,7 +103,7 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
     for (const workload of workloads) {
       let ticked = 0;
       const result = compare.runCompare({
-        workload,
+        workload: await workloadSource(workload, registered, opts),
         policies: opts.policies,
         arch: opts.arch,
         seed: opts.seed,
@@ -150,22 +153,71 @@ function reproduceCommand(opts: ReportOptions): string {
   return parts.length === 1 ? 'npm start' : parts.join(' ');
 }
 
-/** Is the Debian modules workload usable? (Needs engineer E's dataset index and a fetched package.) */
-async function debianWorkloadStatus(): Promise<{ available: boolean; note: string }> {
-  const fetchHint =
-    'Fetch it with `execmem dataset fetch` (downloads the Debian linux-image cloud package, ~50 MB).';
-  try {
-    await loadSubsystem('workloads/dataset/index.js', 'the Debian dataset', []);
-  } catch (error) {
-    return {
-      available: false,
-      note: `Debian modules not included: ${(error as Error).message}. ${fetchHint}`,
-    };
-  }
-  return {
-    available: false,
-    note: `Debian modules not included: dataset detection is not wired yet. ${fetchHint}`,
+interface DebianWorkloadModule {
+  debianModules(opts: { seed: number; scale: number }): Trace;
+  DEFAULT_MODULE_TABLE: string;
+}
+
+interface DebianDatasetModule {
+  findCachedDataset(): string | null;
+}
+
+interface DebianTableModule {
+  readModuleTable(path: string): {
+    packageName: string | null;
+    kernelRelease: string;
+    modules: readonly unknown[];
   };
+}
+
+/**
+ * A workload name the harness resolves itself, or (for debian-modules while it is not in the
+ * workload registry) the trace generated from the shipped module table.
+ */
+async function workloadSource(
+  name: string,
+  registered: readonly string[],
+  opts: ReportOptions,
+): Promise<string | Trace> {
+  if (registered.includes(name)) return name;
+  const mod = await loadSubsystem<DebianWorkloadModule>(
+    'workloads/dataset/workload.js',
+    'the debian-modules workload',
+    ['debianModules'],
+  );
+  return mod.debianModules({ seed: opts.seed, scale: opts.scale });
+}
+
+/** What the page says about the Debian data: where the sizes come from, and the package's state. */
+async function debianNotes(): Promise<string[]> {
+  const notes: string[] = [];
+  const workload = await loadSubsystem<DebianWorkloadModule>(
+    'workloads/dataset/workload.js',
+    'the debian-modules workload',
+    ['debianModules', 'DEFAULT_MODULE_TABLE'],
+  );
+  const table = await loadSubsystem<DebianTableModule>('workloads/dataset/table.js', 'the module table', [
+    'readModuleTable',
+  ]);
+  const t = table.readModuleTable(workload.DEFAULT_MODULE_TABLE);
+  notes.push(
+    `debian-modules: section sizes of the ${t.modules.length} modules of ${t.packageName ?? t.kernelRelease}, ` +
+      'measured from the real .ko files (data/debian-modules.json), loaded in dependency order; the code ' +
+      'bytes written are synthetic.',
+  );
+  const dataset = await loadSubsystem<DebianDatasetModule>(
+    'workloads/dataset/dataset.js',
+    'the Debian dataset',
+    ['findCachedDataset'],
+  );
+  const root = dataset.findCachedDataset();
+  notes.push(
+    root === null
+      ? 'The Debian package itself is not fetched. `execmem dataset fetch` downloads it (about 50 MB, with ' +
+          'apt-get); `execmem modules load --all` then loads every real .ko with its relocations.'
+      : `The Debian package is fetched (${root}); \`execmem modules load --all\` loads every real .ko with its relocations.`,
+  );
+  return notes;
 }
 
 function toMetrics(raw: Record<string, unknown>, where: string): PolicyMetrics {
