@@ -96,6 +96,7 @@ export class Cpus {
         throw new MachineFault('not-present', cpu, va, `cpu${cpu}: no mapping at 0x${va.toString(16)}`);
       }
       tlb.insert(side, walked, va);
+      this.audit.noteInsert(cpu, walked);
       t = walked;
     }
     if (write && !(t.flags & PTE_RW)) {

@@ -30,13 +30,18 @@ const VA_END = 2 ** 48;
 /** Leaf flags the page table knows about (present/RW/NX/global). */
 const FLAG_MASK = 15;
 
+type Slots = (Table | Translation | undefined)[];
+
+/** Emptied slot arrays kept for reuse: tables come and go with every 4 KiB vmalloc/vfree. */
+const SLOT_POOL_MAX = 64;
+
 class Table {
-  readonly slots: (Table | Translation | undefined)[] = new Array(ENTRIES).fill(undefined);
   used = 0;
   constructor(
     readonly pfn: number,
     readonly level: number,
     readonly pinned: boolean,
+    readonly slots: Slots,
   ) {}
 }
 
@@ -55,13 +60,14 @@ export class PageTable {
   private readonly root: Table;
   private readonly listeners: LeafListener[] = [];
   private tables = 0;
+  private readonly slotPool: Slots[] = [];
 
   constructor(
     private readonly phys: PhysMem,
     private readonly counters: MachineCounters,
     readonly name: string,
   ) {
-    this.root = new Table(this.allocTableFrame(), 4, true);
+    this.root = new Table(this.allocTableFrame(), 4, true, this.newSlots());
   }
 
   /** The leaf translating `va`, or null. Pure lookup, counts nothing. */
@@ -126,7 +132,7 @@ export class PageTable {
       throw new MachineError('EINVAL', `${this.name}: only level 2/3 leaves split`);
     const { table, leaf } = this.findLeaf(va, level);
     const sub = (level - 1) as LeafLevel;
-    const child = new Table(this.allocTableFrame(), sub, false);
+    const child = new Table(this.allocTableFrame(), sub, false, this.newSlots());
     const subFrames = LEVEL_BYTES[sub] / 4096;
     table.slots[indexAt(va, level)] = child;
     this.emit({ va, level, old: leaf, next: null });
@@ -256,7 +262,7 @@ export class PageTable {
       const i = indexAt(va, l);
       const s = table.slots[i];
       if (s === undefined) {
-        const child = new Table(this.allocTableFrame(), l - 1, pin);
+        const child = new Table(this.allocTableFrame(), l - 1, pin, this.newSlots());
         if (made.parent === null) {
           made.parent = table;
           made.index = i;
@@ -325,7 +331,15 @@ export class PageTable {
     return pfn;
   }
 
+  private newSlots(): Slots {
+    return this.slotPool.pop() ?? new Array(ENTRIES).fill(undefined);
+  }
+
   private freeTableFrame(t: Table): void {
+    if (this.slotPool.length < SLOT_POOL_MAX) {
+      t.slots.fill(undefined);
+      this.slotPool.push(t.slots);
+    }
     this.phys.freePages(t.pfn, 0);
     this.counters.ptFramesFreed++;
     this.tables--;

@@ -16,6 +16,13 @@
  * the page table is registered as stale and its W/X are added to the counts, until a flush drops it
  * or the TLB evicts it. This is what makes "skipped the shootdown" visible as a violation.
  *
+ * Finding the overlapping TLB entries scans every TLB array, too slow for every 4 KiB unmap, so
+ * each CPU keeps a cheap superset filter of what it may hold: the leaf keys (va + level) inserted
+ * since its last full flush (`noteInsert`; evictions leave false positives, which only cost a
+ * scan). A 4 KiB leaf change needs a scan only if that page, its 2 MiB or its 1 GiB region may be
+ * cached. Past FILTER_MAX keys the filter gives up until the next full flush. This relies on every
+ * TLB fill going through the machine's access paths (cpu.ts, patch.ts), which call noteInsert.
+ *
  * `fullScan()` recomputes from scratch (every leaf plus every TLB entry of every CPU) for tests; the
  * two must agree. The x86 poking mm is a different address space: the audit does not include it
  * (its TLB entries live at user-half addresses and are flushed before text_poke returns).
@@ -38,6 +45,7 @@ export interface WxViolation {
 }
 
 const VA_END = 2 ** 48;
+const FILTER_MAX = 1 << 16;
 
 function isW(t: Translation): boolean {
   return (t.flags & (PTE_PRESENT | PTE_RW)) === (PTE_PRESENT | PTE_RW);
@@ -62,6 +70,8 @@ export class WxAudit implements LeafListener {
   private tlbs: readonly TlbView[] = [];
   /** Per CPU: stale entries (by value) still held by that CPU's TLB. */
   private stale: Map<string, Translation>[] = [];
+  /** Per CPU: keys (va + level) of leaves that may be cached; null = filter saturated. */
+  private maybe: (Set<number> | null)[] = [];
 
   constructor(
     private readonly pt: PageTable,
@@ -75,6 +85,15 @@ export class WxAudit implements LeafListener {
   attachTlbs(tlbs: readonly TlbView[]): void {
     this.tlbs = tlbs;
     this.stale = tlbs.map(() => new Map());
+    this.maybe = tlbs.map(() => new Set());
+  }
+
+  /** A CPU's TLB was filled with `t` (keeps the superset filter of cached leaves). */
+  noteInsert(cpu: number, t: Translation): void {
+    const m = this.maybe[cpu];
+    if (m === null) return;
+    m.add(t.va + t.level);
+    if (m.size > FILTER_MAX) this.maybe[cpu] = null;
   }
 
   violationCount(): number {
@@ -97,6 +116,7 @@ export class WxAudit implements LeafListener {
 
   /** A CPU flushed [va, va+sizeBytes) (or everything): its stale entries there are gone. */
   onFlush(cpu: number, va?: number, sizeBytes?: number): void {
+    if (va === undefined) this.maybe[cpu] = new Set();
     const m = this.stale[cpu];
     if (m.size === 0) return;
     for (const [key, t] of m) {
@@ -185,6 +205,7 @@ export class WxAudit implements LeafListener {
   private markStale(old: Translation): void {
     const size = LEVEL_BYTES[old.level];
     for (let cpu = 0; cpu < this.tlbs.length; cpu++) {
+      if (!this.mayHold(cpu, old)) continue;
       const entries = this.tlbs[cpu].overlapping(old.va, size);
       if (entries.length === 0) continue;
       const m = this.stale[cpu];
@@ -195,6 +216,15 @@ export class WxAudit implements LeafListener {
         this.account(e, 1);
       }
     }
+  }
+
+  /** Could this CPU's TLB hold an entry overlapping the 4 KiB leaf `t`? (Larger leaves: assume yes.) */
+  private mayHold(cpu: number, t: Translation): boolean {
+    const m = this.maybe[cpu];
+    if (m === null || t.level !== 1) return true;
+    const r2 = t.va - (t.va % LEVEL_BYTES[2]);
+    const r3 = t.va - (t.va % LEVEL_BYTES[3]);
+    return m.has(t.va + 1) || m.has(r2 + 2) || m.has(r3 + 3);
   }
 
   private account(t: Translation, delta: 1 | -1): void {
