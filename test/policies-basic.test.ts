@@ -277,8 +277,11 @@ describe('policies: random sequences keep W^X, contents and accounting', () => {
               'frames add up',
             );
             if (name !== 'execmem') {
-              assert.equal(p.usage().mappedBytes, 0, 'nothing left mapped');
-              assert.equal(end.mappedFrames, base.mappedFrames, 'every data frame returned');
+              // kprobe_insn_cache keeps its last page ("so as not to have to set it up again").
+              const kept = (p as { insnPageCount?: number }).insnPageCount ?? 0;
+              assert.ok(kept <= 1);
+              assert.equal(p.usage().mappedBytes, kept * 4096, 'nothing else left mapped');
+              assert.equal(end.mappedFrames, base.mappedFrames + kept, 'every other data frame returned');
             }
           }),
           { numRuns: 6, seed: 42 },

@@ -220,3 +220,27 @@ describe('module_alloc vs execmem-6.10', () => {
     }
   });
 });
+
+describe('kprobe_insn_cache on the plain path', () => {
+  it('packs 16-byte slots 256 to a ROX page and keeps the last page when all are freed', () => {
+    const m = machine();
+    const p = createExecmem610(m);
+    const slots: number[] = [];
+    const cost = measure(m, () => {
+      for (let i = 0; i < 300; i++) {
+        const va = p.alloc('kprobes', 16);
+        p.write(va, new Uint8Array(16).fill(0x90));
+        p.finalize(va);
+        slots.push(va);
+      }
+    });
+    assert.equal(p.insnPageCount, 2);
+    assert.equal(slots[1] - slots[0], 16);
+    assert.equal(cost.flips, 2, 'alloc_insn_page: one set_memory_rox per page');
+    assert.equal(cost.pokes, 300, 'slots are written with text_poke');
+    for (const va of slots) p.free(va);
+    assert.equal(p.insnPageCount, 1);
+    assert.equal(p.usage().mappedBytes, 4096);
+    assert.equal(m.wxViolationCount(), 0);
+  });
+});

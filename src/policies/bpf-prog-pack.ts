@@ -111,7 +111,7 @@ export class BpfProgPackPolicy extends PlainPolicy {
   }
 
   protected override allocate(type: ExecmemType, sizeBytes: number, alignBytes: number): Allocation {
-    if (type !== 'bpf' || this.arch.patch === 'none') return this.plainAllocate(type, sizeBytes);
+    if (type !== 'bpf' || this.arch.patch === 'none') return this.plainAllocate(type, sizeBytes, alignBytes);
     this.counters.mutexAcquisitions++;
     const imageBytes = alignUp(sizeBytes, BPF_PROG_CHUNK_BYTES);
     // Chunks are 64-byte aligned; a caller asking for more (never the BPF JIT) gets its own pages.

@@ -81,9 +81,9 @@ export class ExecmemRoxPolicy extends PlainPolicy {
     return total;
   }
 
-  protected override allocate(type: ExecmemType, sizeBytes: number, _alignBytes: number): Allocation {
+  protected override allocate(type: ExecmemType, sizeBytes: number, alignBytes: number): Allocation {
     const r = this.rangeFor(type);
-    if (!r.flags.roxCache) return this.plainAllocate(type, sizeBytes);
+    if (!r.flags.roxCache) return this.plainAllocate(type, sizeBytes, alignBytes);
     const size = alignUp(sizeBytes, PAGE_BYTES);
     this.counters.mutexAcquisitions++;
     const va = this.cacheAllocLocked(r, size) ?? this.populateAlloc(r, size);

@@ -87,7 +87,7 @@ export class JitAlloc2023Policy extends PlainPolicy {
   }
 
   protected override allocate(type: ExecmemType, sizeBytes: number, alignBytes: number): Allocation {
-    if (!typeIsText(type)) return this.plainAllocate(type, sizeBytes);
+    if (!typeIsText(type)) return this.plainAllocate(type, sizeBytes, alignBytes);
     // Objects are aligned to their (power-of-two) size; a larger alignment needs a larger class.
     const index = Math.max(jitClassIndex(sizeBytes), jitClassIndex(alignBytes));
     if (index >= NR_JIT_CACHES) return this.large(type, sizeBytes);

@@ -22,9 +22,13 @@
  *   bpf_jit_binary_lock_ro(): set_memory_ro + set_memory_x. Our `sizeBytes` already holds
  *   proglen + header (the workload adds the header), so we add the 128-byte slack.
  * - Legacy kprobes alloc_insn_page(): module_alloc(PAGE_SIZE) then set_memory_ro + set_memory_x;
- *   slots are written with text_poke. Linux's kprobe_insn_cache packs 16-byte slots into that
- *   page; that cache is NOT modelled: each kprobes allocation here is its own page (all Linux
- *   policies alike).
+ *   slots are written with text_poke. On top sits kernel/kprobes.c's kprobe_insn_cache, modelled
+ *   for every Linux policy that sends kprobes down this path: x86 slots of MAX_INSN_SIZE = 16
+ *   bytes, 256 per page; __get_insn_slot takes the first clean slot of the first page with room
+ *   (pages in list order, new pages at the head); collect_one_slot frees a page when its last
+ *   slot goes, "unless it's the last one" (kept so the next probe needs no new page). Not
+ *   modelled: the dirty-slot garbage list and its synchronize_rcu (slots are clean at once), the
+ *   optprobe cache. Larger kprobes requests get a page of their own.
  * - Legacy ftrace create_trampoline(): module_alloc, copy, set_memory_ro + set_memory_x.
  * - execmem 6.10 (execmem_alloc without EXECMEM_ROX_CACHE): execmem_vmalloc(range, size, pgprot,
  *   VM_FLUSH_RESET_PERMS) in the arch range table, retried in the fallback range; size
@@ -41,15 +45,29 @@
 import type { ExecmemType, Prot } from '../arch/types.js';
 import { typeIsText } from '../arch/types.js';
 import { alignUp } from '../base/addr.js';
+import { assert } from '../base/assert.js';
 import type { Machine } from '../machine/machine.js';
 import { type Allocation, LinuxPolicy, newAllocation, PAGE_BYTES } from './common.js';
 
 /** bpf_jit_binary_alloc()'s slack for the random start offset ("+ 128"). */
 export const BPF_LEGACY_SLACK_BYTES = 128;
+/** x86 kprobe instruction slot: MAX_INSN_SIZE * sizeof(kprobe_opcode_t). */
+export const KPROBE_INSN_SLOT_BYTES = 16;
+const KPROBE_SLOTS_PER_PAGE = PAGE_BYTES / KPROBE_INSN_SLOT_BYTES;
+
+/** One page of kprobe instruction slots (struct kprobe_insn_page; side table). */
+export class KprobeInsnPage {
+  readonly used = new Uint8Array(KPROBE_SLOTS_PER_PAGE);
+  nused = 0;
+  constructor(readonly page: Allocation) {}
+}
 
 export type PlainEra = 'legacy' | 'execmem-6.10';
 
 export class PlainPolicy extends LinuxPolicy {
+  /** kprobe_insn_slots.pages, head first. */
+  private readonly insnPages: KprobeInsnPage[] = [];
+
   constructor(
     name: string,
     machine: Machine,
@@ -58,8 +76,13 @@ export class PlainPolicy extends LinuxPolicy {
     super(name, machine);
   }
 
-  protected allocate(type: ExecmemType, sizeBytes: number, _alignBytes: number): Allocation {
-    return this.plainAllocate(type, sizeBytes);
+  /** Pages held by the kprobe instruction-slot cache. */
+  get insnPageCount(): number {
+    return this.insnPages.length;
+  }
+
+  protected allocate(type: ExecmemType, sizeBytes: number, alignBytes: number): Allocation {
+    return this.plainAllocate(type, sizeBytes, alignBytes);
   }
 
   protected writeInto(a: Allocation, va: number, bytes: Uint8Array): void {
@@ -75,7 +98,14 @@ export class PlainPolicy extends LinuxPolicy {
   }
 
   /** One vmalloc (RW+NX, 4 KiB pages) for one allocation; kprobes pages become ROX at once. */
-  protected plainAllocate(type: ExecmemType, sizeBytes: number): Allocation {
+  protected plainAllocate(type: ExecmemType, sizeBytes: number, alignBytes = 1): Allocation {
+    if (type === 'kprobes' && sizeBytes <= KPROBE_INSN_SLOT_BYTES && alignBytes <= KPROBE_INSN_SLOT_BYTES) {
+      return this.insnSlot(sizeBytes);
+    }
+    return this.pageAllocate(type, sizeBytes);
+  }
+
+  private pageAllocate(type: ExecmemType, sizeBytes: number): Allocation {
     const legacyBpf = this.era === 'legacy' && type === 'bpf';
     const reserved = alignUp(legacyBpf ? sizeBytes + BPF_LEGACY_SLACK_BYTES : sizeBytes, PAGE_BYTES);
     const area = this.vmalloc(this.rangeFor(type), reserved, false);
@@ -102,8 +132,44 @@ export class PlainPolicy extends LinuxPolicy {
   }
 
   protected plainRelease(a: Allocation): void {
+    if (a.kind === 'kprobe-slot') {
+      this.releaseSlot(a);
+      return;
+    }
     this.vfree(a.va);
     this.mappedBytes -= a.reservedBytes;
+  }
+
+  /** __get_insn_slot(): first clean slot of the first page with room, else a new page at the head. */
+  private insnSlot(sizeBytes: number): Allocation {
+    let kip = this.insnPages.find((k) => k.nused < KPROBE_SLOTS_PER_PAGE);
+    if (kip === undefined) {
+      kip = new KprobeInsnPage(this.pageAllocate('kprobes', PAGE_BYTES)); // alloc_insn_page()
+      this.insnPages.unshift(kip);
+      this.counters.blocksMapped++;
+    }
+    const slot = kip.used.indexOf(0);
+    assert(slot >= 0, 'kprobe insn page with room has no clean slot');
+    kip.used[slot] = 1;
+    kip.nused++;
+    const va = kip.page.va + slot * KPROBE_INSN_SLOT_BYTES;
+    const a = newAllocation(va, 'kprobes', sizeBytes, KPROBE_INSN_SLOT_BYTES, 'kprobe-slot', false, 'rox');
+    a.owner = kip;
+    return a;
+  }
+
+  /** collect_one_slot(): a page whose last slot goes is freed unless it is the only page. */
+  private releaseSlot(a: Allocation): void {
+    const kip = a.owner as KprobeInsnPage;
+    const slot = (a.va - kip.page.va) / KPROBE_INSN_SLOT_BYTES;
+    assert(kip.used[slot] === 1, 'freeing a clean kprobe slot');
+    kip.used[slot] = 0;
+    kip.nused--;
+    if (kip.nused > 0 || this.insnPages.length === 1) return;
+    this.insnPages.splice(this.insnPages.indexOf(kip), 1);
+    this.vfree(kip.page.va); // free_insn_page() = execmem_free()
+    this.mappedBytes -= kip.page.reservedBytes;
+    this.counters.blocksReleased++;
   }
 
   /** Legacy: set_memory_ro then set_memory_x (two CPA calls); 6.10: set_memory_rox (one). */
