@@ -131,7 +131,7 @@ test('fixture report renders in Chromium with every chart drawn', { skip }, asyn
 
 test('`execmem report` page renders in Chromium with every chart drawn', { skip }, async (t) => {
   const dir = join(ARTIFACTS, 'report');
-  const workloads = ['bpf-aaronlu', 'trampolines'];
+  const workloads = ['trampolines'];
   const r = await execmemAsync(
     ['report', '--quiet', '--scale', '0.02', '--workloads', workloads.join(','), '--out', dir],
     180_000,
