@@ -46,7 +46,7 @@ export function register(program: Command, io: CliIo): void {
         '',
         'Examples:',
         '  $ execmem compare --workload mixed',
-        '  $ execmem compare --workload bpf-aaronlu --policies module_alloc,bpf_prog_pack,execmem --age 1',
+        '  $ execmem compare --workload bpf-aaronlu --policies module_alloc,bpf_prog_pack,execmem --age 0.2',
         '  $ execmem compare --workload bpf-churn --arch arm64 --scale 0.1 --json | jq .policies[0].metrics',
         '',
         'Everything runs on the simulated kernel machine; the Linux designs are re-implementations.',

@@ -1,0 +1,82 @@
+/**
+ * `execmem compare` as a user runs it: the built binary, its help, its exit codes for bad usage
+ * (2, one line on stderr, no stack trace), and --json output with the documented keys.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+function run(args: string[]) {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+describe('execmem compare (CLI)', () => {
+  it('--help lists the flags and an example', () => {
+    const r = run(['compare', '--help']);
+    assert.equal(r.code, 0);
+    for (const flag of ['--workload', '--policies', '--arch', '--seed', '--scale', '--age'])
+      assert.match(r.out, new RegExp(flag));
+    assert.match(r.out, /execmem compare --workload mixed/);
+  });
+
+  it('bad usage exits 2 with one line on stderr', () => {
+    for (const args of [
+      ['compare', '--workload', 'nope'],
+      ['compare', '--workload', 'mixed', '--policies', 'module_alloc,nope'],
+      ['compare', '--workload', 'mixed', '--age', '3'],
+      ['compare'],
+    ]) {
+      const r = run(args);
+      assert.equal(r.code, 2, args.join(' '));
+      assert.equal(r.err.trim().split('\n').length, 1, r.err);
+      assert.doesNotMatch(r.err, /\n\s+at /);
+    }
+  });
+
+  it('--json prints one CompareResult with every documented metric', () => {
+    const r = run([
+      'compare',
+      '--workload',
+      'trampolines',
+      '--scale',
+      '0.003',
+      '--policies',
+      'module_alloc,execmem',
+      '--json',
+    ]);
+    assert.equal(r.code, 0, r.err);
+    const doc = JSON.parse(r.out);
+    assert.equal(doc.workload, 'trampolines');
+    assert.equal(doc.arch, 'x86_64');
+    assert.equal(doc.seed, 1);
+    assert.deepEqual(
+      doc.policies.map((p: { name: string }) => p.name),
+      ['module_alloc', 'execmem'],
+    );
+    const keys = [
+      'liveBytes',
+      'mappedBytes',
+      'overhead',
+      'largePageShare',
+      'directMap4kBytes',
+      'directMapSplits',
+      'shootdowns',
+      'ipis',
+      'localFlushes',
+      'permissionFlips',
+      'itlbMissesPerMillion',
+      'itlbLowerBoundPerMillion',
+      'wxViolations',
+      'opsPerSecondRatio',
+    ];
+    for (const p of doc.policies) {
+      for (const k of keys) assert.equal(typeof p.metrics[k], 'number', `${p.name}.${k}`);
+      assert.equal(p.metrics.wxViolations, 0);
+      assert.ok(Array.isArray(p.occupancy.regions));
+    }
+  });
+});
