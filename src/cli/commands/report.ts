@@ -215,7 +215,8 @@ async function debianNotes(): Promise<string[]> {
     root === null
       ? 'The Debian package itself is not fetched. `execmem dataset fetch` downloads it (about 50 MB, with ' +
           'apt-get); `execmem modules load --all` then loads every real .ko with its relocations.'
-      : `The Debian package is fetched (${root}); \`execmem modules load --all\` loads every real .ko with its relocations.`,
+      : 'The Debian package is fetched (in the local cache); `execmem modules load --all` loads every real .ko ' +
+          'with its relocations.',
   );
   return notes;
 }

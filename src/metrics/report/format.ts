@@ -69,11 +69,12 @@ export const TABLE_COLUMNS: readonly Column[] = [
   },
   { key: 'shootdowns', heading: 'shootdowns', format: (m) => formatCount(m.shootdowns), better: 'low' },
   { key: 'ipis', heading: 'IPIs', format: (m) => formatCount(m.ipis), better: 'low' },
+  // Local flushes are the cheap alternative to shootdowns: fewer is not better on its own.
   {
     key: 'localFlushes',
     heading: 'local flushes',
     format: (m) => formatCount(m.localFlushes),
-    better: 'low',
+    better: null,
   },
   {
     key: 'permissionFlips',
@@ -93,7 +94,8 @@ export const TABLE_COLUMNS: readonly Column[] = [
     format: (m) => formatRatio(m.opsPerSecondRatio),
     better: 'high',
   },
-  { key: 'wxViolations', heading: 'W^X', format: (m) => formatCount(m.wxViolations), better: 'low' },
+  // Must be 0 everywhere: a non-zero value is flagged, not ranked.
+  { key: 'wxViolations', heading: 'W^X', format: (m) => formatCount(m.wxViolations), better: null },
   { key: 'failures', heading: 'failed ops', format: (m) => formatCount(m.failures), better: null },
 ];
 

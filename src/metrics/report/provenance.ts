@@ -16,7 +16,8 @@ export const MODELLED_VS_REAL: readonly string[] = [
     'Zipf-hot functions; the lower bound is the number of distinct pages touched.',
   'Real: the allocator speed ratio is wall-clock time of these TypeScript implementations in one process ' +
     'run (a ratio against the slowest policy); it says nothing about kernel speed.',
-  'Real (when fetched): the debian-modules workload uses the section sizes, symbols and relocations of the ' +
-    'real .ko files of a Debian kernel package, loaded into the simulated machine.',
+  'Measured: the debian-modules workload uses the per-module section sizes of every .ko of a real Debian ' +
+    'kernel package (a table generated from the files), in dependency order; the bytes it writes are synthetic. ' +
+    'Real bytes with their relocations are loaded by the execmem modules load command once the package is fetched.',
   'Real: the execmem host command (not part of this report) runs the same allocator on real memory of this process.',
 ];
