@@ -8,9 +8,13 @@
  * - arch/x86/include/asm/page_64_types.h: KERNEL_IMAGE_SIZE is 1 GiB with KASLR ("leaving 1 GiB
  *   for modules", so MODULES_VADDR = 0xffffffffc0000000) and 512 MiB otherwise.
  * - arch/x86/mm/init.c execmem_arch_setup(): with KASLR the start is MODULES_VADDR +
- *   get_random_u32_inclusive(1, 1024) * PAGE_SIZE; MODULE_TEXT, FTRACE and BPF use PAGE_KERNEL_ROX
- *   with EXECMEM_ROX_CACHE when ROX is supported; KPROBES is always PAGE_KERNEL_ROX; MODULE_DATA is
- *   PAGE_KERNEL; no fallback range; alignment MODULE_ALIGN = PAGE_SIZE (without KASAN).
+ *   get_random_u32_inclusive(1, 1024) * PAGE_SIZE; MODULE_TEXT uses PAGE_KERNEL_ROX with
+ *   EXECMEM_ROX_CACHE when ROX is supported; KPROBES is always PAGE_KERNEL_ROX and joined the ROX
+ *   cache in the July 2025 series (<20250713071730.4117334-1-rppt@kernel.org>: "[EXECMEM_KPROBES] =
+ *   { .flags = flags, ...PAGE_KERNEL_ROX }"), FTRACE in the same series, and BPF in the 2026
+ *   bpf-next commit "x86/bpf: Enable EXECMEM_ROX_CACHE for BPF allocations"; so every text type
+ *   carries the flag here. MODULE_DATA is PAGE_KERNEL; no fallback range; alignment MODULE_ALIGN =
+ *   PAGE_SIZE (without KASAN).
  * - Trap fill: execmem_fill_trapping_insns() = memset(ptr, INT3_INSN_OPCODE (0xcc), size).
  * - Patching: text_poke() through a temporary mm (text_poke_mm) at a randomised user-half address,
  *   at most 2 pages per call, local flush only (arch/x86/kernel/alternative.c).
@@ -25,7 +29,7 @@ const MODULES_VADDR = 0xffffa0000000; // 0xffffffffa0000000 in 48-bit form
 const MODULES_VADDR_KASLR = 0xffffc0000000; // 0xffffffffc0000000
 const MODULES_END = 0xffffff000000; // 0xffffffffff000000
 
-const noFlags = { kasanShadow: true, roxCache: false };
+const kasanOnly = { kasanShadow: true, roxCache: false };
 const roxCache = { kasanShadow: true, roxCache: true };
 
 export const x86_64: ArchSpec = {
@@ -63,8 +67,8 @@ export const x86_64: ArchSpec = {
       module_text: text,
       ftrace: text,
       bpf: text,
-      kprobes: { range, fallback: null, prot: 'rox', alignBytes: SZ_4K, flags: noFlags },
-      module_data: { range, fallback: null, prot: 'rw', alignBytes: SZ_4K, flags: noFlags },
+      kprobes: text,
+      module_data: { range, fallback: null, prot: 'rw', alignBytes: SZ_4K, flags: kasanOnly },
     };
   },
 };
