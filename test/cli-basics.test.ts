@@ -63,6 +63,7 @@ test('bad usage exits 2 with one line and no stack', async () => {
     [['report', '--scale', 'abc'], /scale must be a number/],
     [['report', '--workloads', 'mixed,,bpf-churn'], /empty item/],
     [['report', '--workloads', 'nope'], /unknown workload 'nope' \(known: .*mixed/],
+    [['report', '--policies', 'execmem,nope'], /unknown policy 'nope' \(known: .*bpf_prog_pack/],
     [['stats', '--workload', 'nope'], /unknown workload 'nope'/],
     [['ptdump', '--workload', 'nope'], /unknown workload 'nope'/],
     // A suggestion from commander is folded into the same single line.

@@ -88,6 +88,8 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
     workloads = workloads.filter((w) => w !== DEBIAN_WORKLOAD);
     notes.push('The debian-modules workload was left out (--no-modules).');
   }
+  const knownPolicies = await policyNames();
+  for (const p of opts.policies ?? []) checkName('policy', p, knownPolicies);
   const compare = await loadSubsystem<CompareModule>(
     'metrics/compare.js',
     'the compare harness (runCompare)',
@@ -97,7 +99,7 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   const runs: WorkloadRun[] = [];
   let modelledNote = '';
   // One tick per (workload, policy) run; the harness reports which policy it is on.
-  const policyCount = (opts.policies ?? (await policyNames())).length;
+  const policyCount = (opts.policies ?? knownPolicies).length;
   const bar = io.progress('report', workloads.length * policyCount);
   try {
     for (const workload of workloads) {
