@@ -25,7 +25,12 @@ import { KernelSymbols } from '../src/consumers/modules/symbols.js';
 import { createMachine } from '../src/machine/machine.js';
 import { POLICY_NAMES, policyByName } from '../src/policies/index.js';
 import type { ExecAllocator } from '../src/policies/types.js';
-import { datasetKernelSymbols, findCachedDataset, openDataset } from '../src/workloads/dataset/dataset.js';
+import {
+  datasetKernelSymbols,
+  findCachedDataset,
+  openDataset,
+  readModuleFile,
+} from '../src/workloads/dataset/dataset.js';
 import { loadDatasetModules } from '../src/workloads/dataset/load.js';
 
 const FIXTURES = join(process.cwd(), 'test', 'fixtures', 'c');
@@ -315,6 +320,25 @@ describe('the whole Debian package', {
     assert.equal(report.unresolvedSymbols, 0);
     assert.equal(report.relocOverflows, 0);
     assert.equal(machine.wxViolationCount(), 0);
+    // modversions are really compared: a kernel whose _printk CRC differs is refused, as Linux does.
+    const exports = [...kernel.exports()].map((e) =>
+      e.name === '_printk' ? { ...e, crc: (e.crc ?? 0) ^ 1 } : e,
+    );
+    const skewed = new KernelSymbols(exports, kernel.perCpuEndBytes, 'skewed', kernel.kaslrOffsetBytes);
+    const lone =
+      index.modules.find((m) => m.depends.length === 0 && m.name === 'xor') ??
+      index.modules.find((m) => m.depends.length === 0)!;
+    assert.throws(
+      () =>
+        new ModuleLoader({ allocator: new ProtocolAllocator(), kernel: skewed }).load(
+          readModuleFile(join(index.root, lone.path)),
+          lone.name,
+        ),
+      (e: unknown) =>
+        e instanceof ModuleLoadError &&
+        e.code === 'EINVAL' &&
+        /disagrees about version of symbol _printk/.test(e.message),
+    );
     // Independent count: readelf -r on a sample of modules (relocations into allocated sections).
     if (spawnSync('readelf', ['--version'], { stdio: 'ignore' }).status === 0) {
       const sample = index.modules.filter((_, i) => i % 97 === 0);
