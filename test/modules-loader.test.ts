@@ -54,7 +54,10 @@ class ProtocolAllocator implements ExecAllocator {
     { type: ExecmemType; bytes: Uint8Array; final: boolean; sealed: boolean }
   >();
   readonly sealed: number[] = [];
-  private next = 0xffffc0001000;
+  private next: number;
+  constructor(startVa = 0xffffc0001000) {
+    this.next = startVa;
+  }
   alloc(type: ExecmemType, sizeBytes: number, alignBytes = 1): number {
     assert.ok(
       alignBytes >= 1 && alignBytes <= 4096 && (alignBytes & (alignBytes - 1)) === 0,
@@ -339,6 +342,20 @@ describe('the whole Debian package', {
         e.code === 'EINVAL' &&
         /disagrees about version of symbol _printk/.test(e.message),
     );
+    // Placed in the vmalloc area (not the module range), a real module is out of rel32 reach.
+    const far = new ProtocolAllocator(0xc90000000000);
+    assert.throws(
+      () =>
+        new ModuleLoader({ allocator: far, kernel }).load(
+          readModuleFile(join(index.root, lone.path)),
+          lone.name,
+        ),
+      (e: unknown) =>
+        e instanceof ModuleLoadError &&
+        e.relocKind === 'overflow' &&
+        /overflow in relocation type (2|4|11) val/.test(e.message),
+    );
+    assert.equal(far.live.size, 0);
     // Independent count: readelf -r on a sample of modules (relocations into allocated sections).
     if (spawnSync('readelf', ['--version'], { stdio: 'ignore' }).status === 0) {
       const sample = index.modules.filter((_, i) => i % 97 === 0);
