@@ -37,6 +37,8 @@ export interface AreaPicture {
   readonly svg: string;
   readonly tileCount: number;
   readonly mappedTiles: number;
+  /** Address of the first tile (48-bit VA). */
+  readonly firstVa: number;
   /** Set when the picture shows only part of the area. */
   readonly note: string | null;
 }
@@ -121,7 +123,13 @@ export function renderAreaMap(area: AreaMap, label: string): AreaPicture {
   parts.push('</svg>');
   const notes = [span.note, hidden > 0 ? `${hidden} mapped blocks lie outside the picture` : null];
   const note = notes.filter((n) => n !== null).join('; ');
-  return { svg: parts.join(''), tileCount: span.count, mappedTiles, note: note === '' ? null : note };
+  return {
+    svg: parts.join(''),
+    tileCount: span.count,
+    mappedTiles,
+    firstVa: span.firstVa,
+    note: note === '' ? null : note,
+  };
 }
 
 function regionTile(region: AreaRegion, regionBytes: number, x: number, y: number): string {

@@ -6,6 +6,7 @@
  * numbers for our allocator against the best Linux design, then one table per workload, then the
  * charts, then the module-area pictures, then what is modelled and what is real.
  */
+import { hexAddr } from '../../base/addr.js';
 import { areaLegendHtml, renderAreaMap } from './area-map.js';
 import { type RenderedChart, renderCharts } from './charts.js';
 import {
@@ -223,7 +224,8 @@ function areasHtml(data: ReportData): { html: string; count: number } {
       const pic = renderAreaMap(p.area, `${run.workload}-${p.name}`);
       count++;
       const sub =
-        `${pic.mappedTiles} of ${pic.tileCount} blocks mapped · ${formatBytes(p.metrics.liveBytes)} live` +
+        `${pic.mappedTiles} of ${pic.tileCount} blocks mapped · ${formatBytes(p.metrics.liveBytes)} live · ` +
+        `from ${hexAddr(pic.firstVa)}` +
         (pic.note ? ` · ${pic.note}` : '');
       return `<div class="area" data-policy="${escapeHtml(p.name)}"><h4>${escapeHtml(p.name)}</h4><div class="sub">${escapeHtml(sub)}</div>${pic.svg}</div>`;
     });
