@@ -171,8 +171,10 @@ test('onExec gets the live code ranges; progress ends at (total, total); onEvent
         assert.ok(calls > 0);
         for (const f of fns) {
           // Every function lies inside a live allocation of the plain allocator.
-          const inside = [...a.live].some(([va, x]) => f.va >= va && f.va + f.sizeBytes <= va + x.sizeBytes);
-          assert.ok(inside, 'exec function inside a live allocation');
+          const inside = [...a.live].some(
+            ([va, x]) => x.finalized && f.va >= va && f.va + f.sizeBytes <= va + x.sizeBytes,
+          );
+          assert.ok(inside, 'exec function inside a live, finalized allocation');
         }
       },
       progress: (done, total) => progress.push([done, total]),
@@ -183,6 +185,31 @@ test('onExec gets the live code ranges; progress ends at (total, total); onEvent
   assert.equal(execs, summarizeTrace(t).ops.exec);
   assert.deepEqual(progress.at(-1), [t.events.length, t.events.length]);
   assert.equal(progress.length, Math.ceil(t.events.length / 100));
+});
+
+test('exec hints run only finalized code: written but unpublished text is never executed', () => {
+  const t: Trace = {
+    format: TRACE_FORMAT,
+    name: 'finalize-gate',
+    seed: 1,
+    events: [
+      { op: 'alloc', id: 1, type: 'bpf', sizeBytes: 256 },
+      { op: 'write', id: 1, offsetBytes: 0, sizeBytes: 256, fill: 'code' },
+      { op: 'exec', calls: 10 },
+      { op: 'exec', ids: [1], calls: 10 },
+      { op: 'finalize', id: 1 },
+      { op: 'exec', calls: 10 },
+      { op: 'exec', ids: [1], calls: 10 },
+    ],
+  };
+  const seen: number[] = [];
+  replay(
+    t,
+    new PlainAllocator(1 << 20),
+    { onExec: (fns, _calls, i) => seen.push(i, fns.length) },
+    { strict: true },
+  );
+  assert.deepEqual(seen, [5, 1, 6, 1], 'no exec before finalize (events 2, 3), one function after (5, 6)');
 });
 
 test('allocator failures are recorded per event, later events on the lost id skipped, strict rethrows', () => {

@@ -92,6 +92,13 @@ interface Placed {
   readonly type: ExecmemType;
   readonly sizeBytes: number;
   readonly code: ExecFunction[];
+  /**
+   * Set when the allocation's `finalize` succeeded. Only finalized code runs: Linux never executes
+   * a module or BPF image before the loader/JIT published it (set_memory_rox, text_poke_copy), and
+   * designs that keep text RW or in a staging buffer until then would fault or be measured on code
+   * that is not there yet.
+   */
+  finalized: boolean;
 }
 
 function zeroOps(): Record<TraceOp, number> {
@@ -153,11 +160,11 @@ export function replay(
   const execFunctions = (ids: readonly number[] | undefined): ExecFunction[] => {
     const out: ExecFunction[] = [];
     if (ids === undefined) {
-      for (const p of placed.values()) if (typeIsText(p.type)) out.push(...p.code);
+      for (const p of placed.values()) if (typeIsText(p.type) && p.finalized) out.push(...p.code);
     } else {
       for (const id of ids) {
         const p = placed.get(id);
-        if (p) out.push(...p.code);
+        if (p?.finalized) out.push(...p.code);
       }
     }
     return out;
@@ -180,7 +187,7 @@ export function replay(
     } else if (ev.op === 'alloc') {
       try {
         va = allocator.alloc(ev.type, ev.sizeBytes, ev.alignBytes);
-        placed.set(ev.id, { va, type: ev.type, sizeBytes: ev.sizeBytes, code: [] });
+        placed.set(ev.id, { va, type: ev.type, sizeBytes: ev.sizeBytes, code: [], finalized: false });
         ops.alloc++;
         liveBytes += ev.sizeBytes;
         if (liveBytes > peakLiveBytes) peakLiveBytes = liveBytes;
@@ -207,6 +214,7 @@ export function replay(
           }
           case 'finalize':
             allocator.finalize(p.va);
+            p.finalized = true;
             break;
           case 'seal':
             allocator.seal(p.va);
