@@ -11,10 +11,11 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
 import { Rng } from '../src/base/rng.js';
 import { parseElf } from '../src/consumers/modules/elf.js';
 import { layoutModule, MOD_MEM_TYPES } from '../src/consumers/modules/layout.js';
-import { KernelSymbols } from '../src/consumers/modules/symbols.js';
+import { hexToSigned, KernelSymbols, signedToHex } from '../src/consumers/modules/symbols.js';
 import { createMachine } from '../src/machine/machine.js';
 import { policyByName } from '../src/policies/index.js';
 import {
@@ -167,6 +168,47 @@ describe('dataset plumbing', () => {
     assert.equal(defaultCacheDir({ EXECMEM_CACHE_DIR: '/a', XDG_CACHE_HOME: '/b' }), '/a');
     assert.equal(defaultCacheDir({ XDG_CACHE_HOME: '/b' }), join('/b', 'execmem'));
     assert.match(defaultCacheDir({}), /\.cache[/\\]execmem$/);
+  });
+
+  it('System.map exports: GPL-only by __ksymtab_gpl range, per-CPU symbols unmoved by KASLR', () => {
+    const map = [
+      '0000000000000000 D __per_cpu_start',
+      '0000000000034000 D __per_cpu_end',
+      '0000000000001000 D cpu_number',
+      'ffffffff823e0000 r __ksymtab_cpu_number',
+      'ffffffff81000100 T plain_func',
+      'ffffffff823e000c r __ksymtab_plain_func',
+      'ffffffff823f0000 R __start___ksymtab_gpl',
+      'ffffffff81000200 T gpl_func',
+      'ffffffff823f0000 r __ksymtab_gpl_func',
+      'ffffffff823f000c R __stop___ksymtab_gpl',
+      'ffffffff81000300 T not_exported',
+    ].join('\n');
+    const ks = KernelSymbols.fromSystemMap(map).withKaslrOffset(0x200000);
+    assert.equal(ks.count, 3);
+    assert.equal(ks.get('not_exported'), undefined);
+    assert.equal(ks.get('gpl_func')?.gplOnly, true);
+    assert.equal(ks.get('plain_func')?.gplOnly, false);
+    assert.equal(ks.runtimeValue(ks.get('plain_func')!), -0x7f000000 + 0x100 + 0x200000);
+    assert.equal(ks.runtimeValue(ks.get('cpu_number')!), 0x1000);
+    assert.equal(ks.perCpuEndBytes, 0x34000);
+    assert.throws(
+      () =>
+        KernelSymbols.fromSystemMap(
+          'ffffffffffffffff B The real System.map is in the linux-image-<version>-dbg package',
+        ),
+      /no __ksymtab_/,
+    );
+  });
+
+  it('hex <-> signed 64-bit round trip (property)', () => {
+    fc.assert(
+      fc.property(fc.bigInt({ min: -(1n << 52n), max: (1n << 52n) - 1n }), (v) => {
+        const hex = BigInt.asUintN(64, v).toString(16).padStart(16, '0');
+        assert.equal(hexToSigned(hex), Number(v));
+        assert.equal(signedToHex(Number(v)), hex);
+      }),
+    );
   });
 
   it('says clearly when apt is unavailable', () => {
