@@ -21,6 +21,7 @@ import {
   ModuleLoader,
   toSigned,
 } from '../src/consumers/modules/loader.js';
+import { PercpuArea } from '../src/consumers/modules/percpu.js';
 import { KernelSymbols } from '../src/consumers/modules/symbols.js';
 import { createMachine } from '../src/machine/machine.js';
 import { POLICY_NAMES, policyByName } from '../src/policies/index.js';
@@ -263,6 +264,17 @@ describe('module loader on fixture modules', { skip: hasGcc ? false : 'gcc not i
     loader.load(obj.userNsImport, 'user');
   });
 
+  it('refuses a writable+executable section (module_enforce_rwx_sections)', () => {
+    const allocator = new ProtocolAllocator();
+    assert.throws(
+      () => newLoader(allocator).load(compile('wx', 'wx.c'), 'wx'),
+      (e: unknown) =>
+        e instanceof ModuleLoadError &&
+        /Module wx: section \.text\.wx is both writable and executable/.test(e.message),
+    );
+    assert.equal(allocator.live.size, 0);
+  });
+
   for (const policy of POLICY_NAMES) {
     it(`through policy ${policy} on the simulated machine: bytes land, W^X holds, everything is freed`, () => {
       const machine = createMachine({ arch: 'x86_64', seed: 3 });
@@ -380,5 +392,22 @@ describe('the whole Debian package', {
         }
       }
     }
+  });
+});
+
+describe('per-CPU reserve (percpu_modalloc)', () => {
+  it('first fit with alignment, clamp above a page, exhaustion message, reuse after free', () => {
+    const area = new PercpuArea(0x34000, 8192);
+    const a = area.alloc('a', 10, 8);
+    assert.equal(a.offset, 0x34000);
+    const b = area.alloc('b', 100, 64);
+    assert.equal(b.offset, 0x34040);
+    const c = area.alloc('c', 16, 8192);
+    assert.match(c.warning ?? '', /c: per-cpu alignment 8192 > 4096/);
+    assert.equal(c.offset % 4096, 0);
+    assert.throws(() => area.alloc('big', 8000, 8), /big: Could not allocate 8000 bytes percpu data/);
+    area.free(b.offset);
+    assert.equal(area.alloc('d', 64, 64).offset, 0x34040);
+    assert.equal(area.usage().slices, 3);
   });
 });
