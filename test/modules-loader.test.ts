@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ExecmemType } from '../src/arch/types.js';
 import { parseElf, SHT_RELA } from '../src/consumers/modules/elf.js';
+import { layoutModule } from '../src/consumers/modules/layout.js';
 import {
   MEM_TYPE_EXECMEM,
   ModuleLoadError,
@@ -262,6 +263,38 @@ describe('module loader on fixture modules', { skip: hasGcc ? false : 'gcc not i
         /uses symbol \(ns_func\) from namespace FIXTURE_NS, but does not import it/.test(e.message),
     );
     loader.load(obj.userNsImport, 'user');
+  });
+
+  it('layout follows layout_sections(): memory type by flags and .init names, index order, alignment', () => {
+    const elf = parseElf(obj.relocs);
+    const layout = layoutModule(elf, 'oracle_fixture');
+    const where = (name: string) => layout.placement[elf.sections.find((s) => s.name === name)!.index];
+    assert.equal(where('.text')?.memType, 'text');
+    assert.equal(where('.init.text')?.memType, 'init_text');
+    assert.equal(where('.data..ro_after_init')?.memType, 'ro_after_init');
+    for (const n of ['.rodata', '.rodata.relocs', '.modinfo']) assert.equal(where(n)?.memType, 'rodata', n);
+    for (const n of ['.data', '.data.forced', '.gnu.linkonce.this_module'])
+      assert.equal(where(n)?.memType, 'data', n);
+    assert.equal(where('.comment'), null);
+    assert.equal(where('.symtab'), null);
+    for (const t of ['rodata', 'data'] as const) {
+      const placed = elf.sections.filter((s) => layout.placement[s.index]?.memType === t);
+      for (let i = 1; i < placed.length; i++) {
+        assert.ok(
+          layout.placement[placed[i].index]!.offset >=
+            layout.placement[placed[i - 1].index]!.offset + placed[i - 1].sizeBytes,
+          `${t}: index order, no overlap`,
+        );
+      }
+    }
+    for (const s of elf.sections) {
+      const p = layout.placement[s.index];
+      if (!p) continue;
+      assert.equal(p.offset % (s.alignBytes || 1), 0, `${s.name} aligned`);
+      assert.ok(p.offset + s.sizeBytes <= layout.sizeBytes[p.memType]);
+      assert.ok(layout.alignBytes[p.memType] >= (s.alignBytes || 1));
+    }
+    assert.ok(layout.kallsymsCoreBytes > 0 && layout.kallsymsInitBytes > 0);
   });
 
   it('refuses a writable+executable section (module_enforce_rwx_sections)', () => {
