@@ -124,13 +124,29 @@ describe('synthetic package tree', { skip: has('gcc') ? false : 'gcc not install
     const cli = join(process.cwd(), 'dist', 'src', 'cli', 'main.js');
     const ok = spawnSync(
       'node',
-      [cli, '--json', 'modules', 'load', '--all', '--dir', tree, '--policy', 'execmem-rox'],
+      [
+        cli,
+        '--json',
+        'modules',
+        'load',
+        '--all',
+        '--dir',
+        tree,
+        '--policy',
+        'execmem-rox',
+        '--fetch-calls',
+        '2000',
+      ],
       { encoding: 'utf8' },
     );
     assert.equal(ok.status, 0, ok.stderr);
     const r = JSON.parse(ok.stdout);
     assert.equal(r.loaded, 3);
     assert.equal(r.allocator, 'execmem-rox');
+    assert.equal(r.wxViolations, 0);
+    assert.equal(r.fetch.calls, 2000);
+    assert.equal(r.fetch.faults, 0, 'real relocated functions run without faults');
+    assert.ok(r.fetch.functions >= 5 && r.fetch.fetches > 2000);
     const bad = spawnSync('node', [cli, 'modules', 'load', 'nosuch', '--dir', tree], { encoding: 'utf8' });
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /unknown module\(s\): nosuch/);

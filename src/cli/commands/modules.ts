@@ -9,15 +9,18 @@
  * Logic: src/workloads/dataset/load.ts; this file parses options and prints.
  */
 import type { Command } from 'commander';
+import { Rng } from '../../base/rng.js';
 import { MOD_MEM_TYPES } from '../../consumers/modules/layout.js';
+import { type FetchReport, type FetchTarget, runFetchModel } from '../../metrics/fetch-model.js';
 import { DatasetError, datasetKernelSymbols, openDataset } from '../../workloads/dataset/dataset.js';
 import { loadDatasetModules, type ModulesLoadReport } from '../../workloads/dataset/load.js';
 import { CliFailure, type CliIo, UsageError } from '../io.js';
-import { parseSeed } from '../options.js';
+import { parsePositiveInt, parseSeed } from '../options.js';
 import { datasetRoot } from './dataset.js';
 import { createPolicy, newMachine } from './shared.js';
 
 interface LoadOpts {
+  fetchCalls: number;
   all?: boolean;
   dir?: string;
   cacheDir?: string;
@@ -31,6 +34,8 @@ export interface ModulesCliReport extends ModulesLoadReport {
   readonly allocatorCounters: Readonly<Record<string, number>> | null;
   readonly machineCounters: Readonly<Record<string, number>>;
   readonly wxViolations: number;
+  /** The instruction-fetch model run over the loaded modules' real functions (when asked). */
+  readonly fetch: (FetchReport & { readonly functions: number }) | null;
 }
 
 export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo): Promise<ModulesCliReport> {
@@ -55,18 +60,30 @@ export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo)
   const offset = textStart === undefined ? 0 : textStart - machine.arch.layout.kernelImage.textStart;
   const requested = opts.all ? undefined : names.map((n) => n.replaceAll('-', '_'));
   const bar = io.progress('loading modules', requested ? requested.length : index.modules.length);
-  const { report } = loadDatasetModules(index, kernel.withKaslrOffset(offset), allocator, {
+  const { report, loader } = loadDatasetModules(index, kernel.withKaslrOffset(offset), allocator, {
     names: requested,
     init: opts.init,
     onModule: () => bar.tick(),
   });
   bar.done();
+  let fetch: ModulesCliReport['fetch'] = null;
+  if (opts.fetchCalls > 0) {
+    const fns = loader.list().flatMap((m) => m.functions);
+    if (fns.length === 0) throw new CliFailure('no functions loaded to run the fetch model on');
+    const r = runFetchModel(machine as unknown as FetchTarget, fns, {
+      calls: opts.fetchCalls,
+      exponent: 1,
+      rng: new Rng(opts.seed),
+    });
+    fetch = { ...r, functions: fns.length };
+  }
   const counters = (allocator as { policyCounters?: () => Readonly<Record<string, number>> }).policyCounters;
   return {
     ...report,
     allocatorCounters: typeof counters === 'function' ? counters.call(allocator) : null,
     machineCounters: { ...machine.counters },
     wxViolations: machine.wxViolationCount(),
+    fetch,
   };
 }
 
@@ -85,6 +102,12 @@ function human(r: ModulesCliReport): string {
     `machine: ${r.wxViolations} W^X violations, ${r.machineCounters.shootdowns ?? 0} shootdowns, ${r.machineCounters.ipis ?? 0} IPIs, ${r.machineCounters.splitsDirectMap2M ?? 0}+${r.machineCounters.splitsDirectMap1G ?? 0} direct-map 2M+1G splits`,
     `load time ${r.loadMs.toFixed(0)} ms (${r.modulesPerSecond.toFixed(0)} modules/s, this process's wall clock)`,
   ];
+  if (r.fetch) {
+    const f = r.fetch;
+    lines.push(
+      `fetch model: ${f.calls} Zipf(1) calls over ${f.functions} real functions: ${f.missesPerMillion.toFixed(1)} iTLB misses per million fetches (compulsory lower bound ${f.lowerBoundPerMillion.toFixed(1)}), ${f.faults} faulting fetches`,
+    );
+  }
   for (const f of r.failed) lines.push(`  FAILED ${f.name}: ${f.reason}`);
   return lines.join('\n');
 }
@@ -104,6 +127,12 @@ export function register(program: Command, io: CliIo): void {
     .option('-p, --policy <name>', 'allocator design (see execmem compare --help)', 'execmem')
     .option('-s, --seed <n>', 'machine seed (KASLR placement)', parseSeed, 1)
     .option('--no-init', 'do not run init (keep init memory, leave ro_after_init writable)')
+    .option(
+      '--fetch-calls <n>',
+      'then run the instruction-fetch model: n calls over the real functions (0 = off)',
+      (v) => parsePositiveInt(v, 100_000_000),
+      0,
+    )
     .addHelpText(
       'after',
       [
