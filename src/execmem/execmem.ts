@@ -723,9 +723,11 @@ export class Execmem {
     const gb = block.pool.granuleBytes;
     const off = va - block.va;
     const g = Math.floor(off / gb);
-    const exact = off === g * gb && heap.isStart(block.slot, g);
+    let id = off === g * gb ? heap.runIdAt(block.slot, g) : -1;
+    const exact = id >= 0;
     const start = exact ? g : heap.runStartOf(block.slot, g);
-    const tag = heap.tagAt(block.slot, start);
+    if (!exact) id = heap.runIdAt(block.slot, start);
+    const tag = heap.lenOf(id);
     if (tag < 0) fail('EFREE', `${op}: ${this.hex(va)} is free memory (double free, or never allocated)`);
     if (needStart && !exact) {
       fail(
@@ -736,7 +738,7 @@ export class Execmem {
     this.hitBlock = block;
     this.hitStart = block.va + start * gb;
     this.hitBytes = tag * gb;
-    this.hitKind = heap.kindAt(block.slot, start);
+    this.hitKind = heap.kindOf(id);
   }
 
   // ---------------------------------------------------------------- internals: writes
@@ -902,7 +904,7 @@ export class Execmem {
       emptyBlocks: empty,
       largeObjects: pool.largeBlocks.size,
       largeSlackBytes: slack,
-      metadataBytes: pool.heap.blockCount * pool.heap.metadataBytesPerBlock(),
+      metadataBytes: pool.heap.metadataBytes(),
     };
   }
 }
