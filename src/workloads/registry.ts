@@ -7,6 +7,7 @@
  */
 import { bpfAaronLu, bpfChurn } from './bpf.js';
 import type { WorkloadOptions } from './builder.js';
+import { debianModules } from './dataset/workload.js';
 import { mixed } from './mixed.js';
 import { modulesSynthetic } from './modules.js';
 import type { Trace } from './trace.js';
@@ -36,6 +37,11 @@ export const WORKLOADS: Readonly<Record<string, WorkloadSpec>> = {
     describe:
       'module section sets (text, rodata, ro_after_init, data, init) loaded, init freed, ro_after_init sealed, some unloaded; sizes assumed',
     generate: (opts) => modulesSynthetic(opts),
+  },
+  'debian-modules': {
+    describe:
+      'the 1121 modules of a Debian linux-image-cloud-amd64 package (section sizes measured from the real .ko files, shipped table): boot in dependency order, init, then unload/reload churn',
+    generate: (opts) => debianModules(opts),
   },
   mixed: {
     describe: 'modules boot, then modules, BPF churn and trampolines interleaved over a long run',
