@@ -13,7 +13,13 @@
  *
  * `storeBytes: false` keeps protections but no contents (reads return zeros): the benchmark uses
  * it so that throughput measures the allocator, not memset of megabytes.
+ *
+ * The file also holds what the execmem property tests share (fake and sim alike): `ExecmemModel`,
+ * a model of every live allocation that applies random ops and checks every DESIGN.md section 5
+ * invariant through a `ModelProbe` each backend answers its own way, and `opArb`, the fast-check
+ * generator of op sequences.
  */
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import type { ArchSpec, ExecmemType, Prot, VaRange } from '../../src/arch/types.js';
 import { EXECMEM_TYPES, protIsExec, protIsWrite, typeIsText } from '../../src/arch/types.js';
@@ -229,23 +235,13 @@ export class FakeBackend implements Backend {
    * the state as it was but has moved the blocksMapped/blocksUnmapped counters.
    */
   digest(stateOnly = false): string {
-    let h = 0x811c9dc5;
-    const mix = (x: number) => {
-      h = Math.imul(h ^ (x & 0xff), 0x01000193) >>> 0;
-    };
+    const h = createHash('sha1');
     for (const b of this.blocks) {
-      for (const x of [
-        b.va % 2 ** 32,
-        Math.floor(b.va / 2 ** 32),
-        b.sizeBytes / SZ_4K,
-        b.largePages ? 1 : 0,
-      ]) {
-        for (let k = 0; k < 4; k++) mix(x >>> (8 * k));
-      }
-      for (const p of b.prot) mix(p);
-      if (b.bytes) for (let i = 0; i < b.bytes.length; i += 1) mix(b.bytes[i]);
+      h.update(`${b.va}:${b.sizeBytes}:${b.largePages};`);
+      h.update(b.prot);
+      if (b.bytes) h.update(b.bytes);
     }
-    return stateOnly ? h.toString(16) : `${h.toString(16)}:${JSON.stringify(this.c)}`;
+    return stateOnly ? h.digest('hex') : `${h.digest('hex')}:${JSON.stringify(this.c)}`;
   }
 
   // ---- internals ----
