@@ -26,7 +26,10 @@
  *   at most; when the backend cannot get a 2 MiB frame it falls back to 4 KiB leaves and we count
  *   it. By default module text has its own pool and the short-lived text producers (bpf,
  *   kprobes, ftrace) share one, so a load/unload churn of BPF programs never pins blocks that
- *   long-lived module text needs, and vice versa (bench/execmem.ts measures the sharing modes).
+ *   long-lived module text needs, and vice versa. Measured (bench/execmem.ts): 9.7 MiB of module
+ *   text loaded during a 60k-program BPF churn leaves 10 MiB mapped after the churn with these
+ *   pools, and 28 MiB when all text types share one pool (module text scattered through the
+ *   blocks the churn used pins them).
  * - Trap-fill free space and invalidate on free (x86 0xcc, arm64 BRK): free() re-fills through
  *   the alias (text_poke_set), so no flip and no global flush on alias arches.
  * - shrink() with hysteresis: keep one empty block per pool so a load/unload loop does not map
@@ -71,7 +74,14 @@ export interface AllocContext {
   alignBytes?: number;
 }
 
-/** Chosen from bench/execmem.ts measurements (see the benchmark output and the report). */
+/**
+ * Packing granule, chosen by measurement (bench/execmem.ts, 200k-op BPF churn at 10k live, fake
+ * backend): 16 B and 64 B both end at mapped/requested 1.207 (28 blocks either way), the rounding
+ * costs 0.2% vs 0.7% of live bytes, side tables are the same (they scale with runs, not granules),
+ * and throughput is equal within noise. 64 B wins on what remains: every object starts on a cache
+ * line (what JITs align function entries to), and it equals bpf_prog_pack's chunk, so the
+ * comparison with Linux is like for like.
+ */
 export const DEFAULT_GRANULE_BYTES = 64;
 /** Blocks are one 2 MiB leaf (PMD) each. */
 export const BLOCK_BYTES = SZ_2M;
