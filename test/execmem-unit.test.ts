@@ -43,14 +43,33 @@ test('heap: alloc, free and immediate coalescing keep one free run per empty blo
   h.audit();
   h.free(0, h.granuleOfNode(b));
   h.audit();
-  assert.equal(h.runStartOf(0, 5), 3, 'an interior granule of a free run finds its start');
-  assert.equal(h.runStartOf(0, 12), 8, 'an interior granule of a used run finds its start');
+  assert.equal(h.usedRunCovering(0, 5), -1, 'an interior granule of a free run is free space');
+  assert.equal(h.startOf(h.usedRunCovering(0, 12)), 8, 'an interior granule of a used run finds its start');
   h.free(0, h.granuleOfNode(a));
   h.free(0, h.granuleOfNode(c));
   h.audit();
   assert.equal(h.freeGranules, h.blockGranules);
   assert.ok(h.isBlockEmpty(0));
   assert.equal(h.largestFreeGranules(), h.blockGranules);
+});
+
+test('heap: interior look-ups stay right across spans, frees and reuse (stale owner entries)', () => {
+  const h = new Heap(64, SZ_2M, 1);
+  h.addBlock();
+  const big = h.alloc(1000, 1, 0); // spans many owner spans
+  for (const g of [0, 1, 63, 64, 65, 500, 999]) assert.equal(h.startOf(h.usedRunCovering(0, g)), 0);
+  assert.equal(h.usedRunCovering(0, 1000), -1);
+  h.free(0, h.granuleOfNode(big));
+  const small = h.alloc(10, 1, 0);
+  const other = h.alloc(5, 64, 0); // starts at granule 64, inside the old big run
+  assert.equal(h.granuleOfNode(small), 0);
+  assert.equal(h.granuleOfNode(other), 64);
+  assert.equal(h.startOf(h.usedRunCovering(0, 9)), 0);
+  assert.equal(h.usedRunCovering(0, 10), -1, 'the stale owner of span 0 (the freed big run) is not believed');
+  assert.equal(h.usedRunCovering(0, 500), -1);
+  assert.equal(h.startOf(h.usedRunCovering(0, 68)), 64);
+  assert.equal(h.usedRunCovering(0, 69), -1);
+  h.audit();
 });
 
 test('heap: aligned allocation leaves the lead gap free and allocatable', () => {
@@ -257,6 +276,24 @@ test('4 KiB fallback blocks are counted in stats', () => {
   assert.equal(s.counters.hugeFallbacks, 1);
   em.allocVa('bpf', 100);
   assert.equal(em.stats().types.bpf.largeMappedBytes, BLOCK_BYTES);
+});
+
+test('updates at interior addresses of a long allocation find it; free space around it does not', () => {
+  const { em } = setup();
+  const va = em.allocVa('module_text', 300_000);
+  const after = em.allocVa('module_text', 100);
+  for (let off = 0; off < 300_000; off += 4099) em.updateVa(va + off, Uint8Array.of(off & 0xff));
+  assert.equal(em.readVa(va + 4099 * 7, 1)[0], (4099 * 7) & 0xff);
+  em.freeVa(va);
+  assert.equal(
+    code(() => em.updateVa(va + 150_000, Uint8Array.of(1))),
+    'EFREE',
+  );
+  assert.equal(
+    code(() => em.freeVa(va)),
+    'EFREE',
+  );
+  assert.equal(em.sizeOf(after), 128);
 });
 
 test('objects larger than a block get their own mapping, released on free', () => {

@@ -735,8 +735,11 @@ export class Execmem {
     const g = Math.floor(off / gb);
     let id = off === g * gb ? heap.runIdAt(block.slot, g) : -1;
     const exact = id >= 0;
-    const start = exact ? g : heap.runStartOf(block.slot, g);
-    if (!exact) id = heap.runIdAt(block.slot, start);
+    if (!exact) {
+      id = heap.usedRunCovering(block.slot, g);
+      if (id < 0) fail('EFREE', `${op}: ${this.hex(va)} is free memory (double free, or never allocated)`);
+    }
+    const start = heap.startOf(id);
     const tag = heap.lenOf(id);
     if (tag < 0) fail('EFREE', `${op}: ${this.hex(va)} is free memory (double free, or never allocated)`);
     if (needStart && !exact) {

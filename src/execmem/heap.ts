@@ -43,6 +43,8 @@ const D_SLOT = 2; // -1 when the descriptor is unused
 const D_NEXT = 3; // free: next descriptor in the class list (-1 none); used: caller kind
 const D_PREV = 4;
 const D_STRIDE = 5;
+/** Granules per owner-table entry: bounds the interior look-up of update() at an inner address. */
+const OWNER_SPAN = 64;
 /** Explicit limits. */
 const MAX_DESCRIPTORS = 2 ** 26;
 const INITIAL_DESCRIPTORS = 1024;
@@ -162,6 +164,8 @@ export class Heap {
   /** Run boundaries (starts and ends) -> descriptor id. */
   private readonly index = new PosMap(10);
   private readonly live: boolean[] = [];
+  /** Per block: for each span of OWNER_SPAN granules, the used run last allocated over its start. */
+  private readonly owners: (Int32Array | undefined)[] = [];
   private readonly liveRuns: number[] = [];
   private readonly freeSlots: number[] = [];
   private slotCount = 0;
@@ -194,7 +198,8 @@ export class Heap {
 
   /** Side-table bytes: the per-block index plus the descriptor pool (stats, benchmark). */
   metadataBytes(): number {
-    return this.index.byteLength() + this.d.byteLength + this.freeIds.byteLength;
+    const owners = this.blockCount * Math.ceil(this.blockGranules / OWNER_SPAN) * 4;
+    return this.index.byteLength() + this.d.byteLength + this.freeIds.byteLength + owners;
   }
 
   // ---- blocks ----
@@ -208,6 +213,7 @@ export class Heap {
     assert(this.hasFreeSlot(), 'heap slot limit reached');
     const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.slotCount++;
     this.live[slot] = true;
+    this.owners[slot] = new Int32Array(Math.ceil(this.blockGranules / OWNER_SPAN)).fill(-1);
     this.liveRuns[slot] = 0;
     this.blockCount++;
     this.insertRun(this.newDescriptor(slot, 0), this.blockGranules);
@@ -224,6 +230,7 @@ export class Heap {
     this.index.delete(this.pos(slot, 0));
     this.index.delete(this.pos(slot, this.blockGranules - 1));
     this.live[slot] = false;
+    this.owners[slot] = undefined;
     this.freeSlots.push(slot);
     this.blockCount--;
   }
@@ -359,21 +366,28 @@ export class Heap {
   }
 
   /**
-   * The start of the run containing `granule`: scans back over the block's index to the first
-   * descriptor that covers it. The cost is bounded by the containing run's length, never by
-   * other runs.
+   * The used run containing `granule`, or -1 when it lies in free space. O(OWNER_SPAN): the
+   * owner table names, per span of OWNER_SPAN granules, the used run that covered the span's
+   * first granule when it was allocated (believed only if it still covers `granule`); otherwise
+   * the containing run starts inside the span, found by stepping back over the boundary index.
    */
-  runStartOf(slot: number, granule: number): number {
+  usedRunCovering(slot: number, granule: number): number {
     const d = this.d;
-    for (let g = granule; g >= 0; g--) {
-      const id = this.index.get(this.pos(slot, g));
-      if (id < 0) continue;
-      const at = id * D_STRIDE;
-      const start = d[at + D_START];
-      if (d[at + D_SLOT] === slot && start <= granule && granule < start + Math.abs(d[at + D_LEN]))
-        return start;
+    const span = Math.floor(granule / OWNER_SPAN);
+    const owner = this.owners[slot]![span];
+    if (owner >= 0 && this.covers(owner, slot, granule)) return d[owner * D_STRIDE + D_LEN] > 0 ? owner : -1;
+    for (let g = granule; g >= span * OWNER_SPAN; g--) {
+      const id = this.runAt(slot, g);
+      if (id >= 0) return this.covers(id, slot, granule) && d[id * D_STRIDE + D_LEN] > 0 ? id : -1;
     }
-    assert(false, 'runStartOf: granule 0 must start a run');
+    // The run covering the span start also covers `granule`; had it been used, the owner table
+    // would name it (it was the last used run written there, since runs never overlap).
+    return -1;
+  }
+
+  /** First granule of descriptor `id`. */
+  startOf(id: number): number {
+    return this.d[id * D_STRIDE + D_START];
   }
 
   /** Largest free run, in granules (stats only: walks the list of the highest non-empty class). */
@@ -472,6 +486,12 @@ export class Heap {
 
   // ---- internals ----
 
+  private covers(id: number, slot: number, granule: number): boolean {
+    const at = id * D_STRIDE;
+    const start = this.d[at + D_START];
+    return this.d[at + D_SLOT] === slot && start <= granule && granule < start + Math.abs(this.d[at + D_LEN]);
+  }
+
   /** Descriptor of the run starting at `granule`, or -1. */
   private runAt(slot: number, granule: number): number {
     const id = this.index.get(this.pos(slot, granule));
@@ -524,6 +544,9 @@ export class Heap {
     this.d[at + D_PREV] = -1;
     this.index.set(this.pos(slot, start), id);
     this.index.set(this.pos(slot, start + len - 1), id);
+    const owners = this.owners[slot]!;
+    const last = Math.floor((start + len - 1) / OWNER_SPAN);
+    for (let span = Math.ceil(start / OWNER_SPAN); span <= last; span++) owners[span] = id;
   }
 
   /**
