@@ -236,6 +236,44 @@ test('stale TLB entries keep old permissions until flushed; a skipped flush is a
   assert.equal(m.counters.localFlushes, 2);
 });
 
+test('stale 2 MiB and 1 GiB TLB entries are found through the per-CPU cache filter', () => {
+  const m = createMachine({ memoryBytes: 2 * GIB, cpus: 3 });
+  const dm = m.arch.layout.directMapStart;
+  // 2 MiB: cpu1 caches an RW 2 MiB leaf; the leaf turns ROX behind its back (alias already RO).
+  // cpu2 has cached something else only, cpu0 nothing.
+  const h = m.vmalloc({ sizeBytes: SZ_2M, range: m.arch.layout.vmalloc, prot: 'rw', allowHuge: true });
+  assert.equal(h.leafBytes, SZ_2M);
+  m.setMemory(h.va, 512, 'ro');
+  m.kernelPt.setLeafFlags(h.va, 2, protToFlags('rw'));
+  m.load(1, h.va + 7 * PAGE, 1);
+  m.load(2, dm + 100 * PAGE, 1);
+  m.kernelPt.setLeafFlags(h.va, 2, protToFlags('rox'));
+  assertWx(m, 512);
+  assert.equal(m.staleTlbEntryCount(), 1, 'only cpu1 holds the old leaf');
+  m.flushLocal(1, h.va, SZ_2M);
+  assertWx(m, 0);
+  // 1 GiB: cpu0 caches the second GiB's direct-map leaf (RW); it is split behind its back and a
+  // frame of it is mapped executable while its own alias page is made read-only.
+  const g = dm + GIB;
+  assert.equal(m.kernelPt.walk(g)?.level, 3);
+  m.load(0, g + 3 * SZ_2M, 1);
+  m.kernelPt.split(g, 3);
+  assert.equal(m.staleTlbEntryCount(), 1, 'the old 1 GiB leaf on cpu0, at once');
+  m.kernelPt.split(g, 2);
+  const pfn = GIB / PAGE;
+  m.kernelPt.setLeafFlags(g, 1, protToFlags('ro'));
+  assertWx(m, 0);
+  assert.equal(m.staleTlbEntryCount(), 1, 'the old 1 GiB leaf on cpu0');
+  const x = m.arch.layout.vmalloc.end - 16 * SZ_2M;
+  m.kernelPt.mapLeaf(x, 1, pfn, protToFlags('rox'));
+  assertWx(m, 1);
+  assert.deepEqual(m.wxFullScan()[0].writableVia, [g]);
+  m.flushLocal(0);
+  assertWx(m, 0);
+  m.kernelPt.unmapLeaf(x, 1);
+  assertWx(m, 0);
+});
+
 test('deliberate W+X mappings are reported by both audits', () => {
   const m = createMachine({ memoryBytes: GIB, cpus: 2 });
   const r = modRange(m);

@@ -38,6 +38,8 @@ export class Cpus {
   private readonly microBase: Float64Array;
   private readonly microPfn: Float64Array;
   private readonly microBytes: (Uint8Array | undefined)[];
+  /** Whether any CPU may have a micro-cached page (so a page-table change need not clear them all). */
+  private microLive = false;
 
   constructor(
     private readonly arch: ArchSpec,
@@ -132,8 +134,10 @@ export class Cpus {
 
   /** Forget every CPU's micro-cached page (any page-table change). */
   invalidateMicro(): void {
+    if (!this.microLive) return;
     this.microBase.fill(Number.NaN);
     this.microBytes.fill(undefined);
+    this.microLive = false;
   }
 
   invalidateMicroOf(cpu: number): void {
@@ -168,6 +172,7 @@ export class Cpus {
     const pfn = t.pfn + (pageVa - t.va) / PAGE;
     this.microBase[cpu] = pageVa;
     this.microPfn[cpu] = pfn;
+    this.microLive = true;
     const bytes = this.phys.frameBytes(pfn);
     this.microBytes[cpu] = bytes;
     return bytes === undefined ? 0 : bytes[off];

@@ -217,7 +217,7 @@ export class TlbArray {
         victimStamp = this.stamps[i];
       }
     }
-    const evicted = this.trans[victim];
+    const evicted = this.keys[victim] === KEY_EMPTY ? undefined : this.trans[victim];
     this.fill(victim, key, keyLevel as LeafLevel, t);
     return evicted;
   }
@@ -242,6 +242,7 @@ export class TlbArray {
 
   /** Drops every slot whose translation overlaps [startVa, endVa); returns how many. */
   dropRange(startVa: number, endVa: number): number {
+    if (this.used === 0) return 0;
     let count = 0;
     for (let i = 0; i < this.keys.length; i++) {
       if (this.keys[i] !== KEY_EMPTY && this.starts[i] < endVa && this.ends[i] > startVa) {
@@ -252,11 +253,15 @@ export class TlbArray {
     return count;
   }
 
+  /**
+   * Empties the array. Only the keys are cleared: a slot's translation, level and stamp are read
+   * only while its key is set, so they need no reset (the references they keep are bounded by the
+   * array size). Flushes are frequent (every CPA shootdown, every cold fetch-model run).
+   */
   dropAll(): number {
     const count = this.used;
+    if (count === 0) return 0;
     this.keys.fill(KEY_EMPTY);
-    this.trans.fill(undefined);
-    this.slotLevels.fill(0);
     this.levelCounts.fill(0);
     this.used = 0;
     return count;
@@ -264,6 +269,7 @@ export class TlbArray {
 
   /** Appends translations overlapping [startVa, endVa) to out. */
   collectRange(startVa: number, endVa: number, out: Translation[]): void {
+    if (this.used === 0) return;
     for (let i = 0; i < this.keys.length; i++) {
       if (this.keys[i] !== KEY_EMPTY && this.starts[i] < endVa && this.ends[i] > startVa) {
         out.push(this.trans[i]!);

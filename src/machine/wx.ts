@@ -18,10 +18,13 @@
  *
  * Finding the overlapping TLB entries scans every TLB array, too slow for every 4 KiB unmap, so
  * each CPU keeps a cheap superset filter of what it may hold: the leaf keys (va + level) inserted
- * since its last full flush (`noteInsert`; evictions leave false positives, which only cost a
- * scan). A 4 KiB leaf change needs a scan only if that page, its 2 MiB or its 1 GiB region may be
- * cached. Past FILTER_MAX keys the filter gives up until the next full flush. This relies on every
- * TLB fill going through the machine's access paths (cpu.ts, patch.ts), which call noteInsert.
+ * since its last full flush, and the 2 MiB and 1 GiB regions they lie in (`noteInsert`; evictions
+ * and range flushes leave false positives, which only cost a scan). A leaf change needs a scan
+ * only if that page, its 2 MiB or its 1 GiB region may be cached (a 2 MiB change: its region or the
+ * 1 GiB leaf around it; a 1 GiB change: its region). Past FILTER_MAX keys the filter gives up until
+ * the next full flush. This relies on every fill of the kernel address space's translations going
+ * through the machine's access paths (cpu.ts), which call noteInsert. A CPU whose filter is empty
+ * (the common state right after a CPA shootdown) is ruled out with one size check.
  *
  * `fullScan()` recomputes from scratch (every leaf plus every TLB entry of every CPU) for tests; the
  * two must agree. The x86 poking mm is a different address space: the audit does not include it
@@ -70,8 +73,8 @@ export class WxAudit implements LeafListener {
   private tlbs: readonly TlbView[] = [];
   /** Per CPU: stale entries (by value) still held by that CPU's TLB. */
   private stale: Map<string, Translation>[] = [];
-  /** Per CPU: keys (va + level) of leaves that may be cached; null = filter saturated. */
-  private maybe: (Set<number> | null)[] = [];
+  /** Per CPU: what its TLB may hold (a superset); null = filter saturated. */
+  private maybe: (MayHold | null)[] = [];
 
   constructor(
     private readonly pt: PageTable,
@@ -85,15 +88,17 @@ export class WxAudit implements LeafListener {
   attachTlbs(tlbs: readonly TlbView[]): void {
     this.tlbs = tlbs;
     this.stale = tlbs.map(() => new Map());
-    this.maybe = tlbs.map(() => new Set());
+    this.maybe = tlbs.map(() => newMayHold());
   }
 
   /** A CPU's TLB was filled with `t` (keeps the superset filter of cached leaves). */
   noteInsert(cpu: number, t: Translation): void {
     const m = this.maybe[cpu];
     if (m === null) return;
-    m.add(t.va + t.level);
-    if (m.size > FILTER_MAX) this.maybe[cpu] = null;
+    m.leaves.add(t.va + t.level);
+    if (t.level !== 3) m.regions2M.add(t.va - (t.va % LEVEL_BYTES[2]));
+    m.regions1G.add(t.va - (t.va % LEVEL_BYTES[3]));
+    if (m.leaves.size > FILTER_MAX) this.maybe[cpu] = null;
   }
 
   violationCount(): number {
@@ -116,7 +121,7 @@ export class WxAudit implements LeafListener {
 
   /** A CPU flushed [va, va+sizeBytes) (or everything): its stale entries there are gone. */
   onFlush(cpu: number, va?: number, sizeBytes?: number): void {
-    if (va === undefined) this.maybe[cpu] = new Set();
+    if (va === undefined) this.maybe[cpu] = newMayHold();
     const m = this.stale[cpu];
     if (m.size === 0) return;
     for (const [key, t] of m) {
@@ -130,6 +135,7 @@ export class WxAudit implements LeafListener {
   /** A CPU's TLB evicted `t` for capacity: forget it if no copy of it is left in that TLB. */
   onEvict(cpu: number, t: Translation): void {
     const m = this.stale[cpu];
+    if (m.size === 0) return;
     const key = leafKey(t);
     const held = m.get(key);
     if (held === undefined) return;
@@ -218,13 +224,17 @@ export class WxAudit implements LeafListener {
     }
   }
 
-  /** Could this CPU's TLB hold an entry overlapping the 4 KiB leaf `t`? (Larger leaves: assume yes.) */
+  /** Could this CPU's TLB hold an entry overlapping the leaf `t`? */
   private mayHold(cpu: number, t: Translation): boolean {
     const m = this.maybe[cpu];
-    if (m === null || t.level !== 1) return true;
-    const r2 = t.va - (t.va % LEVEL_BYTES[2]);
+    if (m === null) return true;
+    const leaves = m.leaves;
+    if (leaves.size === 0) return false;
+    if (t.level === 3) return m.regions1G.has(t.va);
     const r3 = t.va - (t.va % LEVEL_BYTES[3]);
-    return m.has(t.va + 1) || m.has(r2 + 2) || m.has(r3 + 3);
+    if (t.level === 2) return m.regions2M.has(t.va) || leaves.has(r3 + 3);
+    const r2 = t.va - (t.va % LEVEL_BYTES[2]);
+    return leaves.has(t.va + 1) || leaves.has(r2 + 2) || leaves.has(r3 + 3);
   }
 
   private account(t: Translation, delta: 1 | -1): void {
@@ -243,6 +253,22 @@ export class WxAudit implements LeafListener {
     }
     assert(this.violations >= 0, 'negative W^X violation count');
   }
+}
+
+/**
+ * Superset filter of one CPU's TLB contents since its last full flush: the leaf keys (va + level)
+ * and the 2 MiB / 1 GiB regions they lie in, so a 4 KiB, 2 MiB or 1 GiB leaf change can each be
+ * ruled out with at most three lookups. An entry overlapping a 2 MiB leaf is a 4 KiB or 2 MiB leaf
+ * of that region or the 1 GiB leaf around it; one overlapping a 1 GiB leaf lies in its region.
+ */
+interface MayHold {
+  readonly leaves: Set<number>;
+  readonly regions2M: Set<number>;
+  readonly regions1G: Set<number>;
+}
+
+function newMayHold(): MayHold {
+  return { leaves: new Set(), regions2M: new Set(), regions1G: new Set() };
 }
 
 function overlaps(t: Translation, va: number, sizeBytes: number): boolean {
