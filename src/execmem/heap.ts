@@ -21,13 +21,14 @@
  * - Metadata never lives in executable memory (DESIGN.md rule 10): everything here is typed
  *   arrays outside the blocks.
  *
- * Layout, chosen by measurement (bench/execmem.ts, 100k live objects): runs are described by a
- * dense pool of descriptors (start, signed length: +used / -free, slot, free-list links, caller
- * kind), and each block has one int32 per granule, `index`, that names the descriptor of the run
- * starting or ending there (0 = none; stale entries are harmless because a descriptor is only
- * believed when its slot and start agree). List surgery therefore touches the small, dense pool
- * rather than scattered per-granule arrays; at 100k live objects this halved the CPU cache misses
- * per operation compared with per-granule tags and links.
+ * Layout, chosen by measurement (bench/execmem.ts; issue 3 wants 100k live objects within 2x of
+ * 1k): each run has a descriptor in one dense pool (start, signed length: +used / -free, slot,
+ * free-list links or the caller's kind, and links to its physical neighbours in the block, which
+ * are the boundary tags: free coalesces by following them). A hash map from run start to
+ * descriptor (PosMap) serves locate(), and a small owner table per block bounds look-ups of
+ * inner addresses. All of it scales with the number of runs, not with granules: at 100k live
+ * objects the side tables are a few MiB that stay in the CPU cache, where per-granule arrays
+ * (the first version: 420 KiB per 2 MiB block) spilled to DRAM and ran 2-3x slower.
  * Runs never cross block boundaries, so whole blocks can be returned (shrink) independently.
  */
 import { assert } from '../base/assert.js';
@@ -42,7 +43,9 @@ const D_LEN = 1; // +len used, -len free
 const D_SLOT = 2; // -1 when the descriptor is unused
 const D_NEXT = 3; // free: next descriptor in the class list (-1 none); used: caller kind
 const D_PREV = 4;
-const D_STRIDE = 5;
+const D_PNEXT = 5; // physically next run in the block (-1 none)
+const D_PPREV = 6; // physically previous run in the block (-1 none)
+const D_STRIDE = 7;
 /** Granules per owner-table entry: bounds the interior look-up of update() at an inner address. */
 const OWNER_SPAN = 64;
 /** Explicit limits. */
@@ -67,7 +70,7 @@ function searchClassOf(size: number): number {
 }
 
 /**
- * Open-addressing hash map from a run boundary position (slot * blockGranules + granule) to a
+ * Open-addressing hash map from a run start position (slot * blockGranules + granule) to a
  * descriptor id: linear probing, backward-shift deletion (no tombstones), load factor <= 1/2,
  * doubling when full (an O(entries) rehash, amortised over as many inserts). Its size follows the
  * number of runs, not the number of granules, so it stays cache-resident where a per-granule
@@ -216,7 +219,10 @@ export class Heap {
     this.owners[slot] = new Int32Array(Math.ceil(this.blockGranules / OWNER_SPAN)).fill(-1);
     this.liveRuns[slot] = 0;
     this.blockCount++;
-    this.insertRun(this.newDescriptor(slot, 0), this.blockGranules);
+    const id = this.newDescriptor(slot, 0);
+    this.d[id * D_STRIDE + D_PNEXT] = -1;
+    this.d[id * D_STRIDE + D_PPREV] = -1;
+    this.insertRun(id, this.blockGranules);
     return slot;
   }
 
@@ -228,7 +234,6 @@ export class Heap {
     this.removeRun(id);
     this.dropDescriptor(id);
     this.index.delete(this.pos(slot, 0));
-    this.index.delete(this.pos(slot, this.blockGranules - 1));
     this.live[slot] = false;
     this.owners[slot] = undefined;
     this.freeSlots.push(slot);
@@ -280,9 +285,14 @@ export class Heap {
     if (lead > 0) {
       this.insertRun(id, lead);
       used = this.newDescriptor(slot, start);
+      this.linkAfter(id, used);
     }
     const tail = len - lead - n;
-    if (tail > 0) this.insertRun(this.newDescriptor(slot, start + n), tail);
+    if (tail > 0) {
+      const t = this.newDescriptor(slot, start + n);
+      this.linkAfter(used, t);
+      this.insertRun(t, tail);
+    }
     this.setUsed(used, n, kind);
     this.usedGranules += n;
     this.liveRuns[slot]++;
@@ -298,27 +308,22 @@ export class Heap {
     this.usedGranules -= n;
     this.liveRuns[slot]--;
     let len = n;
-    const after = granule + n;
-    if (after < this.blockGranules) {
-      const next = this.runAt(slot, after);
-      if (d[next * D_STRIDE + D_LEN] < 0) {
-        len -= d[next * D_STRIDE + D_LEN];
-        this.removeRun(next);
-        this.dropDescriptor(next);
-        this.index.delete(this.pos(slot, after - 1));
-        this.index.delete(this.pos(slot, after));
-      }
+    const next = d[id * D_STRIDE + D_PNEXT];
+    if (next >= 0 && d[next * D_STRIDE + D_LEN] < 0) {
+      len -= d[next * D_STRIDE + D_LEN];
+      this.removeRun(next);
+      this.unlink(next);
+      this.index.delete(this.pos(slot, d[next * D_STRIDE + D_START]));
+      this.dropDescriptor(next);
     }
-    if (granule > 0) {
-      const prev = this.index.get(this.pos(slot, granule - 1));
-      if (d[prev * D_STRIDE + D_LEN] < 0) {
-        len -= d[prev * D_STRIDE + D_LEN];
-        this.removeRun(prev);
-        this.dropDescriptor(id);
-        this.index.delete(this.pos(slot, granule - 1));
-        this.index.delete(this.pos(slot, granule));
-        id = prev;
-      }
+    const prev = d[id * D_STRIDE + D_PPREV];
+    if (prev >= 0 && d[prev * D_STRIDE + D_LEN] < 0) {
+      len -= d[prev * D_STRIDE + D_LEN];
+      this.removeRun(prev);
+      this.unlink(id);
+      this.index.delete(this.pos(slot, granule));
+      this.dropDescriptor(id);
+      id = prev;
     }
     this.insertRun(id, len);
     return n;
@@ -427,7 +432,6 @@ export class Heap {
     let used = 0;
     let listed = 0;
     let described = 0;
-    let boundaries = 0;
     const d = this.d;
     for (const slot of this.slots()) {
       let prevFree = false;
@@ -439,11 +443,15 @@ export class Heap {
         const t = d[id * D_STRIDE + D_LEN];
         const len = Math.abs(t);
         assert(len > 0 && g + len <= this.blockGranules, 'audit: run length out of range');
-        assert(
-          this.index.get(this.pos(slot, g + len - 1)) === id,
-          `audit: end index mismatch at ${slot}:${g}`,
-        );
-        boundaries += len === 1 ? 1 : 2;
+        const pn = d[id * D_STRIDE + D_PNEXT];
+        if (g + len < this.blockGranules) {
+          assert(
+            pn >= 0 && d[pn * D_STRIDE + D_START] === g + len,
+            `audit: physical next link at ${slot}:${g}`,
+          );
+          assert(d[pn * D_STRIDE + D_PPREV] === id, `audit: physical prev link after ${slot}:${g}`);
+        } else assert(pn === -1, 'audit: last run has a physical next');
+        if (g === 0) assert(d[id * D_STRIDE + D_PPREV] === -1, 'audit: first run has a physical prev');
         if (t < 0) {
           assert(!prevFree, `audit: adjacent free runs at ${slot}:${g}`);
           free += len;
@@ -459,10 +467,7 @@ export class Heap {
     let alive = 0;
     for (let id = 0; id < this.idHigh; id++) if (d[id * D_STRIDE + D_SLOT] >= 0) alive++;
     assert(alive === described, `audit: ${alive} live descriptors for ${described} runs (leak)`);
-    assert(
-      this.index.size === boundaries,
-      `audit: ${this.index.size} index entries for ${boundaries} run boundaries`,
-    );
+    assert(this.index.size === described, `audit: ${this.index.size} index entries for ${described} runs`);
     for (let fl = 0; fl < this.flCount; fl++) {
       for (let sl = 0; sl < SL_COUNT; sl++) {
         const idx = fl * SL_COUNT + sl;
@@ -534,6 +539,25 @@ export class Heap {
     this.freeIds = f;
   }
 
+  /** Put descriptor `b` physically right after `a`. */
+  private linkAfter(a: number, b: number): void {
+    const d = this.d;
+    const n = d[a * D_STRIDE + D_PNEXT];
+    d[b * D_STRIDE + D_PPREV] = a;
+    d[b * D_STRIDE + D_PNEXT] = n;
+    d[a * D_STRIDE + D_PNEXT] = b;
+    if (n >= 0) d[n * D_STRIDE + D_PPREV] = b;
+  }
+
+  /** Take descriptor `id` out of its block's physical chain. */
+  private unlink(id: number): void {
+    const d = this.d;
+    const p = d[id * D_STRIDE + D_PPREV];
+    const n = d[id * D_STRIDE + D_PNEXT];
+    if (p >= 0) d[p * D_STRIDE + D_PNEXT] = n;
+    if (n >= 0) d[n * D_STRIDE + D_PPREV] = p;
+  }
+
   /** Mark descriptor `id` as a used run of `len` granules (start already set and indexed). */
   private setUsed(id: number, len: number, kind: number): void {
     const at = id * D_STRIDE;
@@ -542,8 +566,6 @@ export class Heap {
     this.d[at + D_LEN] = len;
     this.d[at + D_NEXT] = kind;
     this.d[at + D_PREV] = -1;
-    this.index.set(this.pos(slot, start), id);
-    this.index.set(this.pos(slot, start + len - 1), id);
     const owners = this.owners[slot]!;
     const last = Math.floor((start + len - 1) / OWNER_SPAN);
     for (let span = Math.ceil(start / OWNER_SPAN); span <= last; span++) owners[span] = id;
@@ -579,11 +601,7 @@ export class Heap {
   private insertRun(id: number, len: number): void {
     const d = this.d;
     const at = id * D_STRIDE;
-    const slot = d[at + D_SLOT];
-    const start = d[at + D_START];
     d[at + D_LEN] = -len;
-    this.index.set(this.pos(slot, start), id);
-    this.index.set(this.pos(slot, start + len - 1), id);
     const idx = classOf(len);
     const head = this.heads[idx];
     d[at + D_NEXT] = head;
