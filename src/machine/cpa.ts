@@ -34,9 +34,11 @@ import { LEVEL_BYTES, PTE_NX, PTE_RW, protToFlags } from './types.js';
 const PAGE = 4096;
 const PROT_BITS = PTE_RW | PTE_NX;
 
-type Undo =
-  | { kind: 'flags'; va: number; level: LeafLevel; flags: number }
-  | { kind: 'split'; va: number; level: 2 | 3 };
+/** Undo log of one call, flat (no object per page): [kind, va, level, flags] per step. */
+type Undo = number[];
+const UNDO_FLAGS = 0;
+const UNDO_SPLIT = 1;
+const UNDO_STRIDE = 4;
 
 /** Split / collapse tallies of one call, added to the counters only when the call succeeds. */
 interface Tally {
@@ -113,7 +115,7 @@ export class Cpa {
     this.checkMapped(va, end);
     const want = protToFlags(prot) & PROT_BITS;
     const tally = newTally();
-    const undo: Undo[] = [];
+    const undo: Undo = [];
     const { ptFramesAllocated, ptFramesFreed } = this.counters;
     const aliased = !this.inDirectMap(va);
     try {
@@ -141,7 +143,7 @@ export class Cpa {
   setAliasWritable(pfn: number, frameCount: number, writable: boolean): boolean {
     const start = this.arch.layout.directMapStart + pfn * PAGE;
     const tally = newTally();
-    const undo: Undo[] = [];
+    const undo: Undo = [];
     const { ptFramesAllocated, ptFramesFreed } = this.counters;
     try {
       this.change(
@@ -164,40 +166,43 @@ export class Cpa {
   }
 
   /** Apply `flagsOf` to every leaf of [start, end), splitting large leaves covered only partly. */
-  private change(
-    start: number,
-    end: number,
-    flagsOf: (f: number) => number,
-    undo: Undo[],
-    tally: Tally,
-  ): void {
+  private change(start: number, end: number, flagsOf: (f: number) => number, undo: Undo, tally: Tally): void {
+    const changed = (va: number, oldFlags: number): void => {
+      undo.push(UNDO_FLAGS, va, 1, oldFlags);
+      tally.changed = true;
+    };
     let a = start;
     while (a < end) {
       const t = this.pt.walk(a);
       assert(t !== null, `CPA: 0x${a.toString(16)} unmapped after the check`);
+      if (t.level === 1) {
+        // The rest of this PTE table in one pass (same per-leaf steps as below).
+        a = this.pt.setFlagsRun(a, end, flagsOf, changed);
+        continue;
+      }
       const size = LEVEL_BYTES[t.level];
       const flags = flagsOf(t.flags);
       if (flags === t.flags) {
         a = t.va + size;
         continue;
       }
-      if (t.level > 1 && (t.va < start || t.va + size > end)) {
+      if (t.va < start || t.va + size > end) {
         const level = t.level as 2 | 3;
         this.pt.split(t.va, level);
-        undo.push({ kind: 'split', va: t.va, level });
+        undo.push(UNDO_SPLIT, t.va, level, 0);
         this.countSplit(t.va, level, tally);
         tally.changed = true;
         continue;
       }
       this.pt.setLeafFlags(t.va, t.level, flags);
-      undo.push({ kind: 'flags', va: t.va, level: t.level, flags: t.flags });
+      undo.push(UNDO_FLAGS, t.va, t.level, t.flags);
       tally.changed = true;
       a = t.va + size;
     }
   }
 
   /** cpa_process_alias: the direct-map alias of the range's frames gets RW or RO (never X). */
-  private changeAlias(start: number, end: number, writable: boolean, undo: Undo[], tally: Tally): void {
+  private changeAlias(start: number, end: number, writable: boolean, undo: Undo, tally: Tally): void {
     const flagsOf = (f: number): number => (writable ? f | PTE_RW : f & ~PTE_RW);
     const dm = this.arch.layout.directMapStart;
     let runPfn = -1;
@@ -244,11 +249,12 @@ export class Cpa {
   }
 
   /** Undo a failed call; the page-table frame counters are restored too (the call never happened). */
-  private rollback(undo: Undo[], ptAllocated: number, ptFreed: number): void {
-    for (let k = undo.length - 1; k >= 0; k--) {
-      const u = undo[k];
-      if (u.kind === 'flags') this.pt.setLeafFlags(u.va, u.level, u.flags);
-      else assert(this.pt.tryCollapse(u.va, u.level), 'CPA rollback: split did not collapse back');
+  private rollback(undo: Undo, ptAllocated: number, ptFreed: number): void {
+    for (let k = undo.length - UNDO_STRIDE; k >= 0; k -= UNDO_STRIDE) {
+      const va = undo[k + 1];
+      const level = undo[k + 2] as LeafLevel;
+      if (undo[k] === UNDO_FLAGS) this.pt.setLeafFlags(va, level, undo[k + 3]);
+      else assert(this.pt.tryCollapse(va, level as 2 | 3), 'CPA rollback: split did not collapse back');
     }
     this.counters.ptFramesAllocated = ptAllocated;
     this.counters.ptFramesFreed = ptFreed;

@@ -126,6 +126,37 @@ export class PageTable {
     this.emit({ va, level, old: leaf, next });
   }
 
+  /**
+   * CPA's inner loop over 4 KiB leaves: from the 4 KiB leaf at `va`, give each 4 KiB leaf of the
+   * same PTE table below `endVa` the flags `flagsOf(old flags)`, exactly as setLeafFlags would
+   * one by one (same events, in address order), and report each change to `changed`. Stops at the
+   * table's end, at `endVa` or at a slot without a 4 KiB leaf; returns the address it stopped at.
+   * Why: one walk per PTE table instead of one per page (set_memory on 4 KiB-mapped ranges).
+   */
+  setFlagsRun(
+    va: number,
+    endVa: number,
+    flagsOf: (flags: number) => number,
+    changed: (va: number, oldFlags: number) => void,
+  ): number {
+    const table = this.tableAt(va, 1);
+    if (table === null || table.level !== 1) return va;
+    const slots = table.slots;
+    let a = va;
+    for (let i = indexAt(va, 1); i < ENTRIES && a < endVa; i++, a += 4096) {
+      const old = slots[i];
+      if (old === undefined || old instanceof Table) break;
+      const flags = flagsOf(old.flags);
+      if (flags === old.flags) continue;
+      this.checkFlags(flags);
+      const next: Translation = { va: a, level: 1, pfn: old.pfn, flags };
+      slots[i] = next;
+      this.emit({ va: a, level: 1, old, next });
+      changed(a, old.flags);
+    }
+    return a;
+  }
+
   /** Replace one large leaf by 512 leaves one level down with the same flags (needs one table frame). */
   split(va: number, level: 2 | 3): void {
     if (level !== 2 && level !== 3)
