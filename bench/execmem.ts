@@ -265,6 +265,24 @@ export async function benchExecmem(): Promise<BenchResult[]> {
     unit: 'ratio',
     note: 'target >= 0.5 (100k within 2x of 1k)',
   });
+  {
+    // The churn driver alone (an allocator that does nothing): how much of the drop from 1k to
+    // 100k is the driver's own arrays leaving the CPU cache rather than the allocator.
+    let c = 0;
+    const nothing: Subject = { alloc: () => c++, free: () => {}, mappedBytes: () => 0 };
+    let small = 0;
+    let large = 0;
+    for (let rep = 0; rep < REPEATS; rep++) {
+      small = Math.max(small, churn(nothing, 1000, CHURN_OPS * 5, 11).opsPerSecond);
+      large = Math.max(large, churn(nothing, 100_000, CHURN_OPS * 5, 11).opsPerSecond);
+    }
+    out.push({
+      name: 'churn driver alone (no allocator) 100k / 1k live',
+      value: large / small,
+      unit: 'ratio',
+      note: 'the same random picks and size arrays with a no-op allocator: the floor the memory hierarchy sets',
+    });
+  }
   out.push({
     name: 'bpf_prog_pack throughput 100k / 1k live',
     value: bitmap[100_000].opsPerSecond / bitmap[1000].opsPerSecond,

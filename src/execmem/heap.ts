@@ -374,7 +374,7 @@ export class Heap {
    * The used run containing `granule`, or -1 when it lies in free space. O(OWNER_SPAN): the
    * owner table names, per span of OWNER_SPAN granules, the used run that covered the span's
    * first granule when it was allocated (believed only if it still covers `granule`); otherwise
-   * the containing run starts inside the span, found by stepping back over the boundary index.
+   * the containing run starts inside the span, found by stepping back over the start index.
    */
   usedRunCovering(slot: number, granule: number): number {
     const d = this.d;
