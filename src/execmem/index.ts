@@ -13,6 +13,7 @@ export {
   type PoolSharing,
 } from './execmem.js';
 export { buildRangeTable, modulesStartFor, type TypeClass, type TypeRange } from './ranges.js';
+export { SimBackend, type SimBackendOptions } from './sim-backend.js';
 export {
   type ExecmemCounters,
   type ExecmemPoolStats,
