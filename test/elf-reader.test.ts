@@ -7,7 +7,6 @@
  * smallest .ko of the Debian dataset when it is in the cache (skipped with a note otherwise).
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,19 +30,10 @@ import {
   openDataset,
   readModuleFile,
 } from '../src/workloads/dataset/dataset.js';
+import { withTempDir } from './helpers/tempdir.js';
+import { compileFixture, FAKE_SYSTEM_MAP, hasTool } from './helpers/toolchain.js';
 
-const FIXTURES = join(process.cwd(), 'test', 'fixtures', 'c');
-const KFLAGS = [
-  '-O2',
-  '-mcmodel=kernel',
-  '-fno-pic',
-  '-mno-red-zone',
-  '-ffreestanding',
-  '-fno-asynchronous-unwind-tables',
-  '-fno-common',
-  '-c',
-];
-const hasGcc = spawnSync('gcc', ['--version'], { stdio: 'ignore' }).status === 0;
+const hasGcc = hasTool('gcc');
 
 class PlainAllocator implements ExecAllocator {
   readonly name = 'test-plain';
@@ -69,17 +59,6 @@ class PlainAllocator implements ExecAllocator {
     return { liveBytes: 0, mappedBytes: 0 };
   }
 }
-
-const FAKE_MAP = [
-  '0000000000000000 D __per_cpu_start',
-  '0000000000020000 D __per_cpu_end',
-  'ffffffff82345678 D kernel_counter',
-  'ffffffff82000000 r __ksymtab_kernel_counter',
-  'ffffffff81234560 T kernel_func',
-  'ffffffff8200000c r __ksymtab_kernel_func',
-  '0000000000012340 D low_sym',
-  'ffffffff82000018 r __ksymtab_low_sym',
-].join('\n');
 
 let dir = '';
 let fixture = new Uint8Array(0);
@@ -108,7 +87,7 @@ function expectElf(b: Uint8Array, code: string, pattern?: RegExp): void {
 describe('ELF reader: named corruptions', { skip: hasGcc ? false : 'gcc not installed' }, () => {
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'execmem-elf-'));
-    execFileSync('gcc', [...KFLAGS, join(FIXTURES, 'relocs.c'), '-o', join(dir, 'relocs.o')]);
+    compileFixture('relocs.c', join(dir, 'relocs.o'));
     fixture = new Uint8Array(readFileSync(join(dir, 'relocs.o')));
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
@@ -173,7 +152,7 @@ describe('ELF reader: named corruptions', { skip: hasGcc ? false : 'gcc not inst
     ];
     for (const [bytes, pattern] of cases) {
       const allocator = new PlainAllocator();
-      const loader = new ModuleLoader({ allocator, kernel: KernelSymbols.fromSystemMap(FAKE_MAP) });
+      const loader = new ModuleLoader({ allocator, kernel: KernelSymbols.fromSystemMap(FAKE_SYSTEM_MAP) });
       assert.throws(
         () => loader.load(bytes, 'x'),
         (e: unknown) => e instanceof ModuleLoadError && e.code === 'ENOEXEC' && pattern.test(e.message),
@@ -279,14 +258,11 @@ function fuzzLoad(bytes: Uint8Array, kernel: KernelSymbols, runs: number): void 
 
 describe('ELF + loader fuzz (fast-check mutations)', () => {
   it('gcc object: only typed errors, nothing leaked', { skip: hasGcc ? false : 'gcc not installed' }, () => {
-    const d = mkdtempSync(join(tmpdir(), 'execmem-fuzz-'));
-    try {
-      execFileSync('gcc', [...KFLAGS, join(FIXTURES, 'relocs.c'), '-o', join(d, 'r.o')]);
+    withTempDir('execmem-fuzz-', (d) => {
+      compileFixture('relocs.c', join(d, 'r.o'));
       const bytes = new Uint8Array(readFileSync(join(d, 'r.o')));
-      fuzzLoad(bytes, KernelSymbols.fromSystemMap(FAKE_MAP), 400);
-    } finally {
-      rmSync(d, { recursive: true, force: true });
-    }
+      fuzzLoad(bytes, KernelSymbols.fromSystemMap(FAKE_SYSTEM_MAP), 400);
+    });
   });
 
   const root = findCachedDataset();

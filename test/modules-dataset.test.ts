@@ -6,7 +6,7 @@
  * package skip with a note when it is not in the cache.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,44 +46,25 @@ import {
 import { debianModules } from '../src/workloads/dataset/workload.js';
 import { replay } from '../src/workloads/replay.js';
 import { validateTrace } from '../src/workloads/trace.js';
+import { execmem } from './cli-helpers.js';
+import { withTempDir } from './helpers/tempdir.js';
+import { compileFixture, FAKE_SYSTEM_MAP, hasTool } from './helpers/toolchain.js';
 
-const FIXTURES = join(process.cwd(), 'test', 'fixtures', 'c');
-const KFLAGS = [
-  '-O2',
-  '-mcmodel=kernel',
-  '-fno-pic',
-  '-mno-red-zone',
-  '-ffreestanding',
-  '-fno-asynchronous-unwind-tables',
-  '-fno-common',
-  '-c',
-];
-const has = (t: string) => spawnSync(t, ['--version'], { stdio: 'ignore' }).status === 0;
 const RELEASE = '6.1.0-test';
-const SYSTEM_MAP = [
-  '0000000000000000 D __per_cpu_start',
-  '0000000000020000 D __per_cpu_end',
-  'ffffffff82345678 D kernel_counter',
-  'ffffffff82000000 r __ksymtab_kernel_counter',
-  'ffffffff81234560 T kernel_func',
-  'ffffffff8200000c r __ksymtab_kernel_func',
-  '0000000000012340 D low_sym',
-  'ffffffff82000018 r __ksymtab_low_sym',
-].join('\n');
 
 let tree = '';
 
-describe('synthetic package tree', { skip: has('gcc') ? false : 'gcc not installed' }, () => {
+describe('synthetic package tree', { skip: hasTool('gcc') ? false : 'gcc not installed' }, () => {
   before(() => {
     tree = mkdtempSync(join(tmpdir(), 'execmem-ds-'));
     const kdir = join(tree, 'lib', 'modules', RELEASE, 'kernel', 'test');
     mkdirSync(kdir, { recursive: true });
     mkdirSync(join(tree, 'boot'));
-    writeFileSync(join(tree, 'boot', `System.map-${RELEASE}`), SYSTEM_MAP);
-    execFileSync('gcc', [...KFLAGS, join(FIXTURES, 'exporter.c'), '-o', join(kdir, 'exporter.ko')]);
-    execFileSync('gcc', [...KFLAGS, join(FIXTURES, 'user.c'), '-o', join(kdir, 'user.ko')]);
-    execFileSync('gcc', [...KFLAGS, join(FIXTURES, 'relocs.c'), '-o', join(kdir, 'oracle-fixture.ko')]);
-    if (has('xz')) execFileSync('xz', [join(kdir, 'oracle-fixture.ko')]); // -> .ko.xz, original removed
+    writeFileSync(join(tree, 'boot', `System.map-${RELEASE}`), FAKE_SYSTEM_MAP);
+    compileFixture('exporter.c', join(kdir, 'exporter.ko'));
+    compileFixture('user.c', join(kdir, 'user.ko'));
+    compileFixture('relocs.c', join(kdir, 'oracle-fixture.ko'));
+    if (hasTool('xz')) execFileSync('xz', [join(kdir, 'oracle-fixture.ko')]); // -> .ko.xz, original removed
   });
   after(() => rmSync(tree, { recursive: true, force: true }));
 
@@ -92,7 +73,7 @@ describe('synthetic package tree', { skip: has('gcc') ? false : 'gcc not install
     assert.equal(index.kernelRelease, RELEASE);
     assert.deepEqual(index.modules.map((m) => m.name).sort(), ['exporter', 'oracle_fixture', 'user']);
     assert.deepEqual(index.modules.find((m) => m.name === 'user')!.depends, ['exporter']);
-    if (has('xz')) assert.ok(index.modules.some((m) => m.path.endsWith('.ko.xz')));
+    if (hasTool('xz')) assert.ok(index.modules.some((m) => m.path.endsWith('.ko.xz')));
     assert.deepEqual(dependencyOrder(index, ['user']), ['exporter', 'user']);
     assert.throws(
       () => dependencyOrder(index, ['nosuch']),
@@ -121,24 +102,18 @@ describe('synthetic package tree', { skip: has('gcc') ? false : 'gcc not install
   });
 
   it('the CLI loads the tree (--json) and rejects unknown module names with exit 2', () => {
-    const cli = join(process.cwd(), 'dist', 'src', 'cli', 'main.js');
-    const ok = spawnSync(
-      'node',
-      [
-        cli,
-        '--json',
-        'modules',
-        'load',
-        '--all',
-        '--dir',
-        tree,
-        '--policy',
-        'execmem-rox',
-        '--fetch-calls',
-        '2000',
-      ],
-      { encoding: 'utf8' },
-    );
+    const ok = execmem([
+      '--json',
+      'modules',
+      'load',
+      '--all',
+      '--dir',
+      tree,
+      '--policy',
+      'execmem-rox',
+      '--fetch-calls',
+      '2000',
+    ]);
     assert.equal(ok.status, 0, ok.stderr);
     const r = JSON.parse(ok.stdout);
     assert.equal(r.loaded, 3);
@@ -147,10 +122,10 @@ describe('synthetic package tree', { skip: has('gcc') ? false : 'gcc not install
     assert.equal(r.fetch.calls, 2000);
     assert.equal(r.fetch.faults, 0, 'real relocated functions run without faults');
     assert.ok(r.fetch.functions >= 5 && r.fetch.fetches > 2000);
-    const bad = spawnSync('node', [cli, 'modules', 'load', 'nosuch', '--dir', tree], { encoding: 'utf8' });
+    const bad = execmem(['modules', 'load', 'nosuch', '--dir', tree]);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /unknown module\(s\): nosuch/);
-    const none = spawnSync('node', [cli, 'modules', 'load', '--dir', tree], { encoding: 'utf8' });
+    const none = execmem(['modules', 'load', '--dir', tree]);
     assert.equal(none.status, 2);
   });
 
@@ -241,10 +216,9 @@ describe('dataset plumbing', () => {
   });
 
   it('LZ4 legacy decoder matches the lz4 tool, and rejects garbage', {
-    skip: has('lz4') ? false : 'lz4 tool not installed',
+    skip: hasTool('lz4') ? false : 'lz4 tool not installed',
   }, () => {
-    const d = mkdtempSync(join(tmpdir(), 'execmem-lz4-'));
-    try {
+    withTempDir('execmem-lz4-', (d) => {
       const rng = new Rng(9);
       const data = new Uint8Array(3 * 1024 * 1024 + 123);
       for (let i = 0; i < data.length; i++)
@@ -257,9 +231,7 @@ describe('dataset plumbing', () => {
       const bad = packed.slice();
       bad.fill(0xff, 8, 64);
       assert.throws(() => lz4LegacyDecode(bad), KernelImageError);
-    } finally {
-      rmSync(d, { recursive: true, force: true });
-    }
+    });
     assert.throws(() => bzImagePayload(new Uint8Array(4096)), /not a bzImage/);
   });
 

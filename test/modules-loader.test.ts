@@ -8,7 +8,7 @@
  * instead of skipping.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,19 +34,9 @@ import {
   readModuleFile,
 } from '../src/workloads/dataset/dataset.js';
 import { loadDatasetModules } from '../src/workloads/dataset/load.js';
+import { compileFixture, FAKE_SYSTEM_MAP, hasTool } from './helpers/toolchain.js';
 
-const FIXTURES = join(process.cwd(), 'test', 'fixtures', 'c');
-const KFLAGS = [
-  '-O2',
-  '-mcmodel=kernel',
-  '-fno-pic',
-  '-mno-red-zone',
-  '-ffreestanding',
-  '-fno-asynchronous-unwind-tables',
-  '-fno-common',
-  '-c',
-];
-const hasGcc = spawnSync('gcc', ['--version'], { stdio: 'ignore' }).status === 0;
+const hasGcc = hasTool('gcc');
 
 /** Checks the ExecAllocator protocol the loader must follow, and keeps the bytes. */
 class ProtocolAllocator implements ExecAllocator {
@@ -100,28 +90,17 @@ class ProtocolAllocator implements ExecAllocator {
   }
 }
 
-const FAKE_MAP = [
-  '0000000000000000 D __per_cpu_start',
-  '0000000000020000 D __per_cpu_end',
-  'ffffffff82345678 D kernel_counter',
-  'ffffffff82000000 r __ksymtab_kernel_counter',
-  'ffffffff81234560 T kernel_func',
-  'ffffffff8200000c r __ksymtab_kernel_func',
-  '0000000000012340 D low_sym',
-  'ffffffff82000018 r __ksymtab_low_sym',
-].join('\n');
-
 let dir = '';
 const obj: Record<string, Uint8Array> = {};
 
 function compile(name: string, src: string, defines: string[] = []): Uint8Array {
   const out = join(dir, `${name}.o`);
-  execFileSync('gcc', [...KFLAGS, ...defines, join(FIXTURES, src), '-o', out]);
+  compileFixture(src, out, defines);
   return new Uint8Array(readFileSync(out));
 }
 
 function newLoader(allocator: ExecAllocator = new ProtocolAllocator()) {
-  return new ModuleLoader({ allocator, kernel: KernelSymbols.fromSystemMap(FAKE_MAP) });
+  return new ModuleLoader({ allocator, kernel: KernelSymbols.fromSystemMap(FAKE_SYSTEM_MAP) });
 }
 
 describe('module loader on fixture modules', { skip: hasGcc ? false : 'gcc not installed' }, () => {
@@ -329,7 +308,7 @@ describe('module loader on fixture modules', { skip: hasGcc ? false : 'gcc not i
       const offset = machine.kernelTextStart - machine.arch.layout.kernelImage.textStart;
       const loader = new ModuleLoader({
         allocator: recording,
-        kernel: KernelSymbols.fromSystemMap(FAKE_MAP).withKaslrOffset(offset),
+        kernel: KernelSymbols.fromSystemMap(FAKE_SYSTEM_MAP).withKaslrOffset(offset),
       });
       for (const o of [obj.relocs, obj.exporter, obj.user]) loader.init(loader.load(o).name);
       assert.equal(machine.wxViolationCount(), 0);
@@ -402,7 +381,7 @@ describe('the whole Debian package', {
     );
     assert.equal(far.live.size, 0);
     // Independent count: readelf -r on a sample of modules (relocations into allocated sections).
-    if (spawnSync('readelf', ['--version'], { stdio: 'ignore' }).status === 0) {
+    if (hasTool('readelf')) {
       const sample = index.modules.filter((_, i) => i % 97 === 0);
       for (const m of sample) {
         const out = execFileSync('readelf', ['-rW', join(index.root, m.path)], {

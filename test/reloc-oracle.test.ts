@@ -22,21 +22,9 @@ import { layoutModule } from '../src/consumers/modules/layout.js';
 import { ModuleLoadError, ModuleLoader, toSigned } from '../src/consumers/modules/loader.js';
 import { KernelSymbols, signedToHex } from '../src/consumers/modules/symbols.js';
 import type { ExecAllocator } from '../src/policies/types.js';
+import { compileFixture, hasTool } from './helpers/toolchain.js';
 
-const FIXTURES = join(process.cwd(), 'test', 'fixtures', 'c');
-const KFLAGS = [
-  '-O2',
-  '-mcmodel=kernel',
-  '-fno-pic',
-  '-mno-red-zone',
-  '-ffreestanding',
-  '-fno-asynchronous-unwind-tables',
-  '-fno-common',
-  '-c',
-];
-const hasTools = ['gcc', 'ld', 'objcopy'].every(
-  (t) => spawnSync(t, ['--version'], { stdio: 'ignore' }).status === 0,
-);
+const hasTools = ['gcc', 'ld', 'objcopy'].every(hasTool);
 
 /** Plain-memory ExecAllocator: page-aligned bump allocation in the x86-64 module area, bytes kept. */
 class PlainAllocator implements ExecAllocator {
@@ -143,7 +131,7 @@ describe('relocation oracle (gcc + GNU ld)', {
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'execmem-reloc-'));
     objPath = join(dir, 'relocs.o');
-    execFileSync('gcc', [...KFLAGS, join(FIXTURES, 'relocs.c'), '-o', objPath]);
+    compileFixture('relocs.c', objPath);
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 

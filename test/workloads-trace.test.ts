@@ -1,8 +1,7 @@
 // Tests of the trace format: the validator rejects each kind of bad event with a typed error that
 // names the event, files round-trip, and corrupt files fail cleanly.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import fc from 'fast-check';
@@ -17,6 +16,7 @@ import {
   validateTrace,
 } from '../src/workloads/trace.js';
 import { trampolines } from '../src/workloads/trampolines.js';
+import { withTempDir } from './helpers/tempdir.js';
 
 function traceOf(events: unknown[]): unknown {
   return { format: TRACE_FORMAT, name: 't', seed: 7, events };
@@ -140,20 +140,16 @@ test('envelope errors are EFORMAT with no event index', () => {
 });
 
 test('save then load round-trips a generated trace', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'execmem-trace-'));
-  try {
+  withTempDir('execmem-trace-', (dir) => {
     const t = trampolines({ seed: 3, scale: 0.02 });
     const path = join(dir, 't.json');
     saveTrace(path, t);
     assert.deepEqual(loadTrace(path), t);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a corrupt trace file gives a typed error naming the bad event; bad files give EFORMAT/EIO', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'execmem-trace-'));
-  try {
+  withTempDir('execmem-trace-', (dir) => {
     const t = trampolines({ seed: 4, scale: 0.02 });
     const path = join(dir, 't.json');
     saveTrace(path, t);
@@ -178,21 +174,16 @@ test('a corrupt trace file gives a typed error naming the bad event; bad files g
       () => loadTrace(join(dir, 'missing.json')),
       (err: unknown) => err instanceof TraceError && err.code === 'EIO',
     );
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('saveTrace refuses an invalid trace and writes nothing', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'execmem-trace-'));
-  try {
+  withTempDir('execmem-trace-', (dir) => {
     const path = join(dir, 'bad.json');
     const bad = traceOf([{ op: 'free', id: 1 }]) as Trace;
     assert.throws(() => saveTrace(path, bad), TraceError);
     assert.equal(existsSync(path), false);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('property: any single-field mutation of a valid trace validates or fails as TraceError, never otherwise', () => {
