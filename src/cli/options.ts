@@ -1,12 +1,13 @@
 /**
- * Option parsers shared by the subcommands (arch, seed, scale, lists).
+ * Option parsers shared by the subcommands (arch, seed, scale, lists), and the --arch/--seed/--scale
+ * trio itself (addRunOptions).
  *
  * Why commander argument parsers: a bad value is a usage error and must be reported before any
  * work starts, with commander's one-line "option '--seed <n>' argument 'x' is invalid. ..."
  * message and exit code 2 (program.ts maps commander errors to 2). Limits are explicit so a typo
  * such as `--scale 1e9` cannot start an hour-long run.
  */
-import { InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { ARCHES, type ArchName } from '../arch/index.js';
 import { UsageError } from './io.js';
 
@@ -42,6 +43,24 @@ export function parsePositiveInt(value: string, max: number): number {
     throw new InvalidArgumentError(`expected an integer in [1, ${max}]`);
   }
   return n;
+}
+
+/** Help wording of the run options that differs between commands (what the seed also seeds). */
+export interface RunOptionsHelp {
+  readonly seed: string;
+  readonly scale?: string;
+}
+
+/**
+ * --arch, --seed and --scale: the options of every command that replays a workload on the
+ * simulated machine. Flags, parsers and defaults are the same everywhere (so `compare`, `report`,
+ * `stats` and `ptdump` runs with the same values are the same runs); only the help text differs.
+ */
+export function addRunOptions<C extends Command>(cmd: C, help: RunOptionsHelp): C {
+  return cmd
+    .option('-a, --arch <arch>', 'x86_64, arm64 or generic', parseArch, 'x86_64')
+    .option('-s, --seed <n>', help.seed, parseSeed, 1)
+    .option('--scale <x>', help.scale ?? 'workload size factor', parseScale, 1);
 }
 
 /** "a,b , c" -> ['a','b','c']; rejects empty items and duplicates. */

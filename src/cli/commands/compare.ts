@@ -12,7 +12,7 @@ import { CompareError, type CompareResult, type PolicyMetrics, runCompare } from
 import { POLICY_NAMES } from '../../policies/index.js';
 import { WORKLOADS } from '../../workloads/registry.js';
 import { type CliIo, UsageError } from '../io.js';
-import { checkName, parseArch, parseList, parseScale, parseSeed } from '../options.js';
+import { addRunOptions, checkName, parseList } from '../options.js';
 
 interface CompareCliOptions {
   workload: string;
@@ -31,14 +31,12 @@ function parseAge(value: string): number {
 }
 
 export function register(program: Command, io: CliIo): void {
-  program
+  const cmd = program
     .command('compare')
     .description('run the Linux designs and execmem on one workload, each on an identical fresh machine')
     .requiredOption('-w, --workload <name>', `workload (${Object.keys(WORKLOADS).join(', ')})`)
-    .option('-p, --policies <list>', `comma-separated subset of: ${POLICY_NAMES.join(', ')}`, parseList)
-    .option('-a, --arch <arch>', 'x86_64, arm64 or generic', parseArch, 'x86_64')
-    .option('-s, --seed <n>', 'seed of the workload and of the machines', parseSeed, 1)
-    .option('--scale <x>', 'workload size factor', parseScale, 1)
+    .option('-p, --policies <list>', `comma-separated subset of: ${POLICY_NAMES.join(', ')}`, parseList);
+  addRunOptions(cmd, { seed: 'seed of the workload and of the machines' })
     .option('--age <fraction>', 'fragment free memory first (share of 2 MiB blocks broken)', parseAge, 0)
     .addHelpText(
       'after',

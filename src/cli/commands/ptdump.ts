@@ -11,7 +11,7 @@ import type { Command } from 'commander';
 import type { ArchName } from '../../arch/types.js';
 import { hexAddr } from '../../base/addr.js';
 import type { CliIo } from '../io.js';
-import { checkName, parseArch, parseScale, parseSeed } from '../options.js';
+import { addRunOptions, checkName } from '../options.js';
 import {
   checkWorkload,
   createPolicy,
@@ -31,14 +31,12 @@ interface PtdumpOptions {
 }
 
 export function register(program: Command, io: CliIo): void {
-  program
+  const cmd = program
     .command('ptdump')
     .description('print the kernel page tables (module area by default) after a workload, Linux ptdump style')
     .option('-w, --workload <name>', 'workload to run first (default: none, the freshly booted machine)')
-    .option('-p, --policy <name>', 'allocator that serves the workload', 'execmem')
-    .option('-a, --arch <arch>', 'x86_64, arm64 or generic', parseArch, 'x86_64')
-    .option('-s, --seed <n>', 'seed of the workload and of KASLR', parseSeed, 1)
-    .option('--scale <x>', 'workload size factor', parseScale, 1)
+    .option('-p, --policy <name>', 'allocator that serves the workload', 'execmem');
+  addRunOptions(cmd, { seed: 'seed of the workload and of KASLR' })
     .option('--all', 'dump the whole kernel address space, not only the module area', false)
     .addHelpText(
       'after',

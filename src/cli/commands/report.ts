@@ -28,7 +28,7 @@ import {
 import { WORKLOADS } from '../../workloads/registry.js';
 import type { Trace } from '../../workloads/trace.js';
 import { CliFailure, type CliIo } from '../io.js';
-import { checkName, parseArch, parseList, parseScale, parseSeed } from '../options.js';
+import { addRunOptions, checkName, parseList } from '../options.js';
 import { loadSubsystem } from '../subsystems.js';
 import { policyNames } from './shared.js';
 
@@ -50,15 +50,16 @@ interface ReportOptions {
 export const DEBIAN_WORKLOAD = 'debian-modules';
 
 export function register(program: Command, io: CliIo): void {
-  program
+  const cmd = program
     .command('report')
     .description('run every policy on every workload and write report/index.html and report/summary.md')
     .option('-o, --out <dir>', 'directory to write index.html and summary.md into', 'report')
     .option('-w, --workloads <list>', 'comma-separated workloads (default: all)', parseList)
-    .option('-p, --policies <list>', 'comma-separated policies (default: all)', parseList)
-    .option('-a, --arch <arch>', 'x86_64, arm64 or generic', parseArch, 'x86_64')
-    .option('-s, --seed <n>', 'seed of the workloads and of KASLR', parseSeed, 1)
-    .option('--scale <x>', 'workload size factor (1 = default; tests use small values)', parseScale, 1)
+    .option('-p, --policies <list>', 'comma-separated policies (default: all)', parseList);
+  addRunOptions(cmd, {
+    seed: 'seed of the workloads and of KASLR',
+    scale: 'workload size factor (1 = default; tests use small values)',
+  })
     .option('--no-modules', 'leave out the debian-modules workload')
     .addHelpText(
       'after',

@@ -12,7 +12,7 @@ import type { ArchName } from '../../arch/types.js';
 import { type ExecmemStats, formatStats } from '../../execmem/stats.js';
 import type { ExecAllocator } from '../../policies/types.js';
 import { CliFailure, type CliIo } from '../io.js';
-import { parseArch, parseScale, parseSeed } from '../options.js';
+import { addRunOptions } from '../options.js';
 import { checkWorkload, createPolicy, newMachine, replayWorkload } from './shared.js';
 
 interface StatsOptions {
@@ -27,13 +27,11 @@ interface ExecmemLike {
 }
 
 export function register(program: Command, io: CliIo): void {
-  program
+  const cmd = program
     .command('stats')
     .description('print execmem allocator statistics after a workload (/proc-like, or --json)')
-    .option('-w, --workload <name>', 'workload to run', 'mixed')
-    .option('-a, --arch <arch>', 'x86_64, arm64 or generic', parseArch, 'x86_64')
-    .option('-s, --seed <n>', 'seed of the workload and of KASLR', parseSeed, 1)
-    .option('--scale <x>', 'workload size factor', parseScale, 1)
+    .option('-w, --workload <name>', 'workload to run', 'mixed');
+  addRunOptions(cmd, { seed: 'seed of the workload and of KASLR' })
     .addHelpText(
       'after',
       [
