@@ -81,6 +81,8 @@ export class TlbArray {
   private readonly probesLevel2: boolean;
   private clock = 0;
   private used = 0;
+  /** Occupied slots holding a translation larger than their key (smashed 1 GiB entries). */
+  private smashed = 0;
   private hintSlot = 0;
   private hintLevel: LeafLevel | 0 = 0;
 
@@ -243,6 +245,7 @@ export class TlbArray {
   /** Drops every slot whose translation overlaps [startVa, endVa); returns how many. */
   dropRange(startVa: number, endVa: number): number {
     if (this.used === 0) return 0;
+    if (this.probeable(startVa, endVa)) return this.probeRange(startVa, endVa, null);
     let count = 0;
     for (let i = 0; i < this.keys.length; i++) {
       if (this.keys[i] !== KEY_EMPTY && this.starts[i] < endVa && this.ends[i] > startVa) {
@@ -264,17 +267,63 @@ export class TlbArray {
     this.keys.fill(KEY_EMPTY);
     this.levelCounts.fill(0);
     this.used = 0;
+    this.smashed = 0;
     return count;
   }
 
   /** Appends translations overlapping [startVa, endVa) to out. */
   collectRange(startVa: number, endVa: number, out: Translation[]): void {
     if (this.used === 0) return;
+    if (this.probeable(startVa, endVa)) {
+      this.probeRange(startVa, endVa, out);
+      return;
+    }
     for (let i = 0; i < this.keys.length; i++) {
       if (this.keys[i] !== KEY_EMPTY && this.starts[i] < endVa && this.ends[i] > startVa) {
         out.push(this.trans[i]!);
       }
     }
+  }
+
+  /**
+   * Whether the slots overlapping [startVa, endVa) can be found by probing sets instead of scanning
+   * every slot: a slot keyed at level L (not smashed) covers exactly its page of size L, so it can
+   * only overlap the range if its page is one of the range's level-L pages, and it lies in that
+   * page's set. Worth it while those pages are fewer than the sets (small flushes: text_poke,
+   * fixmap, single-page CPA). Smashed 1 GiB entries cover more than their key: any present, scan.
+   */
+  private probeable(startVa: number, endVa: number): boolean {
+    if (this.sets === 1 || this.smashed > 0) return false;
+    let pages = 0;
+    const levels = this.probeLevels;
+    for (let l = 0; l < levels.length; l++) {
+      const size = LEVEL_BYTES[levels[l]];
+      pages += Math.floor((endVa - 1) / size) - Math.floor(startVa / size) + 1;
+    }
+    return pages <= this.sets;
+  }
+
+  /** The probing twin of the full scans: drops (out === null) or collects the overlapping slots. */
+  private probeRange(startVa: number, endVa: number, out: Translation[] | null): number {
+    let count = 0;
+    const levels = this.probeLevels;
+    for (let l = 0; l < levels.length; l++) {
+      const level = levels[l];
+      const size = LEVEL_BYTES[level];
+      const lastPage = Math.floor((endVa - 1) / size);
+      for (let page = Math.floor(startVa / size); page <= lastPage; page++) {
+        const first = ((page >>> 0) & (this.sets - 1)) * this.ways;
+        const last = first + this.ways;
+        for (let i = first; i < last; i++) {
+          if (this.keys[i] === KEY_EMPTY || this.slotLevels[i] !== level) continue;
+          if (this.starts[i] >= endVa || this.ends[i] <= startVa) continue;
+          if (out === null) this.clear(i);
+          else out.push(this.trans[i]!);
+          count++;
+        }
+      }
+    }
+    return count;
   }
 
   private setOf(key: number): number {
@@ -284,7 +333,11 @@ export class TlbArray {
 
   private fill(slot: number, key: number, keyLevel: LeafLevel, t: Translation): void {
     if (this.keys[slot] === KEY_EMPTY) this.used++;
-    else this.levelCounts[this.slotLevels[slot]]--;
+    else {
+      this.levelCounts[this.slotLevels[slot]]--;
+      if (this.trans[slot]!.level !== this.slotLevels[slot]) this.smashed--;
+    }
+    if (t.level !== keyLevel) this.smashed++;
     this.levelCounts[keyLevel]++;
     this.keys[slot] = key;
     this.slotLevels[slot] = keyLevel;
@@ -296,6 +349,7 @@ export class TlbArray {
 
   private clear(slot: number): void {
     this.levelCounts[this.slotLevels[slot]]--;
+    if (this.trans[slot]!.level !== this.slotLevels[slot]) this.smashed--;
     this.keys[slot] = KEY_EMPTY;
     this.slotLevels[slot] = 0;
     this.trans[slot] = undefined;
