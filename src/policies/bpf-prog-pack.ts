@@ -166,13 +166,7 @@ export class BpfProgPackPolicy extends PlainPolicy {
   /** alloc_new_pack(): vmalloc 2 MiB (4 KiB pages), fill with traps while RW, set_memory_rox. */
   private newPack(): Pack {
     const area = this.vmalloc(this.rangeFor('bpf'), BPF_PROG_PACK_BYTES, false);
-    try {
-      this.storeTraps(area.va, BPF_PROG_PACK_BYTES);
-      this.protect(area.va, BPF_PROG_PACK_BYTES / PAGE_BYTES, 'rox');
-    } catch (e) {
-      this.vfree(area.va);
-      throw e;
-    }
+    this.makeAreaRox(area.va, BPF_PROG_PACK_BYTES, true);
     const pack = new Pack(area.va);
     this.packs.push(pack);
     this.mappedBytes += BPF_PROG_PACK_BYTES;
@@ -184,13 +178,7 @@ export class BpfProgPackPolicy extends PlainPolicy {
   private dedicated(sizeBytes: number): Allocation {
     const reserved = alignUp(sizeBytes, PAGE_BYTES);
     const area = this.vmalloc(this.rangeFor('bpf'), reserved, false);
-    try {
-      this.storeTraps(area.va, reserved);
-      this.protect(area.va, reserved / PAGE_BYTES, 'rox');
-    } catch (e) {
-      this.vfree(area.va);
-      throw e;
-    }
+    this.makeAreaRox(area.va, reserved, true);
     this.mappedBytes += reserved;
     return newAllocation(area.va, 'bpf', sizeBytes, reserved, 'bpf-dedicated', false, 'rox');
   }

@@ -433,6 +433,22 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
     this.counters.setMemoryCalls++;
   }
 
+  /**
+   * A fresh vmalloc area (still RW) to its final ROX state: trap-filled first when `fillTraps`
+   * (the pack and cache designs fill before set_memory_rox, e.g. bpf_prog_pack's alloc_new_pack),
+   * then one set_memory_rox. A failure on the way vfrees the area before rethrowing, so a failed
+   * allocation leaves nothing mapped.
+   */
+  protected makeAreaRox(va: number, sizeBytes: number, fillTraps: boolean): void {
+    try {
+      if (fillTraps) this.storeTraps(va, sizeBytes);
+      this.protect(va, sizeBytes / PAGE_BYTES, 'rox');
+    } catch (e) {
+      this.vfree(va);
+      throw e;
+    }
+  }
+
   /** A store through the primary mapping, which must be writable (the machine faults otherwise). */
   protected store(va: number, bytes: Uint8Array): void {
     this.machine.store(this.cpu, va, bytes);

@@ -153,13 +153,7 @@ export class ExecmemRoxPolicy extends PlainPolicy {
       area = this.vmalloc(r, size, false);
       this.counters.exactSizeFallbacks++;
     }
-    try {
-      this.storeTraps(area.va, area.sizeBytes);
-      this.protect(area.va, area.sizeBytes / PAGE_BYTES, 'rox');
-    } catch (e) {
-      this.vfree(area.va);
-      throw e;
-    }
+    this.makeAreaRox(area.va, area.sizeBytes, true);
     this.blocks.set(area.va, { va: area.va, sizeBytes: area.sizeBytes });
     this.mappedBytes += area.sizeBytes;
     this.counters.blocksMapped++;

@@ -135,12 +135,7 @@ export class JitAlloc2023Policy extends PlainPolicy {
   /** jit_slab_alloc(): module_alloc(PAGE_SIZE) then set_memory_rox on it. */
   private newSlab(cache: JitCache): Slab {
     const area = this.vmalloc(this.rangeFor('module_text'), PAGE_BYTES, false);
-    try {
-      this.protect(area.va, 1, 'rox');
-    } catch (e) {
-      this.vfree(area.va);
-      throw e;
-    }
+    this.makeAreaRox(area.va, PAGE_BYTES, false);
     this.mappedBytes += PAGE_BYTES;
     this.slabCount++;
     this.counters.blocksMapped++;
@@ -151,12 +146,7 @@ export class JitAlloc2023Policy extends PlainPolicy {
   private large(type: ExecmemType, sizeBytes: number): Allocation {
     const reserved = alignUp(sizeBytes, PAGE_BYTES);
     const area = this.vmalloc(this.rangeFor('module_text'), reserved, false);
-    try {
-      this.protect(area.va, reserved / PAGE_BYTES, 'rox');
-    } catch (e) {
-      this.vfree(area.va);
-      throw e;
-    }
+    this.makeAreaRox(area.va, reserved, false);
     this.mappedBytes += reserved;
     return newAllocation(area.va, type, sizeBytes, reserved, 'jit-large', false, 'rox');
   }
