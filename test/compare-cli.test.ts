@@ -3,24 +3,16 @@
  * (2, one line on stderr, no stack trace), and --json output with the documented keys.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
-
-const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
-function run(args: string[]) {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
+import { execmem } from './cli-helpers.js';
 
 describe('execmem compare (CLI)', () => {
   it('--help lists the flags and an example', () => {
-    const r = run(['compare', '--help']);
-    assert.equal(r.code, 0);
+    const r = execmem(['compare', '--help']);
+    assert.equal(r.status, 0);
     for (const flag of ['--workload', '--policies', '--arch', '--seed', '--scale', '--age'])
-      assert.match(r.out, new RegExp(flag));
-    assert.match(r.out, /execmem compare --workload mixed/);
+      assert.match(r.stdout, new RegExp(flag));
+    assert.match(r.stdout, /execmem compare --workload mixed/);
   });
 
   it('bad usage exits 2 with one line on stderr', () => {
@@ -30,15 +22,15 @@ describe('execmem compare (CLI)', () => {
       ['compare', '--workload', 'mixed', '--age', '3'],
       ['compare'],
     ]) {
-      const r = run(args);
-      assert.equal(r.code, 2, args.join(' '));
-      assert.equal(r.err.trim().split('\n').length, 1, r.err);
-      assert.doesNotMatch(r.err, /\n\s+at /);
+      const r = execmem(args);
+      assert.equal(r.status, 2, args.join(' '));
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
     }
   });
 
   it('--json prints one CompareResult with every documented metric', () => {
-    const r = run([
+    const r = execmem([
       'compare',
       '--workload',
       'trampolines',
@@ -48,8 +40,8 @@ describe('execmem compare (CLI)', () => {
       'module_alloc,execmem',
       '--json',
     ]);
-    assert.equal(r.code, 0, r.err);
-    const doc = JSON.parse(r.out);
+    assert.equal(r.status, 0, r.stderr);
+    const doc = JSON.parse(r.stdout);
     assert.equal(doc.workload, 'trampolines');
     assert.equal(doc.arch, 'x86_64');
     assert.equal(doc.seed, 1);
