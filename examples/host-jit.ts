@@ -53,7 +53,9 @@ function main(mode: HostMode): void {
 
     em.freeVa(linear);
     const after = [...host.read(linear, 8)].map((b) => b.toString(16)).join(' ');
-    console.log(`\nafter free, the first bytes of f read: ${after} (int3 traps; calling f now would SIGTRAP)`);
+    console.log(
+      `\nafter free, the first bytes of f read: ${after} (int3 traps; calling f now would SIGTRAP)`,
+    );
     em.freeVa(sum);
     em.shrink({ keepSpare: false });
     console.log(`stats: ${JSON.stringify(em.stats().counters)}`);

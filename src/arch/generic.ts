@@ -11,8 +11,9 @@
  * violation by construction. Trap pattern: four zero bytes, an undefined instruction on common
  * RISC encodings (arm64 UDF #0, riscv c.unimp).
  */
-import { x86_64 } from './x86_64.js';
+
 import type { ArchSpec, ExecmemRange, ExecmemType } from './types.js';
+import { x86_64 } from './x86_64.js';
 
 export const generic: ArchSpec = {
   ...x86_64,
@@ -27,7 +28,13 @@ export const generic: ArchSpec = {
   execmemRanges(): Partial<Record<ExecmemType, ExecmemRange>> {
     const range = x86_64.layout.vmalloc;
     return {
-      module_text: { range, fallback: null, prot: 'rw', alignBytes: 1, flags: { kasanShadow: false, roxCache: false } },
+      module_text: {
+        range,
+        fallback: null,
+        prot: 'rw',
+        alignBytes: 1,
+        flags: { kasanShadow: false, roxCache: false },
+      },
     };
   },
 };

@@ -151,7 +151,8 @@ export function archToBig(arch: ArchSpec, va: number): bigint {
 /** The 48-bit form of a 64-bit address on this architecture; throws RangeError if impossible. */
 export function archToVa(arch: ArchSpec, addr: bigint): number {
   if (arch.addrForm === 'ttbr1') {
-    if (addr >> 48n !== 0xffffn) throw new RangeError(`0x${addr.toString(16)} is not an arm64 kernel (TTBR1) address`);
+    if (addr >> 48n !== 0xffffn)
+      throw new RangeError(`0x${addr.toString(16)} is not an arm64 kernel (TTBR1) address`);
     return Number(addr & 0xffff_ffff_ffffn);
   }
   return toVa(addr);
