@@ -2,11 +2,13 @@
  * vmalloc: a virtual-address allocator over the kernel's vmalloc-able space, plus vmalloc / vfree.
  *
  * Why it is shaped like Linux's mm/vmalloc.c:
- * - Free VA is kept as sorted, merged gaps (Linux: the free_vmap_area tree) and busy areas as a
- *   sorted array of starts (the vmap_area tree), both searched by binary search. First fit starts
- *   at the first gap that reaches into the requested range, so the cost depends on the number of
- *   free gaps, not of live areas (areas allocated back to back leave no gap: each reservation
- *   includes its guard page, as vmap_area sizes do).
+ * - Free VA is kept as merged gaps in a balanced tree augmented with the longest gap below each
+ *   node (Linux: the free_vmap_area rb-tree with subtree_max_size), busy areas in a second tree
+ *   by start (the vmap_area tree); see rangetree.ts. First fit returns the lowest fitting address
+ *   in O(log n) plus the gaps that are long enough but misaligned, so a request never pays for
+ *   the many small gaps churn leaves behind; reserving, releasing, vfree and findArea are
+ *   O(log n) in the number of gaps / areas. Each reservation includes its guard page, as
+ *   vmap_area sizes do.
  * - Guard pages: one trailing unmapped page per area unless asked otherwise (VM_NO_GUARD).
  * - VM_ALLOW_HUGE_VMAP: if the size is at least 2 MiB, the size is rounded up to 2 MiB and the VA
  *   aligned to 2 MiB, frames come as order-9 blocks and are mapped with PMD leaves. If anything of
@@ -34,6 +36,7 @@ import type { Cpus } from './cpu.js';
 import { MachineError } from './errors.js';
 import type { PageTable } from './pagetable.js';
 import type { PhysMem } from './phys.js';
+import { RangeTree } from './rangetree.js';
 import type { MachineCounters, VmArea, VmallocRequest } from './types.js';
 import { LEVEL_BYTES, protToFlags } from './types.js';
 
@@ -47,8 +50,9 @@ export interface VmAreaRecord extends VmArea {
 }
 
 export class VaSpace {
-  private readonly gapStart: number[] = [];
-  private readonly gapEnd: number[] = [];
+  /** Free gaps [start, end), merged (no two adjacent). */
+  private readonly gaps = new RangeTree<null>();
+  private free = 0;
 
   constructor(universe: readonly VaRange[]) {
     const sorted = [...universe].sort((a, b) => a.start - b.start);
@@ -57,85 +61,66 @@ export class VaSpace {
 
   /** First fit of `sizeBytes` at `alignBytes` inside [range.start, range.end); -1 if none. */
   find(range: VaRange, sizeBytes: number, alignBytes: number): number {
-    let i = this.firstGapEndingAfter(range.start);
-    for (; i < this.gapStart.length && this.gapStart[i] < range.end; i++) {
-      const lo = Math.max(this.gapStart[i], range.start);
-      const va = Math.ceil(lo / alignBytes) * alignBytes;
-      if (va + sizeBytes <= Math.min(this.gapEnd[i], range.end)) return va;
-    }
-    return -1;
+    return this.gaps.firstFit(range.start, range.end, sizeBytes, alignBytes);
   }
 
   /** Take [va, va+size) out of the free gaps (must lie inside one gap). */
   take(va: number, sizeBytes: number): void {
-    const i = this.firstGapEndingAfter(va);
-    assert(
-      i < this.gapStart.length && this.gapStart[i] <= va && va + sizeBytes <= this.gapEnd[i],
-      'VA take outside a gap',
-    );
-    const s = this.gapStart[i];
-    const e = this.gapEnd[i];
-    const pieces: number[] = [];
-    if (s < va) pieces.push(s, va);
-    if (va + sizeBytes < e) pieces.push(va + sizeBytes, e);
-    this.gapStart.splice(i, 1, ...pieces.filter((_, k) => k % 2 === 0));
-    this.gapEnd.splice(i, 1, ...pieces.filter((_, k) => k % 2 === 1));
+    const g = this.gaps.floor(va);
+    assert(g !== null && va + sizeBytes <= g.end, 'VA take outside a gap');
+    const s = g.start;
+    const e = g.end;
+    this.gaps.remove(s);
+    if (s < va) this.gaps.insert(s, va, null);
+    if (va + sizeBytes < e) this.gaps.insert(va + sizeBytes, e, null);
+    this.free -= sizeBytes;
   }
 
   /** Return [va, va+size) to the free gaps, merging with neighbours. */
   release(va: number, sizeBytes: number): void {
     const end = va + sizeBytes;
-    const i = this.firstGapEndingAfter(va - 1);
+    const below = this.gaps.floor(va);
+    const above = this.gaps.ceil(va);
     assert(
-      i >= this.gapStart.length || this.gapStart[i] >= end || this.gapEnd[i] === va,
+      (below === null || below.end <= va) && (above === null || above.start >= end),
       'VA release overlaps a gap',
     );
-    const mergeLeft = i < this.gapStart.length && this.gapEnd[i] === va;
-    const j = mergeLeft ? i + 1 : i;
-    const mergeRight = j < this.gapStart.length && this.gapStart[j] === end;
-    if (mergeLeft && mergeRight) {
-      this.gapEnd[i] = this.gapEnd[j];
-      this.gapStart.splice(j, 1);
-      this.gapEnd.splice(j, 1);
-    } else if (mergeLeft) {
-      this.gapEnd[i] = end;
-    } else if (mergeRight) {
-      this.gapStart[j] = va;
-    } else {
-      this.gapStart.splice(j, 0, va);
-      this.gapEnd.splice(j, 0, end);
-    }
+    const start = below !== null && below.end === va ? below.start : va;
+    const last = above !== null && above.start === end ? above.end : end;
+    if (start !== va) this.gaps.remove(start);
+    if (last !== end) this.gaps.remove(end);
+    this.gaps.insert(start, last, null);
+    this.free += sizeBytes;
   }
 
   gapCount(): number {
-    return this.gapStart.length;
+    return this.gaps.size;
   }
 
   freeBytes(): number {
-    let n = 0;
-    for (let i = 0; i < this.gapStart.length; i++) n += this.gapEnd[i] - this.gapStart[i];
-    return n;
+    return this.free;
   }
 
-  /** Index of the first gap whose end is > va (binary search). */
-  private firstGapEndingAfter(va: number): number {
-    let lo = 0;
-    let hi = this.gapStart.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.gapEnd[mid] > va) hi = mid;
-      else lo = mid + 1;
-    }
-    return lo;
+  /** Structural self-check (tests). */
+  check(): void {
+    this.gaps.check();
+    let bytes = 0;
+    let prevEnd = -1;
+    this.gaps.forEach((s, e) => {
+      assert(s !== prevEnd, 'adjacent gaps not merged');
+      prevEnd = e;
+      bytes += e - s;
+    });
+    assert(bytes === this.free, 'free byte count drifted');
   }
 }
 
 export class Vmalloc {
   private readonly space: VaSpace;
   private readonly universe: readonly VaRange[];
-  /** Busy areas sorted by start (binary search), and by start for exact lookups. */
-  private readonly starts: number[] = [];
-  private readonly areas = new Map<number, VmAreaRecord>();
+  /** Busy areas by start, each spanning its reservation (guard pages included). */
+  private readonly areas = new RangeTree<VmAreaRecord>();
+  private mappedFrames = 0;
   /** Lazily freed reservations: [va, reservedBytes] pairs, VA not yet reusable. */
   private readonly lazy: number[] = [];
   private lazyPages = 0;
@@ -176,7 +161,7 @@ export class Vmalloc {
   }
 
   vfree(va: number): void {
-    const area = this.areas.get(va);
+    const area = this.areas.find(va)?.value;
     if (area === undefined) {
       throw new MachineError('ENOENT', `vfree: no vmalloc area starts at 0x${Number(va).toString(16)}`);
     }
@@ -200,16 +185,8 @@ export class Vmalloc {
 
   /** The live area whose [va, va + sizeBytes) contains va (guard pages excluded). */
   findArea(va: number): VmAreaRecord | undefined {
-    let lo = 0;
-    let hi = this.starts.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.starts[mid] <= va) lo = mid + 1;
-      else hi = mid;
-    }
-    if (lo === 0) return undefined;
-    const area = this.areas.get(this.starts[lo - 1]) as VmAreaRecord;
-    return va < area.va + area.sizeBytes ? area : undefined;
+    const area = this.areas.floor(va)?.value;
+    return area !== undefined && va < area.va + area.sizeBytes ? area : undefined;
   }
 
   /** Register already-mapped memory (the kernel image) as a busy area. */
@@ -230,14 +207,22 @@ export class Vmalloc {
   }
 
   liveAreas(): VmAreaRecord[] {
-    return this.starts.map((s) => this.areas.get(s) as VmAreaRecord);
+    const out: VmAreaRecord[] = [];
+    this.areas.forEach((_s, _e, a) => {
+      out.push(a);
+    });
+    return out;
   }
 
   /** Frames owned by live areas (kernel image included). */
   mappedFrameCount(): number {
-    let n = 0;
-    for (const a of this.areas.values()) n += (a.leafPfns.length * a.leafBytes) / PAGE;
-    return n;
+    return this.mappedFrames;
+  }
+
+  /** Structural self-check of the VA bookkeeping (tests). */
+  check(): void {
+    this.space.check();
+    this.areas.check();
   }
 
   lazyPendingPages(): number {
@@ -337,28 +322,13 @@ export class Vmalloc {
   }
 
   private insertArea(area: VmAreaRecord): void {
-    let lo = 0;
-    let hi = this.starts.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.starts[mid] < area.va) lo = mid + 1;
-      else hi = mid;
-    }
-    this.starts.splice(lo, 0, area.va);
-    this.areas.set(area.va, area);
+    this.areas.insert(area.va, area.va + area.reservedBytes, area);
+    this.mappedFrames += (area.leafPfns.length * area.leafBytes) / PAGE;
   }
 
   private removeArea(area: VmAreaRecord): void {
-    let lo = 0;
-    let hi = this.starts.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.starts[mid] < area.va) lo = mid + 1;
-      else hi = mid;
-    }
-    assert(this.starts[lo] === area.va, 'area not in the sorted list');
-    this.starts.splice(lo, 1);
-    this.areas.delete(area.va);
+    this.areas.remove(area.va);
+    this.mappedFrames -= (area.leafPfns.length * area.leafBytes) / PAGE;
   }
 
   private checkRequest(req: VmallocRequest, align: number, guard: number): void {
