@@ -15,7 +15,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import type { ArchName } from '../src/arch/index.js';
+import { type ArchName, EXECMEM_TYPES } from '../src/arch/index.js';
 import { Rng } from '../src/base/rng.js';
 import { ExecmemError } from '../src/execmem/errors.js';
 import { Execmem } from '../src/execmem/execmem.js';
@@ -99,6 +99,41 @@ for (const arch of ['x86_64', 'arm64', 'generic'] as const) {
     );
   });
 }
+
+test('sim: execmem blocks lie in the module area the machine randomised (at or above machine.modulesStart)', () => {
+  const types = EXECMEM_TYPES;
+  for (const arch of ['x86_64', 'arm64'] as const) {
+    for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+      const m = createMachine({ arch, memoryBytes: GIB, cpus: 2, seed });
+      // A different execmem seed than the machine's: agreement must not depend on equal seeds.
+      const em = new Execmem(new SimBackend(m), { seed: seed + 100 });
+      const before = new Set(m.areas().map((a) => a.va));
+      for (const type of types) em.allocVa(type, 4096);
+      em.allocVa('module_text', 3 * 1024 * 1024); // a large object's own mapping too
+      const blocks = m.areas().filter((a) => !before.has(a.va));
+      assert.ok(blocks.length >= 4, `${arch} seed ${seed}: blocks were mapped`);
+      for (const a of blocks) {
+        assert.ok(
+          a.va >= m.modulesStart,
+          `${arch} seed ${seed}: block 0x${a.va.toString(16)} below machine.modulesStart 0x${m.modulesStart.toString(16)}`,
+        );
+      }
+      if (arch === 'x86_64') {
+        assert.equal(em.ranges.module_text.range.start, m.modulesStart);
+        assert.ok(
+          blocks.every((a) => a.va + a.sizeBytes <= m.arch.layout.modules.end),
+          'inside the module area',
+        );
+      }
+    }
+  }
+  // generic has Linux's default execmem info (everything in vmalloc, no module area of its own):
+  // its blocks lie in the vmalloc range, which the machine's module start does not govern.
+  const m = createMachine({ arch: 'generic', memoryBytes: GIB, cpus: 2, seed: 1 });
+  const em = new Execmem(new SimBackend(m));
+  const va = em.allocVa('module_text', 100);
+  assert.ok(va >= m.arch.layout.vmalloc.start && va < m.arch.layout.vmalloc.end);
+});
 
 test('sim: code written through update() executes; a freed pointer traps; W^X holds', () => {
   for (const arch of ['x86_64', 'arm64', 'generic'] as const) {

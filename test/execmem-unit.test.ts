@@ -118,6 +118,23 @@ test('range table: every type has a range; missing types inherit module_text; da
   );
 });
 
+test('range table: a module start the backend reports wins over the seeded draw; without one, the seed decides', () => {
+  const x86 = ARCHES.x86_64;
+  const platform = x86.layout.modulesKaslr.start + 77 * SZ_4K;
+  for (const seed of [1, 2, 3]) {
+    const em = new Execmem(new FakeBackend(x86, { modulesStart: platform }), { seed });
+    assert.equal(em.ranges.module_text.range.start, platform, `seed ${seed}: the platform's start`);
+    assert.equal(em.ranges.bpf.range.start, platform);
+    const va = em.allocVa('bpf', 100);
+    assert.ok(va >= platform, 'blocks at or above the platform module start');
+  }
+  const seeded = new Execmem(new FakeBackend(x86), { seed: 2 });
+  assert.equal(seeded.ranges.module_text.range.start, buildRangeTable(x86, true, 2).module_text.range.start);
+  assert.notEqual(seeded.ranges.module_text.range.start, platform);
+  assert.throws(() => buildRangeTable(x86, true, 1, platform + 1), /not a page/);
+  assert.throws(() => buildRangeTable(x86, true, 1, x86.layout.modules.end), /not a page/);
+});
+
 test('text allocations are ROX, trap-filled, in range, and handed out without a flip', () => {
   const { fb, em } = setup();
   const first = em.allocVa('bpf', 300);

@@ -94,6 +94,13 @@ export interface Backend {
   readonly largePageBytes: number;
   /** Is there an alias write (text_poke, fixmap, host RW view)? If not, updates flip permissions. */
   readonly hasAliasWrite: boolean;
+  /**
+   * Where the platform already randomised the module area (its MODULES_VADDR after KASLR), when
+   * it did. Execmem then builds its range table from this start instead of drawing its own
+   * offset, so its blocks lie in the module area the platform (ptdump, other users) sees. Absent:
+   * execmem draws the start from its seed. Added by engineer A2 as an optional member.
+   */
+  readonly modulesStart?: number;
 
   /**
    * Map a new block, RW and not executable, in `range` (else `fallback`). Throws BackendError

@@ -57,7 +57,7 @@ import type { ExecmemCounters, ExecmemPoolStats, ExecmemStats, ExecmemTypeStats 
 export type PoolSharing = 'family' | 'type' | 'kind';
 
 export interface ExecmemOptions {
-  /** KASLR offset RNG seed, default 1. */
+  /** KASLR offset RNG seed, default 1 (unused when the backend reports its modulesStart). */
   seed?: number;
   /** Randomise the module-area start (x86: 1..1024 pages), default true. */
   kaslr?: boolean;
@@ -194,7 +194,7 @@ export class Execmem {
     this.granuleBytes = granule;
     this.sharing = sharing;
     this.lock = backend.lock ?? new LocalLock();
-    this.ranges = buildRangeTable(backend.arch, options.kaslr ?? true, seed);
+    this.ranges = buildRangeTable(backend.arch, options.kaslr ?? true, seed, backend.modulesStart);
     this.buildPools();
     this.baseline = { ...backend.counters() };
   }

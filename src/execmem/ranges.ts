@@ -16,6 +16,11 @@
  *   (arch/x86/mm/init.c execmem_arch_setup); we draw the offset from a seeded Rng so runs are
  *   reproducible. Arches whose table says 0 pages get no offset (arm64's random bounding boxes
  *   are modelled by the arch table's `modulesStart` shift, which we keep at 0 here).
+ * - When the platform has already chosen the module-area start (the simulated machine draws its
+ *   own KASLR offset at boot, as the kernel does once in execmem_arch_setup()), the backend
+ *   reports it (`Backend.modulesStart`) and the table is built from that start: a second,
+ *   independent draw would put execmem's blocks below the platform's module start, where ptdump
+ *   and every other user of the machine would not expect module memory.
  */
 import type { ArchSpec, ExecmemRange, ExecmemType, Prot, VaRange } from '../arch/types.js';
 import { EXECMEM_TYPES, typeIsText } from '../arch/types.js';
@@ -66,13 +71,28 @@ export function modulesStartFor(arch: ArchSpec, kaslr: boolean, seed: number): n
   return layout.modulesKaslr.start + pages * arch.pageBytes;
 }
 
-/** Build the full table: every type gets a range, inherited from module_text where missing. */
+/**
+ * Build the full table: every type gets a range, inherited from module_text where missing.
+ * `platformStart` is the module-area start the platform already chose (Backend.modulesStart);
+ * when given it wins over the seeded draw (the platform's randomisation is the one in effect).
+ */
 export function buildRangeTable(
   arch: ArchSpec,
   kaslr: boolean,
   seed: number,
+  platformStart?: number,
 ): Record<ExecmemType, TypeRange> {
-  const start = modulesStartFor(arch, kaslr, seed);
+  if (platformStart !== undefined) {
+    const m = kaslr ? arch.layout.modulesKaslr : arch.layout.modules;
+    assert(
+      Number.isSafeInteger(platformStart) &&
+        platformStart % arch.pageBytes === 0 &&
+        platformStart >= Math.min(m.start, arch.layout.modules.start) &&
+        platformStart < m.end,
+      `platform module start 0x${platformStart.toString(16)} is not a page in ${arch.name}'s module area`,
+    );
+  }
+  const start = platformStart ?? modulesStartFor(arch, kaslr, seed);
   const table = arch.execmemRanges(start, kaslr);
   const dflt: ExecmemRange | undefined = table.module_text;
   assert(dflt !== undefined, `arch ${arch.name}: execmemRanges must name module_text (EXECMEM_DEFAULT)`);

@@ -16,6 +16,8 @@
  *   models them).
  * - poke / pokeSet -> the machine's text_poke (x86 temporary mm) or fixmap (arm64) patching;
  *   `generic` has none, so hasAliasWrite is false there and execmem flips instead.
+ * - modulesStart -> the machine's module start, randomised once at boot; execmem builds its
+ *   range table from it rather than drawing a second offset of its own.
  * - read -> CPU loads. counters -> the machine's counters (the machine is shared with nothing
  *   else in tests and benchmarks; elsewhere the figures include other users of the machine).
  * Machine errors become BackendErrors (ENOMEM, ENOSPC) so the allocator can report them typed.
@@ -52,6 +54,8 @@ export class SimBackend implements Backend {
   readonly pageBytes = SZ_4K;
   readonly largePageBytes = SZ_2M;
   readonly hasAliasWrite: boolean;
+  /** The machine's own KASLR-randomised module start (chosen at boot), so execmem agrees with it. */
+  readonly modulesStart: number;
   readonly cpu: number;
   private permissionFlips = 0;
   private blocksMapped = 0;
@@ -70,6 +74,7 @@ export class SimBackend implements Backend {
     this.cpu = cpu;
     this.arch = machine.arch;
     this.hasAliasWrite = machine.arch.patch !== 'none';
+    this.modulesStart = machine.modulesStart;
   }
 
   mapBlock(req: MapBlockRequest): BackendBlock {

@@ -51,6 +51,8 @@ export interface FakeBackendOptions {
   alias?: boolean;
   /** Store contents (default true). */
   storeBytes?: boolean;
+  /** Report a platform-chosen module start (Backend.modulesStart); default: none reported. */
+  modulesStart?: number;
 }
 
 export interface Flip {
@@ -65,6 +67,7 @@ export class FakeBackend implements Backend {
   readonly largePageBytes = SZ_2M;
   readonly hasAliasWrite: boolean;
   readonly storeBytes: boolean;
+  readonly modulesStart?: number;
   readonly flips: Flip[] = [];
   private readonly blocks: FakeBlock[] = []; // sorted by va
   private readonly byChunk = new Map<number, FakeBlock>(); // 2 MiB chunk index -> block
@@ -82,6 +85,7 @@ export class FakeBackend implements Backend {
   ) {
     this.hasAliasWrite = options.alias ?? arch.patch !== 'none';
     this.storeBytes = options.storeBytes ?? true;
+    if (options.modulesStart !== undefined) this.modulesStart = options.modulesStart;
   }
 
   // ---- fault injection ----
