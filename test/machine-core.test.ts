@@ -272,6 +272,16 @@ test('stale 2 MiB and 1 GiB TLB entries are found through the per-CPU cache filt
   assertWx(m, 0);
   m.kernelPt.unmapLeaf(x, 1);
   assertWx(m, 0);
+  // A collapse under a cached piece: cpu2's 4 KiB entry goes stale when the 512 pieces become
+  // one 2 MiB leaf again (the W^X counts of pieces and leaf cancel; only the stale copy adds).
+  m.kernelPt.setLeafFlags(g, 1, protToFlags('rw'));
+  m.load(2, g + 9 * PAGE, 1);
+  assert.equal(m.staleTlbEntryCount(), 0);
+  assert.ok(m.kernelPt.tryCollapse(g, 2));
+  assert.equal(m.staleTlbEntryCount(), 1);
+  assertWx(m, 0);
+  m.flushLocal(2, g + 9 * PAGE, PAGE);
+  assert.equal(m.staleTlbEntryCount(), 0);
 });
 
 test('deliberate W+X mappings are reported by both audits', () => {

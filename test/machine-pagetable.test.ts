@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
+import { DirectMapTracker } from '../src/machine/cpa.js';
 import { MachineError } from '../src/machine/errors.js';
-import { PageTable } from '../src/machine/pagetable.js';
+import { type LeafBulkListener, PageTable } from '../src/machine/pagetable.js';
 import { PhysMem } from '../src/machine/phys.js';
 import type { LeafLevel, Translation } from '../src/machine/types.js';
 import { LEVEL_BYTES, newCounters, PTE_GLOBAL, PTE_NX, PTE_PRESENT, PTE_RW } from '../src/machine/types.js';
@@ -105,6 +106,20 @@ test('page table matches a naive leaf-list model under random map/unmap/flags/sp
           if (c.next !== null) heard.leaves.set(c.next.va, c.next);
         },
       });
+      // A bulk listener (split / collapse as one event) keeps bytes per leaf size; it must see
+      // the table as the contract says at each call and end up where the per-change view is.
+      const sizes = new DirectMapTracker(0, 2 ** 48);
+      pt.addListener(sizes);
+      const contract: LeafBulkListener = {
+        onLeafChange() {},
+        onSplit(old: Translation) {
+          assert.equal(pt.walk(old.va), null, 'pieces not yet in place');
+        },
+        onCollapse(big: Translation) {
+          assert.equal(pt.walk(big.va + LEVEL_BYTES[big.level] - 1), big, 'big leaf in place');
+        },
+      };
+      pt.addListener(contract);
       for (const op of ops) {
         const list = model.sorted();
         const pick = (n: number) => list[n % list.length];
@@ -175,6 +190,9 @@ test('page table matches a naive leaf-list model under random map/unmap/flags/sp
         pt.forEachLeaf(0, 2 ** 48, (t) => leaves.push({ ...t }));
         assert.deepEqual(leaves, model.sorted());
         assert.deepEqual(heard.sorted(), model.sorted());
+        const bytes = [0, 0, 0, 0];
+        for (const t of model.leaves.values()) bytes[t.level] += LEVEL_BYTES[t.level];
+        assert.deepEqual(sizes.stats, { bytes4k: bytes[1], bytes2m: bytes[2], bytes1g: bytes[3] });
         for (const t of model.leaves.values()) {
           const probe = t.va + LEVEL_BYTES[t.level] - 1;
           assert.deepEqual({ ...(pt.walk(probe) as Translation) }, t);

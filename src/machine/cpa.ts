@@ -27,8 +27,8 @@ import type { ArchSpec, Prot } from '../arch/types.js';
 import { assert } from '../base/assert.js';
 import type { Cpus } from './cpu.js';
 import { MachineError } from './errors.js';
-import type { PageTable } from './pagetable.js';
-import type { DirectMapStats, LeafChange, LeafLevel, LeafListener, MachineCounters } from './types.js';
+import type { LeafBulkListener, PageTable } from './pagetable.js';
+import type { DirectMapStats, LeafChange, LeafLevel, MachineCounters, Translation } from './types.js';
 import { LEVEL_BYTES, PTE_NX, PTE_RW, protToFlags } from './types.js';
 
 const PAGE = 4096;
@@ -68,7 +68,7 @@ function newTally(): Tally {
 }
 
 /** /proc/meminfo DirectMap4k/2M/1G, kept up to date from leaf changes. */
-export class DirectMapTracker implements LeafListener {
+export class DirectMapTracker implements LeafBulkListener {
   readonly stats: DirectMapStats = { bytes4k: 0, bytes2m: 0, bytes1g: 0 };
   constructor(
     private readonly start: number,
@@ -77,12 +77,24 @@ export class DirectMapTracker implements LeafListener {
 
   onLeafChange(c: LeafChange): void {
     if (c.va < this.start || c.va >= this.end) return;
-    if (c.old !== null) this.add(c.old.level, -1);
-    if (c.next !== null) this.add(c.next.level, 1);
+    if (c.old !== null) this.add(c.old.level, -LEVEL_BYTES[c.old.level]);
+    if (c.next !== null) this.add(c.next.level, LEVEL_BYTES[c.next.level]);
   }
 
-  private add(level: LeafLevel, sign: 1 | -1): void {
-    const bytes = sign * LEVEL_BYTES[level];
+  /** The leaf's bytes move one level down (region bounds are 1 GiB aligned: all in or all out). */
+  onSplit(old: Translation): void {
+    if (old.va < this.start || old.va >= this.end) return;
+    this.add(old.level, -LEVEL_BYTES[old.level]);
+    this.add((old.level - 1) as LeafLevel, LEVEL_BYTES[old.level]);
+  }
+
+  onCollapse(big: Translation): void {
+    if (big.va < this.start || big.va >= this.end) return;
+    this.add((big.level - 1) as LeafLevel, -LEVEL_BYTES[big.level]);
+    this.add(big.level, LEVEL_BYTES[big.level]);
+  }
+
+  private add(level: LeafLevel, bytes: number): void {
     if (level === 1) this.stats.bytes4k += bytes;
     else if (level === 2) this.stats.bytes2m += bytes;
     else this.stats.bytes1g += bytes;

@@ -19,7 +19,7 @@ import { kernelTextStart, mapDirectMap, mapKernelImage, modulesStart, protectIma
 import { Cpa, DirectMapTracker } from './cpa.js';
 import { Cpus } from './cpu.js';
 import { MachineError } from './errors.js';
-import { PageTable } from './pagetable.js';
+import { type LeafBulkListener, PageTable } from './pagetable.js';
 import { Patcher } from './patch.js';
 import { PhysMem } from './phys.js';
 import { ptdump, ptdumpMarkers } from './ptdump.js';
@@ -129,7 +129,12 @@ export class Machine {
     this.tlbs = tlbs;
     this.audit.attachTlbs(tlbs);
     this.cpus = new Cpus(arch, this.kernelPt, this.phys, this.counters, this.audit, tlbs);
-    this.kernelPt.addListener({ onLeafChange: (_c: LeafChange) => this.cpus.invalidateMicro() });
+    const micro: LeafBulkListener = {
+      onLeafChange: (_c: LeafChange) => this.cpus.invalidateMicro(),
+      onSplit: (_t: Translation) => this.cpus.invalidateMicro(),
+      onCollapse: (_t: Translation) => this.cpus.invalidateMicro(),
+    };
+    this.kernelPt.addListener(micro);
     this.cpa = new Cpa(arch, this.kernelPt, this.counters, this.cpus);
 
     mapDirectMap(arch, this.kernelPt, this.phys);

@@ -16,7 +16,9 @@
  * difference is a few frames). Tables created by `preallocate` (poking_init, fixmap) are pinned.
  *
  * Every leaf change is reported to listeners (W^X audit, direct-map statistics, TLB staleness),
- * so nothing above can change a mapping without them knowing.
+ * so nothing above can change a mapping without them knowing. A split or collapse is 513 changes;
+ * listeners that can take it as one event (LeafBulkListener) get one call instead, which is what
+ * keeps execmem-rox's split-and-collapse per BPF program cheap.
  */
 import { MachineError } from './errors.js';
 import type { PhysMem } from './phys.js';
@@ -31,6 +33,30 @@ const VA_END = 2 ** 48;
 const FLAG_MASK = 15;
 
 type Slots = (Table | Translation | undefined)[];
+
+/**
+ * A listener that takes a split or a collapse as one event instead of 513 leaf changes (the W^X
+ * audit, the DirectMap statistics and the fetch micro-cache do; a plain LeafListener still hears
+ * every change). Both calls come at the point where the first change of the per-leaf sequence
+ * would be reported, so the page table looks the same to the listener as it would then.
+ */
+export interface LeafBulkListener extends LeafListener {
+  /**
+   * `old` (a 2 MiB or 1 GiB leaf) is being replaced by 512 leaves one level down with its flags,
+   * covering its frames in order. Called before the new leaves are in place (walks find nothing).
+   */
+  onSplit(old: Translation): void;
+  /**
+   * 512 leaves one level down with `big`'s flags, covering its frames in order, were replaced by
+   * `big` (already in place).
+   */
+  onCollapse(big: Translation): void;
+}
+
+function isBulk(l: LeafListener): l is LeafBulkListener {
+  const b = l as Partial<LeafBulkListener>;
+  return typeof b.onSplit === 'function' && typeof b.onCollapse === 'function';
+}
 
 /** Emptied slot arrays kept for reuse: tables come and go with every 4 KiB vmalloc/vfree. */
 const SLOT_POOL_MAX = 64;
@@ -59,6 +85,10 @@ function indexAt(va: number, level: number): number {
 export class PageTable {
   private readonly root: Table;
   private readonly listeners: LeafListener[] = [];
+  /** Per listener: whether it takes splits and collapses in bulk. */
+  private readonly bulk: boolean[] = [];
+  /** Listeners that need every leaf change of a split or collapse. */
+  private plainCount = 0;
   private tables = 0;
   private readonly slotPool: Slots[] = [];
 
@@ -166,7 +196,11 @@ export class PageTable {
     const child = new Table(this.allocTableFrame(), sub, false, this.newSlots());
     const subFrames = LEVEL_BYTES[sub] / 4096;
     table.slots[indexAt(va, level)] = child;
-    this.emit({ va, level, old: leaf, next: null });
+    const ls = this.listeners;
+    for (let k = 0; k < ls.length; k++) {
+      if (this.bulk[k]) (ls[k] as LeafBulkListener).onSplit(leaf);
+      else ls[k].onLeafChange({ va, level, old: leaf, next: null });
+    }
     for (let i = 0; i < ENTRIES; i++) {
       const small: Translation = {
         va: va + i * LEVEL_BYTES[sub],
@@ -175,7 +209,7 @@ export class PageTable {
         flags: leaf.flags,
       };
       child.slots[i] = small;
-      this.emit({ va: small.va, level: sub, old: null, next: small });
+      if (this.plainCount > 0) this.emitPlain({ va: small.va, level: sub, old: null, next: small });
     }
     child.used = ENTRIES;
   }
@@ -212,11 +246,15 @@ export class PageTable {
     }
     const big: Translation = { va: base, level, pfn: first.pfn, flags: first.flags };
     table.slots[slot] = big;
-    for (let i = 0; i < ENTRIES; i++) {
-      const s = child.slots[i] as Translation;
-      this.emit({ va: s.va, level: s.level, old: s, next: null });
+    const ls = this.listeners;
+    for (let k = 0; k < ls.length; k++) if (this.bulk[k]) (ls[k] as LeafBulkListener).onCollapse(big);
+    if (this.plainCount > 0) {
+      for (let i = 0; i < ENTRIES; i++) {
+        const s = child.slots[i] as Translation;
+        this.emitPlain({ va: s.va, level: s.level, old: s, next: null });
+      }
+      this.emitPlain({ va: base, level, old: null, next: big });
     }
-    this.emit({ va: base, level, old: null, next: big });
     this.freeTableFrame(child);
     return true;
   }
@@ -228,7 +266,10 @@ export class PageTable {
   }
 
   addListener(l: LeafListener): void {
+    const bulk = isBulk(l);
     this.listeners.push(l);
+    this.bulk.push(bulk);
+    if (!bulk) this.plainCount++;
   }
 
   tableFrameCount(): number {
@@ -378,6 +419,12 @@ export class PageTable {
 
   private emit(change: LeafChange): void {
     for (const l of this.listeners) l.onLeafChange(change);
+  }
+
+  /** A change of a split or collapse, for the listeners that do not take them in bulk. */
+  private emitPlain(change: LeafChange): void {
+    const ls = this.listeners;
+    for (let k = 0; k < ls.length; k++) if (!this.bulk[k]) ls[k].onLeafChange(change);
   }
 
   private checkLeaf(va: number, level: LeafLevel, pfn: number, flags: number): void {

@@ -31,8 +31,8 @@
  * (its TLB entries live at user-half addresses and are flushed before text_poke returns).
  */
 import { assert } from '../base/assert.js';
-import type { PageTable } from './pagetable.js';
-import type { LeafChange, LeafListener, Translation } from './types.js';
+import type { LeafBulkListener, PageTable } from './pagetable.js';
+import type { LeafChange, Translation } from './types.js';
 import { LEVEL_BYTES, PTE_NX, PTE_PRESENT, PTE_RW } from './types.js';
 
 /** The part of a CPU TLB the audit needs. */
@@ -66,7 +66,7 @@ function leafKey(t: Translation): string {
   return `${t.va}/${t.level}/${t.pfn}/${t.flags}`;
 }
 
-export class WxAudit implements LeafListener {
+export class WxAudit implements LeafBulkListener {
   private readonly writable: Uint16Array;
   private readonly executable: Uint16Array;
   private violations = 0;
@@ -117,6 +117,23 @@ export class WxAudit implements LeafListener {
       this.markStale(change.old);
     }
     if (change.next !== null) this.account(change.next, 1);
+  }
+
+  /**
+   * A split: `old` and its 512 pieces cover the same frames with the same flags, so their counts
+   * cancel; what remains of the 513 changes is that cached copies of `old` may now be stale.
+   */
+  onSplit(old: Translation): void {
+    this.markStale(old);
+  }
+
+  /**
+   * A collapse: the 512 pieces and `big` cancel as in onSplit; cached pieces (anything cached
+   * under `big`'s range that is not `big` itself) may now be stale. One overlap query per CPU
+   * finds exactly the union of the 512 per-piece queries.
+   */
+  onCollapse(big: Translation): void {
+    this.markStale(big);
   }
 
   /** A CPU flushed [va, va+sizeBytes) (or everything): its stale entries there are gone. */
