@@ -112,6 +112,44 @@ test('contents are sparse, read zero until written, and are dropped on free', ()
   assert.throws(() => p.write(p.totalFrames * 4096 - 1, Uint8Array.of(1, 2)), MachineError);
 });
 
+test('fill, equals and matchesPattern agree with a byte-by-byte reading, across frames and unwritten ones', () => {
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ minLength: 1, maxLength: 5 }),
+      fc.integer({ min: 0, max: 3 * 4096 }),
+      fc.integer({ min: 1, max: 6000 }),
+      fc.nat(10),
+      fc.boolean(),
+      (pattern, off, n, phase, touch) => {
+        const p = new PhysMem(GIB);
+        const base = p.allocPages(3) * 4096;
+        if (touch) p.write(base + 5 * 4096 + 7, Uint8Array.of(9)); // a written frame past the range
+        const size = Math.min(n, 4 * 4096 - off);
+        const want = new Uint8Array(size);
+        for (let i = 0; i < size; i++) want[i] = pattern[(phase + i) % pattern.length];
+        assert.equal(
+          p.matchesPattern(base + off, size, pattern, phase),
+          want.every((b) => b === 0),
+        );
+        assert.equal(
+          p.equals(base + off, want),
+          want.every((b) => b === 0),
+        );
+        const rotated = Uint8Array.from(pattern, (_, i) => pattern[(phase + i) % pattern.length]);
+        p.fill(base + off, size, rotated);
+        assert.deepEqual(p.read(base + off, size), want);
+        assert.ok(p.matchesPattern(base + off, size, pattern, phase));
+        assert.ok(p.equals(base + off, want));
+        want[size - 1] ^= 1;
+        assert.ok(!p.equals(base + off, want));
+        if (pattern.some((b) => b !== pattern[0]) || size < pattern.length) return;
+        assert.ok(!p.matchesPattern(base + off, size, Uint8Array.of(pattern[0] ^ 1), 0));
+      },
+    ),
+    { numRuns: 100 },
+  );
+});
+
 test('injectFailure fails exactly the nth allocation of that order and leaves no trace', () => {
   const p = new PhysMem(GIB);
   p.injectFailure(0, 3);

@@ -61,7 +61,7 @@ export class Patcher {
       va,
       bytes.length,
       (pa, done, n) => this.phys.write(pa, bytes.subarray(done, done + n)),
-      (pa, done, n) => equal(this.phys.read(pa, n), bytes.subarray(done, done + n)),
+      (pa, done, n) => this.phys.equals(pa, bytes.subarray(done, done + n)),
     );
   }
 
@@ -73,11 +73,7 @@ export class Patcher {
       va,
       sizeBytes,
       (pa, done, n) => this.phys.fill(pa, n, rotate(pattern, done)),
-      (pa, done, n) => {
-        const got = this.phys.read(pa, n);
-        for (let i = 0; i < n; i++) if (got[i] !== pattern[(done + i) % pattern.length]) return false;
-        return true;
-      },
+      (pa, done, n) => this.phys.matchesPattern(pa, n, pattern, done),
     );
   }
 
@@ -189,12 +185,6 @@ export class Patcher {
         throw new MachineError('ENOENT', `poke: 0x${p.toString(16)} is not mapped`);
     }
   }
-}
-
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** The pattern starting at phase `done`. */

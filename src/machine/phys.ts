@@ -173,9 +173,51 @@ export class PhysMem {
       const n = Math.min(PAGE_BYTES - off, sizeBytes - done);
       const frame = this.frameForWrite((at - off) / PAGE_BYTES);
       if (pattern.length === 1) frame.fill(pattern[0], off, off + n);
-      else for (let i = 0; i < n; i++) frame[off + i] = pattern[(done + i) % pattern.length];
+      else {
+        let k = done % pattern.length;
+        for (let i = off; i < off + n; i++) {
+          frame[i] = pattern[k];
+          if (++k === pattern.length) k = 0;
+        }
+      }
       done += n;
     }
+  }
+
+  /** Whether [pa, pa + bytes.length) holds exactly `bytes` (unwritten frames read 0). No copy. */
+  equals(pa: number, bytes: Uint8Array): boolean {
+    this.checkRange(pa, bytes.length);
+    let done = 0;
+    while (done < bytes.length) {
+      const at = pa + done;
+      const off = at % PAGE_BYTES;
+      const n = Math.min(PAGE_BYTES - off, bytes.length - done);
+      const frame = this.contents.get((at - off) / PAGE_BYTES);
+      for (let i = 0; i < n; i++)
+        if ((frame === undefined ? 0 : frame[off + i]) !== bytes[done + i]) return false;
+      done += n;
+    }
+    return true;
+  }
+
+  /** Whether [pa, pa + sizeBytes) holds `pattern` repeated, with phase `phase` at pa. No copy. */
+  matchesPattern(pa: number, sizeBytes: number, pattern: Uint8Array, phase: number): boolean {
+    this.checkRange(pa, sizeBytes);
+    if (pattern.length === 0) throw new MachineError('EINVAL', 'empty pattern');
+    let k = phase % pattern.length;
+    let done = 0;
+    while (done < sizeBytes) {
+      const at = pa + done;
+      const off = at % PAGE_BYTES;
+      const n = Math.min(PAGE_BYTES - off, sizeBytes - done);
+      const frame = this.contents.get((at - off) / PAGE_BYTES);
+      for (let i = off; i < off + n; i++) {
+        if ((frame === undefined ? 0 : frame[i]) !== pattern[k]) return false;
+        if (++k === pattern.length) k = 0;
+      }
+      done += n;
+    }
+    return true;
   }
 
   /** The backing array of a frame if it was ever written since allocation (hot path: no copy). */
