@@ -37,6 +37,8 @@ export const PAGE_BYTES = 4096;
 export const MAX_ORDER = 18;
 const FRAMES_PER_GIB = 262144;
 const NONE = -1;
+/** What an unwritten frame reads as (compared against, never written). */
+const ZERO_FRAME = new Uint8Array(PAGE_BYTES);
 
 export class PhysMem {
   readonly totalFrames: number;
@@ -192,9 +194,8 @@ export class PhysMem {
       const at = pa + done;
       const off = at % PAGE_BYTES;
       const n = Math.min(PAGE_BYTES - off, bytes.length - done);
-      const frame = this.contents.get((at - off) / PAGE_BYTES);
-      for (let i = 0; i < n; i++)
-        if ((frame === undefined ? 0 : frame[off + i]) !== bytes[done + i]) return false;
+      const frame = this.contents.get((at - off) / PAGE_BYTES) ?? ZERO_FRAME;
+      for (let i = off, k = done; i < off + n; i++, k++) if (frame[i] !== bytes[k]) return false;
       done += n;
     }
     return true;
@@ -210,9 +211,9 @@ export class PhysMem {
       const at = pa + done;
       const off = at % PAGE_BYTES;
       const n = Math.min(PAGE_BYTES - off, sizeBytes - done);
-      const frame = this.contents.get((at - off) / PAGE_BYTES);
+      const frame = this.contents.get((at - off) / PAGE_BYTES) ?? ZERO_FRAME;
       for (let i = off; i < off + n; i++) {
-        if ((frame === undefined ? 0 : frame[i]) !== pattern[k]) return false;
+        if (frame[i] !== pattern[k]) return false;
         if (++k === pattern.length) k = 0;
       }
       done += n;
