@@ -261,12 +261,26 @@ export class WxAudit implements LeafBulkListener {
     const end = t.pfn + LEVEL_BYTES[t.level] / 4096;
     const wc = this.writable;
     const xc = this.executable;
-    for (let f = t.pfn; f < end; f++) {
-      const before = wc[f] > 0 && xc[f] > 0;
-      if (w) wc[f] += delta;
-      if (x) xc[f] += delta;
-      const after = wc[f] > 0 && xc[f] > 0;
-      if (before !== after) this.violations += after ? 1 : -1;
+    if (w && x) {
+      for (let f = t.pfn; f < end; f++) {
+        const before = wc[f] > 0 && xc[f] > 0;
+        wc[f] += delta;
+        xc[f] += delta;
+        const after = wc[f] > 0 && xc[f] > 0;
+        if (before !== after) this.violations += after ? 1 : -1;
+      }
+    } else {
+      // One count moves; a frame's state flips only if the other count is non-zero and this
+      // one crosses zero (a 1 GiB direct-map leaf is 262144 frames: this loop is most of boot).
+      const mine = w ? wc : xc;
+      const other = w ? xc : wc;
+      let v = this.violations;
+      for (let f = t.pfn; f < end; f++) {
+        const before = mine[f];
+        mine[f] = before + delta;
+        if (other[f] !== 0 && (before === 0) !== (mine[f] === 0)) v += mine[f] === 0 ? -1 : 1;
+      }
+      this.violations = v;
     }
     assert(this.violations >= 0, 'negative W^X violation count');
   }
