@@ -120,7 +120,8 @@ test('fill, equals and matchesPattern agree with a byte-by-byte reading, across 
       fc.integer({ min: 1, max: 6000 }),
       fc.nat(10),
       fc.boolean(),
-      (pattern, off, n, phase, touch) => {
+      fc.nat(),
+      (pattern, off, n, phase, touch, flip) => {
         const p = new PhysMem(GIB);
         const base = p.allocPages(3) * 4096;
         if (touch) p.write(base + 5 * 4096 + 7, Uint8Array.of(9)); // a written frame past the range
@@ -141,6 +142,9 @@ test('fill, equals and matchesPattern agree with a byte-by-byte reading, across 
         assert.ok(p.matchesPattern(base + off, size, pattern, phase));
         assert.ok(p.equals(base + off, want));
         want[size - 1] ^= 1;
+        assert.ok(!p.equals(base + off, want));
+        want[size - 1] ^= 1;
+        want[flip % size] ^= 0x40; // anywhere: head, aligned words or tail of the comparison
         assert.ok(!p.equals(base + off, want));
         if (pattern.some((b) => b !== pattern[0]) || size < pattern.length) return;
         assert.ok(!p.matchesPattern(base + off, size, Uint8Array.of(pattern[0] ^ 1), 0));

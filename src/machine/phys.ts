@@ -40,6 +40,27 @@ const NONE = -1;
 /** What an unwritten frame reads as (compared against, never written). */
 const ZERO_FRAME = new Uint8Array(PAGE_BYTES);
 
+/**
+ * frame[off, off + n) === bytes[at, at + n)? Compares 4 bytes at a time where both sides can be
+ * viewed as aligned 32-bit words (text_poke verifies every byte it wrote; most of it is here).
+ */
+function sameBytes(frame: Uint8Array, off: number, bytes: Uint8Array, at: number, n: number): boolean {
+  let i = 0;
+  if (n >= 64 && ((frame.byteOffset + off) & 3) === ((bytes.byteOffset + at) & 3)) {
+    while (((frame.byteOffset + off + i) & 3) !== 0) {
+      if (frame[off + i] !== bytes[at + i]) return false;
+      i++;
+    }
+    const words = (n - i) >>> 2;
+    const a = new Uint32Array(frame.buffer, frame.byteOffset + off + i, words);
+    const b = new Uint32Array(bytes.buffer, bytes.byteOffset + at + i, words);
+    for (let w = 0; w < words; w++) if (a[w] !== b[w]) return false;
+    i += words * 4;
+  }
+  for (; i < n; i++) if (frame[off + i] !== bytes[at + i]) return false;
+  return true;
+}
+
 export class PhysMem {
   readonly totalFrames: number;
   private readonly freeOrder: Int8Array;
@@ -195,7 +216,7 @@ export class PhysMem {
       const off = at % PAGE_BYTES;
       const n = Math.min(PAGE_BYTES - off, bytes.length - done);
       const frame = this.contents.get((at - off) / PAGE_BYTES) ?? ZERO_FRAME;
-      for (let i = off, k = done; i < off + n; i++, k++) if (frame[i] !== bytes[k]) return false;
+      if (!sameBytes(frame, off, bytes, done, n)) return false;
       done += n;
     }
     return true;
