@@ -467,6 +467,11 @@ test('bad inputs give typed errors and change nothing', () => {
     assert.equal(errCode(fn), want, fn.toString());
     assert.equal(snapshot(m), snap, `state changed by ${fn.toString()}`);
   }
+  // The error names the first unmapped address (here the guard page after a's two pages).
+  assert.throws(
+    () => m.setMemory(a.va, 3, 'ro'),
+    (e: Error) => e.message.includes(`0x${(a.va + 2 * PAGE).toString(16)} is not mapped`),
+  );
   // A store running into the guard page faults before writing anything.
   assert.equal(
     faultKind(() => m.store(0, a.va + 2 * PAGE - 1, Uint8Array.of(1, 2))),

@@ -293,12 +293,15 @@ export class Cpa {
     c.collapsesVmalloc1G += t.collapsesVmalloc1G;
   }
 
+  /** ENOENT naming the first unmapped address of [start, end); one visit of the leaves, not a walk per page. */
   private checkMapped(start: number, end: number): void {
     let a = start;
-    while (a < end) {
-      const t = this.pt.walk(a);
-      if (t === null) throw new MachineError('ENOENT', `setMemory: 0x${a.toString(16)} is not mapped`);
+    const unmapped = (): MachineError =>
+      new MachineError('ENOENT', `setMemory: 0x${a.toString(16)} is not mapped`);
+    this.pt.forEachLeaf(start, end, (t) => {
+      if (t.va > a) throw unmapped();
       a = t.va + LEVEL_BYTES[t.level];
-    }
+    });
+    if (a < end) throw unmapped();
   }
 }
