@@ -20,6 +20,7 @@
  * listeners that can take it as one event (LeafBulkListener) get one call instead, which is what
  * keeps execmem-rox's split-and-collapse per BPF program cheap.
  */
+import { assert } from '../base/assert.js';
 import { MachineError } from './errors.js';
 import type { PhysMem } from './phys.js';
 import type { LeafChange, LeafLevel, LeafListener, MachineCounters, Translation } from './types.js';
@@ -404,12 +405,17 @@ export class PageTable {
   }
 
   private newSlots(): Slots {
-    return this.slotPool.pop() ?? new Array(ENTRIES).fill(undefined);
+    const slots = this.slotPool.pop();
+    if (slots === undefined) return new Array(ENTRIES).fill(undefined);
+    assert(slots[0] === undefined && slots[ENTRIES - 1] === undefined, 'pooled table slots not empty');
+    return slots;
   }
 
   private freeTableFrame(t: Table): void {
     if (this.slotPool.length < SLOT_POOL_MAX) {
-      t.slots.fill(undefined);
+      // `used` counts the occupied slots, so a table pruned for being empty needs no clearing
+      // (most frees: a 4 KiB vfree empties its PTE table); collapsed or dropped ones do.
+      if (t.used !== 0) t.slots.fill(undefined);
       this.slotPool.push(t.slots);
     }
     this.phys.freePages(t.pfn, 0);
