@@ -1,11 +1,12 @@
 /**
  * Machine benchmark: how fast the simulated kernel machine does what every workload does a lot of.
- * (Also: whether vmalloc stays fast when the VA space is fragmented by many areas and gaps.)
  *
- * Why these four: issue 2 asks for 4 KiB map+unmap, CPA on 2 MiB ranges and TLB-filtered fetches
+ * Why these: issue 2 asks for 4 KiB map+unmap, CPA on 2 MiB ranges and TLB-filtered fetches
  * per second, the fetch path at >= 20 M simulated fetches/s, with the ratio to a raw typed-array
  * loop of the same length as the "limit". Workload replays are dominated by vmalloc/vfree and
- * set_memory_*; the iTLB model (src/metrics/fetch-model.ts) is dominated by ifetch.
+ * set_memory_*; the iTLB model (src/metrics/fetch-model.ts) is dominated by ifetch. The
+ * fragmented-VA rows check that vmalloc does not slow down as areas and freed gaps pile up
+ * (ratio to the same machine before fragmenting; ~1 means no search linear in the gap count).
  *
  * Every figure is measured in this one run; ratios compare to a baseline measured right next to
  * it, never to a stored number. Each measurement runs fixed-size batches after a warm-up batch,
