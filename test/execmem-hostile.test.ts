@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { ARCHES, type ArchSpec, type ExecmemType } from '../src/arch/index.js';
 import { SZ_2M } from '../src/base/addr.js';
 import { ExecmemError } from '../src/execmem/errors.js';
-import { Execmem } from '../src/execmem/execmem.js';
+import { Execmem, RO_AFTER_INIT_BLOCK_BYTES } from '../src/execmem/execmem.js';
 import { FakeBackend } from './helpers/fake-backend.js';
 
 interface World {
@@ -145,8 +145,10 @@ test('fault injection: each mapBlock failure during growth leaves nothing behind
   for (const code of ['ENOMEM', 'ENOSPC'] as const) {
     for (const type of ['bpf', 'module_data', 'module_rodata', 'module_ro_after_init'] as ExecmemType[]) {
       const w = world();
-      // Fill the pool's current block so that the next allocation must grow.
-      const big = SZ_2M - 16384;
+      // Fill the pool's current block so that the next allocation must grow (ro_after_init's
+      // blocks are RO_AFTER_INIT_BLOCK_BYTES, not 2 MiB).
+      const blockBytes = type === 'module_ro_after_init' ? RO_AFTER_INIT_BLOCK_BYTES : SZ_2M;
+      const big = blockBytes - 16384;
       w.em.allocVa(type, 64);
       w.em.allocVa(type, big);
       w.fb.failMapBlock(1, code);

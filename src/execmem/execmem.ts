@@ -18,11 +18,12 @@
  * - Sub-page packing: blocks of 2 MiB are shared by many objects at a small granule (75% of BPF
  *   programs are < 2 KiB, half < 500 B; Song Liu, <20221107223921.3451913-1-song@kernel.org>),
  *   with a TLSF heap per pool (heap.ts) so alloc and free are O(1) regardless of live objects
- *   or fragmentation. ro_after_init is packed at page granule: it is sealed page by page.
+ *   or fragmentation. ro_after_init is packed at page granule: it is sealed page by page, so its
+ *   blocks are small (RO_AFTER_INIT_BLOCK_BYTES) and mapped with 4 KiB leaves by design.
  * - Large pages, text and data never in one: pools are per family and per range; a pool holds
  *   only text (ROX), only rodata (RO), only ro_after_init, or only RW data (tglx: text and data in
- *   one 2M page means "RWX for the whole 2M page", <87mt86rbvy.ffs@tglx>). Blocks are mapped with
- *   2 MiB leaves, physically 2 MiB aligned, so the direct-map alias changes at 2 MiB granularity
+ *   one 2M page means "RWX for the whole 2M page", <87mt86rbvy.ffs@tglx>). Blocks (all but
+ *   ro_after_init's, which page-by-page sealing would split anyway) are mapped with 2 MiB leaves, physically 2 MiB aligned, so the direct-map alias changes at 2 MiB granularity
  *   at most; when the backend cannot get a 2 MiB frame it falls back to 4 KiB leaves and we count
  *   it. By default module text has its own pool and the short-lived text producers (bpf,
  *   kprobes, ftrace) share one, so a load/unload churn of BPF programs never pins blocks that
@@ -83,8 +84,22 @@ export interface AllocContext {
  * comparison with Linux is like for like.
  */
 export const DEFAULT_GRANULE_BYTES = 64;
-/** Blocks are one 2 MiB leaf (PMD) each. */
+/** Blocks are one 2 MiB leaf (PMD) each (every pool but ro_after_init). */
 export const BLOCK_BYTES = SZ_2M;
+/**
+ * ro_after_init blocks: 256 KiB mapped with 4 KiB leaves, by design. The pool is page-granular
+ * and sealed page by page after init, which splits a 2 MiB leaf anyway, so a large page buys it
+ * nothing, while a whole 2 MiB block for a pool that is "a pretty small portion of modules" costs
+ * most of it as empty mapped memory (tglx: "keep 2M pages for text and RW data, and split one
+ * page for rodata", research/lkml-thread.md section 5). 256 KiB = 64 pages: big enough that a
+ * typical module's ro_after_init (a few pages) packs many to a block, small enough that one spare
+ * block (shrink's hysteresis) costs at most 256 KiB. Objects above it get their own 4 KiB-leaf
+ * mapping, rounded to the page. Measured (cli compare/stats, mixed workload): the pool holds
+ * 268 KiB live in 512 KiB mapped instead of 2048 KiB; execmem's mapped/live 1.61 -> 1.49.
+ */
+export const RO_AFTER_INIT_BLOCK_BYTES = 256 * 1024;
+/** Block look-up granule: the smallest block size, so no two blocks share a look-up slot. */
+const CHUNK_BYTES = RO_AFTER_INIT_BLOCK_BYTES;
 /** Explicit limits. */
 export const MAX_ALLOC_BYTES = 256 * 1024 * 1024;
 export const MAX_ALIGN_BYTES = SZ_4K;
@@ -105,6 +120,10 @@ interface Pool {
   readonly range: VaRange;
   readonly fallback: VaRange | null;
   readonly granuleBytes: number;
+  /** Shared-block size, a multiple of CHUNK_BYTES and a power of two. */
+  readonly blockBytes: number;
+  /** Leaf size the pool maps with by design (2 MiB: huge; 4 KiB: ro_after_init). */
+  readonly leafBytes: number;
   readonly heap: Heap;
   readonly blocks: (Block | undefined)[];
   readonly largeBlocks: Set<Block>;
@@ -254,7 +273,7 @@ export class Execmem {
     this.enter();
     try {
       const va =
-        sizeBytes > BLOCK_BYTES
+        sizeBytes > pool.blockBytes
           ? this.allocLarge(pool, ti, sizeBytes, atomic)
           : this.allocSmall(pool, ti, sizeBytes, alignBytes, atomic);
       this.counts.allocs++;
@@ -368,7 +387,7 @@ export class Execmem {
     this.checkVa(va);
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0)
       fail('EINVAL', `read size must be a positive integer`);
-    const block = this.chunks.get(Math.floor(va / BLOCK_BYTES));
+    const block = this.blockAt(va);
     if (block === undefined) fail('ENOENT', `${this.hex(va)} is not execmem memory`);
     if (va + sizeBytes > block.va + block.sizeBytes) fail('ERANGE', `read crosses the end of the block`);
     return this.backend.read(va, sizeBytes);
@@ -517,7 +536,9 @@ export class Execmem {
           block !== undefined && block.slot === slot,
           `audit: pool ${pool.name} slot ${slot} has no block`,
         );
-        assert(this.chunks.get(block.va / BLOCK_BYTES) === block, 'audit: block not registered');
+        assert(this.blockAt(block.va) === block, 'audit: block not registered');
+        assert(block.sizeBytes === pool.blockBytes, 'audit: shared block of the wrong size');
+        assert(block.bb.largePages === false || pool.leafBytes === SZ_2M, 'audit: 2 MiB leaf in 4K pool');
       }
     }
     let live = 0;
@@ -540,8 +561,10 @@ export class Execmem {
       const key = `${family}|${r.range.start}-${r.range.end}|${fb}`;
       let pool = byKey.get(key);
       if (pool === undefined) {
-        const granule = r.cls === 'ro_after_init' ? SZ_4K : this.granuleBytes;
-        const heap = new Heap(granule, BLOCK_BYTES, this.maxBlocks(r, granule));
+        const rai = r.cls === 'ro_after_init';
+        const granule = rai ? SZ_4K : this.granuleBytes;
+        const blockBytes = rai ? RO_AFTER_INIT_BLOCK_BYTES : BLOCK_BYTES;
+        const heap = new Heap(granule, blockBytes, this.maxBlocks(r, granule, blockBytes));
         pool = {
           name: type,
           types: [],
@@ -550,6 +573,8 @@ export class Execmem {
           range: r.range,
           fallback: r.fallback,
           granuleBytes: granule,
+          blockBytes,
+          leafBytes: rai ? SZ_4K : SZ_2M,
           heap,
           blocks: [],
           largeBlocks: new Set(),
@@ -570,10 +595,10 @@ export class Execmem {
     return type === 'module_text' ? 'module_text' : 'jit';
   }
 
-  private maxBlocks(r: TypeRange, granule: number): number {
+  private maxBlocks(r: TypeRange, granule: number, blockBytes: number): number {
     const span = Math.max(r.range.end - r.range.start, r.fallback ? r.fallback.end - r.fallback.start : 0);
-    const byRange = Math.max(1, Math.floor(span / BLOCK_BYTES));
-    const byIds = Math.floor(2 ** 31 / (BLOCK_BYTES / granule));
+    const byRange = Math.max(1, Math.floor(span / blockBytes));
+    const byIds = Math.floor(2 ** 31 / (blockBytes / granule));
     return Math.min(byRange, byIds, MAX_BLOCKS_PER_POOL);
   }
 
@@ -605,7 +630,7 @@ export class Execmem {
       this.counts.atomicRefusals++;
       fail('EAGAIN', `atomic allocation of ${sizeBytes} bytes needs its own mapping`);
     }
-    const mapBytes = alignUp(sizeBytes, BLOCK_BYTES);
+    const mapBytes = alignUp(sizeBytes, pool.leafBytes);
     const usable = alignUp(sizeBytes, pool.granuleBytes);
     const bb = this.mapPrepared(pool, mapBytes);
     const block: Block = {
@@ -630,7 +655,7 @@ export class Execmem {
   private grow(pool: Pool): void {
     if (!pool.heap.hasFreeSlot())
       fail('ENOSPC', `pool ${pool.name} reached its block limit (${pool.heap.maxSlots})`);
-    const bb = this.mapPrepared(pool, BLOCK_BYTES);
+    const bb = this.mapPrepared(pool, pool.blockBytes);
     const slot = pool.heap.addBlock();
     const block: Block = {
       pool,
@@ -655,14 +680,19 @@ export class Execmem {
         range: pool.range,
         fallback: pool.fallback,
         sizeBytes,
-        alignBytes: BLOCK_BYTES,
-        huge: true,
+        alignBytes: pool.blockBytes,
+        huge: pool.leafBytes === SZ_2M,
       });
     } catch (e) {
       fromBackend(e, `mapping a ${sizeBytes}-byte block for ${pool.name}`);
     }
     try {
-      assert(bb.va % BLOCK_BYTES === 0 && bb.sizeBytes === sizeBytes, 'backend returned a misplaced block');
+      assert(
+        bb.va % pool.blockBytes === 0 &&
+          bb.sizeBytes === sizeBytes &&
+          (pool.leafBytes === SZ_2M || !bb.largePages),
+        'backend returned a misplaced block',
+      );
       if (pool.cls === 'text') this.backend.fill(bb.va, sizeBytes, this.backend.arch.trapPattern);
       else this.backend.fill(bb.va, sizeBytes, ZERO);
       if (pool.prot !== 'rw') this.backend.protect(bb, bb.va, sizeBytes, pool.prot);
@@ -674,14 +704,21 @@ export class Execmem {
     return bb;
   }
 
+  /** Look-up slots of a block: blocks are CHUNK_BYTES aligned, so no slot holds two blocks. */
   private register(block: Block): void {
-    for (let c = block.va / BLOCK_BYTES; c < (block.va + block.sizeBytes) / BLOCK_BYTES; c++)
-      this.chunks.set(c, block);
+    const end = Math.ceil((block.va + block.sizeBytes) / CHUNK_BYTES);
+    for (let c = block.va / CHUNK_BYTES; c < end; c++) this.chunks.set(c, block);
   }
 
   private unregister(block: Block): void {
-    for (let c = block.va / BLOCK_BYTES; c < (block.va + block.sizeBytes) / BLOCK_BYTES; c++)
-      this.chunks.delete(c);
+    const end = Math.ceil((block.va + block.sizeBytes) / CHUNK_BYTES);
+    for (let c = block.va / CHUNK_BYTES; c < end; c++) this.chunks.delete(c);
+  }
+
+  /** The block mapped at va, if any (a page-rounded large mapping may end inside its last slot). */
+  private blockAt(va: number): Block | undefined {
+    const block = this.chunks.get(Math.floor(va / CHUNK_BYTES));
+    return block !== undefined && va < block.va + block.sizeBytes ? block : undefined;
   }
 
   private releaseBlock(block: Block): number {
@@ -716,7 +753,7 @@ export class Execmem {
    * over the block's run-start bitmap, bounded by the allocation's own length.
    */
   private locate(va: number, needStart: boolean, op: string): void {
-    const block = this.chunks.get(Math.floor(va / BLOCK_BYTES));
+    const block = this.blockAt(va);
     if (block === undefined) fail('ENOENT', `${op}: ${this.hex(va)} is not execmem memory`);
     if (block.slot < 0) {
       const end = block.va + block.largeUsableBytes;
@@ -881,13 +918,15 @@ export class Execmem {
     let mapped = 0;
     let large = 0;
     let fallback = 0;
+    let small = 0;
     let empty = 0;
     let liveObjects = 0;
     for (const slot of pool.heap.slots()) {
       const block = pool.blocks[slot]!;
       mapped += block.sizeBytes;
       if (block.bb.largePages) large += block.sizeBytes;
-      else fallback++;
+      else if (pool.leafBytes === SZ_2M) fallback++;
+      else small++;
       if (pool.heap.isBlockEmpty(slot)) empty++;
       liveObjects += pool.heap.liveRunCount(slot);
     }
@@ -904,6 +943,8 @@ export class Execmem {
       types: [...pool.types],
       prot: pool.prot,
       granuleBytes: gb,
+      blockBytes: pool.blockBytes,
+      leafBytes: pool.leafBytes,
       rangeStart: this.hex(pool.range.start),
       rangeEnd: this.hex(pool.range.end),
       liveBytes: pool.heap.usedGranules * gb + largeLive,
@@ -914,6 +955,7 @@ export class Execmem {
       largestFreeBytes: pool.heap.largestFreeGranules() * gb,
       blocks: pool.heap.blockCount,
       fallbackBlocks: fallback,
+      smallLeafBlocks: small,
       emptyBlocks: empty,
       largeObjects: pool.largeBlocks.size,
       largeSlackBytes: slack,

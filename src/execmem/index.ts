@@ -11,6 +11,7 @@ export {
   MAX_ALIGN_BYTES,
   MAX_ALLOC_BYTES,
   type PoolSharing,
+  RO_AFTER_INIT_BLOCK_BYTES,
 } from './execmem.js';
 export { buildRangeTable, modulesStartFor, type TypeClass, type TypeRange } from './ranges.js';
 export { SimBackend, type SimBackendOptions } from './sim-backend.js';

@@ -30,6 +30,10 @@ export interface ExecmemPoolStats {
   /** Protection of free memory in the pool. */
   prot: Prot;
   granuleBytes: number;
+  /** Size of the pool's shared blocks (2 MiB; ro_after_init: RO_AFTER_INIT_BLOCK_BYTES). */
+  blockBytes: number;
+  /** Leaf size the pool maps with by design: 2 MiB, or 4 KiB for ro_after_init. */
+  leafBytes: number;
   rangeStart: string;
   rangeEnd: string;
   liveBytes: number;
@@ -41,9 +45,11 @@ export interface ExecmemPoolStats {
   /** Free bytes inside shared blocks (all of it allocatable; trap-filled for text). */
   freeBytes: number;
   largestFreeBytes: number;
-  /** Shared blocks (2 MiB each) and how many fell back to 4 KiB leaves. */
+  /** Shared blocks (blockBytes each) and how many wanted 2 MiB leaves but fell back to 4 KiB. */
   blocks: number;
   fallbackBlocks: number;
+  /** Shared blocks mapped with 4 KiB leaves by design (ro_after_init), not fallbacks. */
+  smallLeafBlocks: number;
   /** Blocks with no live object (shrink keeps one per pool). */
   emptyBlocks: number;
   /** Objects larger than a block, each on its own mapping; slack = mapped - usable there. */
@@ -98,9 +104,10 @@ export function formatStats(stats: ExecmemStats): string {
   lines.push(
     `execmem: backend ${stats.backend}, arch ${stats.arch}, ` +
       `${stats.aliasWrite ? 'alias writes' : 'no alias: unprotect/write/protect under lock'}, ` +
-      `block ${kb(stats.blockBytes)} kB`,
+      `block ${kb(stats.blockBytes)} kB unless blk_kB says otherwise (leaf: by design; ` +
+      `4k_fallb: wanted 2M, got 4K)`,
   );
-  const pw = [24, 4, 6, 7, 8, 10, 9, 9, 9, 10, 7, 7];
+  const pw = [24, 4, 6, 7, 7, 4, 8, 10, 9, 9, 9, 10, 7, 7];
   lines.push(
     row(
       [
@@ -108,6 +115,8 @@ export function formatStats(stats: ExecmemStats): string {
         'prot',
         'gran',
         'blocks',
+        'blk_kB',
+        'leaf',
         '4k_fallb',
         'mapped_kB',
         'large_kB',
@@ -128,6 +137,8 @@ export function formatStats(stats: ExecmemStats): string {
           p.prot,
           p.granuleBytes,
           p.blocks,
+          kb(p.blockBytes),
+          p.leafBytes >= 1024 * 1024 ? `${p.leafBytes / (1024 * 1024)}M` : `${kb(p.leafBytes)}K`,
           p.fallbackBlocks,
           kb(p.mappedBytes),
           kb(p.largeMappedBytes),

@@ -70,7 +70,9 @@ export class FakeBackend implements Backend {
   readonly modulesStart?: number;
   readonly flips: Flip[] = [];
   private readonly blocks: FakeBlock[] = []; // sorted by va
-  private readonly byChunk = new Map<number, FakeBlock>(); // 2 MiB chunk index -> block
+  // 2 MiB chunk index -> the blocks overlapping it (one, unless blocks are smaller than 2 MiB,
+  // as execmem's 256 KiB ro_after_init blocks are).
+  private readonly byChunk = new Map<number, FakeBlock[]>();
   private readonly c: BackendCounters = newBackendCounters();
   private failMapIn = 0;
   private failMapCode: 'ENOMEM' | 'ENOSPC' = 'ENOMEM';
@@ -133,7 +135,11 @@ export class FakeBackend implements Backend {
     };
     const i = this.blocks.findIndex((b) => b.va > va);
     this.blocks.splice(i < 0 ? this.blocks.length : i, 0, block);
-    for (let c = Math.floor(va / SZ_2M); c * SZ_2M < va + req.sizeBytes; c++) this.byChunk.set(c, block);
+    for (let c = Math.floor(va / SZ_2M); c * SZ_2M < va + req.sizeBytes; c++) {
+      const list = this.byChunk.get(c);
+      if (list === undefined) this.byChunk.set(c, [block]);
+      else list.push(block);
+    }
     this.c.blocksMapped++;
     return block;
   }
@@ -142,8 +148,11 @@ export class FakeBackend implements Backend {
     const i = this.blocks.indexOf(block as FakeBlock);
     if (i < 0) throw new Error('fake: unmap of an unknown block');
     this.blocks.splice(i, 1);
-    for (let c = Math.floor(block.va / SZ_2M); c * SZ_2M < block.va + block.sizeBytes; c++)
-      this.byChunk.delete(c);
+    for (let c = Math.floor(block.va / SZ_2M); c * SZ_2M < block.va + block.sizeBytes; c++) {
+      const list = this.byChunk.get(c)!;
+      if (list.length === 1) this.byChunk.delete(c);
+      else list.splice(list.indexOf(block as FakeBlock), 1);
+    }
     this.c.blocksUnmapped++;
   }
 
@@ -251,8 +260,10 @@ export class FakeBackend implements Backend {
   // ---- internals ----
 
   private find(va: number): FakeBlock | undefined {
-    const b = this.byChunk.get(Math.floor(va / SZ_2M));
-    return b !== undefined && va >= b.va && va < b.va + b.sizeBytes ? b : undefined;
+    const list = this.byChunk.get(Math.floor(va / SZ_2M));
+    if (list === undefined) return undefined;
+    for (const b of list) if (va >= b.va && va < b.va + b.sizeBytes) return b;
+    return undefined;
   }
 
   private check(va: number, sizeBytes: number, access: 'read' | 'write' | 'map'): FakeBlock {
