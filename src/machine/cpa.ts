@@ -40,31 +40,25 @@ const UNDO_FLAGS = 0;
 const UNDO_SPLIT = 1;
 const UNDO_STRIDE = 4;
 
+/** The split / collapse counters, named once; a call tallies them and adds them on success. */
+const TALLY_KEYS = [
+  'splitsDirectMap2M',
+  'splitsDirectMap1G',
+  'splitsVmalloc2M',
+  'splitsVmalloc1G',
+  'collapsesDirectMap2M',
+  'collapsesDirectMap1G',
+  'collapsesVmalloc2M',
+  'collapsesVmalloc1G',
+] as const satisfies readonly (keyof MachineCounters)[];
+
 /** Split / collapse tallies of one call, added to the counters only when the call succeeds. */
-interface Tally {
-  splitsDirectMap2M: number;
-  splitsDirectMap1G: number;
-  splitsVmalloc2M: number;
-  splitsVmalloc1G: number;
-  collapsesDirectMap2M: number;
-  collapsesDirectMap1G: number;
-  collapsesVmalloc2M: number;
-  collapsesVmalloc1G: number;
-  changed: boolean;
-}
+type Tally = Record<(typeof TALLY_KEYS)[number], number> & { changed: boolean };
 
 function newTally(): Tally {
-  return {
-    splitsDirectMap2M: 0,
-    splitsDirectMap1G: 0,
-    splitsVmalloc2M: 0,
-    splitsVmalloc1G: 0,
-    collapsesDirectMap2M: 0,
-    collapsesDirectMap1G: 0,
-    collapsesVmalloc2M: 0,
-    collapsesVmalloc1G: 0,
-    changed: false,
-  };
+  const t = { changed: false } as Tally;
+  for (const k of TALLY_KEYS) t[k] = 0;
+  return t;
 }
 
 /** /proc/meminfo DirectMap4k/2M/1G, kept up to date from leaf changes. */
@@ -282,15 +276,7 @@ export class Cpa {
   }
 
   private commit(t: Tally): void {
-    const c = this.counters;
-    c.splitsDirectMap2M += t.splitsDirectMap2M;
-    c.splitsDirectMap1G += t.splitsDirectMap1G;
-    c.splitsVmalloc2M += t.splitsVmalloc2M;
-    c.splitsVmalloc1G += t.splitsVmalloc1G;
-    c.collapsesDirectMap2M += t.collapsesDirectMap2M;
-    c.collapsesDirectMap1G += t.collapsesDirectMap1G;
-    c.collapsesVmalloc2M += t.collapsesVmalloc2M;
-    c.collapsesVmalloc1G += t.collapsesVmalloc1G;
+    for (const k of TALLY_KEYS) this.counters[k] += t[k];
   }
 
   /** ENOENT naming the first unmapped address of [start, end); one visit of the leaves, not a walk per page. */
