@@ -9,4 +9,10 @@ cd "$(dirname "$0")/.."
 if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
   apt-get update -qq
 fi
-node dist/src/cli/main.js --quiet dataset fetch "$@"
+# A download can fail transiently: try three times, a few seconds apart, then fail loudly.
+for attempt in 1 2 3; do
+  if node dist/src/cli/main.js --quiet dataset fetch "$@"; then exit 0; fi
+  echo "fetch-dataset: attempt $attempt failed" >&2
+  sleep $((attempt * 5))
+done
+exit 1
