@@ -18,6 +18,7 @@ import { SimBackend } from '../src/execmem/sim-backend.js';
 import { formatStats } from '../src/execmem/stats.js';
 import { createMachine } from '../src/machine/machine.js';
 import { flagsToProt } from '../src/machine/types.js';
+import { execmemErrorCode } from './helpers/execmem-error.js';
 import { FakeBackend } from './helpers/fake-backend.js';
 
 const RAI = 'module_ro_after_init';
@@ -34,16 +35,6 @@ function fakeWorld() {
   };
   const em = new Execmem(fb, { seed: 5 });
   return { fb, em, requests };
-}
-
-function errCode(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof ExecmemError) return e.code;
-    throw e;
-  }
-  return 'no error';
 }
 
 test('ro_after_init blocks are 256 KiB, requested with 4 KiB leaves, and stats say so (not as fallbacks)', () => {
@@ -108,11 +99,11 @@ test('ro_after_init objects above a block get their own 4K-leaf mapping rounded 
   assert.equal(em.stats().pools[POOL].largeSlackBytes, 0);
   // The look-up slot after the mapping's end is not execmem memory.
   assert.equal(
-    errCode(() => em.freeVa(va + mapped)),
+    execmemErrorCode(() => em.freeVa(va + mapped)),
     'ENOENT',
   );
   assert.equal(
-    errCode(() => em.readVa(va + mapped + SZ_4K, 4)),
+    execmemErrorCode(() => em.readVa(va + mapped + SZ_4K, 4)),
     'ENOENT',
   );
   em.updateVa(va + mapped - 4, Uint8Array.of(1, 2, 3, 4));

@@ -7,27 +7,17 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ARCHES, archToBig, type ExecmemType } from '../src/arch/index.js';
 import { SZ_2M, SZ_4K } from '../src/base/addr.js';
-import { ExecmemError } from '../src/execmem/errors.js';
 import { BLOCK_BYTES, Execmem } from '../src/execmem/execmem.js';
 import { Heap } from '../src/execmem/heap.js';
 import { buildRangeTable } from '../src/execmem/ranges.js';
 import { formatStats } from '../src/execmem/stats.js';
+import { execmemErrorCode } from './helpers/execmem-error.js';
 import { FakeBackend } from './helpers/fake-backend.js';
 
 function setup(arch: 'x86_64' | 'arm64' | 'generic' = 'x86_64', opts: { granuleBytes?: 16 | 64 } = {}) {
   const fb = new FakeBackend(ARCHES[arch]);
   const em = new Execmem(fb, { seed: 7, ...opts });
   return { fb, em };
-}
-
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof ExecmemError) return e.code;
-    throw e;
-  }
-  return 'no error';
 }
 
 test('heap: alloc, free and immediate coalescing keep one free run per empty block', () => {
@@ -213,15 +203,15 @@ test('data types: module_data plain RW+NX, rodata RO written via the helper, ro_
   assert.equal(fb.protAt(rai), 'ro');
   assert.equal(fb.protAt(rai2), 'rw', 'the neighbour page stays RW');
   assert.equal(
-    code(() => em.updateVa(rai, Uint8Array.of(1))),
+    execmemErrorCode(() => em.updateVa(rai, Uint8Array.of(1))),
     'EPERM',
   );
   assert.equal(
-    code(() => em.sealVa(rai)),
+    execmemErrorCode(() => em.sealVa(rai)),
     'EPERM',
   );
   assert.equal(
-    code(() => em.sealVa(d)),
+    execmemErrorCode(() => em.sealVa(d)),
     'EPERM',
   );
   em.freeVa(rai);
@@ -303,11 +293,11 @@ test('updates at interior addresses of a long allocation find it; free space aro
   assert.equal(em.readVa(va + 4099 * 7, 1)[0], (4099 * 7) & 0xff);
   em.freeVa(va);
   assert.equal(
-    code(() => em.updateVa(va + 150_000, Uint8Array.of(1))),
+    execmemErrorCode(() => em.updateVa(va + 150_000, Uint8Array.of(1))),
     'EFREE',
   );
   assert.equal(
-    code(() => em.freeVa(va)),
+    execmemErrorCode(() => em.freeVa(va)),
     'EFREE',
   );
   assert.equal(em.sizeOf(after), 128);
@@ -322,7 +312,7 @@ test('objects larger than a block get their own mapping, released on free', () =
   em.updateVa(va + 4 * 1024 * 1024, Uint8Array.of(0x90));
   assert.equal(em.readVa(va + 4 * 1024 * 1024, 1)[0], 0x90);
   assert.equal(
-    code(() => em.updateVa(va + size + 100, Uint8Array.of(1))),
+    execmemErrorCode(() => em.updateVa(va + size + 100, Uint8Array.of(1))),
     'EFREE',
   );
   const s = em.stats().pools.module_text;
@@ -332,7 +322,7 @@ test('objects larger than a block get their own mapping, released on free', () =
   em.freeVa(va);
   assert.equal(fb.mappedBytes(), 0);
   assert.equal(
-    code(() => em.freeVa(va)),
+    execmemErrorCode(() => em.freeVa(va)),
     'ENOENT',
   );
 });
@@ -340,14 +330,14 @@ test('objects larger than a block get their own mapping, released on free', () =
 test('atomic context: served from mapped blocks, EAGAIN when it would have to grow', () => {
   const { fb, em } = setup();
   assert.equal(
-    code(() => em.allocVa('bpf', 100, { atomic: true })),
+    execmemErrorCode(() => em.allocVa('bpf', 100, { atomic: true })),
     'EAGAIN',
   );
   assert.equal(fb.blockCount(), 0);
   em.freeVa(em.allocVa('bpf', 100));
   assert.ok(em.allocVa('bpf', 100, { atomic: true }) > 0);
   assert.equal(
-    code(() => em.allocVa('bpf', 3 * SZ_2M, { atomic: true })),
+    execmemErrorCode(() => em.allocVa('bpf', 3 * SZ_2M, { atomic: true })),
     'EAGAIN',
   );
   assert.equal(em.stats().counters.atomicRefusals, 2);
