@@ -5,10 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import fc from 'fast-check';
 import { ARCHES, archToBig, type ExecmemType } from '../src/arch/index.js';
 import { SZ_2M, SZ_4K } from '../src/base/addr.js';
-import { BLOCK_BYTES, Execmem } from '../src/execmem/execmem.js';
-import { Heap } from '../src/execmem/heap.js';
+import { BLOCK_BYTES, Execmem, SMALL_OBJECT_BYTES } from '../src/execmem/execmem.js';
+import { Heap, LARGE, SMALL } from '../src/execmem/heap.js';
 import { buildRangeTable } from '../src/execmem/ranges.js';
 import { formatStats } from '../src/execmem/stats.js';
 import { execmemErrorCode } from './helpers/execmem-error.js';
@@ -82,6 +83,108 @@ test('heap: a full block returns -1, and a second block serves the rest', () => 
   h.addBlock();
   assert.equal(h.slotOfNode(h.alloc(1, 1, 0)), 1);
   h.audit();
+});
+
+test('heap block classes: small requests fill SMALL blocks, spill into LARGE holes, never the reverse', () => {
+  const h = new Heap(64, SZ_2M, 4, 32); // small: fewer than 32 granules (2 KiB)
+  assert.equal(h.classFor(31), SMALL);
+  assert.equal(h.classFor(32), LARGE);
+  assert.equal(h.alloc(4, 1, 0), -1, 'no block yet');
+  const s0 = h.addBlock(SMALL);
+  const l0 = h.addBlock(LARGE);
+  const a = h.alloc(16, 1, 0);
+  assert.equal(h.slotOfNode(a), s0, 'a small request goes to the SMALL block');
+  const b = h.alloc(100, 1, 0);
+  assert.equal(h.slotOfNode(b), l0, 'a large request goes to the LARGE block');
+  // Fill the SMALL block completely with small runs: the next small request spills into LARGE.
+  const rest = h.blockGranules - 16;
+  for (let i = 0; i < rest / 16; i++) assert.equal(h.slotOfNode(h.alloc(16, 1, 0)), s0);
+  assert.equal(h.freeGranules, h.blockGranules - 100, 'SMALL block full');
+  const spill = h.alloc(8, 1, 0);
+  assert.equal(h.slotOfNode(spill), l0, 'small spills into the LARGE block');
+  // Free two adjacent runs in the SMALL block (a 32-granule hole): a large request of 32
+  // granules fits there but must not take it; a small one takes it before the LARGE block.
+  h.free(s0, 0);
+  h.free(s0, 16);
+  const big = h.alloc(32, 1, 0);
+  assert.equal(h.slotOfNode(big), l0, 'a large request never lands in a SMALL block');
+  const back = h.alloc(8, 1, 0);
+  assert.equal(h.slotOfNode(back), s0, 'small requests prefer the SMALL block again');
+  h.audit();
+});
+
+test('heap block classes: an empty block of the other class is re-classed instead of needing a new one', () => {
+  const h = new Heap(64, SZ_2M, 2, 32);
+  const s0 = h.addBlock(SMALL);
+  const l0 = h.addBlock(LARGE);
+  const x = h.alloc(h.blockGranules, 1, 0); // fills the LARGE block
+  assert.equal(h.slotOfNode(x), l0);
+  assert.equal(h.classOfBlock(s0), SMALL);
+  const y = h.alloc(64, 1, 0); // LARGE request, only the empty SMALL block is free
+  assert.equal(h.slotOfNode(y), s0);
+  assert.equal(h.classOfBlock(s0), LARGE, 'the empty SMALL block became LARGE');
+  h.audit();
+  // A SMALL block with a live run is not re-classed: the large request fails.
+  h.free(l0, 0);
+  h.free(s0, 0);
+  const z = h.alloc(1, 1, 0); // small: no SMALL block left, goes to a LARGE one
+  assert.equal(h.classOfBlock(h.slotOfNode(z)), LARGE);
+  h.audit();
+});
+
+test('heap block classes: random alloc/free keeps the class rule and every structure consistent', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 1, max: 1024 }), fc.nat()), { maxLength: 120 }),
+      (steps) => {
+        const h = new Heap(64, 64 * 1024, 5, 8); // 1024-granule blocks, small: < 8 granules
+        const live: number[] = [];
+        for (const [doAlloc, n, pick] of steps) {
+          if (doAlloc || live.length === 0) {
+            let node = h.alloc(n, 1, 0);
+            if (node < 0 && h.hasFreeSlot()) {
+              h.addBlock(h.classFor(n));
+              node = h.alloc(n, 1, 0);
+              assert.ok(node >= 0, 'a fresh block serves any request of at most one block');
+            }
+            if (node >= 0) live.push(node);
+          } else {
+            const node = live.splice(pick % live.length, 1)[0];
+            h.free(h.slotOfNode(node), h.granuleOfNode(node));
+          }
+          h.audit();
+          for (const node of live) {
+            const slot = h.slotOfNode(node);
+            const len = h.tagAt(slot, h.granuleOfNode(node));
+            assert.ok(len > 0, 'live run is used');
+            if (len >= 8) assert.equal(h.classOfBlock(slot), LARGE, 'a large run sits in a LARGE block');
+          }
+        }
+      },
+    ),
+    { numRuns: 150, seed: 0xb10c },
+  );
+});
+
+test('Execmem: smallObjectBytes sets the split (0 turns it off) and bad values are EINVAL', () => {
+  const fb = new FakeBackend(ARCHES.x86_64);
+  const em = new Execmem(fb, { seed: 7 });
+  assert.equal(em.smallObjectBytes, SMALL_OBJECT_BYTES);
+  em.alloc('bpf', 100);
+  em.alloc('bpf', 5000);
+  assert.equal(em.stats().pools['kprobes+ftrace+bpf'].smallObjectBlocks, 1);
+  assert.equal(em.stats().pools['kprobes+ftrace+bpf'].blocks, 2);
+  const off = new Execmem(new FakeBackend(ARCHES.x86_64), { seed: 7, smallObjectBytes: 0 });
+  off.alloc('bpf', 100);
+  off.alloc('bpf', 5000);
+  assert.equal(off.stats().pools['kprobes+ftrace+bpf'].smallObjectBlocks, 0);
+  assert.equal(off.stats().pools['kprobes+ftrace+bpf'].blocks, 1);
+  for (const bad of [-1, 1.5, SZ_2M, Number.NaN]) {
+    assert.equal(
+      execmemErrorCode(() => new Execmem(new FakeBackend(ARCHES.x86_64), { smallObjectBytes: bad })),
+      'EINVAL',
+    );
+  }
 });
 
 test('range table: every type has a range; missing types inherit module_text; data never executable', () => {

@@ -52,6 +52,14 @@
  */
 import { assert } from '../base/assert.js';
 
+/**
+ * Block classes: SMALL blocks take only requests below `smallGranules`; LARGE blocks take the
+ * rest, and small requests too once no SMALL block has room (see the header).
+ */
+export type BlockClass = 0 | 1;
+export const SMALL: BlockClass = 0;
+export const LARGE: BlockClass = 1;
+const BLOCK_CLASSES = 2;
 const SL_BITS = 4;
 const SL_COUNT = 1 << SL_BITS;
 /** Runs of the request's own class examined before moving to a larger class (bounded work). */
@@ -180,9 +188,17 @@ export class Heap {
   readonly maxSlots: number;
   private readonly blockShift: number;
   private readonly flCount: number;
-  private flBitmap = 0;
+  /** Requests of fewer granules than this are small (SMALL class); 0: one class only. */
+  readonly smallGranules: number;
+  /** Per block class: first-level bitmap, second-level bitmaps, list heads (class-major). */
+  private readonly flBitmap = new Uint32Array(BLOCK_CLASSES);
   private readonly slBitmap: Uint32Array;
   private readonly heads: Int32Array;
+  /** Block class per slot, and per class a doubly linked list of empty blocks (by slot). */
+  private readonly blockClass: Uint8Array;
+  private readonly emptyNext: Int32Array;
+  private readonly emptyPrev: Int32Array;
+  private readonly emptyHead = new Int32Array(BLOCK_CLASSES).fill(-1);
   /** Run boundaries (starts and ends) -> descriptor id. */
   private readonly index = new PosMap(10);
   private readonly live: boolean[] = [];
@@ -201,7 +217,7 @@ export class Heap {
   usedGranules = 0;
   blockCount = 0;
 
-  constructor(granuleBytes: number, blockBytes: number, maxSlots: number) {
+  constructor(granuleBytes: number, blockBytes: number, maxSlots: number, smallGranules = 0) {
     assert(
       granuleBytes >= 1 && 2 ** Math.round(Math.log2(granuleBytes)) === granuleBytes,
       'granule: power of two',
@@ -212,10 +228,34 @@ export class Heap {
     this.blockShift = Math.round(Math.log2(this.blockGranules));
     assert(2 ** this.blockShift === this.blockGranules, 'granules per block: power of two');
     assert(maxSlots >= 1 && maxSlots * this.blockGranules <= 2 ** 31, 'positions must fit in int32');
+    assert(Number.isInteger(smallGranules) && smallGranules >= 0, 'smallGranules: integer >= 0');
+    assert(smallGranules < this.blockGranules, 'smallGranules must be below a block');
     this.maxSlots = maxSlots;
+    this.smallGranules = smallGranules;
     this.flCount = Math.max(1, this.blockShift - SL_BITS + 2);
-    this.slBitmap = new Uint32Array(this.flCount);
-    this.heads = new Int32Array(this.flCount * SL_COUNT).fill(-1);
+    this.slBitmap = new Uint32Array(BLOCK_CLASSES * this.flCount);
+    this.heads = new Int32Array(BLOCK_CLASSES * this.flCount * SL_COUNT).fill(-1);
+    this.blockClass = new Uint8Array(maxSlots);
+    this.emptyNext = new Int32Array(maxSlots).fill(-1);
+    this.emptyPrev = new Int32Array(maxSlots).fill(-1);
+  }
+
+  /** Block class a request of `granules` is placed by (SMALL or LARGE). */
+  classFor(granules: number): BlockClass {
+    return granules < this.smallGranules ? SMALL : LARGE;
+  }
+
+  /** Class of the block in `slot` (tests, stats). */
+  classOfBlock(slot: number): BlockClass {
+    assert(this.live[slot] === true, 'classOfBlock: no such block');
+    return this.blockClass[slot] as BlockClass;
+  }
+
+  /** Blocks of class `cls` (stats). */
+  blockCountOf(cls: BlockClass): number {
+    let n = 0;
+    for (let s = 0; s < this.slotCount; s++) if (this.live[s] === true && this.blockClass[s] === cls) n++;
+    return n;
   }
 
   /** Side-table bytes: the per-block index plus the descriptor pool (stats, benchmark). */
@@ -230,11 +270,14 @@ export class Heap {
     return this.freeSlots.length > 0 || this.slotCount < this.maxSlots;
   }
 
-  /** Register a new block as one free run; returns its slot. */
-  addBlock(): number {
+  /** Register a new block of class `cls` as one free run; returns its slot. */
+  addBlock(cls: BlockClass = LARGE): number {
     assert(this.hasFreeSlot(), 'heap slot limit reached');
+    assert(cls === SMALL || cls === LARGE, 'addBlock: unknown block class');
     const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.slotCount++;
     this.live[slot] = true;
+    this.blockClass[slot] = cls;
+    this.pushEmpty(slot);
     this.owners[slot] = new Int32Array(Math.ceil(this.blockGranules / OWNER_SPAN)).fill(-1);
     this.liveRuns[slot] = 0;
     this.blockCount++;
@@ -253,6 +296,7 @@ export class Heap {
     this.removeRun(id);
     this.dropDescriptor(id);
     this.index.delete(this.pos(slot, 0));
+    this.unlinkEmpty(slot);
     this.live[slot] = false;
     this.owners[slot] = undefined;
     this.freeSlots.push(slot);
@@ -287,8 +331,13 @@ export class Heap {
     const n = granules;
     assert(n >= 1 && n <= this.blockGranules, 'alloc: granule count out of range');
     const searchSize = Math.min(this.blockGranules, n + alignGranules - 1);
-    let id = this.fitInClass(classOf(searchSize), searchSize);
-    if (id < 0) id = this.findClass(searchClassOf(searchSize));
+    const cls = n < this.smallGranules ? SMALL : LARGE;
+    let id = this.search(cls, searchSize);
+    // Small requests may fill holes in large-object blocks before a small block is mapped (the
+    // reverse would chop the large holes the segregation exists to keep).
+    if (id < 0 && cls === SMALL) id = this.search(LARGE, searchSize);
+    // An empty block of the other class (a spare) is re-classed rather than a new one mapped.
+    if (id < 0 && this.reclassEmpty(cls)) id = this.search(cls, searchSize);
     if (id < 0) return -1;
     const d = this.d;
     const at = id * D_STRIDE;
@@ -314,7 +363,7 @@ export class Heap {
     }
     this.setUsed(used, n, kind);
     this.usedGranules += n;
-    this.liveRuns[slot]++;
+    if (this.liveRuns[slot]++ === 0) this.unlinkEmpty(slot);
     return slot * this.blockGranules + start;
   }
 
@@ -325,7 +374,7 @@ export class Heap {
     const d = this.d;
     const n = d[id * D_STRIDE + D_LEN];
     this.usedGranules -= n;
-    this.liveRuns[slot]--;
+    if (--this.liveRuns[slot] === 0) this.pushEmpty(slot);
     let len = n;
     const next = d[id * D_STRIDE + D_PNEXT];
     if (next >= 0 && d[next * D_STRIDE + D_LEN] < 0) {
@@ -416,12 +465,15 @@ export class Heap {
 
   /** Largest free run, in granules (stats only: walks the list of the highest non-empty class). */
   largestFreeGranules(): number {
-    if (this.flBitmap === 0) return 0;
-    const fl = 31 - Math.clz32(this.flBitmap);
-    const sl = 31 - Math.clz32(this.slBitmap[fl]);
     let best = 0;
-    for (let id = this.heads[fl * SL_COUNT + sl]; id >= 0; id = this.d[id * D_STRIDE + D_NEXT]) {
-      best = Math.max(best, -this.d[id * D_STRIDE + D_LEN]);
+    for (let cls = 0; cls < BLOCK_CLASSES; cls++) {
+      if (this.flBitmap[cls] === 0) continue;
+      const fl = 31 - Math.clz32(this.flBitmap[cls]);
+      const sl = 31 - Math.clz32(this.slBitmap[cls * this.flCount + fl]);
+      const head = this.heads[(cls * this.flCount + fl) * SL_COUNT + sl];
+      for (let id = head; id >= 0; id = this.d[id * D_STRIDE + D_NEXT]) {
+        best = Math.max(best, -this.d[id * D_STRIDE + D_LEN]);
+      }
     }
     return best;
   }
@@ -451,6 +503,7 @@ export class Heap {
     let used = 0;
     let listed = 0;
     let described = 0;
+    let emptyListed = 0;
     const d = this.d;
     for (const slot of this.slots()) {
       let prevFree = false;
@@ -487,23 +540,41 @@ export class Heap {
     for (let id = 0; id < this.idHigh; id++) if (d[id * D_STRIDE + D_SLOT] >= 0) alive++;
     assert(alive === described, `audit: ${alive} live descriptors for ${described} runs (leak)`);
     assert(this.index.size === described, `audit: ${this.index.size} index entries for ${described} runs`);
-    for (let fl = 0; fl < this.flCount; fl++) {
-      for (let sl = 0; sl < SL_COUNT; sl++) {
-        const idx = fl * SL_COUNT + sl;
-        const nonEmpty = this.heads[idx] >= 0;
-        assert(nonEmpty === ((this.slBitmap[fl] & (1 << sl)) !== 0), 'audit: sl bitmap mismatch');
-        let p = -1;
-        for (let id = this.heads[idx]; id >= 0; id = d[id * D_STRIDE + D_NEXT]) {
-          const t = d[id * D_STRIDE + D_LEN];
-          assert(t < 0, 'audit: used run on a free list');
-          assert(classOf(-t) === idx, 'audit: run in the wrong class');
-          assert(d[id * D_STRIDE + D_PREV] === p, 'audit: broken prev link');
-          listed += -t;
-          p = id;
+    for (let cls = 0; cls < BLOCK_CLASSES; cls++) {
+      const flBase = cls * this.flCount;
+      for (let fl = 0; fl < this.flCount; fl++) {
+        for (let sl = 0; sl < SL_COUNT; sl++) {
+          const idx = fl * SL_COUNT + sl;
+          const head = this.heads[flBase * SL_COUNT + idx];
+          assert(head >= 0 === ((this.slBitmap[flBase + fl] & (1 << sl)) !== 0), 'audit: sl bitmap mismatch');
+          let p = -1;
+          for (let id = head; id >= 0; id = d[id * D_STRIDE + D_NEXT]) {
+            const t = d[id * D_STRIDE + D_LEN];
+            assert(t < 0, 'audit: used run on a free list');
+            assert(classOf(-t) === idx, 'audit: run in the wrong size class');
+            assert(this.blockClass[d[id * D_STRIDE + D_SLOT]] === cls, 'audit: run on the wrong block class');
+            assert(d[id * D_STRIDE + D_PREV] === p, 'audit: broken prev link');
+            listed += -t;
+            p = id;
+          }
         }
+        const flSet = (this.flBitmap[cls] & (1 << fl)) !== 0;
+        assert((this.slBitmap[flBase + fl] !== 0) === flSet, 'audit: fl bitmap mismatch');
       }
-      assert((this.slBitmap[fl] !== 0) === ((this.flBitmap & (1 << fl)) !== 0), 'audit: fl bitmap mismatch');
+      let p = -1;
+      for (let slot = this.emptyHead[cls]; slot >= 0; slot = this.emptyNext[slot]) {
+        assert(
+          this.isBlockEmpty(slot) && this.blockClass[slot] === cls,
+          'audit: non-empty block on an empty list',
+        );
+        assert(this.emptyPrev[slot] === p, 'audit: broken empty-list link');
+        emptyListed++;
+        p = slot;
+      }
     }
+    let empty = 0;
+    for (const slot of this.slots()) if (this.liveRuns[slot] === 0) empty++;
+    assert(empty === emptyListed, `audit: ${empty} empty blocks, ${emptyListed} on the empty lists`);
     assert(free === this.freeGranules && listed === free, 'audit: free granule accounting');
     assert(used === this.usedGranules, 'audit: used granule accounting');
   }
@@ -590,12 +661,18 @@ export class Heap {
     for (let span = Math.ceil(start / OWNER_SPAN); span <= last; span++) owners[span] = id;
   }
 
+  /** A free run of at least `size` granules in blocks of class `cls`, or -1. */
+  private search(cls: number, size: number): number {
+    const id = this.fitInClass(cls, classOf(size), size);
+    return id >= 0 ? id : this.findClass(cls, searchClassOf(size));
+  }
+
   /**
-   * Look at the first few runs of the request's own class (bounded: FIT_PROBES) for one that is
-   * large enough; plain TLSF rounds the request up to the next class and never uses these.
+   * Look at the first few runs of the request's own size class (bounded: FIT_PROBES) for one
+   * that is large enough; plain TLSF rounds the request up to the next class and never uses these.
    */
-  private fitInClass(idx: number, size: number): number {
-    let id = this.heads[idx];
+  private fitInClass(cls: number, idx: number, size: number): number {
+    let id = this.heads[cls * this.flCount * SL_COUNT + idx];
     for (let probes = 0; id >= 0 && probes < FIT_PROBES; probes++) {
       if (-this.d[id * D_STRIDE + D_LEN] >= size) return id;
       id = this.d[id * D_STRIDE + D_NEXT];
@@ -603,51 +680,93 @@ export class Heap {
     return -1;
   }
 
-  private findClass(idx: number): number {
+  private findClass(cls: number, idx: number): number {
     let fl = idx >>> SL_BITS;
     if (fl >= this.flCount) return -1;
-    let slMap = this.slBitmap[fl] & (-1 << (idx & (SL_COUNT - 1)));
+    const flBase = cls * this.flCount;
+    let slMap = this.slBitmap[flBase + fl] & (-1 << (idx & (SL_COUNT - 1)));
     if (slMap === 0) {
-      const flMap = fl + 1 < 32 ? this.flBitmap & (-1 << (fl + 1)) : 0;
+      const flMap = fl + 1 < 32 ? this.flBitmap[cls] & (-1 << (fl + 1)) : 0;
       if (flMap === 0) return -1;
       fl = ctz(flMap);
-      slMap = this.slBitmap[fl];
+      slMap = this.slBitmap[flBase + fl];
     }
-    return this.heads[fl * SL_COUNT + ctz(slMap)];
+    return this.heads[(flBase + fl) * SL_COUNT + ctz(slMap)];
   }
 
-  /** Make descriptor `id` a free run of `len` granules and push it on its class list. */
+  /** Make descriptor `id` a free run of `len` granules and push it on its list. */
   private insertRun(id: number, len: number): void {
     const d = this.d;
     const at = id * D_STRIDE;
     d[at + D_LEN] = -len;
+    const cls = this.blockClass[d[at + D_SLOT]];
     const idx = classOf(len);
-    const head = this.heads[idx];
+    const flBase = cls * this.flCount;
+    const h = flBase * SL_COUNT + idx;
+    const head = this.heads[h];
     d[at + D_NEXT] = head;
     d[at + D_PREV] = -1;
     if (head >= 0) d[head * D_STRIDE + D_PREV] = id;
-    this.heads[idx] = id;
-    this.slBitmap[idx >>> SL_BITS] |= 1 << (idx & (SL_COUNT - 1));
-    this.flBitmap |= 1 << (idx >>> SL_BITS);
+    this.heads[h] = id;
+    this.slBitmap[flBase + (idx >>> SL_BITS)] |= 1 << (idx & (SL_COUNT - 1));
+    this.flBitmap[cls] |= 1 << (idx >>> SL_BITS);
     this.freeGranules += len;
   }
 
-  /** Unlink the free run `id` from its class list (its descriptor stays). */
+  /** Unlink the free run `id` from its list (its descriptor stays). */
   private removeRun(id: number): void {
     const d = this.d;
     const at = id * D_STRIDE;
     const len = -d[at + D_LEN];
+    const cls = this.blockClass[d[at + D_SLOT]];
     const idx = classOf(len);
+    const flBase = cls * this.flCount;
+    const h = flBase * SL_COUNT + idx;
     const n = d[at + D_NEXT];
     const p = d[at + D_PREV];
     if (p >= 0) d[p * D_STRIDE + D_NEXT] = n;
-    else this.heads[idx] = n;
+    else this.heads[h] = n;
     if (n >= 0) d[n * D_STRIDE + D_PREV] = p;
-    if (this.heads[idx] < 0) {
-      const fl = idx >>> SL_BITS;
+    if (this.heads[h] < 0) {
+      const fl = flBase + (idx >>> SL_BITS);
       this.slBitmap[fl] &= ~(1 << (idx & (SL_COUNT - 1)));
-      if (this.slBitmap[fl] === 0) this.flBitmap &= ~(1 << fl);
+      if (this.slBitmap[fl] === 0) this.flBitmap[cls] &= ~(1 << (idx >>> SL_BITS));
     }
     this.freeGranules -= len;
+  }
+
+  // ---- empty blocks, per block class ----
+
+  private pushEmpty(slot: number): void {
+    const cls = this.blockClass[slot];
+    const head = this.emptyHead[cls];
+    this.emptyPrev[slot] = -1;
+    this.emptyNext[slot] = head;
+    if (head >= 0) this.emptyPrev[head] = slot;
+    this.emptyHead[cls] = slot;
+  }
+
+  private unlinkEmpty(slot: number): void {
+    const p = this.emptyPrev[slot];
+    const n = this.emptyNext[slot];
+    if (p >= 0) this.emptyNext[p] = n;
+    else this.emptyHead[this.blockClass[slot]] = n;
+    if (n >= 0) this.emptyPrev[n] = p;
+    this.emptyPrev[slot] = -1;
+    this.emptyNext[slot] = -1;
+  }
+
+  /** Move one empty block of the other class to class `cls`; false when there is none. O(1). */
+  private reclassEmpty(cls: number): boolean {
+    const slot = this.emptyHead[1 - cls];
+    if (slot < 0) return false;
+    const id = this.runAt(slot, 0);
+    assert(id >= 0 && -this.d[id * D_STRIDE + D_LEN] === this.blockGranules, 'reclass: not one free run');
+    this.unlinkEmpty(slot);
+    this.removeRun(id);
+    this.blockClass[slot] = cls;
+    this.insertRun(id, this.blockGranules);
+    this.pushEmpty(slot);
+    return true;
   }
 }

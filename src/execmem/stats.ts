@@ -50,6 +50,8 @@ export interface ExecmemPoolStats {
   fallbackBlocks: number;
   /** Shared blocks mapped with 4 KiB leaves by design (ro_after_init), not fallbacks. */
   smallLeafBlocks: number;
+  /** Shared blocks that take only small objects (below Execmem's smallObjectBytes); the rest take any. */
+  smallObjectBlocks: number;
   /** Blocks with no live object (shrink keeps one per pool). */
   emptyBlocks: number;
   /** Objects larger than a block, each on its own mapping; slack = mapped - usable there. */
