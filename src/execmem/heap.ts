@@ -37,24 +37,29 @@
  * it. Padding descriptors to 32 B (no line straddling) measured no gain (713 vs 770 ns/op, min
  * of 5). Cutting the rise needs per-block metadata locality, not yet done.
  *
- * Placement across blocks stays TLSF's (any block, good fit) because nothing drainable was found
- * to beat it. Engineer A2 replayed the bench's 200k-op BPF churn at 10k live (seed 23) through an
- * exact, deliberately non-O(1) placement simulator (a throwaway script, not in the repo) to bound
- * what any O(1) approximation could gain; mapped / requested after shrink (one spare), and its
- * time-average during the churn: this TLSF 1.207 / 1.170; exact best fit 1.207 / 1.170; lowest
- * block first, best fit inside it (mimalloc-like "most-used page first" by position) 1.207 /
- * 1.259; fullest block first 1.466 / 1.406; address-ordered first fit 1.250 / 1.259; class fit
- * then lowest block 1.207 / 1.170; best fit with large objects from the top of runs 1.207 / 1.150.
- * On seed 5 (100k ops): TLSF 1.212, exact best fit 1.170, lowest block 1.212. Frees hit random
- * live objects, not old ones, so no block drains under any placement; a finer second level
- * (SL_BITS 5) or more same-class probes (32) changed nothing. An ideal packing that could move
- * objects would reach 1.078; issue 3's 1.15 is not met on this workload.
+ * Placement across blocks: TLSF good fit, but over two block classes. Small requests (below
+ * `smallGranules`; execmem uses 2 KiB) are served from SMALL blocks first, then from holes in
+ * LARGE blocks; large requests only from LARGE blocks, and an empty block of the other class is
+ * re-classed before the caller maps a new one. Each class has its own TLSF lists, so every search
+ * stays O(1). Why: small objects dropped into the holes large ones leave behind cut them into
+ * pieces no large request fits, and the heap grows. Measured (bench/execmem.ts, BPF churn, fake
+ * backend), mapped / requested after shrink: 2M ops at 100k live 1.122 -> 1.055 (time-average
+ * 1.101 -> 1.054); 200k ops at 10k live, seeds 1-6, mean 1.192 -> 1.144 (seed 23 stays 1.207: at
+ * 10k live the figure moves by one 2 MiB block, 4%, with where the churn stops, because blocks
+ * mapped at a peak of the random walk of requested bytes stay mapped).
+ * Before the split, engineer A2 replayed the 10k churn (seed 23) through an exact, deliberately
+ * non-O(1) placement simulator (a throwaway script, not in the repo) over one class; mapped /
+ * requested after shrink and its time-average: this TLSF 1.207 / 1.170; exact best fit 1.207 /
+ * 1.170; lowest block first, best fit inside it 1.207 / 1.259; fullest block first 1.466 / 1.406;
+ * address-ordered first fit 1.250 / 1.259; best fit with large objects from the top of runs
+ * 1.207 / 1.150. Frees hit random live objects, not old ones, so no block drains under any
+ * placement; an ideal packing that could move objects would reach 1.078 on that run.
  */
 import { assert } from '../base/assert.js';
 
 /**
  * Block classes: SMALL blocks take only requests below `smallGranules`; LARGE blocks take the
- * rest, and small requests too once no SMALL block has room (see the header).
+ * rest, and small requests too when no SMALL block has room (see the header).
  */
 export type BlockClass = 0 | 1;
 export const SMALL: BlockClass = 0;
