@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { ARCHES, archToBig, type ExecmemType } from '../src/arch/index.js';
 import { SZ_2M, SZ_4K } from '../src/base/addr.js';
-import { BLOCK_BYTES, Execmem, SMALL_OBJECT_BYTES } from '../src/execmem/execmem.js';
+import { BLOCK_BYTES, Execmem, SMALL_OBJECT_BYTES, SPLIT_MIN_BLOCKS } from '../src/execmem/execmem.js';
 import { Heap, LARGE, SMALL } from '../src/execmem/heap.js';
 import { buildRangeTable } from '../src/execmem/ranges.js';
 import { formatStats } from '../src/execmem/stats.js';
@@ -124,11 +124,17 @@ test('heap block classes: an empty block of the other class is re-classed instea
   assert.equal(h.slotOfNode(y), s0);
   assert.equal(h.classOfBlock(s0), LARGE, 'the empty SMALL block became LARGE');
   h.audit();
-  // A SMALL block with a live run is not re-classed: the large request fails.
+  // With no SMALL block at all, a small request does not spill into LARGE holes: it re-classes
+  // an empty block (here both are empty) so the split re-forms.
   h.free(l0, 0);
   h.free(s0, 0);
-  const z = h.alloc(1, 1, 0); // small: no SMALL block left, goes to a LARGE one
-  assert.equal(h.classOfBlock(h.slotOfNode(z)), LARGE);
+  const z = h.alloc(1, 1, 0);
+  assert.equal(h.classOfBlock(h.slotOfNode(z)), SMALL);
+  h.audit();
+  // A non-empty block is never re-classed: a large request that fits nowhere returns -1.
+  const w = h.alloc(h.blockGranules, 1, 0); // takes the other (LARGE) block whole
+  assert.ok(w >= 0);
+  assert.equal(h.alloc(40, 1, 0), -1, 'the SMALL block has room but holds a live run');
   h.audit();
 });
 
@@ -166,19 +172,26 @@ test('heap block classes: random alloc/free keeps the class rule and every struc
   );
 });
 
-test('Execmem: smallObjectBytes sets the split (0 turns it off) and bad values are EINVAL', () => {
-  const fb = new FakeBackend(ARCHES.x86_64);
-  const em = new Execmem(fb, { seed: 7 });
-  assert.equal(em.smallObjectBytes, SMALL_OBJECT_BYTES);
-  em.alloc('bpf', 100);
-  em.alloc('bpf', 5000);
-  assert.equal(em.stats().pools['kprobes+ftrace+bpf'].smallObjectBlocks, 1);
-  assert.equal(em.stats().pools['kprobes+ftrace+bpf'].blocks, 2);
-  const off = new Execmem(new FakeBackend(ARCHES.x86_64), { seed: 7, smallObjectBytes: 0 });
-  off.alloc('bpf', 100);
-  off.alloc('bpf', 5000);
-  assert.equal(off.stats().pools['kprobes+ftrace+bpf'].smallObjectBlocks, 0);
-  assert.equal(off.stats().pools['kprobes+ftrace+bpf'].blocks, 1);
+test('Execmem: the split starts at SPLIT_MIN_BLOCKS blocks; smallObjectBytes 0 turns it off; bad values are EINVAL', () => {
+  const nearlyBlock = SZ_2M - 64;
+  for (const [small, expectSmallBlocks] of [
+    [SMALL_OBJECT_BYTES, 1],
+    [0, 0],
+  ] as const) {
+    const em = new Execmem(new FakeBackend(ARCHES.x86_64, { storeBytes: false }), {
+      seed: 7,
+      smallObjectBytes: small,
+    });
+    assert.equal(em.smallObjectBytes, small);
+    em.alloc('bpf', 100); // before the split: shares the first block
+    for (let i = 1; i < SPLIT_MIN_BLOCKS; i++) em.alloc('bpf', nearlyBlock);
+    const pool = () => em.stats().pools['kprobes+ftrace+bpf'];
+    assert.equal(pool().blocks, SPLIT_MIN_BLOCKS);
+    assert.equal(pool().smallObjectBlocks, 0, 'no small-object block below SPLIT_MIN_BLOCKS');
+    em.alloc('bpf', 200); // the split is on (when enabled): the first SMALL block is mapped
+    assert.equal(pool().smallObjectBlocks, expectSmallBlocks);
+    em.audit();
+  }
   for (const bad of [-1, 1.5, SZ_2M, Number.NaN]) {
     assert.equal(
       execmemErrorCode(() => new Execmem(new FakeBackend(ARCHES.x86_64), { smallObjectBytes: bad })),

@@ -44,9 +44,11 @@
  * stays O(1). Why: small objects dropped into the holes large ones leave behind cut them into
  * pieces no large request fits, and the heap grows. Measured (bench/execmem.ts, BPF churn, fake
  * backend), mapped / requested after shrink: 2M ops at 100k live 1.122 -> 1.055 (time-average
- * 1.101 -> 1.054); 200k ops at 10k live, seeds 1-6, mean 1.192 -> 1.144 (seed 23 stays 1.207: at
+ * 1.101 -> 1.055); 200k ops at 10k live, seeds 1-6, mean 1.192 -> 1.151 (seed 23 stays 1.207: at
  * 10k live the figure moves by one 2 MiB block, 4%, with where the churn stops, because blocks
- * mapped at a peak of the random walk of requested bytes stay mapped).
+ * mapped at a peak of the random walk of requested bytes stay mapped). The split starts only
+ * once a heap has `splitMinBlocks` blocks (execmem: 16): in a heap of a few blocks, a block of
+ * its own for small objects costs more than it saves.
  * Before the split, engineer A2 replayed the 10k churn (seed 23) through an exact, deliberately
  * non-O(1) placement simulator (a throwaway script, not in the repo) over one class; mapped /
  * requested after shrink and its time-average: this TLSF 1.207 / 1.170; exact best fit 1.207 /
@@ -204,6 +206,9 @@ export class Heap {
   private readonly emptyNext: Int32Array;
   private readonly emptyPrev: Int32Array;
   private readonly emptyHead = new Int32Array(BLOCK_CLASSES).fill(-1);
+  private readonly classBlocks = new Int32Array(BLOCK_CLASSES);
+  /** The small/large split is on (sticky: see updateSplit). */
+  private split = false;
   /** Run boundaries (starts and ends) -> descriptor id. */
   private readonly index = new PosMap(10);
   private readonly live: boolean[] = [];
@@ -222,7 +227,16 @@ export class Heap {
   usedGranules = 0;
   blockCount = 0;
 
-  constructor(granuleBytes: number, blockBytes: number, maxSlots: number, smallGranules = 0) {
+  /** SMALL blocks are mapped only once the heap has this many blocks (growClassFor). */
+  readonly splitMinBlocks: number;
+
+  constructor(
+    granuleBytes: number,
+    blockBytes: number,
+    maxSlots: number,
+    smallGranules = 0,
+    splitMinBlocks = 0,
+  ) {
     assert(
       granuleBytes >= 1 && 2 ** Math.round(Math.log2(granuleBytes)) === granuleBytes,
       'granule: power of two',
@@ -237,6 +251,8 @@ export class Heap {
     assert(smallGranules < this.blockGranules, 'smallGranules must be below a block');
     this.maxSlots = maxSlots;
     this.smallGranules = smallGranules;
+    assert(Number.isInteger(splitMinBlocks) && splitMinBlocks >= 0, 'splitMinBlocks: integer >= 0');
+    this.splitMinBlocks = splitMinBlocks;
     this.flCount = Math.max(1, this.blockShift - SL_BITS + 2);
     this.slBitmap = new Uint32Array(BLOCK_CLASSES * this.flCount);
     this.heads = new Int32Array(BLOCK_CLASSES * this.flCount * SL_COUNT).fill(-1);
@@ -250,6 +266,36 @@ export class Heap {
     return granules < this.smallGranules ? SMALL : LARGE;
   }
 
+  /**
+   * Class of the block to map when a request of `granules` found no room: SMALL for a small
+   * request once the heap has `splitMinBlocks` blocks, else LARGE. Below that size a heap keeps
+   * everything together, because a block of its own for small objects would cost more mapped
+   * memory than the holes it saves (a pool of a few blocks).
+   */
+  growClassFor(granules: number): BlockClass {
+    return this.placeClassFor(granules);
+  }
+
+  /** The class a request is placed by: below `splitMinBlocks` blocks there is only LARGE. */
+  private placeClassFor(granules: number): BlockClass {
+    return this.split && granules < this.smallGranules ? SMALL : LARGE;
+  }
+
+  /** Is the small/large split on? (tests, stats) */
+  isSplit(): boolean {
+    return this.split;
+  }
+
+  /**
+   * Turn the split on, for good, once the heap has `splitMinBlocks` blocks: the SMALL blocks'
+   * last, partly filled block is a cost every heap pays, the holes it saves a gain only heaps with
+   * frees see, so it pays where one block is a small share of the heap.
+   */
+  private updateSplit(): void {
+    if (this.split || this.smallGranules === 0) return;
+    if (this.blockCount >= this.splitMinBlocks) this.split = true;
+  }
+
   /** Class of the block in `slot` (tests, stats). */
   classOfBlock(slot: number): BlockClass {
     assert(this.live[slot] === true, 'classOfBlock: no such block');
@@ -258,9 +304,7 @@ export class Heap {
 
   /** Blocks of class `cls` (stats). */
   blockCountOf(cls: BlockClass): number {
-    let n = 0;
-    for (let s = 0; s < this.slotCount; s++) if (this.live[s] === true && this.blockClass[s] === cls) n++;
-    return n;
+    return this.classBlocks[cls];
   }
 
   /** Side-table bytes: the per-block index plus the descriptor pool (stats, benchmark). */
@@ -282,6 +326,7 @@ export class Heap {
     const slot = this.freeSlots.length > 0 ? this.freeSlots.pop()! : this.slotCount++;
     this.live[slot] = true;
     this.blockClass[slot] = cls;
+    this.classBlocks[cls]++;
     this.pushEmpty(slot);
     this.owners[slot] = new Int32Array(Math.ceil(this.blockGranules / OWNER_SPAN)).fill(-1);
     this.liveRuns[slot] = 0;
@@ -290,6 +335,7 @@ export class Heap {
     this.d[id * D_STRIDE + D_PNEXT] = -1;
     this.d[id * D_STRIDE + D_PPREV] = -1;
     this.insertRun(id, this.blockGranules);
+    this.updateSplit();
     return slot;
   }
 
@@ -302,6 +348,7 @@ export class Heap {
     this.dropDescriptor(id);
     this.index.delete(this.pos(slot, 0));
     this.unlinkEmpty(slot);
+    this.classBlocks[this.blockClass[slot]]--;
     this.live[slot] = false;
     this.owners[slot] = undefined;
     this.freeSlots.push(slot);
@@ -336,11 +383,12 @@ export class Heap {
     const n = granules;
     assert(n >= 1 && n <= this.blockGranules, 'alloc: granule count out of range');
     const searchSize = Math.min(this.blockGranules, n + alignGranules - 1);
-    const cls = n < this.smallGranules ? SMALL : LARGE;
+    const cls = this.placeClassFor(n);
     let id = this.search(cls, searchSize);
-    // Small requests may fill holes in large-object blocks before a small block is mapped (the
-    // reverse would chop the large holes the segregation exists to keep).
-    if (id < 0 && cls === SMALL) id = this.search(LARGE, searchSize);
+    // Small requests fill holes in large-object blocks when the SMALL blocks are full (the
+    // reverse would chop the large holes the split exists to keep); with no SMALL block at all,
+    // the heap maps (or re-classes) its first one instead.
+    if (id < 0 && cls === SMALL && this.classBlocks[SMALL] > 0) id = this.search(LARGE, searchSize);
     // An empty block of the other class (a spare) is re-classed rather than a new one mapped.
     if (id < 0 && this.reclassEmpty(cls)) id = this.search(cls, searchSize);
     if (id < 0) return -1;
@@ -578,7 +626,15 @@ export class Heap {
       }
     }
     let empty = 0;
-    for (const slot of this.slots()) if (this.liveRuns[slot] === 0) empty++;
+    const perClass = [0, 0];
+    for (const slot of this.slots()) {
+      if (this.liveRuns[slot] === 0) empty++;
+      perClass[this.blockClass[slot]]++;
+    }
+    assert(
+      perClass[SMALL] === this.classBlocks[SMALL] && perClass[LARGE] === this.classBlocks[LARGE],
+      'audit: block class counts',
+    );
     assert(empty === emptyListed, `audit: ${empty} empty blocks, ${emptyListed} on the empty lists`);
     assert(free === this.freeGranules && listed === free, 'audit: free granule accounting');
     assert(used === this.usedGranules, 'audit: used granule accounting');
@@ -769,7 +825,9 @@ export class Heap {
     assert(id >= 0 && -this.d[id * D_STRIDE + D_LEN] === this.blockGranules, 'reclass: not one free run');
     this.unlinkEmpty(slot);
     this.removeRun(id);
+    this.classBlocks[1 - cls]--;
     this.blockClass[slot] = cls;
+    this.classBlocks[cls]++;
     this.insertRun(id, this.blockGranules);
     this.pushEmpty(slot);
     return true;
