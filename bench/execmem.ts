@@ -36,8 +36,8 @@ import type { BenchResult } from './types.js';
 const PACK_BYTES = 2 * 1024 * 1024;
 const CHUNK_BYTES = 64;
 const CHUNKS_PER_PACK = PACK_BYTES / CHUNK_BYTES;
-const CHURN_OPS = 40_000;
-const REPEATS = 3;
+const CHURN_OPS = 100_000;
+const REPEATS = 7;
 const BACKEND_NOTE = 'fake backend (x86_64 ranges, alias writes, no byte storage)';
 
 /** The BPF size mix: 50% < 500 B, 75% < 2 KiB, the rest log-uniform 2 KiB..64 KiB. */

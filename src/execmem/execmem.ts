@@ -128,6 +128,9 @@ export const SMALL_OBJECT_BYTES = 2048;
 export const SPLIT_MIN_BLOCKS = 16;
 /** Block look-up granule: the smallest block size, so no two blocks share a look-up slot. */
 const CHUNK_BYTES = RO_AFTER_INIT_BLOCK_BYTES;
+/** Address span of one block-directory table (execmem.blockAt): 4096 entries of CHUNK_BYTES. */
+const DIR_SPAN_BYTES = 2 ** 30;
+const DIR_ENTRIES = DIR_SPAN_BYTES / CHUNK_BYTES;
 /** Explicit limits. */
 export const MAX_ALLOC_BYTES = 256 * 1024 * 1024;
 export const MAX_ALIGN_BYTES = SZ_4K;
@@ -159,6 +162,8 @@ interface Pool {
 
 interface Block {
   readonly pool: Pool;
+  /** Index in the block directory (register()). */
+  id: number;
   /** Heap slot of a shared block; -1 for a large object's own mapping. */
   readonly slot: number;
   readonly bb: BackendBlock;
@@ -206,7 +211,16 @@ export class Execmem {
   private readonly lock: ExecLock;
   private readonly pools: Pool[] = [];
   private readonly poolOfType: Pool[] = [];
-  private readonly chunks = new Map<number, Block>();
+  /**
+   * Block directory: per DIR_SPAN_BYTES of address space that holds blocks, a table with one
+   * entry per CHUNK_BYTES (block id + 1, 0 = none); the table last used is cached. A typed
+   * array read instead of a Map of boxed 48-bit keys: one cache line per look-up.
+   */
+  private readonly dirTables = new Map<number, Int32Array>();
+  private dirTop = -1;
+  private dirTable: Int32Array = new Int32Array(0);
+  private readonly blockById: (Block | undefined)[] = [];
+  private readonly freeBlockIds: number[] = [];
   private readonly liveBytes = new Float64Array(EXECMEM_TYPES.length);
   private readonly liveObjects = new Float64Array(EXECMEM_TYPES.length);
   private readonly baseline: BackendCounters;
@@ -670,6 +684,7 @@ export class Execmem {
     const bb = this.mapPrepared(pool, mapBytes);
     const block: Block = {
       pool,
+      id: -1,
       slot: -1,
       bb,
       va: bb.va,
@@ -694,6 +709,7 @@ export class Execmem {
     const slot = pool.heap.addBlock(cls);
     const block: Block = {
       pool,
+      id: -1,
       slot,
       bb,
       va: bb.va,
@@ -739,21 +755,46 @@ export class Execmem {
     return bb;
   }
 
-  /** Look-up slots of a block: blocks are CHUNK_BYTES aligned, so no slot holds two blocks. */
+  /** Directory entries of a block: blocks are CHUNK_BYTES aligned, so no entry holds two blocks. */
   private register(block: Block): void {
-    const end = Math.ceil((block.va + block.sizeBytes) / CHUNK_BYTES);
-    for (let c = block.va / CHUNK_BYTES; c < end; c++) this.chunks.set(c, block);
+    const id = this.freeBlockIds.length > 0 ? this.freeBlockIds.pop()! : this.blockById.length;
+    this.blockById[id] = block;
+    block.id = id;
+    this.setDirectory(block, id + 1);
   }
 
   private unregister(block: Block): void {
-    const end = Math.ceil((block.va + block.sizeBytes) / CHUNK_BYTES);
-    for (let c = block.va / CHUNK_BYTES; c < end; c++) this.chunks.delete(c);
+    this.setDirectory(block, 0);
+    this.blockById[block.id] = undefined;
+    this.freeBlockIds.push(block.id);
   }
 
-  /** The block mapped at va, if any (a page-rounded large mapping may end inside its last slot). */
+  private setDirectory(block: Block, entry: number): void {
+    const end = Math.ceil((block.va + block.sizeBytes) / CHUNK_BYTES);
+    for (let c = block.va / CHUNK_BYTES; c < end; c++) {
+      const top = Math.floor(c / DIR_ENTRIES);
+      let table = this.dirTables.get(top);
+      if (table === undefined) {
+        table = new Int32Array(DIR_ENTRIES);
+        this.dirTables.set(top, table);
+      }
+      table[c - top * DIR_ENTRIES] = entry;
+    }
+  }
+
+  /** The block mapped at va, if any (a page-rounded large mapping may end inside its last entry). */
   private blockAt(va: number): Block | undefined {
-    const block = this.chunks.get(Math.floor(va / CHUNK_BYTES));
-    return block !== undefined && va < block.va + block.sizeBytes ? block : undefined;
+    const top = Math.floor(va / DIR_SPAN_BYTES);
+    if (top !== this.dirTop) {
+      const table = this.dirTables.get(top);
+      if (table === undefined) return undefined;
+      this.dirTop = top;
+      this.dirTable = table;
+    }
+    const entry = this.dirTable[Math.floor((va - top * DIR_SPAN_BYTES) / CHUNK_BYTES)];
+    if (entry === 0) return undefined;
+    const block = this.blockById[entry - 1]!;
+    return va < block.va + block.sizeBytes ? block : undefined;
   }
 
   private releaseBlock(block: Block): number {
