@@ -26,16 +26,22 @@
  * free-list links or the caller's kind, and links to its physical neighbours in the block, which
  * are the boundary tags: free coalesces by following them). A hash map from run start to
  * descriptor (PosMap) serves locate(), and a small owner table per block bounds look-ups of
- * inner addresses. All of it scales with the number of runs, not with granules: at 100k live
- * objects the side tables are a few MiB that stay in the CPU cache, where per-granule arrays
- * (the first version: 420 KiB per 2 MiB block) spilled to DRAM and ran 2-3x slower.
+ * inner addresses. All of it scales with the number of runs, not with granules (about 59 B per
+ * run: 6.6 MB at 100k live objects), where per-granule arrays (the first version: 420 KiB per
+ * 2 MiB block) ran 2-3x slower.
  * Runs never cross block boundaries, so whole blocks can be returned (shrink) independently.
- * Where the time goes at 100k live (engineer A2, fake backend, shared 2-core host, noisy): one
- * sizeOf() (chunk Map, index slot, descriptor) costs ~75 ns at 1k live and ~350-470 ns at 100k,
- * i.e. most of the churn's rise from ~340 to ~830 ns/op is cache misses on the index (2 MiB) and
- * descriptors (3.6 MiB) touched at random; same-class probes average 1.3 per op, so they are not
- * it. Padding descriptors to 32 B (no line straddling) measured no gain (713 vs 770 ns/op, min
- * of 5). Cutting the rise needs per-block metadata locality, not yet done.
+ * Where the time goes at 100k live (fake backend, shared 2-core VM): the work per op is constant
+ * (same-class probes average 1.3 per op), the time is cache misses. A pointer-chasing test on
+ * this VM costs 18-24 ns per load over up to 4 MiB and 137-199 ns over 6-16 MiB, whatever
+ * lscpu says of a 32 MiB L3, and the same on 2 MiB huge pages (madvise through koffi), so it is
+ * cache, not TLB. Layouts tried in a heap-only harness (engineer H14; ns/op at 1k -> 100k, best
+ * of 15, metadata at 100k): this one 244 -> 562 (6.6 MB); per-block arenas with 16-bit fields
+ * and per-block free lists 271 -> 413 (3.8 MB); the run's fields stored in the hash entry
+ * 460 -> 596 (2.8 MB, but 1.8x slower at 1k). Block-local layout alone (32-bit fields), padding
+ * descriptors to 32 B and huge pages gave nothing. In execmem's own benchmark the best of these
+ * moved the 100k/1k ratio from 0.35-0.45 to 0.38-0.47 (the driver's arrays, the backend and the
+ * rest of execmem share the same few MiB of cache), too little for a second heap layout with
+ * 16-bit limits, so this one stays.
  *
  * Placement across blocks: TLSF good fit, but over two block classes. Small requests (below
  * `smallGranules`; execmem uses 2 KiB) are served from SMALL blocks first, then from holes in
