@@ -107,9 +107,9 @@ export function formatStats(stats: ExecmemStats): string {
     `execmem: backend ${stats.backend}, arch ${stats.arch}, ` +
       `${stats.aliasWrite ? 'alias writes' : 'no alias: unprotect/write/protect under lock'}, ` +
       `block ${kb(stats.blockBytes)} kB unless blk_kB says otherwise (leaf: by design; ` +
-      `4k_fallb: wanted 2M, got 4K)`,
+      `4k_fallb: wanted 2M, got 4K; smallbl: blocks for small objects only)`,
   );
-  const pw = [24, 4, 6, 7, 7, 4, 8, 10, 9, 9, 9, 10, 7, 7];
+  const pw = [24, 4, 6, 7, 7, 7, 4, 8, 10, 9, 9, 9, 10, 7, 7];
   lines.push(
     row(
       [
@@ -117,6 +117,7 @@ export function formatStats(stats: ExecmemStats): string {
         'prot',
         'gran',
         'blocks',
+        'smallbl',
         'blk_kB',
         'leaf',
         '4k_fallb',
@@ -139,6 +140,7 @@ export function formatStats(stats: ExecmemStats): string {
           p.prot,
           p.granuleBytes,
           p.blocks,
+          p.smallObjectBlocks,
           kb(p.blockBytes),
           p.leafBytes >= 1024 * 1024 ? `${p.leafBytes / (1024 * 1024)}M` : `${kb(p.leafBytes)}K`,
           p.fallbackBlocks,
