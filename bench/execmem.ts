@@ -53,6 +53,8 @@ interface Subject {
   alloc(sizeBytes: number): number;
   free(va: number, sizeBytes: number): void;
   mappedBytes(): number;
+  /** Work done by alloc searches so far (execmem: runs examined + bitmap look-ups; bitmap: words read). */
+  searchSteps(): number;
 }
 
 // ---------------------------------------------------------------- bpf_prog_pack baseline
@@ -62,11 +64,16 @@ class BitmapPacks implements Subject {
   private readonly packs: { base: number; bits: Uint32Array; used: number }[] = [];
   private readonly byBase = new Map<number, { base: number; bits: Uint32Array; used: number }>();
   private nextBase = 0;
+  private readonly scan = { words: 0 };
+
+  searchSteps(): number {
+    return this.scan.words;
+  }
 
   alloc(sizeBytes: number): number {
     const nbits = Math.ceil(sizeBytes / CHUNK_BYTES);
     for (const pack of this.packs) {
-      const pos = findZeroArea(pack.bits, CHUNKS_PER_PACK, nbits);
+      const pos = findZeroArea(pack.bits, CHUNKS_PER_PACK, nbits, this.scan);
       if (pos >= 0) return this.take(pack, pos, nbits);
     }
     const pack = { base: this.nextBase, bits: new Uint32Array(CHUNKS_PER_PACK / 32), used: 0 };
@@ -99,10 +106,11 @@ class BitmapPacks implements Subject {
   }
 }
 
-/** Next zero bit at or after `from` (word at a time), or `size`. */
-function nextZero(bits: Uint32Array, size: number, from: number): number {
+/** Next zero bit at or after `from` (word at a time), or `size`; counts the words read. */
+function nextZero(bits: Uint32Array, size: number, from: number, scan: { words: number }): number {
   let i = from;
   while (i < size) {
+    scan.words++;
     const w = ~bits[i >>> 5] & (-1 << (i & 31));
     if (w !== 0) return Math.min(size, (i & ~31) + (31 - Math.clz32(w & -w)));
     i = (i & ~31) + 32;
@@ -110,10 +118,11 @@ function nextZero(bits: Uint32Array, size: number, from: number): number {
   return size;
 }
 
-/** Next set bit at or after `from`, or `size`. */
-function nextOne(bits: Uint32Array, size: number, from: number): number {
+/** Next set bit at or after `from`, or `size`; counts the words read. */
+function nextOne(bits: Uint32Array, size: number, from: number, scan: { words: number }): number {
   let i = from;
   while (i < size) {
+    scan.words++;
     const w = bits[i >>> 5] & (-1 << (i & 31));
     if (w !== 0) return Math.min(size, (i & ~31) + (31 - Math.clz32(w & -w)));
     i = (i & ~31) + 32;
@@ -122,12 +131,12 @@ function nextOne(bits: Uint32Array, size: number, from: number): number {
 }
 
 /** bitmap_find_next_zero_area(map, size, 0, nr, 0): first run of `nr` zero bits, or -1. */
-function findZeroArea(bits: Uint32Array, size: number, nr: number): number {
-  let start = nextZero(bits, size, 0);
+function findZeroArea(bits: Uint32Array, size: number, nr: number, scan: { words: number }): number {
+  let start = nextZero(bits, size, 0, scan);
   while (start + nr <= size) {
-    const busy = nextOne(bits, start + nr, start);
+    const busy = nextOne(bits, start + nr, start, scan);
     if (busy >= start + nr) return start;
-    start = nextZero(bits, size, busy + 1);
+    start = nextZero(bits, size, busy + 1, scan);
   }
   return -1;
 }
@@ -153,6 +162,7 @@ function execmemSubject(
     alloc: (sizeBytes) => em.allocVa('bpf', sizeBytes),
     free: (va) => em.freeVa(va),
     mappedBytes: () => fb.mappedBytes(),
+    searchSteps: () => em.stats().counters.allocSearchSteps,
   };
   return { em, fb, subject };
 }
@@ -168,6 +178,8 @@ interface ChurnResult {
   mappedBytes: number;
   /** Mean of mapped / requested sampled every `sampleEvery` ops during the churn (0: not sampled). */
   meanMappedPerRequested: number;
+  /** Alloc search work per churn op (Subject.searchSteps): the work, independent of the cache. */
+  searchStepsPerOp: number;
 }
 
 /**
@@ -195,6 +207,7 @@ function churn(subject: Subject, live: number, ops: number, seed: number, sample
   let peak = requested;
   let sampleSum = 0;
   let samples = 0;
+  const steps0 = subject.searchSteps();
   const t0 = process.cpuUsage();
   for (let k = 0; k < ops; k++) {
     const i = picks[k];
@@ -209,6 +222,7 @@ function churn(subject: Subject, live: number, ops: number, seed: number, sample
     }
   }
   const used = process.cpuUsage(t0);
+  const searchStepsPerOp = (subject.searchSteps() - steps0) / ops;
   const cpuMs = Math.max((used.user + used.system) / 1000, 1e-3);
   return {
     opsPerSecond: (ops * 1000) / cpuMs,
@@ -216,6 +230,7 @@ function churn(subject: Subject, live: number, ops: number, seed: number, sample
     peakRequestedBytes: peak,
     mappedBytes: subject.mappedBytes(),
     meanMappedPerRequested: samples > 0 ? sampleSum / samples : 0,
+    searchStepsPerOp,
   };
 }
 
@@ -262,7 +277,12 @@ export async function benchExecmem(): Promise<BenchResult[]> {
   // allocator's own cost. It runs 5x the ops so its short runs are not lost in timer resolution.
   const driver: Record<number, ChurnResult> = {};
   let noopCount = 0;
-  const nothing: Subject = { alloc: () => noopCount++, free: () => {}, mappedBytes: () => 0 };
+  const nothing: Subject = {
+    alloc: () => noopCount++,
+    free: () => {},
+    mappedBytes: () => 0,
+    searchSteps: () => 0,
+  };
   for (let rep = 0; rep < REPEATS; rep++) {
     for (const live of liveSets) {
       const r = churn(execmemSubject(64).subject, live, CHURN_OPS, 11);
@@ -309,6 +329,14 @@ export async function benchExecmem(): Promise<BenchResult[]> {
     value: ownNs(1000) / ownNs(100_000),
     unit: 'ratio',
     note: `allocator (and fake backend) ns/op ${ownNs(1000).toFixed(0)} @1k, ${ownNs(10_000).toFixed(0)} @10k, ${ownNs(100_000).toFixed(0)} @100k; >= 0.5 means its own cost stays within 2x`,
+  });
+  const steps = (r: Record<number, ChurnResult>) =>
+    liveSets.map((live) => r[live].searchStepsPerOp.toFixed(1)).join(' / ');
+  out.push({
+    name: 'alloc search work per op, execmem @1k / 10k / 100k live',
+    value: em64[100_000].searchStepsPerOp / em64[1000].searchStepsPerOp,
+    unit: 'ratio',
+    note: `free runs examined + class-bitmap look-ups per op: ${steps(em64)} (the work stays flat; the time above is cache misses); bpf_prog_pack bitmap words read per op: ${steps(bitmap)}`,
   });
   out.push({
     name: 'bpf_prog_pack throughput 100k / 1k live',

@@ -511,6 +511,7 @@ export class Execmem {
     const b = this.baseline;
     const counters: ExecmemCounters = {
       ...this.counts,
+      allocSearchSteps: this.pools.reduce((sum, pool) => sum + pool.heap.searchSteps, 0),
       permissionFlips: now.permissionFlips - b.permissionFlips,
       pokes: now.pokes - b.pokes,
       pokeBytes: now.pokeBytes - b.pokeBytes,

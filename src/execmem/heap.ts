@@ -228,6 +228,8 @@ export class Heap {
   private freeIds: Int32Array = new Int32Array(INITIAL_DESCRIPTORS);
   private freeIdCount = 0;
   private idHigh = 0;
+  /** Free runs examined plus bitmap look-ups made by alloc searches (the work, whatever the cache). */
+  searchSteps = 0;
   /** Totals over all blocks, in granules. */
   freeGranules = 0;
   usedGranules = 0;
@@ -741,6 +743,7 @@ export class Heap {
   private fitInClass(cls: number, idx: number, size: number): number {
     let id = this.heads[cls * this.flCount * SL_COUNT + idx];
     for (let probes = 0; id >= 0 && probes < FIT_PROBES; probes++) {
+      this.searchSteps++;
       if (-this.d[id * D_STRIDE + D_LEN] >= size) return id;
       id = this.d[id * D_STRIDE + D_NEXT];
     }
@@ -748,6 +751,7 @@ export class Heap {
   }
 
   private findClass(cls: number, idx: number): number {
+    this.searchSteps++;
     let fl = idx >>> SL_BITS;
     if (fl >= this.flCount) return -1;
     const flBase = cls * this.flCount;

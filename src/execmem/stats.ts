@@ -71,6 +71,8 @@ export interface ExecmemCounters {
   blocksReleased: number;
   /** Allocations refused in atomic context because the cache would have to grow. */
   atomicRefusals: number;
+  /** Free runs examined and class-bitmap look-ups made by alloc searches, all pools. */
+  allocSearchSteps: number;
   /** Backend deltas since the allocator was created. */
   permissionFlips: number;
   pokes: number;
