@@ -664,7 +664,7 @@ export class Execmem {
         this.counts.atomicRefusals++;
         fail('EAGAIN', `atomic ${EXECMEM_TYPES[ti]} allocation of ${sizeBytes} bytes needs a new block`);
       }
-      this.grow(pool, pool.heap.growClassFor(granules));
+      this.grow(pool, pool.heap.classFor(granules));
       node = pool.heap.alloc(granules, alignGranules, ti);
       assert(node >= 0, 'a fresh block must satisfy a request of at most one block');
     }

@@ -235,7 +235,7 @@ export class Heap {
   usedGranules = 0;
   blockCount = 0;
 
-  /** SMALL blocks are mapped only once the heap has this many blocks (growClassFor). */
+  /** The small/large split turns on once the heap has had this many blocks (classFor). */
   readonly splitMinBlocks: number;
 
   constructor(
@@ -267,31 +267,18 @@ export class Heap {
     this.blockClass = new Uint8Array(maxSlots);
     this.emptyNext = new Int32Array(maxSlots).fill(-1);
     this.emptyPrev = new Int32Array(maxSlots).fill(-1);
-  }
-
-  /** Block class a request of `granules` is placed by (SMALL or LARGE). */
-  classFor(granules: number): BlockClass {
-    return granules < this.smallGranules ? SMALL : LARGE;
+    this.updateSplit();
   }
 
   /**
-   * Class of the block to map when a request of `granules` found no room: SMALL for a small
-   * request once the heap has `splitMinBlocks` blocks, else LARGE. Below that size a heap keeps
-   * everything together, because a block of its own for small objects would cost more mapped
-   * memory than the holes it saves (a pool of a few blocks).
+   * Block class a request of `granules` is placed by, and the class of the block to map when it
+   * found no room: SMALL for a small request once the split is on (the heap has had
+   * `splitMinBlocks` blocks), else LARGE. Below that size a heap keeps everything together,
+   * because a block of its own for small objects would cost more mapped memory than the holes it
+   * saves (a pool of a few blocks).
    */
-  growClassFor(granules: number): BlockClass {
-    return this.placeClassFor(granules);
-  }
-
-  /** The class a request is placed by: below `splitMinBlocks` blocks there is only LARGE. */
-  private placeClassFor(granules: number): BlockClass {
+  classFor(granules: number): BlockClass {
     return this.split && granules < this.smallGranules ? SMALL : LARGE;
-  }
-
-  /** Is the small/large split on? (tests, stats) */
-  isSplit(): boolean {
-    return this.split;
   }
 
   /**
@@ -391,7 +378,7 @@ export class Heap {
     const n = granules;
     assert(n >= 1 && n <= this.blockGranules, 'alloc: granule count out of range');
     const searchSize = Math.min(this.blockGranules, n + alignGranules - 1);
-    const cls = this.placeClassFor(n);
+    const cls = this.classFor(n);
     let id = this.search(cls, searchSize);
     // Small requests fill holes in large-object blocks when the SMALL blocks are full (the
     // reverse would chop the large holes the split exists to keep); with no SMALL block at all,
