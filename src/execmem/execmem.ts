@@ -82,11 +82,11 @@ export interface AllocContext {
 
 /**
  * Packing granule, chosen by measurement (bench/execmem.ts, BPF churn, fake backend, small objects
- * apart): after 200k ops at 10k live, 16 B ends at mapped/requested 1.164 (27 blocks) and 64 B at
- * 1.207 (28) on seed 23, means over seeds 1-6 1.138 vs 1.144 (one block either way is 4% there);
- * after 2M ops at 100k live 1.051 vs 1.055 (seed 23) and 1.058 vs 1.046 (seed 5). The rounding
- * costs 0.2% vs 0.7% of live bytes, side tables are about the same (they scale with runs, not
- * granules), and throughput is equal within noise. 64 B wins on what remains: every object starts on a cache
+ * apart): after 200k ops at 10k live both end at mapped/requested 1.207 on seed 23, and 16 B is
+ * one block (4%) lower on two of seeds 1-6 (means 1.138 vs 1.151); after 2M ops at 100k live
+ * 1.051 vs 1.055 (seed 23) and 1.058 vs 1.046 (seed 5). The rounding costs 0.2% vs 0.7% of live
+ * bytes, side tables are about the same (they scale with runs, not granules), and throughput is
+ * equal within noise. 64 B wins on what remains: every object starts on a cache
  * line (what JITs align function entries to), and it equals bpf_prog_pack's chunk, so the
  * comparison with Linux is like for like.
  */
@@ -106,14 +106,15 @@ export const BLOCK_BYTES = SZ_2M;
  */
 export const RO_AFTER_INIT_BLOCK_BYTES = 256 * 1024;
 /**
- * Objects below this size (granule-rounded) are placed apart from larger ones: SMALL blocks hold only them, and
- * they spill into holes of LARGE blocks only when no SMALL block has room (never the reverse),
- * so small objects do not chop up the holes large ones need. Measured (bench/execmem.ts, BPF
- * churn, fake backend): mapped/requested after a 2M-op churn at 100k live 1.122 -> 1.055 (seed
- * 23), after 200k-op churns at 10k live, mean of seeds 1-6, 1.192 -> 1.151. 2 KiB is the published BPF split ("75% ...
- * less than 2kB", Song Liu <20221107223921.3451913-1-song@kernel.org>); 1 KiB, 4 KiB and three
- * classes (512 B / 2 KiB / 8 KiB) measured worse at 10k live (more partly filled blocks).
- * Pools at page granule (ro_after_init) have no small class.
+ * Objects below this size (granule-rounded) are placed apart from larger ones: SMALL blocks hold
+ * only them, and they spill into holes of LARGE blocks only when the SMALL blocks are full (never
+ * the reverse), so small objects do not chop up the holes large ones need. Measured
+ * (bench/execmem.ts, BPF churn, fake backend): mapped/requested after a 2M-op churn at 100k live
+ * 1.122 -> 1.055 (seed 23), after 200k-op churns at 10k live, mean of seeds 1-6, 1.192 -> 1.151.
+ * 2 KiB is the published BPF split ("75% ... less than 2kB", Song Liu
+ * <20221107223921.3451913-1-song@kernel.org>); in a first version without spill, 1 KiB, 4 KiB
+ * and three classes (512 B / 2 KiB / 8 KiB) measured worse than 2 KiB at 10k live (more partly
+ * filled blocks). Pools at page granule (ro_after_init) have no small class.
  */
 export const SMALL_OBJECT_BYTES = 2048;
 /**
