@@ -356,6 +356,10 @@ export async function benchExecmem(): Promise<BenchResult[]> {
     const pool = em.stats().pools['kprobes+ftrace+bpf'];
     return { r, before, pool, ratio: pool.mappedBytes / r.requestedBytes };
   };
+  /** Whole 2 MiB blocks that hold `bytes` packed perfectly, plus one spare, in bytes. */
+  const packedWithSpareBytes = (bytes: number) => (Math.ceil(bytes / PACK_BYTES) + 1) * PACK_BYTES;
+  const peakBound = (x: ReturnType<typeof memory>) =>
+    packedWithSpareBytes(x.r.peakRequestedBytes) / x.r.requestedBytes;
   const variants: [string, 16 | 64, number][] = [
     ['64 B granule, small objects apart (default)', 64, SMALL_OBJECT_BYTES],
     ['64 B granule, no small/large split', 64, 0],
@@ -363,15 +367,12 @@ export async function benchExecmem(): Promise<BenchResult[]> {
   ];
   for (const [label, granule, small] of variants) {
     const m = memory(granule, small, 10_000, 200_000, 23);
-    const peakBound = (x: ReturnType<typeof memory>) =>
-      ((Math.ceil(x.r.peakRequestedBytes / PACK_BYTES) + 1) * PACK_BYTES) / x.r.requestedBytes;
     const runs = [1, 2, 3, 4, 5, 6].map((seed) => memory(granule, small, 10_000, 200_000, seed));
-    const spread = runs.map((x) => x.ratio);
     out.push({
       name: `mapped / requested after 200k churn @10k live (${label})`,
       value: m.ratio,
       unit: 'ratio',
-      note: `target <= 1.15; seed 23, after shrink (one spare kept; ${m.before.blocks} blocks before, ${m.pool.blocks} after, ${m.pool.smallObjectBlocks} small-object); seeds 1-6: ${runs.map((x) => `${x.ratio.toFixed(3)} (peak bound ${peakBound(x).toFixed(3)})`).join(' ')}, mean ${(spread.reduce((a, b) => a + b, 0) / spread.length).toFixed(3)}; mapped / peak requested ${(m.pool.mappedBytes / m.r.peakRequestedBytes).toFixed(3)}; time-average mapped / requested during the churn ${m.r.meanMappedPerRequested.toFixed(3)}; an ideal packing with one spare (objects moved, which executable code cannot be) would need ${(((Math.ceil(m.r.requestedBytes / PACK_BYTES) + 1) * PACK_BYTES) / m.r.requestedBytes).toFixed(3)}; peak bound (perfect packing at the peak of requested bytes plus one spare, if no block drains after it: none does under random frees) ${peakBound(m).toFixed(3)}; live (granule-rounded) / requested ${(m.pool.liveBytes / m.r.requestedBytes).toFixed(3)}; side tables ${Math.round(m.pool.metadataBytes / m.pool.blocks / 1024)} KiB per 2 MiB block`,
+      note: `target <= 1.15; seed 23, after shrink (one spare kept; ${m.before.blocks} blocks before, ${m.pool.blocks} after, ${m.pool.smallObjectBlocks} small-object); seeds 1-6: ${runs.map((x) => `${x.ratio.toFixed(3)} (peak bound ${peakBound(x).toFixed(3)})`).join(' ')}, mean ${(runs.reduce((sum, x) => sum + x.ratio, 0) / runs.length).toFixed(3)}; mapped / peak requested ${(m.pool.mappedBytes / m.r.peakRequestedBytes).toFixed(3)}; time-average mapped / requested during the churn ${m.r.meanMappedPerRequested.toFixed(3)}; an ideal packing with one spare (objects moved, which executable code cannot be) would need ${(packedWithSpareBytes(m.r.requestedBytes) / m.r.requestedBytes).toFixed(3)}; peak bound (perfect packing at the peak of requested bytes plus one spare, if no block drains after it: none does under random frees) ${peakBound(m).toFixed(3)}; live (granule-rounded) / requested ${(m.pool.liveBytes / m.r.requestedBytes).toFixed(3)}; side tables ${Math.round(m.pool.metadataBytes / m.pool.blocks / 1024)} KiB per 2 MiB block`,
     });
   }
   for (const [label, granule, small] of variants.slice(0, 2)) {
