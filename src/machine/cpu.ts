@@ -12,7 +12,8 @@
  *
  * Flushes: a local flush (range or all) costs one `localFlushes`; a global shootdown costs one
  * `shootdowns` plus one IPI per other CPU (flush_tlb_kernel_range -> on_each_cpu). arm64 TLBI
- * ...IS instructions are broadcast by hardware: `flushBroadcast` counts one shootdown and no IPIs.
+ * ...IS instructions are broadcast by hardware: `flushBroadcast` counts one `broadcastFlushes` and
+ * no IPIs.
  *
  * The fetch hot path (`ifetch`, target >= 20 M/s) keeps per CPU the last fetched 4 KiB page and its
  * frame bytes. A hit there is exactly an L1 iTLB hit on the entry just looked up (no other i-side
@@ -128,7 +129,7 @@ export class Cpus {
   /** Hardware-broadcast invalidate (arm64 TLBI ...IS): reaches every CPU without IPIs. */
   flushBroadcast(va: number, sizeBytes: number): void {
     const range = this.checkFlushRange(va, sizeBytes);
-    this.counters.shootdowns++;
+    this.counters.broadcastFlushes++;
     for (let cpu = 0; cpu < this.count; cpu++) this.flushOne(cpu, range);
   }
 

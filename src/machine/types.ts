@@ -82,6 +82,11 @@ export interface MachineCounters {
   shootdowns: number;
   /** Inter-processor interrupts sent for shootdowns (cpus - 1 each). */
   ipis: number;
+  /**
+   * Hardware-broadcast invalidations (arm64 TLBI ...IS, flush_tlb_kernel_range): they reach every
+   * CPU without an IPI, so they are counted apart from `shootdowns`.
+   */
+  broadcastFlushes: number;
   /** Large-leaf splits by level (2 = 2 MiB into 4 KiB, 3 = 1 GiB into 2 MiB) and region. */
   splitsDirectMap2M: number;
   splitsDirectMap1G: number;
@@ -116,6 +121,7 @@ export function newCounters(): MachineCounters {
     localFlushes: 0,
     shootdowns: 0,
     ipis: 0,
+    broadcastFlushes: 0,
     splitsDirectMap2M: 0,
     splitsDirectMap1G: 0,
     splitsVmalloc2M: 0,

@@ -44,7 +44,12 @@ import {
   type PolicyName,
   policyByName,
 } from '../policies/index.js';
-import type { ExecAllocator } from '../policies/types.js';
+import {
+  type AllocHint,
+  allocModuleSections,
+  type ExecAllocator,
+  type ModuleSection,
+} from '../policies/types.js';
 import { workloadByName } from '../workloads/registry.js';
 import { type ExecFunction, replay } from '../workloads/replay.js';
 import type { Trace } from '../workloads/trace.js';
@@ -106,6 +111,8 @@ export interface PolicyMetrics {
   directMapSplits: number;
   shootdowns: number;
   ipis: number;
+  /** arm64 broadcast TLB invalidations (TLBI ...IS): no IPIs, counted apart from shootdowns. */
+  broadcastFlushes: number;
   localFlushes: number;
   permissionFlips: number;
   pokes: number;
@@ -255,8 +262,11 @@ class TimedAllocator implements ExecAllocator {
       this.ops++;
     }
   }
-  alloc(type: ExecmemType, sizeBytes: number, alignBytes?: number): number {
-    return this.timed(() => this.inner.alloc(type, sizeBytes, alignBytes));
+  alloc(type: ExecmemType, sizeBytes: number, alignBytes?: number, hint?: AllocHint): number {
+    return this.timed(() => this.inner.alloc(type, sizeBytes, alignBytes, hint));
+  }
+  allocModule(sections: readonly ModuleSection[]): number[] {
+    return this.timed(() => allocModuleSections(this.inner, sections));
   }
   write(va: number, bytes: Uint8Array): void {
     this.timed(() => this.inner.write(va, bytes));
@@ -354,6 +364,7 @@ function runOne(
       c1.splitsDirectMap2M - c0.splitsDirectMap2M + (c1.splitsDirectMap1G - c0.splitsDirectMap1G),
     shootdowns: c1.shootdowns - c0.shootdowns,
     ipis: c1.ipis - c0.ipis,
+    broadcastFlushes: c1.broadcastFlushes - c0.broadcastFlushes,
     localFlushes: c1.localFlushes - c0.localFlushes - totals.localFlushes,
     permissionFlips: c1.cpaCalls - c0.cpaCalls,
     pokes: c1.pokes - c0.pokes,

@@ -33,7 +33,7 @@ import { MachineError } from '../machine/errors.js';
 import type { Machine } from '../machine/machine.js';
 import type { VmArea } from '../machine/types.js';
 import { PolicyError } from './errors.js';
-import type { ExecAllocator } from './types.js';
+import type { AllocHint, ExecAllocator } from './types.js';
 
 export const PAGE_BYTES = SZ_4K;
 export const PMD_BYTES = SZ_2M;
@@ -277,7 +277,7 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
 
   // ---- the ExecAllocator interface ----
 
-  alloc(type: ExecmemType, sizeBytes: number, alignBytes = 1): number {
+  alloc(type: ExecmemType, sizeBytes: number, alignBytes = 1, hint: AllocHint = {}): number {
     if (!isKnownType(type)) this.fail('EINVAL', `unknown type '${String(type)}'`);
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes > MAX_ALLOC_BYTES) {
       this.fail('EINVAL', `size ${sizeBytes} is not an integer in 1..${MAX_ALLOC_BYTES}`);
@@ -285,7 +285,7 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
     if (!isPow2(alignBytes) || alignBytes > PAGE_BYTES) {
       this.fail('EINVAL', `alignment ${alignBytes} is not a power of two <= ${PAGE_BYTES}`);
     }
-    const a = this.allocate(type, sizeBytes, alignBytes);
+    const a = this.allocate(type, sizeBytes, alignBytes, hint);
     if (!(a.va % alignBytes === 0))
       assert(false, `${this.name}: ${hexAddr(a.va)} not aligned to ${alignBytes}`);
     this.live.add(a);
@@ -350,7 +350,12 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
 
   // ---- what each design supplies ----
 
-  protected abstract allocate(type: ExecmemType, sizeBytes: number, alignBytes: number): Allocation;
+  protected abstract allocate(
+    type: ExecmemType,
+    sizeBytes: number,
+    alignBytes: number,
+    hint: AllocHint,
+  ): Allocation;
   protected abstract writeInto(a: Allocation, va: number, bytes: Uint8Array): void;
   protected abstract finalizeAlloc(a: Allocation): void;
   protected abstract release(a: Allocation): void;

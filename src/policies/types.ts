@@ -8,15 +8,46 @@
  * finalize (the point where Linux's legacy path calls set_memory_ro/x, and bpf_prog_pack copies
  * its RW buffer in with text_poke_copy), free, and seal for ro_after_init after init.
  *
+ * Two things a caller may say beyond (type, size), because Linux's designs depend on them:
+ * - who allocates (`AllocHint.caller`): a BPF trampoline is type `bpf`, but Linux before 6.7 gave
+ *   each trampoline image a page of its own (bpf_tramp_image_alloc) while programs went through
+ *   bpf_prog_pack;
+ * - which allocations form one module load (`allocModule`): Linux before 6.4 laid a module out as
+ *   one core and one init allocation (layout_sections / move_module), not one per section.
+ * Designs that do not care ignore both; `allocModuleSections` gives every allocator the batch.
+ *
  * Addresses are 48-bit numbers (base/addr.ts).
  */
 import type { ExecmemType } from '../arch/types.js';
+
+/** Kernel call sites a design may treat apart from the type's default path. */
+export const ALLOC_CALLERS = ['bpf_trampoline'] as const;
+export type AllocCaller = (typeof ALLOC_CALLERS)[number];
+
+export interface AllocHint {
+  /** The kernel caller, where a design treats it differently from others of the same type. */
+  readonly caller?: AllocCaller;
+}
+
+/** One memory region of a module load (kernel/module: one `enum mod_mem_type`). */
+export interface ModuleSection {
+  readonly type: ExecmemType;
+  readonly sizeBytes: number;
+  /** Freed after the module's init ran (MOD_INIT_TEXT / _RODATA / _DATA). */
+  readonly init: boolean;
+}
 
 export interface ExecAllocator {
   /** Policy name as reports print it (e.g. 'execmem', 'module_alloc', 'bpf_prog_pack'). */
   readonly name: string;
   /** Allocate `sizeBytes` for `type`; returns the start address. Throws on failure, changing nothing. */
-  alloc(type: ExecmemType, sizeBytes: number, alignBytes?: number): number;
+  alloc(type: ExecmemType, sizeBytes: number, alignBytes?: number, hint?: AllocHint): number;
+  /**
+   * load_module's allocation step: every region of one module at once, one address per section
+   * in order; each section is then written, finalized, sealed and freed on its own. All or
+   * nothing. Optional: `allocModuleSections` falls back to one `alloc` per section.
+   */
+  allocModule?(sections: readonly ModuleSection[]): number[];
   /** Write bytes into a live allocation, through whatever path the design uses. */
   write(va: number, bytes: Uint8Array): void;
   /** Loading of this allocation is complete: apply final protections / publish the code. */
@@ -29,4 +60,21 @@ export interface ExecAllocator {
   shrink(): void;
   /** Bytes currently allocated to callers and bytes the design keeps mapped for them. */
   usage(): { liveBytes: number; mappedBytes: number };
+}
+
+/**
+ * Allocate a module's sections through `allocator.allocModule` where it has one, else one `alloc`
+ * per section. On failure the sections already
+ * allocated are freed again and the error is rethrown, so the call is all or nothing.
+ */
+export function allocModuleSections(allocator: ExecAllocator, sections: readonly ModuleSection[]): number[] {
+  if (allocator.allocModule !== undefined) return allocator.allocModule(sections);
+  const vas: number[] = [];
+  try {
+    for (const s of sections) vas.push(allocator.alloc(s.type, s.sizeBytes));
+  } catch (e) {
+    for (const va of vas) allocator.free(va);
+    throw e;
+  }
+  return vas;
 }
