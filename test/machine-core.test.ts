@@ -420,7 +420,7 @@ test('arm64 fixmap patching: page steps, broadcast TLBI without IPIs, one I-cach
   assert.equal(m.counters.pokeSteps - c0.pokeSteps, 3);
   assert.equal(m.counters.broadcastFlushes - c0.broadcastFlushes, 3);
   assert.equal(m.counters.ipis, c0.ipis);
-  assert.equal(m.counters.shootdowns, c0.shootdowns, "broadcast TLBI is not an IPI shootdown");
+  assert.equal(m.counters.shootdowns, c0.shootdowns, 'broadcast TLBI is not an IPI shootdown');
   assert.equal(m.counters.icacheFlushes - c0.icacheFlushes, 1);
   assert.equal(
     faultKind(() => m.fetch(0, a.va + 8 + 4 * 100, 4)),
