@@ -14,7 +14,7 @@ import {
   bpfProgBytes,
   KPROBE_SLOT_BYTES,
 } from '../src/workloads/sizes.js';
-import type { Trace, TraceEvent } from '../src/workloads/trace.js';
+import type { Trace, TraceEvent, WriteEvent } from '../src/workloads/trace.js';
 import { trampolines } from '../src/workloads/trampolines.js';
 
 const SMALL = 0.03;
@@ -80,9 +80,10 @@ test('bad generator options are RangeErrors; unknown workload names too', () => 
 
 test('bpf-churn program sizes match the published mix: 50% < 500 B, 75% < 2 KiB', () => {
   const t = bpfChurn({ seed: 9, scale: 0.5 }); // 10000 programs
+  // One write per image; its one function is the program.
   const progSizes = t.events
     .filter((e) => e.op === 'write' && e.fill === 'code')
-    .map((e) => (e as { sizeBytes: number }).sizeBytes);
+    .map((e) => (e as WriteEvent).functions![0][1]);
   assert.equal(progSizes.length, 10_000);
   const below = (n: number) => progSizes.filter((s) => s < n).length / progSizes.length;
   assert.ok(Math.abs(below(500) - 0.5) < 0.02, `share < 500 B: ${below(500)}`);
@@ -102,9 +103,13 @@ test('BPF JIT images carry the JIT overhead: 64 B multiples, 64 B aligned, heade
       allocs.set(ev.id, ev);
     } else if (ev.op === 'write' && ev.fill === 'code') {
       const image = allocs.get(ev.id)!.sizeBytes;
-      assert.ok(ev.offsetBytes >= BPF_HEADER_BYTES && ev.offsetBytes < 64, `code offset ${ev.offsetBytes}`);
-      assert.ok(image >= ev.sizeBytes + BPF_HEADER_BYTES + 16, 'room for header and the illegal prefix');
-      assert.ok(image - (ev.sizeBytes + BPF_HEADER_BYTES + 16) < 64, 'no more than one chunk of rounding');
+      // bpf_jit_binary_pack_finalize: ONE text_poke_copy of the whole image.
+      assert.deepEqual([ev.offsetBytes, ev.sizeBytes], [0, image], 'the whole image in one write');
+      assert.equal(ev.functions?.length, 1);
+      const [codeOffset, progBytes] = ev.functions![0];
+      assert.ok(codeOffset >= BPF_HEADER_BYTES && codeOffset < 64, `code offset ${codeOffset}`);
+      assert.ok(image >= progBytes + BPF_HEADER_BYTES + 16, 'room for header and the illegal prefix');
+      assert.ok(image - (progBytes + BPF_HEADER_BYTES + 16) < 64, 'no more than one chunk of rounding');
     }
   }
   // The random start stays inside the slack: exhaustively over small programs.
@@ -209,9 +214,19 @@ test('modules-synthetic takes a measured size source and checks it', () => {
   const t = modulesSynthetic({ seed: 1, loads: 5, sample: () => fixed, name: 'modules-fixed' });
   assert.equal(t.name, 'modules-fixed');
   const sizes = t.events.filter((e) => e.op === 'alloc').map((e) => (e as { sizeBytes: number }).sizeBytes);
-  // Absent sections (0 bytes) are not allocated; each module: text, rodata, data, init data.
+  // Absent sections (0 bytes) are not allocated; each module in enum mod_mem_type order:
+  // text, data, rodata, init data, as one batch (one module number).
   assert.equal(sizes.length, 5 * 4);
-  for (let i = 0; i < sizes.length; i += 4) assert.deepEqual(sizes.slice(i, i + 4), [5000, 700, 300, 40]);
+  for (let i = 0; i < sizes.length; i += 4) assert.deepEqual(sizes.slice(i, i + 4), [5000, 300, 700, 40]);
+  const allocs = t.events.filter((e) => e.op === 'alloc');
+  for (let i = 0; i < allocs.length; i += 4) {
+    const modules = new Set(allocs.slice(i, i + 4).map((e) => (e as { module?: number }).module));
+    assert.equal(modules.size, 1, 'one module number per load');
+    assert.deepEqual(
+      allocs.slice(i, i + 4).map((e) => (e as { init?: boolean }).init === true),
+      [false, false, false, true],
+    );
+  }
   assert.ok(!t.events.some((e) => e.op === 'seal'), 'no ro_after_init, nothing sealed');
   walk(t);
   assert.throws(

@@ -9,7 +9,7 @@ import { bpfChurn } from '../src/workloads/bpf.js';
 import { bytesFor, CODE_EXCLUDED_BYTES } from '../src/workloads/bytes.js';
 import { WORKLOADS } from '../src/workloads/registry.js';
 import { type ExecFunction, replay } from '../src/workloads/replay.js';
-import { summarizeTrace, TRACE_FORMAT, type Trace } from '../src/workloads/trace.js';
+import { summarizeTrace, TRACE_FORMAT, type Trace, type TraceEvent } from '../src/workloads/trace.js';
 
 class NoSpace extends Error {
   readonly code = 'ENOSPC';
@@ -137,13 +137,18 @@ test('replayed code bytes never hold a trap byte, are deterministic, and data by
     codeBytes += f.sizeBytes;
   }
   assert.ok(codeBytes > 1000);
-  // Headers are data: over all live programs some header byte is 0x00 or 0xcc (data is unrestricted).
-  let headerExcluded = 0;
-  for (const va of a1.live.keys()) {
+  // Data writes are not filtered like code: module .data and .rodata bytes hit 0x00 / 0xcc.
+  const mods = WORKLOADS['modules-synthetic'].generate({ seed: 6, scale: 0.05 });
+  const a3 = new PlainAllocator(64 * 1024 * 1024);
+  replay(mods, a3, {}, { strict: true });
+  let dataExcluded = 0;
+  for (const [va, x] of a3.live) {
+    if (x.type !== 'module_data' && x.type !== 'module_rodata') continue;
     const off = va - PlainAllocator.BASE;
-    for (const b of a1.mem.subarray(off, off + 8)) if (CODE_EXCLUDED_BYTES.includes(b)) headerExcluded++;
+    for (const b of a3.mem.subarray(off, off + x.sizeBytes))
+      if (CODE_EXCLUDED_BYTES.includes(b)) dataExcluded++;
   }
-  assert.ok(headerExcluded > 0, 'data writes are not filtered like code');
+  assert.ok(dataExcluded > 0, 'data writes are not filtered like code');
   assert.deepEqual(CODE_EXCLUDED_BYTES, [0x00, 0xcc]);
   // Directly: 64 KiB of data bytes use all 256 values; code bytes use all but the two excluded.
   const data = new Set(bytesFor('data', 65536, 1, 0));
@@ -188,28 +193,38 @@ test('onExec gets the live code ranges; progress ends at (total, total); onEvent
 });
 
 test('exec hints run only finalized code: written but unpublished text is never executed', () => {
-  const t: Trace = {
-    format: TRACE_FORMAT,
-    name: 'finalize-gate',
-    seed: 1,
-    events: [
-      { op: 'alloc', id: 1, type: 'bpf', sizeBytes: 256 },
-      { op: 'write', id: 1, offsetBytes: 0, sizeBytes: 256, fill: 'code' },
-      { op: 'exec', calls: 10 },
-      { op: 'exec', ids: [1], calls: 10 },
-      { op: 'finalize', id: 1 },
-      { op: 'exec', calls: 10 },
-      { op: 'exec', ids: [1], calls: 10 },
-    ],
-  };
+  const events: TraceEvent[] = [
+    { op: 'alloc', id: 1, type: 'bpf', sizeBytes: 256 },
+    { op: 'write', id: 1, offsetBytes: 0, sizeBytes: 256, fill: 'code', functions: [[16, 200]] },
+    { op: 'exec', ids: [1], calls: 10 },
+    { op: 'finalize', id: 1 },
+    { op: 'exec', calls: 10 },
+    { op: 'exec', ids: [1], calls: 10 },
+  ];
+  const t: Trace = { format: TRACE_FORMAT, name: 'finalize-gate', seed: 1, events };
   const seen: number[] = [];
   replay(
     t,
     new PlainAllocator(1 << 20),
-    { onExec: (fns, _calls, i) => seen.push(i, fns.length) },
+    {
+      onExec: (fns, _calls, i) => {
+        seen.push(i, fns.length);
+        assert.deepEqual(
+          fns.map((f) => [f.va - PlainAllocator.BASE, f.sizeBytes]),
+          [[16, 200]],
+          'the named function, not the whole write',
+        );
+      },
+    },
     { strict: true },
   );
-  assert.deepEqual(seen, [5, 1, 6, 1], 'no exec before finalize (events 2, 3), one function after (5, 6)');
+  assert.deepEqual(seen, [4, 1, 5, 1], 'no exec before finalize (event 2), one function after (4, 5)');
+  // A hint over all live code while a load is in flight is not a valid trace (quiescent points only).
+  const midLoad = [...events.slice(0, 2), { op: 'exec', calls: 10 } as TraceEvent, ...events.slice(3)];
+  assert.throws(
+    () => replay({ ...t, events: midLoad }, new PlainAllocator(1 << 20)),
+    /event 2: exec: a hint over all live code while id 1 is allocated but not finalized/,
+  );
 });
 
 test('allocator failures are recorded per event, later events on the lost id skipped, strict rethrows', () => {

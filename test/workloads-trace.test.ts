@@ -121,6 +121,72 @@ test('lifecycle rules: seal before finalize, write after seal, rodata after fina
   );
 });
 
+test('module loads: one number per load, consecutive allocs, init only with a module', () => {
+  const load = (id: number, module: number, init = false): TraceEvent => ({
+    op: 'alloc',
+    id,
+    type: 'module_text',
+    sizeBytes: 64,
+    module,
+    ...(init ? { init: true } : {}),
+  });
+  validateTrace(traceOf([load(1, 0), load(2, 0, true), load(3, 1)]));
+  expectEventError([load(1, 0), { op: 'phase', name: 'x' }, load(2, 0)], 2, /module 0 was already loaded/);
+  expectEventError([load(1, 0), load(2, 1), load(3, 0)], 2, /module 0 was already loaded/);
+  expectEventError(
+    [{ op: 'alloc', id: 1, type: 'bpf', sizeBytes: 64, init: true }],
+    0,
+    /init needs a module/,
+  );
+  expectEventError([{ ...load(1, 0), init: false }], 0, /init must be true/);
+  expectEventError([{ ...load(1, -1) }], 0, /module must be an integer/);
+  expectEventError(
+    [{ op: 'alloc', id: 1, type: 'bpf', sizeBytes: 64, caller: 'x' }],
+    0,
+    /caller must be one of/,
+  );
+  validateTrace(traceOf([{ op: 'alloc', id: 1, type: 'bpf', sizeBytes: 64, caller: 'bpf_trampoline' }]));
+});
+
+test('code writes name their functions inside the write, in order; exec-all only when quiescent', () => {
+  const alloc: TraceEvent = { op: 'alloc', id: 1, type: 'bpf', sizeBytes: 256 };
+  const write = (functions: unknown, fill = 'code'): unknown => ({
+    op: 'write',
+    id: 1,
+    offsetBytes: 0,
+    sizeBytes: 128,
+    fill,
+    functions,
+  });
+  validateTrace(
+    traceOf([
+      alloc,
+      write([
+        [8, 40],
+        [48, 80],
+      ]),
+    ]),
+  );
+  expectEventError(
+    [
+      alloc,
+      write([
+        [48, 10],
+        [8, 10],
+      ]),
+    ],
+    1,
+    /out of order or outside the write/,
+  );
+  expectEventError([alloc, write([[100, 40]])], 1, /outside the write \[0, 128\)/);
+  expectEventError([alloc, write([[0, 0]])], 1, /sizeBytes >= 1/);
+  expectEventError([alloc, write([])], 1, /non-empty array/);
+  expectEventError([alloc, write([[0, 8]], 'data')], 1, /only for code writes/);
+  expectEventError([alloc, { op: 'exec', calls: 1 }], 1, /while id 1 is allocated but not finalized/);
+  validateTrace(traceOf([alloc, { op: 'finalize', id: 1 }, { op: 'exec', calls: 1 }]));
+  validateTrace(traceOf([alloc, { op: 'free', id: 1 }, { op: 'exec', calls: 1 }]));
+});
+
 test('envelope errors are EFORMAT with no event index', () => {
   const bad: unknown[] = [
     null,
@@ -188,7 +254,22 @@ test('saveTrace refuses an invalid trace and writes nothing', () => {
 
 test('property: any single-field mutation of a valid trace validates or fails as TraceError, never otherwise', () => {
   const t = trampolines({ seed: 5, scale: 0.01 });
-  const keys = ['op', 'id', 'type', 'sizeBytes', 'alignBytes', 'offsetBytes', 'fill', 'ids', 'calls', 'name'];
+  const keys = [
+    'op',
+    'id',
+    'type',
+    'sizeBytes',
+    'alignBytes',
+    'offsetBytes',
+    'fill',
+    'ids',
+    'calls',
+    'name',
+    'module',
+    'init',
+    'caller',
+    'functions',
+  ];
   fc.assert(
     fc.property(
       fc.nat({ max: t.events.length - 1 }),

@@ -11,9 +11,10 @@
  *
  * Each load follows the JIT's flow (kernel/bpf/core.c bpf_jit_binary_pack_alloc/_finalize):
  * allocate the image (header + 16 B random illegal prefix + program, rounded to 64 B, 64 B
- * aligned), write the header and the program (Linux writes both into a RW copy and copies the
- * whole image with text_poke_copy at finalize; the bytes we do not write stay trap-filled, which
- * is what jit_fill_hole puts there), finalize. Unload frees the image.
+ * aligned), write it in ONE write of the whole image (the JIT fills a RW copy and
+ * bpf_jit_binary_pack_finalize copies it with one text_poke_copy; designs without packs get the
+ * same single write of the image), finalize. The program itself is the function the fetch model
+ * calls. Unload frees the image.
  */
 
 import { Rng } from '../base/rng.js';
@@ -21,7 +22,6 @@ import { LiveSet, scaled, scaleOf, seedOf, TraceBuilder, type WorkloadOptions } 
 import {
   AARONLU_IMAGE_BYTES,
   BPF_CHUNK_BYTES,
-  BPF_HEADER_BYTES,
   bpfJitImage,
   bpfJitImageOfSize,
   bpfProgBytes,
@@ -42,9 +42,8 @@ export interface BpfChurnOptions extends WorkloadOptions {
 
 /** Emit one program load; returns its id. */
 export function emitBpfLoad(b: TraceBuilder, image: JitImage): number {
-  const id = b.alloc('bpf', image.imageBytes, BPF_CHUNK_BYTES);
-  b.write(id, 0, BPF_HEADER_BYTES, 'data');
-  b.write(id, image.codeOffsetBytes, image.progBytes, 'code');
+  const id = b.alloc('bpf', image.imageBytes, { alignBytes: BPF_CHUNK_BYTES });
+  b.write(id, 0, image.imageBytes, 'code', [[image.codeOffsetBytes, image.progBytes]]);
   b.finalize(id);
   return id;
 }

@@ -10,7 +10,25 @@
 import { type ExecmemType, typeIsText } from '../arch/types.js';
 import { assert } from '../base/assert.js';
 import type { Rng } from '../base/rng.js';
-import { TRACE_FORMAT, type Trace, type TraceEvent, validateTrace, type WriteFill } from './trace.js';
+import type { AllocCaller } from '../policies/types.js';
+import {
+  type AllocEvent,
+  type FunctionRange,
+  TRACE_FORMAT,
+  type Trace,
+  type TraceEvent,
+  validateTrace,
+  type WriteEvent,
+  type WriteFill,
+} from './trace.js';
+
+/** Optional parts of an alloc event (see trace.ts). */
+export interface AllocExtras {
+  readonly alignBytes?: number;
+  readonly module?: number;
+  readonly init?: boolean;
+  readonly caller?: AllocCaller;
+}
 
 interface LiveAlloc {
   readonly type: ExecmemType;
@@ -23,6 +41,7 @@ export class TraceBuilder {
   private readonly events: TraceEvent[] = [];
   private readonly live = new Map<number, LiveAlloc>();
   private nextId = 0;
+  private nextModule = 0;
 
   constructor(
     readonly name: string,
@@ -39,19 +58,27 @@ export class TraceBuilder {
     return this.live.size;
   }
 
-  alloc(type: ExecmemType, sizeBytes: number, alignBytes?: number): number {
+  alloc(type: ExecmemType, sizeBytes: number, extras: AllocExtras = {}): number {
     assert(Number.isInteger(sizeBytes) && sizeBytes > 0, `alloc size ${sizeBytes}`);
     const id = this.nextId++;
     this.live.set(id, { type, sizeBytes, finalized: false, sealed: false });
-    this.events.push(
-      alignBytes === undefined
-        ? { op: 'alloc', id, type, sizeBytes }
-        : { op: 'alloc', id, type, sizeBytes, alignBytes },
-    );
+    const ev: AllocEvent = { op: 'alloc', id, type, sizeBytes, ...extras };
+    this.events.push(ev);
     return id;
   }
 
-  write(id: number, offsetBytes: number, sizeBytes: number, fill?: WriteFill): void {
+  /** A fresh module-load number for the allocs of one load (emit them back to back). */
+  newModule(): number {
+    return this.nextModule++;
+  }
+
+  write(
+    id: number,
+    offsetBytes: number,
+    sizeBytes: number,
+    fill?: WriteFill,
+    functions?: readonly FunctionRange[],
+  ): void {
     const a = this.get(id);
     assert(!a.sealed, `write to sealed id ${id}`);
     assert(
@@ -59,11 +86,12 @@ export class TraceBuilder {
       `write outside id ${id}`,
     );
     assert(fill !== 'code' || typeIsText(a.type), `code write into ${a.type}`);
-    this.events.push(
-      fill === undefined
-        ? { op: 'write', id, offsetBytes, sizeBytes }
-        : { op: 'write', id, offsetBytes, sizeBytes, fill },
-    );
+    const ev: WriteEvent = { op: 'write', id, offsetBytes, sizeBytes };
+    this.events.push({
+      ...ev,
+      ...(fill === undefined ? {} : { fill }),
+      ...(functions === undefined ? {} : { functions }),
+    });
   }
 
   finalize(id: number): void {

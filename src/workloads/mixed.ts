@@ -7,12 +7,16 @@
  * Interleaving is where type separation, sub-page packing and large-page sharing interact: BPF
  * churn frees holes next to long-lived module text, trampolines fill them, and so on.
  *
- * How: the three generators run with seeds forked from this one; their ids are renumbered into
- * disjoint ranges; the modules' boot phase runs first (a machine boots before it serves), then
- * the remaining events of all three are merged at random, each stream chosen with probability
- * proportional to its remaining events, so all three progress evenly and each keeps its own order
- * (which keeps every stream's lifecycle valid). The streams' own exec hints are dropped and
- * replaced by one hint over all live code every `execEveryEvents` merged events.
+ * How: the three generators run with seeds forked from this one; their ids and module numbers
+ * are renumbered into disjoint ranges; the modules' boot phase runs first (a machine boots before
+ * it serves), then the remaining events of all three are merged at random, each stream chosen
+ * with probability proportional to its remaining events, so all three progress evenly and each
+ * keeps its own order (which keeps every stream's lifecycle valid). Streams are merged in
+ * segments that end where the stream has no load in flight (every allocation it made is
+ * finalized or freed): a module's regions stay one batch, and between segments the whole machine
+ * is quiescent. The streams' own exec hints are dropped and replaced by one hint over all live
+ * code after the first segment that ends at or past every `execEveryEvents` merged events, so a
+ * sample never sees a load half done (Linux runs nothing from a load in flight).
  */
 import { assert } from '../base/assert.js';
 import { Rng } from '../base/rng.js';
@@ -31,27 +35,50 @@ export interface MixedOptions extends WorkloadOptions {
   readonly execCalls?: number;
 }
 
-/** A copy of `ev` with its ids shifted by `offset`; exec and phase events are not expected here. */
-function shiftIds(ev: TraceEvent, offset: number): TraceEvent {
+/** A copy of `ev` with its ids (and module number) shifted; exec and phase are not expected here. */
+function shiftIds(ev: TraceEvent, offset: number, moduleOffset: number): TraceEvent {
   assert(ev.op !== 'exec' && ev.op !== 'phase', 'shiftIds of a hint');
+  if (ev.op === 'alloc' && ev.module !== undefined)
+    return { ...ev, id: ev.id + offset, module: ev.module + moduleOffset };
   return { ...ev, id: ev.id + offset };
 }
 
-/** Events of `trace` without hints, ids shifted; returns the next free id too. */
-function stream(trace: Trace, offset: number): { events: TraceEvent[]; bootEnd: number; nextId: number } {
-  const events: TraceEvent[] = [];
-  let bootEnd = 0;
+interface Stream {
+  /** Runs of events, each ending where the stream has no load in flight. */
+  readonly segments: TraceEvent[][];
+  /** Segments of the boot phase (before the stream's 'runtime' phase marker). */
+  readonly bootSegments: number;
+  readonly nextId: number;
+  readonly nextModule: number;
+}
+
+/** Events of `trace` without hints, ids shifted, cut into quiescent segments. */
+function stream(trace: Trace, offset: number, moduleOffset: number): Stream {
+  const segments: TraceEvent[][] = [];
+  const inFlight = new Set<number>();
+  let current: TraceEvent[] = [];
+  let bootSegments = 0;
   let maxId = -1;
+  let maxModule = -1;
   for (const ev of trace.events) {
     if (ev.op === 'phase') {
-      if (ev.name === 'runtime') bootEnd = events.length;
+      if (ev.name === 'runtime') bootSegments = segments.length;
       continue;
     }
     if (ev.op === 'exec') continue;
-    if (ev.op === 'alloc') maxId = Math.max(maxId, ev.id);
-    events.push(shiftIds(ev, offset));
+    if (ev.op === 'alloc') {
+      maxId = Math.max(maxId, ev.id);
+      maxModule = Math.max(maxModule, ev.module ?? -1);
+      inFlight.add(ev.id);
+    } else if (ev.op === 'finalize' || ev.op === 'free') inFlight.delete(ev.id);
+    current.push(shiftIds(ev, offset, moduleOffset));
+    if (inFlight.size === 0) {
+      segments.push(current);
+      current = [];
+    }
   }
-  return { events, bootEnd, nextId: offset + maxId + 1 };
+  assert(current.length === 0, `${trace.name}: ends with a load in flight`);
+  return { segments, bootSegments, nextId: offset + maxId + 1, nextModule: moduleOffset + maxModule + 1 };
 }
 
 export function mixed(opts: MixedOptions = {}): Trace {
@@ -63,29 +90,49 @@ export function mixed(opts: MixedOptions = {}): Trace {
   const seedA = rng.nextU32();
   const seedB = rng.nextU32();
   const seedC = rng.nextU32();
-  const mods = stream(modulesSynthetic({ seed: seedA, scale, loads: opts.moduleLoads ?? 300 }), 0);
-  const bpf = stream(bpfChurn({ seed: seedB, scale, loads: opts.bpfLoads ?? 20_000 }), mods.nextId);
-  const tramps = stream(trampolines({ seed: seedC, scale, steps: opts.trampolineSteps ?? 5000 }), bpf.nextId);
+  const mods = stream(modulesSynthetic({ seed: seedA, scale, loads: opts.moduleLoads ?? 300 }), 0, 0);
+  const bpf = stream(
+    bpfChurn({ seed: seedB, scale, loads: opts.bpfLoads ?? 20_000 }),
+    mods.nextId,
+    mods.nextModule,
+  );
+  const tramps = stream(
+    trampolines({ seed: seedC, scale, steps: opts.trampolineSteps ?? 5000 }),
+    bpf.nextId,
+    bpf.nextModule,
+  );
 
   const events: TraceEvent[] = [{ op: 'phase', name: 'boot' }];
-  const push = (ev: TraceEvent) => {
-    events.push(ev);
-    if (events.length % execEvery === 0) events.push({ op: 'exec', calls: execCalls });
+  let nextExec = execEvery;
+  const push = (segment: readonly TraceEvent[]) => {
+    events.push(...segment);
+    if (events.length >= nextExec) {
+      events.push({ op: 'exec', calls: execCalls });
+      nextExec = events.length + execEvery;
+    }
   };
-  for (let i = 0; i < mods.bootEnd; i++) push(mods.events[i]);
+  for (let i = 0; i < mods.bootSegments; i++) push(mods.segments[i]);
   events.push({ op: 'phase', name: 'steady' });
-  const streams = [mods.events, bpf.events, tramps.events];
-  const pos = [mods.bootEnd, 0, 0];
-  let remaining = streams.reduce((n, s, i) => n + s.length - pos[i], 0);
-  while (remaining > 0) {
-    let u = rng.int(0, remaining - 1);
+  const streams = [mods, bpf, tramps];
+  const pos = [mods.bootSegments, 0, 0];
+  const left = (k: number) => {
+    let n = 0;
+    for (let j = pos[k]; j < streams[k].segments.length; j++) n += streams[k].segments[j].length;
+    return n;
+  };
+  const remaining = streams.map((_, k) => left(k));
+  let total = remaining.reduce((a, b) => a + b, 0);
+  while (total > 0) {
+    let u = rng.int(0, total - 1);
     let k = 0;
-    while (u >= streams[k].length - pos[k]) {
-      u -= streams[k].length - pos[k];
+    while (u >= remaining[k]) {
+      u -= remaining[k];
       k++;
     }
-    push(streams[k][pos[k]++]);
-    remaining--;
+    const segment = streams[k].segments[pos[k]++];
+    remaining[k] -= segment.length;
+    total -= segment.length;
+    push(segment);
   }
   events.push({ op: 'exec', calls: execCalls });
   return validateTrace({ format: TRACE_FORMAT, name: 'mixed', seed, events });

@@ -12,9 +12,11 @@
  * with the same execmem type as their non-init twin.
  *
  * Sizes are ASSUMED (./sizes.ts says how); engineer E's Debian dataset is the measured source.
- * Text is written function by function so the fetch model sees function-sized targets.
+ * Text is written in one write per region, which names its functions so the fetch model sees
+ * function-sized targets.
  */
 import type { ExecmemType } from '../arch/types.js';
+import { assert } from '../base/assert.js';
 import { Rng } from '../base/rng.js';
 import { LiveSet, scaled, scaleOf, seedOf, TraceBuilder, type WorkloadOptions } from './builder.js';
 import { type ModuleSizes, moduleSizes, splitFunctions } from './sizes.js';
@@ -44,46 +46,59 @@ export interface LoadedModule {
   readonly rest: readonly number[];
 }
 
-function allocText(b: TraceBuilder, rng: Rng, type: ExecmemType, sizeBytes: number): number {
-  const id = b.alloc(type, sizeBytes);
-  for (const [offset, size] of splitFunctions(rng, sizeBytes)) b.write(id, offset, size, 'code');
-  return id;
+/** One region of a load: its type, its size and whether init frees it, in enum mod_mem_type order. */
+interface Region {
+  readonly type: ExecmemType;
+  readonly bytes: number;
+  readonly init: boolean;
 }
 
-/** Emit one module load, init and init free; returns the regions that stay. */
+/** include/linux/module.h enum mod_mem_type order: the order move_module allocates in. */
+function regionsOf(sizes: ModuleSizes): Region[] {
+  return [
+    { type: 'module_text', bytes: sizes.textBytes, init: false }, // MOD_TEXT
+    { type: 'module_data', bytes: sizes.dataBytes, init: false }, // MOD_DATA
+    { type: 'module_rodata', bytes: sizes.rodataBytes, init: false }, // MOD_RODATA
+    { type: 'module_ro_after_init', bytes: sizes.roAfterInitBytes, init: false }, // MOD_RO_AFTER_INIT
+    { type: 'module_text', bytes: sizes.initTextBytes, init: true }, // MOD_INIT_TEXT
+    { type: 'module_data', bytes: sizes.initDataBytes, init: true }, // MOD_INIT_DATA
+    { type: 'module_rodata', bytes: sizes.initRodataBytes, init: true }, // MOD_INIT_RODATA
+  ];
+}
+
+/**
+ * Emit one module load, init and init free; returns the regions that stay.
+ *
+ * The order is load_module's (kernel/module/main.c): move_module allocates every non-empty region
+ * (one module number: a batch), then copies the sections in (one write per region: text with its
+ * functions, .data's initialised half, as .bss stays zero), relocations done, the protections
+ * (complete_formation: module_enable_rodata_ro / _text_rox / _data_nx = finalize), then
+ * do_init_module: init runs, ro_after_init is sealed (module_enable_rodata_ro_after_init), and
+ * only then the init regions are freed (the init_free_wq work).
+ */
 export function emitModuleLoad(
   b: TraceBuilder,
   rng: Rng,
   sizes: ModuleSizes,
   initCalls: number,
 ): LoadedModule {
-  const text = allocText(b, rng, 'module_text', sizes.textBytes);
-  const rest: number[] = [];
-  const initIds: number[] = [];
-  const data = (type: ExecmemType, bytes: number, into: number[]): number => {
-    if (bytes === 0) return -1;
-    const id = b.alloc(type, bytes);
-    // .data is partly .bss: write the initialised half, leave the rest as allocated (zeroed).
-    b.write(id, 0, type === 'module_data' ? Math.max(1, bytes >> 1) : bytes, 'data');
-    into.push(id);
-    return id;
-  };
-  data('module_rodata', sizes.rodataBytes, rest);
-  const roAfterInit = data('module_ro_after_init', sizes.roAfterInitBytes, rest);
-  data('module_data', sizes.dataBytes, rest);
-  const initText = sizes.initTextBytes > 0 ? allocText(b, rng, 'module_text', sizes.initTextBytes) : -1;
-  if (initText >= 0) initIds.push(initText);
-  data('module_rodata', sizes.initRodataBytes, initIds);
-  data('module_data', sizes.initDataBytes, initIds);
-  // Relocations done: protect everything (module_enable_*), then run init.
-  b.finalize(text);
-  for (const id of rest) b.finalize(id);
-  for (const id of initIds) b.finalize(id);
-  if (initText >= 0) b.exec(initCalls, [initText]);
-  // do_init_module(): free init memory, seal ro_after_init.
-  for (const id of initIds) b.free(id);
-  if (roAfterInit >= 0) b.seal(roAfterInit);
-  return { text, rest };
+  const module = b.newModule();
+  const placed = regionsOf(sizes)
+    .filter((r) => r.bytes > 0)
+    .map((r) => ({ ...r, id: b.alloc(r.type, r.bytes, r.init ? { module, init: true } : { module }) }));
+  for (const r of placed) {
+    if (r.type === 'module_text') b.write(r.id, 0, r.bytes, 'code', splitFunctions(rng, r.bytes));
+    else b.write(r.id, 0, r.type === 'module_data' ? Math.max(1, r.bytes >> 1) : r.bytes, 'data');
+  }
+  for (const r of placed) b.finalize(r.id);
+  const initText = placed.find((r) => r.init && r.type === 'module_text');
+  if (initText !== undefined) b.exec(initCalls, [initText.id]);
+  const roAfterInit = placed.find((r) => r.type === 'module_ro_after_init');
+  if (roAfterInit !== undefined) b.seal(roAfterInit.id);
+  for (const r of placed) if (r.init) b.free(r.id);
+  const text = placed.find((r) => r.type === 'module_text' && !r.init);
+  assert(text !== undefined, 'a module load has text');
+  return { text: text.id, rest: placed.filter((r) => !r.init && r !== text).map((r) => r.id) };
 }
 
 /** A sampled size set must be whole, non-negative byte counts with some text; else a RangeError. */

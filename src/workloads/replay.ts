@@ -16,15 +16,27 @@
  *   (`onExec`) and the metrics layer above runs the fetch model. It also reports progress.
  * - Peaks: live bytes (what callers asked for) are exact; mapped bytes come from
  *   allocator.usage() sampled after every successful alloc, which is where mapping grows.
+ * - A module load (consecutive allocs with one `module` number) is handed to the allocator as one
+ *   batch (allocModuleSections), as load_module allocates every region before copying; if the
+ *   batch fails, every id of the load is lost. An alloc's `caller` reaches the allocator as a hint.
+ * - A code write's `functions` (default: the whole write) are what the fetch model may call.
  *
  * Hot-path note: each write gets a fresh buffer rather than a reused scratch one, because a
  * design may legitimately keep the caller's buffer until finalize (bpf_prog_pack's RW image).
  */
 import { type ExecmemType, typeIsText } from '../arch/types.js';
 import { assert } from '../base/assert.js';
-import type { ExecAllocator } from '../policies/types.js';
+import { allocModuleSections, type ExecAllocator } from '../policies/types.js';
 import { bytesFor } from './bytes.js';
-import { defaultFill, TRACE_OPS, type Trace, type TraceEvent, type TraceOp, validateTrace } from './trace.js';
+import {
+  type AllocEvent,
+  defaultFill,
+  TRACE_OPS,
+  type Trace,
+  type TraceEvent,
+  type TraceOp,
+  validateTrace,
+} from './trace.js';
 
 /** Code a fetch model may run: one written code range. */
 export interface ExecFunction {
@@ -185,20 +197,47 @@ export function replay(
       ok = false;
       if (ev.op === 'free') lost.delete(ev.id);
     } else if (ev.op === 'alloc') {
-      try {
-        va = allocator.alloc(ev.type, ev.sizeBytes, ev.alignBytes);
-        placed.set(ev.id, { va, type: ev.type, sizeBytes: ev.sizeBytes, code: [], finalized: false });
-        ops.alloc++;
-        liveBytes += ev.sizeBytes;
-        if (liveBytes > peakLiveBytes) peakLiveBytes = liveBytes;
-        if (placed.size > peakLiveCount) peakLiveCount = placed.size;
-        const mapped = allocator.usage().mappedBytes;
-        if (mapped > peakMappedBytes) peakMappedBytes = mapped;
-      } catch (err) {
-        lost.add(ev.id);
-        ok = false;
-        record(i, ev, err);
+      if (placed.has(ev.id)) {
+        va = placed.get(ev.id)!.va; // allocated with its module's first alloc
+      } else {
+        const batch = ev.module === undefined ? [ev] : moduleBatch(events, i);
+        try {
+          const vas =
+            ev.module === undefined
+              ? [
+                  allocator.alloc(
+                    ev.type,
+                    ev.sizeBytes,
+                    ev.alignBytes,
+                    ev.caller ? { caller: ev.caller } : undefined,
+                  ),
+                ]
+              : allocModuleSections(
+                  allocator,
+                  batch.map((a) => ({ type: a.type, sizeBytes: a.sizeBytes, init: a.init === true })),
+                );
+          batch.forEach((a, k) => {
+            placed.set(a.id, {
+              va: vas[k],
+              type: a.type,
+              sizeBytes: a.sizeBytes,
+              code: [],
+              finalized: false,
+            });
+            liveBytes += a.sizeBytes;
+          });
+          va = vas[0];
+          if (liveBytes > peakLiveBytes) peakLiveBytes = liveBytes;
+          if (placed.size > peakLiveCount) peakLiveCount = placed.size;
+          const mapped = allocator.usage().mappedBytes;
+          if (mapped > peakMappedBytes) peakMappedBytes = mapped;
+        } catch (err) {
+          for (const a of batch) lost.add(a.id);
+          ok = false;
+          record(i, ev, err);
+        }
       }
+      if (ok) ops.alloc++;
     } else {
       const p = placed.get(ev.id);
       assert(p !== undefined, `validated trace names a dead id ${ev.id}`);
@@ -209,7 +248,10 @@ export function replay(
             const fill = ev.fill ?? defaultFill(p.type);
             allocator.write(p.va + ev.offsetBytes, bytesFor(fill, ev.sizeBytes, trace.seed, i));
             writtenBytes += ev.sizeBytes;
-            if (fill === 'code') p.code.push({ va: p.va + ev.offsetBytes, sizeBytes: ev.sizeBytes });
+            if (fill === 'code') {
+              for (const [off, size] of ev.functions ?? [[ev.offsetBytes, ev.sizeBytes]])
+                p.code.push({ va: p.va + off, sizeBytes: size });
+            }
             break;
           }
           case 'finalize':
@@ -257,4 +299,16 @@ export function replay(
     peakMappedBytes: Math.max(peakMappedBytes, usage.mappedBytes),
     liveBytesByType,
   };
+}
+
+/** The allocs of the module load that starts at event `start` (consecutive, one module number). */
+function moduleBatch(events: readonly TraceEvent[], start: number): AllocEvent[] {
+  const first = events[start] as AllocEvent;
+  const out: AllocEvent[] = [];
+  for (let k = start; k < events.length; k++) {
+    const ev = events[k];
+    if (ev.op !== 'alloc' || ev.module !== first.module) break;
+    out.push(ev);
+  }
+  return out;
 }

@@ -13,12 +13,21 @@
  *
  *   { "format": "execmem-trace/1", "name": string, "seed": uint32, "events": Event[] }
  *
- *   { op: 'alloc',    id, type, sizeBytes, alignBytes? }   type is an ExecmemType; alignBytes a
- *                                                           power of two <= 4096 (default: none)
- *   { op: 'write',    id, offsetBytes, sizeBytes, fill? }  bytes [offset, offset+size) of the
- *                                                           allocation; fill 'code' (default for
- *                                                           text types), 'data' (default for data
- *                                                           types) or 'zero'
+ *   { op: 'alloc',    id, type, sizeBytes, alignBytes?, module?, init?, caller? }
+ *                     type is an ExecmemType; alignBytes a power of two <= 4096 (default: none);
+ *                     module: a module-load number: the allocs of one module load carry the same
+ *                     number and stand together (load_module allocates every region before it
+ *                     copies anything), which lets designs that lay a module out as one core and
+ *                     one init region (Linux before 6.4) see the whole load; init: true for the
+ *                     regions freed after init (needs module); caller: the kernel caller where a
+ *                     design treats it apart ('bpf_trampoline')
+ *   { op: 'write',    id, offsetBytes, sizeBytes, fill?, functions? }
+ *                     bytes [offset, offset+size) of the allocation, written in one go (one
+ *                     memcpy / text_poke_copy); fill 'code' (default for text types), 'data'
+ *                     (default for data types) or 'zero'; functions: for code writes, the
+ *                     [offsetBytes, sizeBytes] pairs (relative to the allocation, inside the
+ *                     write, in order, not overlapping) the fetch model may call; default: the
+ *                     whole write is one function
  *   { op: 'finalize', id }   loading of this allocation is complete (Linux: set_memory_ro/x, or
  *                            bpf_jit_binary_pack_finalize's text_poke_copy)
  *   { op: 'seal',     id }   module_ro_after_init only: made read-only after init
@@ -35,12 +44,18 @@
  * - `code` writes go to text types only; nothing is written after a seal; module_rodata is not
  *   written after its finalize (it is read-only from then on, as module_enable_rodata_ro makes it);
  * - seal names a finalized module_ro_after_init allocation, once;
- * - exec ids are live, distinct, and of text types.
+ * - exec ids are live, distinct, and of text types;
+ * - the allocs of one module number are consecutive events and the number is used for one load
+ *   only; `init` only with a module number;
+ * - an exec hint over all live code (no ids) comes only at a quiescent point: no live allocation
+ *   is between its alloc and its finalize. Linux runs nothing from a load in flight, and a
+ *   sample taken mid-load would measure a half-written module (its text still RW, its block split).
  * A trace need not free everything: a run ends with what is live, as a machine keeps running.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { EXECMEM_TYPES, type ExecmemType, typeIsText } from '../arch/types.js';
 import { isPow2 } from '../base/addr.js';
+import { ALLOC_CALLERS, type AllocCaller } from '../policies/types.js';
 
 export const TRACE_FORMAT = 'execmem-trace/1';
 
@@ -61,13 +76,21 @@ export interface AllocEvent {
   readonly type: ExecmemType;
   readonly sizeBytes: number;
   readonly alignBytes?: number;
+  /** Module-load number shared by the allocs of one load (consecutive events). */
+  readonly module?: number;
+  /** A region freed after the module's init (needs `module`). */
+  readonly init?: boolean;
+  readonly caller?: AllocCaller;
 }
+/** A function inside a code write: [offsetBytes from the allocation start, sizeBytes]. */
+export type FunctionRange = readonly [number, number];
 export interface WriteEvent {
   readonly op: 'write';
   readonly id: number;
   readonly offsetBytes: number;
   readonly sizeBytes: number;
   readonly fill?: WriteFill;
+  readonly functions?: readonly FunctionRange[];
 }
 export interface FinalizeEvent {
   readonly op: 'finalize';
@@ -134,8 +157,8 @@ export function defaultFill(type: ExecmemType): WriteFill {
 }
 
 const EVENT_KEYS: Readonly<Record<TraceOp, readonly string[]>> = {
-  alloc: ['op', 'id', 'type', 'sizeBytes', 'alignBytes'],
-  write: ['op', 'id', 'offsetBytes', 'sizeBytes', 'fill'],
+  alloc: ['op', 'id', 'type', 'sizeBytes', 'alignBytes', 'module', 'init', 'caller'],
+  write: ['op', 'id', 'offsetBytes', 'sizeBytes', 'fill', 'functions'],
   finalize: ['op', 'id'],
   seal: ['op', 'id'],
   free: ['op', 'id'],
@@ -152,6 +175,16 @@ interface IdState {
   sealed: boolean;
   /** Event index of the free, for messages about use after free. */
   freedAt: number;
+}
+
+/** What the validator tracks across events. */
+interface WalkState {
+  readonly ids: Map<number, IdState>;
+  /** Live ids between alloc and finalize (a load in flight). */
+  readonly inFlight: Set<number>;
+  /** Module numbers already used, and the one whose allocs are being read. */
+  readonly modules: Set<number>;
+  openModule: number | null;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -189,12 +222,13 @@ export function validateTrace(doc: unknown): Trace {
   if (doc.events.length > TRACE_MAX_EVENTS) {
     throw new TraceError('EFORMAT', null, `too many events: ${doc.events.length} > ${TRACE_MAX_EVENTS}`);
   }
-  const ids = new Map<number, IdState>();
-  for (let i = 0; i < doc.events.length; i++) checkEvent(doc.events[i], i, ids);
+  const st: WalkState = { ids: new Map(), inFlight: new Set(), modules: new Set(), openModule: null };
+  for (let i = 0; i < doc.events.length; i++) checkEvent(doc.events[i], i, st);
   return doc as unknown as Trace;
 }
 
-function checkEvent(ev: unknown, index: number, ids: Map<number, IdState>): void {
+function checkEvent(ev: unknown, index: number, walk: WalkState): void {
+  const ids = walk.ids;
   const fail = (msg: string): never => {
     throw new TraceError('EEVENT', index, msg);
   };
@@ -206,15 +240,17 @@ function checkEvent(ev: unknown, index: number, ids: Map<number, IdState>): void
   for (const key of Object.keys(rec)) {
     if (!allowed.includes(key)) fail(`${op}: unknown key '${key}'`);
   }
+  if (op !== 'alloc' || rec.module !== walk.openModule) walk.openModule = null;
   switch (op as TraceOp) {
     case 'alloc':
-      checkAlloc(rec, ids, fail);
+      checkAlloc(rec, walk, fail);
       break;
     case 'write':
       checkWrite(rec, liveState(rec, 'write', ids, fail), fail);
       break;
     case 'finalize':
       checkFinalize(liveState(rec, 'finalize', ids, fail), fail);
+      walk.inFlight.delete(rec.id as number);
       break;
     case 'seal':
       checkSeal(liveState(rec, 'seal', ids, fail), fail);
@@ -223,10 +259,11 @@ function checkEvent(ev: unknown, index: number, ids: Map<number, IdState>): void
       const st = liveState(rec, 'free', ids, fail);
       st.live = false;
       st.freedAt = index;
+      walk.inFlight.delete(rec.id as number);
       break;
     }
     case 'exec':
-      checkExec(rec, ids, fail);
+      checkExec(rec, walk, fail);
       break;
     case 'phase':
       if (typeof rec.name !== 'string' || rec.name.length === 0 || rec.name.length > TRACE_MAX_NAME_CHARS) {
@@ -251,7 +288,8 @@ function liveState(ev: Record<string, unknown>, op: string, ids: Map<number, IdS
   return st;
 }
 
-function checkAlloc(ev: Record<string, unknown>, ids: Map<number, IdState>, fail: Fail): void {
+function checkAlloc(ev: Record<string, unknown>, walk: WalkState, fail: Fail): void {
+  const ids = walk.ids;
   const id = checkId(ev.id, 'alloc', fail);
   if (ids.has(id)) fail(`alloc: id ${id} is allocated a second time (ids are never reused)`);
   if (typeof ev.type !== 'string' || !(EXECMEM_TYPES as readonly string[]).includes(ev.type)) {
@@ -266,6 +304,11 @@ function checkAlloc(ev: Record<string, unknown>, ids: Map<number, IdState>, fail
   ) {
     fail(`alloc: alignBytes must be a power of two <= ${TRACE_MAX_ALIGN_BYTES}`);
   }
+  checkModule(ev, walk, fail);
+  if (ev.caller !== undefined && !(ALLOC_CALLERS as readonly unknown[]).includes(ev.caller)) {
+    fail(`alloc: caller must be one of ${ALLOC_CALLERS.join(', ')}`);
+  }
+  walk.inFlight.add(id);
   const type = ev.type as ExecmemType;
   ids.set(id, {
     type,
@@ -275,6 +318,47 @@ function checkAlloc(ev: Record<string, unknown>, ids: Map<number, IdState>, fail
     sealed: false,
     freedAt: -1,
   });
+}
+
+/** A module number opens with its first alloc and must not appear again once another event came. */
+function checkModule(ev: Record<string, unknown>, walk: WalkState, fail: Fail): void {
+  if (ev.init !== undefined && ev.init !== true) fail('alloc: init must be true when given');
+  if (ev.module === undefined) {
+    if (ev.init !== undefined) fail('alloc: init needs a module number');
+    return;
+  }
+  if (!isIntIn(ev.module, 0, TRACE_MAX_ID)) fail(`alloc: module must be an integer in [0, ${TRACE_MAX_ID}]`);
+  const n = ev.module as number;
+  if (walk.openModule === n) return;
+  if (walk.modules.has(n)) {
+    fail(`alloc: module ${n} was already loaded (the allocs of one load are consecutive events)`);
+  }
+  walk.modules.add(n);
+  walk.openModule = n;
+}
+
+/** `functions` of a code write: ordered, non-overlapping, inside the write. */
+function checkFunctions(ev: Record<string, unknown>, fill: unknown, fail: Fail): void {
+  if (ev.functions === undefined) return;
+  if (fill !== 'code') fail('write: functions are given only for code writes (fill code)');
+  if (!Array.isArray(ev.functions) || ev.functions.length === 0)
+    fail('write: functions must be a non-empty array of [offsetBytes, sizeBytes]');
+  const start = ev.offsetBytes as number;
+  const end = start + (ev.sizeBytes as number);
+  let at = start;
+  for (const f of ev.functions as unknown[]) {
+    if (
+      !Array.isArray(f) ||
+      f.length !== 2 ||
+      !isIntIn(f[0], 0, TRACE_MAX_ALLOC_BYTES) ||
+      !isIntIn(f[1], 1, TRACE_MAX_ALLOC_BYTES)
+    )
+      fail('write: each function must be [offsetBytes, sizeBytes] with sizeBytes >= 1');
+    const [off, size] = f as [number, number];
+    if (off < at || off + size > end)
+      fail(`write: function [${off}, ${off + size}) is out of order or outside the write [${start}, ${end})`);
+    at = off + size;
+  }
 }
 
 function checkWrite(ev: Record<string, unknown>, st: IdState, fail: Fail): void {
@@ -292,6 +376,7 @@ function checkWrite(ev: Record<string, unknown>, st: IdState, fail: Fail): void 
   }
   if (ev.fill === 'code' && !typeIsText(st.type))
     fail(`write: code fill into ${st.type}, which holds no code`);
+  checkFunctions(ev, ev.fill ?? defaultFill(st.type), fail);
   if (st.sealed) fail(`write: id ${ev.id} is sealed read-only`);
   if (st.finalized && st.type === 'module_rodata')
     fail(`write: id ${ev.id} (module_rodata) is read-only after finalize`);
@@ -309,10 +394,19 @@ function checkSeal(st: IdState, fail: Fail): void {
   st.sealed = true;
 }
 
-function checkExec(ev: Record<string, unknown>, ids: Map<number, IdState>, fail: Fail): void {
+function checkExec(ev: Record<string, unknown>, walk: WalkState, fail: Fail): void {
+  const ids = walk.ids;
   if (!isIntIn(ev.calls, 1, TRACE_MAX_EXEC_CALLS))
     fail(`exec: calls must be an integer in [1, ${TRACE_MAX_EXEC_CALLS}]`);
-  if (ev.ids === undefined) return;
+  if (ev.ids === undefined) {
+    const busy = walk.inFlight.values().next();
+    if (!busy.done) {
+      fail(
+        `exec: a hint over all live code while id ${busy.value} is allocated but not finalized (sample only at quiescent points)`,
+      );
+    }
+    return;
+  }
   if (!Array.isArray(ev.ids) || ev.ids.length === 0) fail('exec: ids must be a non-empty array when given');
   const seen = new Set<number>();
   for (const raw of ev.ids as unknown[]) {

@@ -11,11 +11,14 @@
  *
  * The mix (ASSUMED, no published census): the walk picks a kind by weight (kprobes 0.5, BPF
  * trampolines 0.3, ftrace ops 0.2) and attaches one or detaches a random attached one, keeping
- * each kind near its live target. Sizes come from ./sizes.ts. BPF trampolines are type `bpf`,
- * as Linux allocates them with bpf_jit_alloc_exec/bpf_prog_pack.
+ * each kind near its live target. Sizes come from ./sizes.ts. BPF trampolines are type `bpf` with
+ * caller `bpf_trampoline`: Linux allocates them through bpf_prog_pack since 6.7
+ * (arch_alloc_bpf_trampoline) but gave each its own page before (bpf_tramp_image_alloc), so a
+ * design must be able to tell them from programs.
  */
 import type { ExecmemType } from '../arch/types.js';
 import { Rng } from '../base/rng.js';
+import type { AllocCaller } from '../policies/types.js';
 import { LiveSet, scaled, scaleOf, seedOf, TraceBuilder, type WorkloadOptions } from './builder.js';
 import { bpfTrampolineBytes, ftraceTrampolineBytes, KPROBE_SLOT_BYTES, kprobeInsnBytes } from './sizes.js';
 import type { Trace } from './trace.js';
@@ -33,6 +36,7 @@ export interface TrampolinesOptions extends WorkloadOptions {
 
 interface Kind {
   readonly type: ExecmemType;
+  readonly caller?: AllocCaller;
   readonly weight: number;
   readonly target: number;
   readonly live: LiveSet<number>;
@@ -51,6 +55,7 @@ function kinds(opts: TrampolinesOptions, scale: number): Kind[] {
     },
     {
       type: 'bpf',
+      caller: 'bpf_trampoline',
       weight: 0.3,
       target: scaled(opts.bpfTrampolinesLive ?? 100, scale, 2),
       live: new LiveSet(),
@@ -97,7 +102,7 @@ export function trampolines(opts: TrampolinesOptions = {}): Trace {
     const pAttach = Math.max(0.1, 0.9 - (0.4 * k.live.size) / k.target);
     if (k.live.size === 0 || rng.next() < pAttach) {
       const [allocBytes, codeBytes] = k.size(rng);
-      const id = b.alloc(k.type, allocBytes);
+      const id = b.alloc(k.type, allocBytes, k.caller === undefined ? {} : { caller: k.caller });
       b.write(id, 0, codeBytes, 'code');
       b.finalize(id);
       k.live.add(id);
