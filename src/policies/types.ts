@@ -35,6 +35,8 @@ export interface ModuleSection {
   readonly sizeBytes: number;
   /** Freed after the module's init ran (MOD_INIT_TEXT / _RODATA / _DATA). */
   readonly init: boolean;
+  /** Alignment the section contents need (the ELF sh_addralign), a power of two; default none. */
+  readonly alignBytes?: number;
 }
 
 export interface ExecAllocator {
@@ -71,7 +73,7 @@ export function allocModuleSections(allocator: ExecAllocator, sections: readonly
   if (allocator.allocModule !== undefined) return allocator.allocModule(sections);
   const vas: number[] = [];
   try {
-    for (const s of sections) vas.push(allocator.alloc(s.type, s.sizeBytes));
+    for (const s of sections) vas.push(allocator.alloc(s.type, s.sizeBytes, s.alignBytes));
   } catch (e) {
     for (const va of vas) allocator.free(va);
     throw e;

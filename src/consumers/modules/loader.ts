@@ -30,7 +30,7 @@
 import { Buffer } from 'node:buffer';
 import type { ExecmemType } from '../../arch/types.js';
 import { assert } from '../../base/assert.js';
-import type { ExecAllocator } from '../../policies/types.js';
+import { allocModuleSections, type ExecAllocator } from '../../policies/types.js';
 import {
   ElfError,
   type ElfFile,
@@ -409,19 +409,20 @@ export class ModuleLoader {
     return values;
   }
 
+  /** move_module's allocation step: every non-empty region as one batch (all or nothing). */
   private allocate(prep: Prepared, percpuOffset: number | null): Partial<Record<ModMemType, ModuleMem>> {
-    const mems: Partial<Record<ModMemType, ModuleMem>> = {};
+    const types = MOD_MEM_TYPES.filter((t) => prep.layout.sizeBytes[t] > 0);
+    const sections = types.map((t) => ({
+      type: MEM_TYPE_EXECMEM[t],
+      sizeBytes: prep.layout.sizeBytes[t],
+      init: t.startsWith('init_'),
+      alignBytes: Math.min(Math.max(prep.layout.alignBytes[t], 1), MAX_ALLOC_ALIGN_BYTES),
+    }));
+    let vas: number[];
     try {
-      for (const t of MOD_MEM_TYPES) {
-        const sizeBytes = prep.layout.sizeBytes[t];
-        if (sizeBytes === 0) continue;
-        const execmemType = MEM_TYPE_EXECMEM[t];
-        const align = Math.min(Math.max(prep.layout.alignBytes[t], 1), MAX_ALLOC_ALIGN_BYTES);
-        const va = this.allocator.alloc(execmemType, sizeBytes, align);
-        mems[t] = { memType: t, execmemType, va, sizeBytes };
-      }
+      vas = allocModuleSections(this.allocator, sections);
     } catch (e) {
-      this.release(mems, percpuOffset);
+      if (percpuOffset !== null) this.percpu.free(percpuOffset);
       const msg = e instanceof Error ? e.message : String(e);
       throw new ModuleLoadError(
         'ENOMEM',
@@ -429,6 +430,10 @@ export class ModuleLoader {
         `${prep.name}: module memory allocation failed (${this.allocator.name}): ${msg}`,
       );
     }
+    const mems: Partial<Record<ModMemType, ModuleMem>> = {};
+    types.forEach((t, k) => {
+      mems[t] = { memType: t, execmemType: sections[k].type, va: vas[k], sizeBytes: sections[k].sizeBytes };
+    });
     return mems;
   }
 
