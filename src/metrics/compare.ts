@@ -50,7 +50,7 @@ import {
   type ExecAllocator,
   type ModuleSection,
 } from '../policies/types.js';
-import { workloadByName } from '../workloads/registry.js';
+import { WORKLOADS, workloadByName } from '../workloads/registry.js';
 import { type ExecFunction, replay } from '../workloads/replay.js';
 import type { Trace } from '../workloads/trace.js';
 import { type FetchFunction, runFetchModel } from './fetch-model.js';
@@ -77,7 +77,10 @@ export interface CompareOptions {
   readonly scale?: number;
   /** Machine size and shape; arch and seed come from the options above. */
   readonly machine?: Omit<MachineConfig, 'arch' | 'seed'>;
-  /** Fragment free memory before the run (PhysMem.age), as on a long-running system. Default 0. */
+  /**
+   * Fragment free memory before the run (PhysMem.age), as on a long-running system. Default: the
+   * workload's own machine state (WorkloadSpec.machine), else 0.
+   */
   readonly ageFraction?: number;
   /** Instruction-fetch model settings, or false to skip it. */
   readonly fetch?: CompareFetchOptions | false;
@@ -162,7 +165,14 @@ export interface CompareResult {
   readonly arch: ArchName;
   readonly seed: number;
   readonly scale: number;
-  readonly machine: { memoryBytes: number; cpus: number; tlb: string; ageFraction: number };
+  readonly machine: {
+    memoryBytes: number;
+    cpus: number;
+    tlb: string;
+    ageFraction: number;
+    /** Why the machine is in this state when the workload chose it (WorkloadSpec.machine), else null. */
+    state: string | null;
+  };
   readonly modelledNote: string;
   readonly policies: readonly PolicyResult[];
 }
@@ -183,27 +193,42 @@ export function runCompare(options: CompareOptions): CompareResult {
   const scale = options.scale ?? 1;
   if (!(Number.isFinite(scale) && scale > 0))
     throw new CompareError(`scale must be a positive number: ${scale}`);
-  const ageFraction = options.ageFraction ?? 0;
+  const preset = typeof options.workload === 'string' ? WORKLOADS[options.workload]?.machine : undefined;
+  const ageFraction = options.ageFraction ?? preset?.ageFraction ?? 0;
+  // The workload's own state may age the machine at a phase marker (after its boot), not before.
+  const agePhase = options.ageFraction === undefined ? (preset?.agePhase ?? null) : null;
   if (!(ageFraction >= 0 && ageFraction <= 1))
     throw new CompareError(`ageFraction must be in [0, 1]: ${ageFraction}`);
   const names = resolvePolicies(options.policies);
   const trace = resolveTrace(options.workload, seed, scale);
-  const config: MachineConfig = { ...options.machine, arch, seed };
+  const memoryBytes = options.machine?.memoryBytes ?? preset?.memoryBytes;
+  const config: MachineConfig = {
+    ...options.machine,
+    ...(memoryBytes === undefined ? {} : { memoryBytes }),
+    arch,
+    seed,
+  };
 
   const results: PolicyResult[] = [];
   names.forEach((name, policyIndex) => {
     const machine = createMachine(config);
-    if (ageFraction > 0) machine.phys.age(ageFraction, new Rng(seed ^ 0x5eed));
+    const age = () => machine.phys.age(ageFraction, new Rng(seed ^ 0x5eed));
+    if (ageFraction > 0 && agePhase === null) age();
     const policy = policyByName(name).create(machine, seed);
     const progress = options.progress;
     const report = (eventsDone: number, eventsTotal: number) =>
       progress?.({ policy: name, policyIndex, policyCount: names.length, eventsDone, eventsTotal });
-    results.push(runOne(machine, policy, name, trace, options.fetch ?? {}, seed, report));
+    const onPhase = (phase: string) => {
+      if (ageFraction > 0 && phase === agePhase) age();
+    };
+    results.push(runOne(machine, policy, name, trace, options.fetch ?? {}, seed, report, onPhase));
   });
   const slowest = Math.min(...results.map((r) => r.metrics.opsPerSecond).filter((x) => x > 0));
   for (const r of results) r.metrics.opsPerSecondRatio = slowest > 0 ? r.metrics.opsPerSecond / slowest : 0;
 
-  const m = createMachineInfo(config, ageFraction);
+  const usesPreset =
+    preset !== undefined && options.ageFraction === undefined && options.machine?.memoryBytes === undefined;
+  const m = { ...createMachineInfo(config, ageFraction), state: usesPreset ? preset.why : null };
   return {
     workload: trace.name,
     arch,
@@ -236,7 +261,10 @@ function resolveTrace(workload: string | Trace, seed: number, scale: number): Tr
   }
 }
 
-function createMachineInfo(config: MachineConfig, ageFraction: number): CompareResult['machine'] {
+function createMachineInfo(
+  config: MachineConfig,
+  ageFraction: number,
+): Omit<CompareResult['machine'], 'state'> {
   return {
     memoryBytes: config.memoryBytes ?? 16 * 1024 ** 3,
     cpus: config.cpus ?? 4,
@@ -305,6 +333,7 @@ function runOne(
   fetch: CompareFetchOptions | false,
   seed: number,
   progress: (done: number, total: number) => void,
+  onPhase: (phase: string) => void,
 ): PolicyResult {
   const c0 = { ...machine.counters };
   const dm0 = machine.directMapStats();
@@ -332,7 +361,8 @@ function runOne(
     totals.walks += r.pageWalks;
   };
   const result = replay(trace, timed, {
-    onEvent() {
+    onEvent(ev) {
+      if (ev.op === 'phase') onPhase(ev.name);
       const v = machine.wxViolationCount();
       if (v > wxMax) wxMax = v;
       wxTotal += v;

@@ -20,7 +20,7 @@ interface CompareCliOptions {
   arch: ArchName;
   seed: number;
   scale: number;
-  age: number;
+  age?: number;
 }
 
 function parseAge(value: string): number {
@@ -37,7 +37,11 @@ export function register(program: Command, io: CliIo): void {
     .requiredOption('-w, --workload <name>', `workload (${Object.keys(WORKLOADS).join(', ')})`)
     .option('-p, --policies <list>', `comma-separated subset of: ${POLICY_NAMES.join(', ')}`, parseList);
   addRunOptions(cmd, { seed: 'seed of the workload and of the machines' })
-    .option('--age <fraction>', 'fragment free memory first (share of 2 MiB blocks broken)', parseAge, 0)
+    .option(
+      '--age <fraction>',
+      "fragment free memory first (share of 2 MiB blocks broken); default: the workload's machine state (0 but for bpf-aaronlu)",
+      parseAge,
+    )
     .addHelpText(
       'after',
       [
@@ -132,6 +136,7 @@ export function formatCompare(r: CompareResult): string {
   return [
     `workload ${r.workload}, arch ${r.arch}, seed ${r.seed}, scale ${r.scale}; machine ${gib} GiB, ${r.machine.cpus} CPUs, ` +
       `${r.machine.tlb} TLBs, aged ${r.machine.ageFraction}`,
+    ...(r.machine.state === null ? [] : [`machine state chosen by the workload: ${r.machine.state}`]),
     line(header),
     ...rows.map(line),
     '',
