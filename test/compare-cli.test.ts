@@ -63,10 +63,18 @@ describe('execmem compare (CLI)', () => {
       'itlbMissesPerMillion',
       'itlbLowerBoundPerMillion',
       'wxViolations',
-      'opsPerSecondRatio',
+      'broadcastFlushes',
+      'allFlushEvents',
+      'simulatorOpsPerSecond',
+      'simulatorOpsPerSecondRatio',
     ];
+    // The simulator's speed is in --json only, under a name nobody takes for kernel speed.
+    assert.match(doc.simulatorSpeedNote, /simulator's own throughput/);
     for (const p of doc.policies) {
       for (const k of keys) assert.equal(typeof p.metrics[k], 'number', `${p.name}.${k}`);
+      assert.equal(p.metrics.opsPerSecondRatio, undefined, 'the old speed name is gone');
+      assert.equal(typeof p.kernel, 'string');
+      assert.equal(p.sameAs, null, `${p.name}: no x86 design equals another`);
       assert.equal(p.metrics.wxViolations, 0);
       assert.ok(Array.isArray(p.occupancy.regions));
     }

@@ -19,12 +19,14 @@ function metrics(i: number, w: number): PolicyMetrics {
     directMapSplits: i * 2,
     shootdowns: 10 * i,
     ipis: 30 * i,
+    broadcastFlushes: 0,
     localFlushes: 5 + i,
+    allFlushEvents: 5 + i + 10 * i,
     permissionFlips: 7 * i,
+    pokes: 3 * i,
     itlbMissesPerMillion: 100 + 10 * i,
     itlbLowerBoundPerMillion: 90,
     wxViolations: 0,
-    opsPerSecondRatio: 1 + i / 2,
     failures: 0,
   };
 }
@@ -64,10 +66,14 @@ export function reportFixture(): ReportData {
     runs: FIXTURE_WORKLOADS.map((workload, w) => ({
       workload,
       arch: 'x86_64',
+      tlb: 'skylake',
       seed: 1,
       scale: 1,
       policies: FIXTURE_POLICIES.map((name, i) => ({
         name,
+        modelled: name !== 'execmem',
+        kernel: name === 'execmem' ? 'execmem (ours)' : `Linux fixture ${i}`,
+        sameAs: null,
         metrics: metrics(i, w),
         area: name === 'module_alloc' && workload === 'mixed' ? null : area(i),
       })),

@@ -75,7 +75,11 @@ test('tables: one per workload, our row marked, best values marked', () => {
   assert.equal(tables.length, FIXTURE_WORKLOADS.length);
   assert.ok(html.includes('<tr class="ours"><td>execmem (ours)</td>'));
   // module_alloc has the lowest overhead in the fixture (1.0x + w/10): its cell is marked best.
-  assert.match(html, /<td>module_alloc<\/td><td>[^<]*<\/td><td class="best">/);
+  // Its kernel version stands under its name.
+  assert.match(
+    html,
+    /<td>module_alloc<span class="kernel">Linux fixture 0<\/span><\/td><td>[^<]*<\/td><td class="best">/,
+  );
   assert.ok(html.includes('What is modelled and what is real'));
   assert.ok(html.includes('Test fixture: made-up numbers.'));
 });
@@ -125,7 +129,7 @@ test('markdown and terminal summaries carry every workload and policy', () => {
   const term = renderTerminalSummary(data);
   for (const w of FIXTURE_WORKLOADS) {
     assert.ok(md.includes(`## ${w}`));
-    assert.ok(term.includes(`${w} (x86_64, seed 1)`));
+    assert.ok(term.includes(`${w} (x86_64, seed 1, skylake TLBs)`));
   }
   for (const p of FIXTURE_POLICIES) assert.ok(term.includes(p));
   assert.ok(md.includes('**execmem** (ours)'));

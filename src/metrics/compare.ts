@@ -17,9 +17,16 @@
  * - The instruction-fetch model (src/metrics/fetch-model.ts, engineer M2) runs at every exec hint
  *   of the trace on the code that is live at that moment, on every CPU, cold TLBs per run; its
  *   cold-start local flushes and walks are subtracted from the allocator's figures.
- * - Speed: allocator calls are timed one by one (performance.now around each call, outside the
- *   W^X sampling and the fetch model) and reported as operations per second relative to the
- *   slowest policy of the same run (opsPerSecondRatio). Ratios only; absolute times vary.
+ * - Flushes are counted per kind, because the kinds cost differently and arches use different ones:
+ *   local flushes (one CPU), IPI shootdowns (x86 flush_tlb_kernel_range -> on_each_cpu) with their
+ *   IPIs, and broadcast invalidations (arm64 flush_tlb_kernel_range: TLBI ...IS, no IPI).
+ *   allFlushEvents adds the three, because a design that flushes globally has no local flushes,
+ *   so local flushes alone mislead.
+ * - The simulator's own throughput: allocator calls are timed one by one (performance.now around
+ *   each call, outside the W^X sampling and the fetch model) as simulatorOpsPerSecond and its
+ *   ratio to the slowest policy of the run (simulatorOpsPerSecondRatio). It times the TypeScript
+ *   simulation, varies up to 2x between runs and says nothing about Linux, so it is only in
+ *   `--json` (simulatorSpeedNote says so), never in a table, chart or ranking (issue 11 item 12).
  *
  * Everything here runs on the simulated machine: the Linux designs are re-implementations
  * (src/policies), the costs are the model's. Output says so (`modelledNote`).
@@ -58,7 +65,13 @@ import { type FetchFunction, runFetchModel } from './fetch-model.js';
 export const MODELLED_NOTE =
   'All figures come from the simulated kernel machine. The Linux designs (module_alloc, bpf_prog_pack, ' +
   'jit_alloc-2023, execmem-6.10, execmem-rox) are re-implementations on that machine; iTLB figures come ' +
-  'from a TLB model (no caches, no prefetch). Speed ratios are measured in this process, same run.';
+  'from a TLB model (no caches, no prefetch).';
+
+export const SIMULATOR_SPEED_NOTE =
+  "simulatorOpsPerSecond and simulatorOpsPerSecondRatio are the simulator's own throughput: allocator " +
+  'calls of these TypeScript re-implementations timed in this process (ratio to the slowest policy of ' +
+  'the run). They vary up to 2x between runs and say nothing about kernel speed; no table, chart or ' +
+  'ranking uses them.';
 
 export interface CompareFetchOptions {
   /** Multiplies the calls of every exec hint (default 1; tests use less). */
@@ -117,7 +130,10 @@ export interface PolicyMetrics {
   /** arm64 broadcast TLB invalidations (TLBI ...IS): no IPIs, counted apart from shootdowns. */
   broadcastFlushes: number;
   localFlushes: number;
+  /** localFlushes + shootdowns + broadcastFlushes: every flush event, whatever its reach. */
+  allFlushEvents: number;
   permissionFlips: number;
+  /** Alias writes (x86 text_poke through the temporary mm, arm64 fixmap). */
   pokes: number;
   fetches: number;
   itlbMisses: number;
@@ -129,8 +145,10 @@ export interface PolicyMetrics {
   /** Sum of the audit over all samples (must be 0). */
   wxViolationsTotal: number;
   allocatorOps: number;
-  opsPerSecond: number;
-  opsPerSecondRatio: number;
+  /** The simulator's own throughput (allocator calls per second of this process); --json only. */
+  simulatorOpsPerSecond: number;
+  /** simulatorOpsPerSecond / the slowest policy's in the same run; --json only. */
+  simulatorOpsPerSecondRatio: number;
   failures: number;
   events: number;
 }
@@ -153,6 +171,10 @@ export interface OccupancyMap {
 export interface PolicyResult {
   readonly name: string;
   readonly modelled: boolean;
+  /** The kernel version the design models (PolicySpec.kernel), e.g. 'Linux 6.10'. */
+  readonly kernel: string;
+  /** The policy this design behaves exactly like on this run's arch (PolicySpec.sameAs), or null. */
+  readonly sameAs: string | null;
   readonly describe: string;
   readonly metrics: PolicyMetrics;
   readonly occupancy: OccupancyMap;
@@ -174,6 +196,8 @@ export interface CompareResult {
     state: string | null;
   };
   readonly modelledNote: string;
+  /** What the simulatorOpsPerSecond fields are (and are not). */
+  readonly simulatorSpeedNote: string;
   readonly policies: readonly PolicyResult[];
 }
 
@@ -210,8 +234,10 @@ export function runCompare(options: CompareOptions): CompareResult {
   };
 
   const results: PolicyResult[] = [];
+  let tlbProfile = '';
   names.forEach((name, policyIndex) => {
     const machine = createMachine(config);
+    tlbProfile ||= tlbProfileName(machine);
     const age = () => machine.phys.age(ageFraction, new Rng(seed ^ 0x5eed));
     if (ageFraction > 0 && agePhase === null) age();
     const policy = policyByName(name).create(machine, seed);
@@ -223,12 +249,11 @@ export function runCompare(options: CompareOptions): CompareResult {
     };
     results.push(runOne(machine, policy, name, trace, options.fetch ?? {}, seed, report, onPhase));
   });
-  const slowest = Math.min(...results.map((r) => r.metrics.opsPerSecond).filter((x) => x > 0));
-  for (const r of results) r.metrics.opsPerSecondRatio = slowest > 0 ? r.metrics.opsPerSecond / slowest : 0;
+  completeMetrics(results);
 
   const usesPreset =
     preset !== undefined && options.ageFraction === undefined && options.machine?.memoryBytes === undefined;
-  const m = { ...createMachineInfo(config, ageFraction), state: usesPreset ? preset.why : null };
+  const m = { ...createMachineInfo(config, ageFraction, tlbProfile), state: usesPreset ? preset.why : null };
   return {
     workload: trace.name,
     arch,
@@ -236,6 +261,7 @@ export function runCompare(options: CompareOptions): CompareResult {
     scale,
     machine: m,
     modelledNote: MODELLED_NOTE,
+    simulatorSpeedNote: SIMULATOR_SPEED_NOTE,
     policies: results,
   };
 }
@@ -261,14 +287,32 @@ function resolveTrace(workload: string | Trace, seed: number, scale: number): Tr
   }
 }
 
+/** The figures that need every policy's run (the speed ratio) or the other fields (flush total). */
+function completeMetrics(results: readonly PolicyResult[]): void {
+  const speeds = results.map((r) => r.metrics.simulatorOpsPerSecond).filter((x) => x > 0);
+  const slowest = speeds.length > 0 ? Math.min(...speeds) : 0;
+  for (const { metrics: m } of results) {
+    m.simulatorOpsPerSecondRatio = slowest > 0 ? m.simulatorOpsPerSecond / slowest : 0;
+    m.allFlushEvents = m.localFlushes + m.shootdowns + m.broadcastFlushes;
+  }
+}
+
+/** The TLB geometry the machine was built with (the default may depend on the arch): read, never assumed. */
+function tlbProfileName(machine: Machine): string {
+  const tlb = machine.tlbs[0];
+  assert(tlb !== undefined, 'a machine has at least one CPU');
+  return tlb.profile.name;
+}
+
 function createMachineInfo(
   config: MachineConfig,
   ageFraction: number,
+  tlbProfile: string,
 ): Omit<CompareResult['machine'], 'state'> {
   return {
     memoryBytes: config.memoryBytes ?? 16 * 1024 ** 3,
     cpus: config.cpus ?? 4,
-    tlb: config.tlb ?? 'skylake',
+    tlb: tlbProfile,
     ageFraction,
   };
 }
@@ -396,6 +440,7 @@ function runOne(
     ipis: c1.ipis - c0.ipis,
     broadcastFlushes: c1.broadcastFlushes - c0.broadcastFlushes,
     localFlushes: c1.localFlushes - c0.localFlushes - totals.localFlushes,
+    allFlushEvents: 0, // completeMetrics adds the kinds up
     permissionFlips: c1.cpaCalls - c0.cpaCalls,
     pokes: c1.pokes - c0.pokes,
     fetches: totals.fetches,
@@ -406,15 +451,18 @@ function runOne(
     wxViolations: wxMax,
     wxViolationsTotal: wxTotal,
     allocatorOps: timed.ops,
-    opsPerSecond: seconds > 0 ? timed.ops / seconds : 0,
-    opsPerSecondRatio: 0,
+    simulatorOpsPerSecond: seconds > 0 ? timed.ops / seconds : 0,
+    simulatorOpsPerSecondRatio: 0,
     failures: result.failureCount,
     events: result.events,
   };
+  const spec = policyByName(name);
   return {
     name,
     modelled: policy.modelled,
-    describe: policyByName(name).describe,
+    kernel: spec.kernel,
+    sameAs: spec.sameAs(machine.arch.name),
+    describe: spec.describe,
     metrics,
     occupancy: occupancy(machine, policy, pt.regions),
     counters: policy.policyCounters(),

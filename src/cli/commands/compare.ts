@@ -4,11 +4,14 @@
  *
  * Why it is thin: everything measured lives in runCompare so that the report (engineer C) and
  * this command print the very same numbers. This module only parses flags, shows progress on
- * stderr, and formats. The table says which rows are re-implementations of Linux designs.
+ * stderr, and formats. The table says which rows are re-implementations of Linux designs and
+ * which kernel each models, in the run's arch's words (the report's columns and vocabulary).
  */
 import { type Command, InvalidArgumentError } from 'commander';
 import type { ArchName } from '../../arch/types.js';
-import { CompareError, type CompareResult, type PolicyMetrics, runCompare } from '../../metrics/compare.js';
+import { CompareError, type CompareResult, runCompare } from '../../metrics/compare.js';
+import { TEXT_ROW_HEADER, tableColumns, textRow, textTable } from '../../metrics/report/format.js';
+import { flushLegend, sameAsRows } from '../../metrics/report/vocabulary.js';
 import { POLICY_NAMES } from '../../policies/index.js';
 import { WORKLOADS } from '../../workloads/registry.js';
 import { type CliIo, UsageError } from '../io.js';
@@ -95,52 +98,26 @@ function runCompareCommand(opts: CompareCliOptions, io: CliIo): void {
   else io.out(formatCompare(result));
 }
 
-const MIB = 1024 * 1024;
-
-interface Column {
-  readonly title: string;
-  readonly cell: (m: PolicyMetrics) => string;
-}
-
-const fixed = (x: number, digits: number) => x.toFixed(digits);
-
-const COLUMNS: readonly Column[] = [
-  { title: 'live MiB', cell: (m) => fixed(m.liveBytes / MIB, 2) },
-  { title: 'mapped MiB', cell: (m) => fixed(m.mappedBytes / MIB, 2) },
-  { title: 'overhead', cell: (m) => fixed(m.overhead, 2) },
-  { title: 'large%', cell: (m) => fixed(m.largePageShare * 100, 1) },
-  { title: 'DM4k +MiB', cell: (m) => fixed(m.directMap4kGrowthBytes / MIB, 1) },
-  { title: 'DM splits', cell: (m) => String(m.directMapSplits) },
-  { title: 'shootdowns', cell: (m) => String(m.shootdowns) },
-  { title: 'IPIs', cell: (m) => String(m.ipis) },
-  { title: 'local fl', cell: (m) => String(m.localFlushes) },
-  { title: 'flips', cell: (m) => String(m.permissionFlips) },
-  { title: 'iTLB miss/M', cell: (m) => fixed(m.itlbMissesPerMillion, 1) },
-  { title: 'bound/M', cell: (m) => fixed(m.itlbLowerBoundPerMillion, 1) },
-  { title: 'W^X', cell: (m) => String(m.wxViolations) },
-  { title: 'speed x', cell: (m) => fixed(m.opsPerSecondRatio, 2) },
-  { title: 'fails', cell: (m) => String(m.failures) },
-];
-
-/** The terminal table: one row per policy, modelled designs marked with '*'. */
+/**
+ * The terminal table: one row per policy with the kernel version each Linux design models,
+ * modelled designs marked with '*', columns and headings in the run's arch's words, the same
+ * ones the report uses (src/metrics/report/format.ts, vocabulary.ts). A design that is another
+ * on this arch prints "= other on arch" instead of a second copy of its figures. The simulator's
+ * own speed is not printed: it is in --json only (simulatorOpsPerSecond), see simulatorSpeedNote.
+ */
 export function formatCompare(r: CompareResult): string {
-  const header = ['policy', ...COLUMNS.map((c) => c.title)];
-  const rows = r.policies.map((p) => [
-    `${p.name}${p.modelled ? '*' : ''}`,
-    ...COLUMNS.map((c) => c.cell(p.metrics)),
-  ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const line = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const columns = tableColumns(r);
+  const same = sameAsRows(r.arch, r.policies);
+  const rows = r.policies.map((p, i) => textRow(p, columns, same[i], `${p.name}${p.modelled ? '*' : ''}`));
   const gib = (r.machine.memoryBytes / 1024 ** 3).toFixed(0);
   return [
     `workload ${r.workload}, arch ${r.arch}, seed ${r.seed}, scale ${r.scale}; machine ${gib} GiB, ${r.machine.cpus} CPUs, ` +
       `${r.machine.tlb} TLBs, aged ${r.machine.ageFraction}`,
     ...(r.machine.state === null ? [] : [`machine state chosen by the workload: ${r.machine.state}`]),
-    line(header),
-    ...rows.map(line),
+    textTable([...TEXT_ROW_HEADER, ...columns.map((c) => c.heading)], rows, TEXT_ROW_HEADER.length),
     '',
     '* re-implementation of a Linux design on the simulated machine.',
+    `iTLB misses per million fetches, compulsory lower bound in parentheses. ${flushLegend(r.arch)}`,
     r.modelledNote,
   ].join('\n');
 }

@@ -261,8 +261,18 @@ export function toArea(occupancy: OccupancyMap, arch: ArchName): AreaMap {
 export function toWorkloadRun(result: CompareResult): WorkloadRun {
   const policies: PolicyRun[] = result.policies.map((p) => ({
     name: p.name,
+    modelled: p.modelled,
+    kernel: p.kernel,
+    sameAs: p.sameAs,
     metrics: toMetrics(p.metrics as unknown as Record<string, unknown>, `${result.workload}/${p.name}`),
     area: toArea(p.occupancy, result.arch),
   }));
-  return { workload: result.workload, arch: result.arch, seed: result.seed, scale: result.scale, policies };
+  return {
+    workload: result.workload,
+    arch: result.arch,
+    tlb: result.machine.tlb,
+    seed: result.seed,
+    scale: result.scale,
+    policies,
+  };
 }

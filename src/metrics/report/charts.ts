@@ -8,11 +8,16 @@
  * the final picture, and every chart gets a fixed size so pages are stable between runs.
  *
  * Which charts: the measurements DESIGN.md section 7 names, each against its limit where one
- * exists (overhead 1.0, large-page share 100%, shootdowns 0, direct-map growth 0, iTLB misses
- * against the compulsory lower bound).
+ * exists (overhead 1.0, large-page share 100%, global flushes 0, direct-map growth 0, iTLB misses
+ * against the compulsory lower bound), titled in the run's arch's words (vocabulary.ts): the
+ * global-flush charts are the kinds the table shows (x86 shootdowns and IPIs, arm64 broadcast
+ * TLBIs), and "linear map" replaces "direct map" on arm64. A design that is another on this arch
+ * (PolicySpec.sameAs) draws no bars of its own. The simulator's own speed is not charted: it
+ * times TypeScript, not a kernel (issue 11 item 12).
  */
 import * as echarts from 'echarts';
-import type { ReportData, WorkloadRun } from './types.js';
+import type { MetricKey, PolicyMetrics, ReportData, WorkloadRun } from './types.js';
+import { collapsedRows, type GlobalFlushKey, globalFlushColumns, vocabularyFor } from './vocabulary.js';
 
 export const CHART_WIDTH_PX = 560;
 export const CHART_HEIGHT_PX = 320;
@@ -43,7 +48,8 @@ export interface RenderedChart {
 
 interface BarSeries {
   readonly name: string;
-  readonly values: readonly number[];
+  /** null: no bar (no such policy in that run, or it is shown as another design). */
+  readonly values: readonly (number | null)[];
   readonly colour: string;
 }
 
@@ -104,7 +110,9 @@ function renderBars(spec: BarSpec): string {
       series: spec.series.map((s, i) => ({
         type: 'bar',
         name: s.name,
-        data: s.values.map((v) => (spec.log && v <= 0 ? null : spec.percent ? round(v * 100) : round(v))),
+        data: s.values.map((v) =>
+          v === null || (spec.log && v <= 0) ? null : spec.percent ? round(v * 100) : round(v),
+        ),
         itemStyle: { color: s.colour },
         barMaxWidth: 28,
         markLine:
@@ -136,23 +144,75 @@ export function policyNames(runs: readonly WorkloadRun[]): string[] {
   return names;
 }
 
-/** Bars: x = workloads, one series per policy, value picked from the metrics. */
+/** Per run, the metrics of each policy that has figures of its own (not "= another design"). */
+function drawnMetrics(run: WorkloadRun): Map<string, PolicyMetrics> {
+  const collapsed = collapsedRows(run.arch, run.policies);
+  const out = new Map<string, PolicyMetrics>();
+  run.policies.forEach((p, i) => {
+    if (!collapsed.has(i)) out.set(p.name, p.metrics);
+  });
+  return out;
+}
+
+/** Bars: x = workloads, one series per policy with figures of its own, value picked from the metrics. */
 function byWorkload(
   runs: readonly WorkloadRun[],
-  pick: (m: WorkloadRun['policies'][number]['metrics']) => number,
+  pick: (m: PolicyMetrics) => number,
 ): { categories: string[]; series: BarSeries[] } {
-  const names = policyNames(runs);
+  const drawn = runs.map(drawnMetrics);
+  const names = policyNames(runs).filter((name) => drawn.some((d) => d.has(name)));
   return {
     categories: runs.map((r) => r.workload),
     series: names.map((name, i) => ({
       name,
       colour: policyColour(name, i),
-      values: runs.map((r) => {
-        const p = r.policies.find((q) => q.name === name);
-        return p ? pick(p.metrics) : 0;
+      values: drawn.map((d) => {
+        const m = d.get(name);
+        return m ? pick(m) : null;
       }),
     })),
   };
+}
+
+interface FlushChart {
+  readonly id: string;
+  readonly title: string;
+  readonly caption: string;
+  readonly yName: string;
+}
+
+const FLUSH_CHARTS: Readonly<Record<GlobalFlushKey, FlushChart>> = {
+  shootdowns: {
+    id: 'shootdowns',
+    title: 'Global TLB shootdowns',
+    caption:
+      'Flush requests sent to every other CPU by IPI (on_each_cpu), over the whole run. ' +
+      'Lower is better; 0 is the limit.',
+    yName: 'shootdowns',
+  },
+  ipis: {
+    id: 'ipis',
+    title: 'Inter-processor interrupts',
+    caption: 'IPIs sent for those shootdowns (CPUs - 1 each). Lower is better.',
+    yName: 'IPIs',
+  },
+  broadcastFlushes: {
+    id: 'broadcast-tlbis',
+    title: 'Broadcast TLB invalidations',
+    caption:
+      'Kernel TLB invalidations broadcast by hardware to every CPU without IPIs (arm64 ' +
+      'flush_tlb_kernel_range: TLBI ...IS), over the whole run. Lower is better; 0 is the limit.',
+    yName: 'broadcast TLBIs',
+  },
+};
+
+/** The global-flush kinds charted: those the tables show (the arch's own, and any non-zero). */
+function flushKeys(data: ReportData): GlobalFlushKey[] {
+  const arch = data.runs[0].arch;
+  return globalFlushColumns(
+    arch,
+    data.runs.flatMap((r) => r.policies.map((p) => p.metrics)),
+  );
 }
 
 /** The ids of the charts `renderCharts` produces for this data, in page order. */
@@ -160,16 +220,17 @@ export function chartIds(data: ReportData): string[] {
   return [
     'overhead',
     'large-page-share',
-    'shootdowns',
-    'ipis',
-    'direct-map-4k',
-    'speed',
+    ...flushKeys(data).map((k) => FLUSH_CHARTS[k].id),
+    'flush-events',
+    vocabularyFor(data.runs[0].arch).physMapChartId,
     ...data.runs.map((r) => `itlb-${r.workload}`),
   ];
 }
 
 export function renderCharts(data: ReportData): RenderedChart[] {
   const runs = data.runs;
+  const v = vocabularyFor(runs[0].arch);
+  const bars = (key: MetricKey, scale = 1) => byWorkload(runs, (m) => m[key] / scale);
   const charts: RenderedChart[] = [
     {
       id: 'overhead',
@@ -178,7 +239,7 @@ export function renderCharts(data: ReportData): RenderedChart[] {
         'Mapped bytes per live byte after the run (log scale; no bar where nothing is live). ' +
         'Lower is better; 1.0 is the limit.',
       svg: renderBars({
-        ...byWorkload(runs, (m) => m.overhead),
+        ...bars('overhead'),
         yName: 'mapped / live',
         log: true,
         limitY: { value: 1, label: 'limit 1.0' },
@@ -189,60 +250,64 @@ export function renderCharts(data: ReportData): RenderedChart[] {
       title: 'Executable bytes on 2 MiB pages',
       caption:
         'Share of mapped executable bytes covered by 2 MiB leaves (from the page tables). Higher is better.',
-      svg: renderBars({ ...byWorkload(runs, (m) => m.largePageShare), yName: 'share', percent: true }),
+      svg: renderBars({ ...bars('largePageShare'), yName: 'share', percent: true }),
     },
+    ...flushKeys(data).map((key) => {
+      const c = FLUSH_CHARTS[key];
+      return {
+        id: c.id,
+        title: c.title,
+        caption: c.caption,
+        svg: renderBars({ ...bars(key), yName: c.yName }),
+      };
+    }),
     {
-      id: 'shootdowns',
-      title: 'Global TLB shootdowns',
-      caption: 'Flush requests that reach every CPU, over the whole run. Lower is better; 0 is the limit.',
-      svg: renderBars({ ...byWorkload(runs, (m) => m.shootdowns), yName: 'shootdowns' }),
-    },
-    {
-      id: 'ipis',
-      title: 'Inter-processor interrupts',
-      caption: 'IPIs sent for those shootdowns (CPUs - 1 each). Lower is better.',
-      svg: renderBars({ ...byWorkload(runs, (m) => m.ipis), yName: 'IPIs' }),
-    },
-    {
-      id: 'direct-map-4k',
-      title: 'Direct-map 4 KiB growth',
+      id: 'flush-events',
+      title: 'All TLB flush events',
       caption:
-        'Growth of DirectMap4k (as /proc/meminfo reports it) over the run, in MiB: direct-map large pages ' +
-        'split by permission changes. Lower is better; 0 is the limit.',
-      svg: renderBars({ ...byWorkload(runs, (m) => m.directMap4kGrowthBytes / 2 ** 20), yName: 'MiB' }),
+        'Local flushes + shootdowns + broadcast invalidations, each counted once whatever its reach. ' +
+        'A design that flushes globally has no local flushes, so local flushes alone mislead; ' +
+        'read this next to the global-flush charts (a global flush costs more than a local one).',
+      svg: renderBars({ ...bars('allFlushEvents'), yName: 'flush events' }),
     },
     {
-      id: 'speed',
-      title: 'Allocator speed',
-      caption: 'Operations per second relative to the slowest policy in the same run. Higher is better.',
-      svg: renderBars({ ...byWorkload(runs, (m) => m.opsPerSecondRatio), yName: 'x slowest' }),
+      id: v.physMapChartId,
+      title: `${capitalise(v.physMap)} 4 KiB growth`,
+      caption:
+        `Growth of the ${v.physMap}'s 4 KiB-mapped memory over the run, in MiB (${v.physMapSource}): ` +
+        `${v.physMap} large pages split by permission changes. Lower is better; 0 is the limit.`,
+      svg: renderBars({ ...bars('directMap4kGrowthBytes', 2 ** 20), yName: 'MiB' }),
     },
   ];
   for (const run of runs) charts.push(itlbChart(run));
   return charts;
 }
 
+function capitalise(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
 function itlbChart(run: WorkloadRun): RenderedChart {
-  const names = run.policies.map((p) => p.name);
+  const drawn = [...drawnMetrics(run)];
   return {
     id: `itlb-${run.workload}`,
     title: `iTLB misses: ${run.workload}`,
     caption:
-      'Misses per million instruction fetches (modelled TLBs) next to the compulsory lower bound ' +
+      `Misses per million instruction fetches (modelled ${run.tlb} TLBs) next to the compulsory lower bound ` +
       '(distinct pages touched). Lower is better; the bound is the limit.',
     svg: renderBars({
-      categories: names,
+      categories: drawn.map(([name]) => name),
       yName: 'per million fetches',
       series: [
         {
           name: 'iTLB misses',
           colour: '#3b75af',
-          values: run.policies.map((p) => p.metrics.itlbMissesPerMillion),
+          values: drawn.map(([, m]) => m.itlbMissesPerMillion),
         },
         {
           name: 'lower bound',
           colour: '#b9c7d8',
-          values: run.policies.map((p) => p.metrics.itlbLowerBoundPerMillion),
+          values: drawn.map(([, m]) => m.itlbLowerBoundPerMillion),
         },
       ],
     }),

@@ -1,11 +1,21 @@
 /**
- * Number and text formatting shared by the HTML page, summary.md and the terminal table.
+ * Number and text formatting shared by the HTML page, summary.md and the terminal table, and the
+ * columns of the summary tables (headed in each arch's words, see vocabulary.ts).
  *
  * Why one place: the same figure must read the same in all three outputs (a reader comparing
  * the terminal table with the page should never see 1.50x in one and 1.5 in the other), and
  * units are always spelled out (KiB/MiB, %, per million) as the project's style asks.
  */
 import type { MetricKey, PolicyMetrics } from './types.js';
+import {
+  ALL_FLUSHES_LABEL,
+  GLOBAL_FLUSH_LABELS,
+  globalFlushColumns,
+  kernelLabel,
+  patchWritesLabel,
+  type SameAsRow,
+  vocabularyFor,
+} from './vocabulary.js';
 
 export function escapeHtml(text: string): string {
   return text
@@ -45,97 +55,167 @@ export interface Column {
   readonly better: 'low' | 'high' | null;
 }
 
-export const TABLE_COLUMNS: readonly Column[] = [
-  { key: 'liveBytes', heading: 'live', format: (m) => formatBytes(m.liveBytes), better: null },
-  { key: 'mappedBytes', heading: 'mapped', format: (m) => formatBytes(m.mappedBytes), better: 'low' },
-  { key: 'overhead', heading: 'mapped/live', format: (m) => formatRatio(m.overhead), better: 'low' },
-  {
-    key: 'largePageShare',
-    heading: 'exec on 2M',
-    format: (m) => formatPercent(m.largePageShare),
-    better: 'high',
-  },
-  {
-    key: 'directMap4kGrowthBytes',
-    heading: 'DirectMap4k +',
-    format: (m) => formatBytes(m.directMap4kGrowthBytes),
-    better: 'low',
-  },
-  {
-    key: 'directMapSplits',
-    heading: 'DM splits',
-    format: (m) => formatCount(m.directMapSplits),
-    better: 'low',
-  },
-  { key: 'shootdowns', heading: 'shootdowns', format: (m) => formatCount(m.shootdowns), better: 'low' },
-  { key: 'ipis', heading: 'IPIs', format: (m) => formatCount(m.ipis), better: 'low' },
-  // Local flushes are the cheap alternative to shootdowns: fewer is not better on its own.
-  {
-    key: 'localFlushes',
-    heading: 'local flushes',
-    format: (m) => formatCount(m.localFlushes),
-    better: null,
-  },
-  {
-    key: 'permissionFlips',
-    heading: 'perm flips',
-    format: (m) => formatCount(m.permissionFlips),
-    better: 'low',
-  },
-  {
-    key: 'itlbMissesPerMillion',
-    heading: 'iTLB miss/M',
-    format: (m) => `${m.itlbMissesPerMillion.toFixed(1)} (≥${m.itlbLowerBoundPerMillion.toFixed(1)})`,
-    better: 'low',
-  },
-  {
-    key: 'opsPerSecondRatio',
-    heading: 'speed',
-    format: (m) => formatRatio(m.opsPerSecondRatio),
-    better: 'high',
-  },
-  // Must be 0 everywhere: a non-zero value is flagged, not ranked.
-  { key: 'wxViolations', heading: 'W^X', format: (m) => formatCount(m.wxViolations), better: null },
-  { key: 'failures', heading: 'failed ops', format: (m) => formatCount(m.failures), better: null },
-];
+/** What the column choice looks at: the arch (its words) and the rows (non-zero flush kinds). */
+export interface ColumnSource {
+  readonly arch: string;
+  readonly policies: readonly { readonly metrics: PolicyMetrics }[];
+}
 
-/** The few columns the terminal table shows. */
-export const TERMINAL_KEYS: readonly MetricKey[] = [
-  'overhead',
-  'largePageShare',
-  'directMap4kGrowthBytes',
-  'shootdowns',
-  'itlbMissesPerMillion',
-  'opsPerSecondRatio',
-  'wxViolations',
-  'failures',
-];
+/**
+ * The summary table's columns for one run, headed in the run's arch's words (vocabulary.ts).
+ * The simulator's own speed is not a column: it says nothing about Linux (issue 11 item 12).
+ */
+export function tableColumns(run: ColumnSource): Column[] {
+  const v = vocabularyFor(run.arch);
+  const flushes = globalFlushColumns(
+    run.arch,
+    run.policies.map((p) => p.metrics),
+  );
+  return [
+    { key: 'liveBytes', heading: 'live', format: (m) => formatBytes(m.liveBytes), better: null },
+    { key: 'mappedBytes', heading: 'mapped', format: (m) => formatBytes(m.mappedBytes), better: 'low' },
+    { key: 'overhead', heading: 'mapped/live', format: (m) => formatRatio(m.overhead), better: 'low' },
+    {
+      key: 'largePageShare',
+      heading: 'exec on 2M',
+      format: (m) => formatPercent(m.largePageShare),
+      better: 'high',
+    },
+    {
+      key: 'directMap4kGrowthBytes',
+      heading: v.physMap4kGrowth,
+      format: (m) => formatBytes(m.directMap4kGrowthBytes),
+      better: 'low',
+    },
+    {
+      key: 'directMapSplits',
+      heading: v.physMapSplits,
+      format: (m) => formatCount(m.directMapSplits),
+      better: 'low',
+    },
+    ...flushes.map(
+      (key): Column => ({
+        key,
+        heading: GLOBAL_FLUSH_LABELS[key],
+        format: (m) => formatCount(m[key]),
+        better: 'low',
+      }),
+    ),
+    // Local flushes are the cheap alternative to global ones: fewer is not better on its own,
+    // nor is a smaller total of flushes of different reach.
+    {
+      key: 'localFlushes',
+      heading: 'local flushes',
+      format: (m) => formatCount(m.localFlushes),
+      better: null,
+    },
+    {
+      key: 'allFlushEvents',
+      heading: ALL_FLUSHES_LABEL,
+      format: (m) => formatCount(m.allFlushEvents),
+      better: null,
+    },
+    {
+      key: 'permissionFlips',
+      heading: 'perm flips',
+      format: (m) => formatCount(m.permissionFlips),
+      better: 'low',
+    },
+    // Alias writes are how some designs avoid permission flips: counted, not ranked.
+    { key: 'pokes', heading: patchWritesLabel(v), format: (m) => formatCount(m.pokes), better: null },
+    {
+      key: 'itlbMissesPerMillion',
+      heading: 'iTLB miss/M',
+      format: (m) => `${m.itlbMissesPerMillion.toFixed(1)} (≥${m.itlbLowerBoundPerMillion.toFixed(1)})`,
+      better: 'low',
+    },
+    // Must be 0 everywhere: a non-zero value is flagged, not ranked.
+    { key: 'wxViolations', heading: 'W^X', format: (m) => formatCount(m.wxViolations), better: null },
+    { key: 'failures', heading: 'failed ops', format: (m) => formatCount(m.failures), better: null },
+  ];
+}
 
-/** Rows holding the best value of a column (all of them on a tie); empty when the column has no direction. */
-export function bestRows(values: readonly number[], better: 'low' | 'high' | null): Set<number> {
-  const best = bestIndex(values, better);
+/** The few columns the terminal summary shows (global flushes without their IPIs). */
+export function terminalColumns(run: ColumnSource): Column[] {
+  const keep: readonly MetricKey[] = [
+    'overhead',
+    'largePageShare',
+    'directMap4kGrowthBytes',
+    'shootdowns',
+    'broadcastFlushes',
+    'allFlushEvents',
+    'itlbMissesPerMillion',
+    'wxViolations',
+    'failures',
+  ];
+  return tableColumns(run).filter((c) => keep.includes(c.key));
+}
+
+/**
+ * Rows holding the best value of a column (all of them on a tie); empty when the column has no
+ * direction. Rows in `skip` (designs shown as "= another design") are never ranked.
+ */
+export function bestRows(
+  values: readonly number[],
+  better: 'low' | 'high' | null,
+  skip: ReadonlySet<number> = new Set(),
+): Set<number> {
+  const best = bestIndex(values, better, skip);
   const rows = new Set<number>();
   if (best < 0) return rows;
   values.forEach((v, i) => {
-    if (v === values[best]) rows.add(i);
+    if (v === values[best] && !skip.has(i)) rows.add(i);
   });
   return rows;
 }
 
-/** Index of the best value in a column (ties: the first), or -1 when the column has no direction. */
-export function bestIndex(values: readonly number[], better: 'low' | 'high' | null): number {
-  if (better === null || values.length === 0) return -1;
-  let best = 0;
-  for (let i = 1; i < values.length; i++) {
-    if (better === 'low' ? values[i] < values[best] : values[i] > values[best]) best = i;
+/** Index of the best value in a column (ties: the first), or -1 when there is none to rank. */
+export function bestIndex(
+  values: readonly number[],
+  better: 'low' | 'high' | null,
+  skip: ReadonlySet<number> = new Set(),
+): number {
+  if (better === null) return -1;
+  let best = -1;
+  for (let i = 0; i < values.length; i++) {
+    if (skip.has(i)) continue;
+    if (best < 0 || (better === 'low' ? values[i] < values[best] : values[i] > values[best])) best = i;
   }
   return best;
 }
 
-/** Plain fixed-width text table (terminal). */
-export function textTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+/** A row of a text table: its cells, or leading cells then one text over the remaining columns. */
+export type TextRow = readonly string[] | { readonly cells: readonly string[]; readonly span: string };
+
+/**
+ * Plain fixed-width text table (terminal): the first `textColumns` columns (names) left-aligned,
+ * the figures right-aligned. A spanning row's text (e.g. "= execmem-6.10 on arm64") follows its
+ * leading cells without widening the columns it covers.
+ */
+export function textTable(header: readonly string[], rows: readonly TextRow[], textColumns = 1): string {
+  const cellsOf = (r: TextRow): readonly string[] => ('span' in r ? r.cells : r);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => cellsOf(r)[i]?.length ?? 0)));
   const line = (cells: readonly string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+    cells.map((c, i) => (i < textColumns ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const render = (r: TextRow) => ('span' in r ? `${line(r.cells)}  ${r.span}` : line(cellsOf(r)));
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(render)].join('\n');
+}
+
+/** Leading text columns of a terminal table of designs: policy and kernel. */
+export const TEXT_ROW_HEADER: readonly string[] = ['policy', 'kernel'];
+
+/**
+ * One row of a terminal table (policy, kernel, figures), or the same-as note spanning the figures
+ * (vocabulary.ts sameAsRows). Shared by `execmem compare` and `execmem report`'s summary so both
+ * print a design alike.
+ */
+export function textRow(
+  p: { name: string; modelled: boolean; kernel: string; metrics: PolicyMetrics },
+  columns: readonly Column[],
+  same: SameAsRow | null,
+  name = p.name,
+): TextRow {
+  const kernel = kernelLabel(p) ?? 'ours';
+  if (same?.collapsed) return { cells: [name, kernel], span: same.label };
+  return [same ? `${name} [${same.label}]` : name, kernel, ...columns.map((c) => c.format(p.metrics))];
 }

@@ -14,13 +14,24 @@ import {
   bestRows,
   escapeHtml,
   formatBytes,
+  formatCount,
   formatPercent,
   formatRatio,
-  TABLE_COLUMNS,
+  tableColumns,
 } from './format.js';
-import { MODELLED_VS_REAL } from './provenance.js';
-import type { MetricKey, PolicyMetrics, ReportData, WorkloadRun } from './types.js';
+import { modelledVsReal } from './provenance.js';
+import type { MetricKey, PolicyMetrics, PolicyRun, ReportData, WorkloadRun } from './types.js';
 import { checkReportData } from './types.js';
+import {
+  collapsedRows,
+  flushLegend,
+  GLOBAL_FLUSH_LABELS,
+  kernelLabel,
+  primaryGlobalFlush,
+  type SameAsRow,
+  sameAsRows,
+  vocabularyFor,
+} from './vocabulary.js';
 
 export const OUR_POLICY = 'execmem';
 
@@ -54,6 +65,8 @@ tr.ours td { background: #f0fdf4; }
 tr.ours td:first-child { font-weight: 650; color: var(--ours); }
 td.best { font-weight: 700; color: var(--accent); }
 td.bad { color: #b91c1c; font-weight: 700; }
+td.same { text-align: left; color: var(--muted); font-style: italic; }
+.kernel { display: block; color: var(--muted); font-size: 11px; font-weight: 400; }
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; }
 figure { margin: 0; background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 10px 12px 12px; }
 figure h3 { margin: 2px 0 4px; font-size: 15px; }
@@ -92,14 +105,15 @@ export function renderHtml(data: ReportData): RenderedReport {
     '<main>',
     '<header>',
     '<h1>execmem report</h1>',
-    `<div class="meta">Simulated ${escapeHtml(first.arch)} kernel machine · seed ${first.seed} · scale ${first.scale} · ` +
+    `<div class="meta">Simulated ${escapeHtml(first.arch)} kernel machine (${escapeHtml(first.tlb)} TLB geometry) · seed ${first.seed} · scale ${first.scale} · ` +
       `${data.runs.length} workloads · generated ${escapeHtml(data.generatedAt)} · regenerate with <code>${escapeHtml(data.command)}</code></div>`,
     '</header>',
     ...data.notes.map((n) => `<div class="note">${escapeHtml(n)}</div>`),
     headlineHtml(data),
     '<h2>Results by workload</h2>',
     '<p class="meta">Every policy ran the workload on an identical fresh machine. Blue bold: best in column. ' +
-      'iTLB misses per million fetches, compulsory lower bound in parentheses. W^X must be 0.</p>',
+      'iTLB misses per million fetches, compulsory lower bound in parentheses. W^X must be 0. ' +
+      `${escapeHtml(flushLegend(first.arch))}</p>`,
     ...data.runs.map(tableHtml),
     '<h2>Charts</h2>',
     `<div class="charts">${charts.map(figureHtml).join('\n')}</div>`,
@@ -108,7 +122,9 @@ export function renderHtml(data: ReportData): RenderedReport {
     areaLegendHtml(),
     areas.html,
     '<h2>What is modelled and what is real</h2>',
-    `<ul class="provenance">${MODELLED_VS_REAL.map((l) => `<li>${escapeHtml(l)}</li>`).join('')}</ul>`,
+    `<ul class="provenance">${modelledVsReal(first.arch, first.tlb)
+      .map((l) => `<li>${escapeHtml(l)}</li>`)
+      .join('')}</ul>`,
     '<footer>execmem · this page is self-contained (no scripts, no network). Charts: Apache ECharts, rendered to SVG at generation time.</footer>',
     '</main>',
   ].join('\n');
@@ -135,25 +151,43 @@ function figureHtml(chart: RenderedChart): string {
   );
 }
 
+/** The policy cell: name, "(ours)" or the kernel version modelled, and the same-as note when figures are kept. */
+function policyCellHtml(p: PolicyRun, same: SameAsRow | null): string {
+  const name = p.name === OUR_POLICY ? `${p.name} (ours)` : p.name;
+  const kernel = kernelLabel(p);
+  const note = same && !same.collapsed ? ` [${same.label}]` : '';
+  const sub = kernel === null ? '' : `<span class="kernel">${escapeHtml(kernel)}</span>`;
+  return `<td>${escapeHtml(name + note)}${sub}</td>`;
+}
+
 function tableHtml(run: WorkloadRun): string {
-  const best = TABLE_COLUMNS.map((c) =>
+  const columns = tableColumns(run);
+  const same = sameAsRows(run.arch, run.policies);
+  const collapsed = collapsedRows(run.arch, run.policies);
+  const best = columns.map((c) =>
     bestRows(
       run.policies.map((p) => p.metrics[c.key]),
       c.better,
+      collapsed,
     ),
   );
-  const head = `<tr><th>policy</th>${TABLE_COLUMNS.map((c) => `<th>${escapeHtml(c.heading)}</th>`).join('')}</tr>`;
+  const head = `<tr><th>policy</th>${columns.map((c) => `<th>${escapeHtml(c.heading)}</th>`).join('')}</tr>`;
   const rows = run.policies.map((p, row) => {
-    const cells = TABLE_COLUMNS.map((c, col) => {
+    const tr = `<tr${p.name === OUR_POLICY ? ' class="ours"' : ''}>`;
+    const s = same[row];
+    const first = policyCellHtml(p, s);
+    if (s?.collapsed) {
+      return `${tr}${first}<td class="same" colspan="${columns.length}">${escapeHtml(s.label)}</td></tr>`;
+    }
+    const cells = columns.map((c, col) => {
       const bad = (c.key === 'wxViolations' || c.key === 'failures') && p.metrics[c.key] > 0;
       const cls = bad ? 'bad' : best[col].has(row) ? 'best' : '';
       return `<td${cls ? ` class="${cls}"` : ''}>${escapeHtml(c.format(p.metrics))}</td>`;
     });
-    const label = p.name === OUR_POLICY ? `${p.name} (ours)` : p.name;
-    return `<tr${p.name === OUR_POLICY ? ' class="ours"' : ''}><td>${escapeHtml(label)}</td>${cells.join('')}</tr>`;
+    return `${tr}${first}${cells.join('')}</tr>`;
   });
   return (
-    `<h3 id="w-${escapeHtml(run.workload)}">${escapeHtml(run.workload)} <span class="meta">(${escapeHtml(run.arch)}, seed ${run.seed})</span></h3>` +
+    `<h3 id="w-${escapeHtml(run.workload)}">${escapeHtml(run.workload)} <span class="meta">(${escapeHtml(run.arch)}, seed ${run.seed}, ${escapeHtml(run.tlb)} TLBs)</span></h3>` +
     `<div class="table-wrap"><table class="results" data-workload="${escapeHtml(run.workload)}"><thead>${head}</thead>` +
     `<tbody>${rows.join('')}</tbody></table></div>`
   );
@@ -166,36 +200,50 @@ interface Headline {
   readonly format: (m: PolicyMetrics) => string;
 }
 
-const HEADLINES: readonly Headline[] = [
-  { key: 'overhead', label: 'mapped / live', better: 'low', format: (m) => formatRatio(m.overhead) },
-  {
-    key: 'largePageShare',
-    label: 'exec bytes on 2 MiB',
-    better: 'high',
-    format: (m) => formatPercent(m.largePageShare),
-  },
-  { key: 'shootdowns', label: 'global shootdowns', better: 'low', format: (m) => String(m.shootdowns) },
-  {
-    key: 'directMap4kGrowthBytes',
-    label: 'DirectMap4k growth',
-    better: 'low',
-    format: (m) => formatBytes(m.directMap4kGrowthBytes),
-  },
-  {
-    key: 'itlbMissesPerMillion',
-    label: 'iTLB misses / M',
-    better: 'low',
-    format: (m) => m.itlbMissesPerMillion.toFixed(1),
-  },
-];
+/** The headline figures, in the arch's words (its own global-flush kind, its map's name). */
+function headlines(arch: string): Headline[] {
+  const v = vocabularyFor(arch);
+  const flush = primaryGlobalFlush(arch);
+  return [
+    { key: 'overhead', label: 'mapped / live', better: 'low', format: (m) => formatRatio(m.overhead) },
+    {
+      key: 'largePageShare',
+      label: 'exec bytes on 2 MiB',
+      better: 'high',
+      format: (m) => formatPercent(m.largePageShare),
+    },
+    {
+      key: flush,
+      label: GLOBAL_FLUSH_LABELS[flush],
+      better: 'low',
+      format: (m) => formatCount(m[flush]),
+    },
+    {
+      key: 'directMap4kGrowthBytes',
+      label: `${v.physMap} 4 KiB growth`,
+      better: 'low',
+      format: (m) => formatBytes(m.directMap4kGrowthBytes),
+    },
+    {
+      key: 'itlbMissesPerMillion',
+      label: 'iTLB misses / M',
+      better: 'low',
+      format: (m) => m.itlbMissesPerMillion.toFixed(1),
+    },
+  ];
+}
 
-/** Our numbers against the best Linux design on the headline workload (mixed if present). */
+/**
+ * Our numbers against the best Linux design on the headline workload (mixed if present). A
+ * design shown as "= another design" is that design: it is not a second contender.
+ */
 function headlineHtml(data: ReportData): string {
   const run = data.runs.find((r) => r.workload === 'mixed') ?? data.runs[0];
+  const collapsed = collapsedRows(run.arch, run.policies);
   const ours = run.policies.find((p) => p.name === OUR_POLICY);
-  const others = run.policies.filter((p) => p.name !== OUR_POLICY);
+  const others = run.policies.filter((p, i) => p.name !== OUR_POLICY && !collapsed.has(i));
   if (!ours || others.length === 0) return '';
-  const cards = HEADLINES.map((h) => {
+  const cards = headlines(run.arch).map((h) => {
     const values = others.map((p) => p.metrics[h.key]);
     const bestOther = others[bestIndex(values, h.better)];
     const mine = ours.metrics[h.key];
@@ -217,13 +265,16 @@ function headlineHtml(data: ReportData): string {
 function areasHtml(data: ReportData): { html: string; count: number } {
   let count = 0;
   const blocks = data.runs.map((run, i) => {
-    const pictures = run.policies.map((p) => {
+    const same = sameAsRows(run.arch, run.policies);
+    const pictures = run.policies.map((p, row) => {
+      const note = same[row];
       if (!p.area) {
         return `<div class="area"><h4>${escapeHtml(p.name)}</h4><div class="sub">no area map from this run</div></div>`;
       }
       const pic = renderAreaMap(p.area, `${run.workload}-${p.name}`);
       count++;
       const sub =
+        (note ? `${note.label} · ` : '') +
         `${pic.mappedTiles} of ${pic.tileCount} blocks mapped · ${formatBytes(p.metrics.liveBytes)} live · ` +
         `from ${hexAddr(pic.firstVa)}` +
         (pic.note ? ` · ${pic.note}` : '');

@@ -13,8 +13,9 @@ export { renderAreaMap, TYPE_COLOURS } from './area-map.js';
 export { chartIds, renderCharts } from './charts.js';
 export { renderHtml } from './html.js';
 export { renderMarkdown, renderTerminalSummary } from './markdown.js';
-export { MODELLED_VS_REAL } from './provenance.js';
+export { modelledVsReal } from './provenance.js';
 export * from './types.js';
+export { sameAsLabel, VOCABULARIES, vocabularyFor } from './vocabulary.js';
 
 export interface WrittenReport {
   readonly htmlPath: string;

@@ -3,27 +3,43 @@
  *
  * Why markdown next to the HTML: the summary is what goes into the README ("the latest report
  * table", issue 7), into a mailing-list reply or a commit message; it must read well as plain
- * text and diff cleanly between runs, so it has no timestamps inside the tables.
+ * text and diff cleanly between runs, so it has no timestamps inside the tables. Headings are in
+ * the run's arch's words (vocabulary.ts), a design that is another on this arch is one line
+ * saying so, and each Linux design carries the kernel version it models.
  */
-import { bestRows, TABLE_COLUMNS, TERMINAL_KEYS, textTable } from './format.js';
-import { MODELLED_VS_REAL } from './provenance.js';
-import type { ReportData, WorkloadRun } from './types.js';
+import { bestRows, TEXT_ROW_HEADER, tableColumns, terminalColumns, textRow, textTable } from './format.js';
+import { modelledVsReal } from './provenance.js';
+import type { PolicyRun, ReportData, WorkloadRun } from './types.js';
+import { collapsedRows, flushLegend, kernelLabel, type SameAsRow, sameAsRows } from './vocabulary.js';
+
+/** "execmem-6.10 (Linux 6.10)", "**execmem** (ours)", with the same-as note when figures are kept. */
+function policyLabel(p: PolicyRun, same: SameAsRow | null): string {
+  const kernel = kernelLabel(p);
+  const label = kernel === null ? `**${p.name}** (ours)` : `${p.name} (${kernel})`;
+  return same && !same.collapsed ? `${label} [${same.label}]` : label;
+}
 
 function markdownTable(run: WorkloadRun): string {
-  const header = ['policy', ...TABLE_COLUMNS.map((c) => c.heading)];
-  const best = TABLE_COLUMNS.map((c) =>
+  const columns = tableColumns(run);
+  const same = sameAsRows(run.arch, run.policies);
+  const collapsed = collapsedRows(run.arch, run.policies);
+  const header = ['policy', ...columns.map((c) => c.heading)];
+  const best = columns.map((c) =>
     bestRows(
       run.policies.map((p) => p.metrics[c.key]),
       c.better,
+      collapsed,
     ),
   );
-  const rows = run.policies.map((p, row) => [
-    p.name === 'execmem' ? '**execmem** (ours)' : p.name,
-    ...TABLE_COLUMNS.map((c, col) =>
-      best[col].has(row) ? `**${c.format(p.metrics)}**` : c.format(p.metrics),
-    ),
-  ]);
-  const align = ['---', ...TABLE_COLUMNS.map(() => '---:')];
+  const rows = run.policies.map((p, row) => {
+    const s = same[row];
+    // A collapsed row: its note in the first figure cell, the others blank (markdown cannot span).
+    const cells = s?.collapsed
+      ? [s.label, ...columns.slice(1).map(() => '')]
+      : columns.map((c, col) => (best[col].has(row) ? `**${c.format(p.metrics)}**` : c.format(p.metrics)));
+    return [policyLabel(p, s), ...cells];
+  });
+  const align = ['---', ...columns.map(() => '---:')];
   return [header, align, ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
 }
 
@@ -32,8 +48,9 @@ export function renderMarkdown(data: ReportData): string {
   const first = data.runs[0];
   out.push(
     `Every policy ran every workload on an identical fresh simulated ${first.arch} machine ` +
-      `(seed ${first.seed}, scale ${first.scale}). Bold marks the best value in a column. ` +
-      'iTLB misses are per million instruction fetches, with the compulsory lower bound in parentheses.',
+      `(${first.tlb} TLB geometry, seed ${first.seed}, scale ${first.scale}). Bold marks the best value in a column. ` +
+      'iTLB misses are per million instruction fetches, with the compulsory lower bound in parentheses. ' +
+      flushLegend(first.arch),
     '',
   );
   for (const note of data.notes) out.push(`> ${note}`, '');
@@ -41,19 +58,21 @@ export function renderMarkdown(data: ReportData): string {
     out.push(`## ${run.workload}`, '', markdownTable(run), '');
   }
   out.push('## What is modelled and what is real', '');
-  for (const line of MODELLED_VS_REAL) out.push(`- ${line}`);
+  for (const line of modelledVsReal(first.arch, first.tlb)) out.push(`- ${line}`);
   out.push('', `Regenerate with \`${data.command}\`.`, '');
   return out.join('\n');
 }
 
 /** The short table printed on the terminal after `execmem report`. */
 export function renderTerminalSummary(data: ReportData): string {
-  const columns = TABLE_COLUMNS.filter((c) => TERMINAL_KEYS.includes(c.key));
   const blocks: string[] = [];
   for (const run of data.runs) {
-    const rows = run.policies.map((p) => [p.name, ...columns.map((c) => c.format(p.metrics))]);
+    const columns = terminalColumns(run);
+    const same = sameAsRows(run.arch, run.policies);
+    const rows = run.policies.map((p, row) => textRow(p, columns, same[row]));
     blocks.push(
-      `${run.workload} (${run.arch}, seed ${run.seed})\n${textTable(['policy', ...columns.map((c) => c.heading)], rows)}`,
+      `${run.workload} (${run.arch}, seed ${run.seed}, ${run.tlb} TLBs)\n` +
+        textTable([...TEXT_ROW_HEADER, ...columns.map((c) => c.heading)], rows, TEXT_ROW_HEADER.length),
     );
   }
   return blocks.join('\n\n');
