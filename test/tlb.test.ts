@@ -151,6 +151,7 @@ const TINY_SPLIT: TlbProfile = {
   name: 'tiny-split',
   source: 'test',
   unverified: [],
+  threadsPerCore: 1,
   l1i: [
     { name: 'i4k', entries: 4, ways: 2, levels: [1] },
     { name: 'i2m', entries: 2, ways: 2, levels: [2], smash1g: true },
@@ -171,6 +172,7 @@ const TINY_AMD: TlbProfile = {
   name: 'tiny-amd',
   source: 'test',
   unverified: [],
+  threadsPerCore: 1,
   l1i: [{ name: 'i', entries: 3, ways: 3, levels: [1, 2, 3] }],
   l1d: [{ name: 'd', entries: 3, ways: 3, levels: [1, 2, 3] }],
   l2i: [{ name: 'l2i', entries: 4, ways: 2, levels: [1, 2], smash1g: true }],

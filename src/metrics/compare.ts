@@ -15,8 +15,9 @@
  *   mapped / live compares designs on one unit. policyMappedBytes (the design's own accounting)
  *   is reported beside it as a cross-check.
  * - The instruction-fetch model (src/metrics/fetch-model.ts, engineer M2) runs at every exec hint
- *   of the trace on the code that is live at that moment, on every CPU, cold TLBs per run; its
- *   cold-start local flushes and walks are subtracted from the allocator's figures.
+ *   of the trace on the code that is live at that moment, on every CPU, with the TLBs as the
+ *   workload left them (steady state: no flush of its own, so nothing to subtract); its lower bound
+ *   is the machine's per-CPU infinite-TLB count (CpuTlb.iBoundMisses).
  * - Speed: allocator calls are timed one by one (performance.now around each call, outside the
  *   W^X sampling and the fetch model) and reported as operations per second relative to the
  *   slowest policy of the same run (opsPerSecondRatio). Ratios only; absolute times vary.
@@ -119,6 +120,11 @@ export interface PolicyMetrics {
   fetches: number;
   itlbMisses: number;
   itlbMissesPerMillion: number;
+  /**
+   * Lower bound per million fetches: the misses an infinite-capacity TLB would take on the same
+   * CPUs with the same flushes (per CPU, first instruction access to a leaf since that CPU last
+   * invalidated it; FetchReport.boundMisses). Not the distinct leaves touched.
+   */
   itlbLowerBoundPerMillion: number;
   fetchFaults: number;
   /** Max of the W^X audit over samples after every event (must be 0). */
@@ -293,7 +299,6 @@ interface FetchTotals {
   misses: number;
   lowerBound: number;
   faults: number;
-  localFlushes: number;
   walks: number;
 }
 
@@ -309,7 +314,7 @@ function runOne(
   const c0 = { ...machine.counters };
   const dm0 = machine.directMapStats();
   const timed = new TimedAllocator(policy);
-  const totals: FetchTotals = { fetches: 0, misses: 0, lowerBound: 0, faults: 0, localFlushes: 0, walks: 0 };
+  const totals: FetchTotals = { fetches: 0, misses: 0, lowerBound: 0, faults: 0, walks: 0 };
   const cpus = Array.from({ length: machine.cpuCount }, (_, i) => i);
   let wxMax = 0;
   let wxTotal = 0;
@@ -326,9 +331,8 @@ function runOne(
     execRuns++;
     totals.fetches += r.fetches;
     totals.misses += r.itlbMisses;
-    totals.lowerBound += r.distinctLeaves.total;
+    totals.lowerBound += r.boundMisses;
     totals.faults += r.faults;
-    totals.localFlushes += r.localFlushesAdded;
     totals.walks += r.pageWalks;
   };
   const result = replay(trace, timed, {
@@ -365,7 +369,7 @@ function runOne(
     shootdowns: c1.shootdowns - c0.shootdowns,
     ipis: c1.ipis - c0.ipis,
     broadcastFlushes: c1.broadcastFlushes - c0.broadcastFlushes,
-    localFlushes: c1.localFlushes - c0.localFlushes - totals.localFlushes,
+    localFlushes: c1.localFlushes - c0.localFlushes,
     permissionFlips: c1.cpaCalls - c0.cpaCalls,
     pokes: c1.pokes - c0.pokes,
     fetches: totals.fetches,
