@@ -38,6 +38,7 @@ import { alignDown, alignUp, hexAddr, SZ_2M } from '../base/addr.js';
 import { assert } from '../base/assert.js';
 import { Rng } from '../base/rng.js';
 import { createMachine, type Machine, type MachineConfig } from '../machine/machine.js';
+import { defaultTlbProfile } from '../machine/tlb-profiles.js';
 import { PTE_NX, PTE_PRESENT } from '../machine/types.js';
 import {
   type InstrumentedAllocator,
@@ -246,7 +247,7 @@ function createMachineInfo(config: MachineConfig, ageFraction: number): CompareR
   return {
     memoryBytes: config.memoryBytes ?? 16 * 1024 ** 3,
     cpus: config.cpus ?? 4,
-    tlb: config.tlb ?? 'skylake',
+    tlb: config.tlb ?? defaultTlbProfile(config.arch ?? 'x86_64'),
     ageFraction,
   };
 }

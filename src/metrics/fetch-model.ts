@@ -83,7 +83,7 @@ export interface FetchReport {
   readonly l1Misses: number;
   /** Machine page-walk counter delta over the run (fetch walks plus any other walks meanwhile). */
   readonly pageWalks: number;
-  /** Distinct 4 KiB pages touched: the compulsory misses if everything were on 4 KiB pages. */
+  /** Distinct 4 KiB pages touched: the footprint if everything were on 4 KiB pages (not a bound). */
   readonly distinctPages4k: number;
   /** Distinct leaves touched, by their actual size: the footprint of the touched code (not a bound). */
   readonly distinctLeaves: {
