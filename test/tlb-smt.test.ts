@@ -12,6 +12,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { createMachine } from '../src/machine/machine.js';
 import { type CpuTlb, createCpuTlbs, type TlbSide } from '../src/machine/tlb.js';
 import { TLB_PROFILES, type TlbProfile } from '../src/machine/tlb-profiles.js';
 import { LEVEL_BYTES, type LeafLevel, type Translation } from '../src/machine/types.js';
@@ -176,5 +177,23 @@ describe('SMT core: targeted behaviour (skylake)', () => {
       evicted[0].map((t) => t.va),
       [0],
     );
+  });
+});
+
+describe('SMT core: the machine fetch micro-cache with a shared L1 iTLB (zen4)', () => {
+  it("the sibling's fetches drop the cached L1 hit, so a hot page keeps its LRU place", () => {
+    const m = createMachine({ arch: 'x86_64', memoryBytes: G1, cpus: 2, tlb: 'zen4', seed: 1 });
+    const area = m.vmalloc({ sizeBytes: 65 * K4, range: m.arch.layout.vmalloc, prot: 'rox' });
+    const hot = area.va;
+    m.ifetch(0, hot);
+    for (let i = 1; i <= 64; i++) {
+      m.ifetch(1, area.va + i * K4); // fills the shared 64-entry L1 iTLB
+      m.ifetch(0, hot + 16); // a real lookup again: refreshes the hot entry
+    }
+    const s = m.tlbs[0].stats.i;
+    assert.deepEqual(s, { l1Hits: 64, l2Hits: 0, misses: 1 });
+    const l1 = s.l1Hits;
+    assert.ok(m.tlbs[0].lookup('i', hot), 'still cached');
+    assert.equal(s.l1Hits, l1 + 1, 'in the L1: it was used after every sibling fill');
   });
 });
