@@ -11,13 +11,14 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { Rng } from '../src/base/rng.js';
 import { createMachine, type Machine } from '../src/machine/machine.js';
+import type { TlbProfileName } from '../src/machine/tlb-profiles.js';
 import { type FetchFunction, FetchModelError, runFetchModel } from '../src/metrics/fetch-model.js';
 
 const K4 = 4096;
 const M2 = 2 * 1024 * 1024;
 const GIB = 2 ** 30;
 
-function machine(tlb: 'skylake' | 'zen4' = 'skylake', cpus = 1): Machine {
+function machine(tlb: TlbProfileName = 'skylake', cpus = 1): Machine {
   return createMachine({ arch: 'x86_64', memoryBytes: GIB, cpus, tlb, seed: 1 });
 }
 
@@ -51,9 +52,10 @@ describe('fetch model: exact counts', () => {
     assert.equal(r.l1Misses, 1);
     assert.equal(r.distinctPages4k, 1);
     assert.deepEqual(r.distinctLeaves, { k4: 1, m2: 0, g1: 0, total: 1 });
+    assert.equal(r.boundMisses, 1);
     assert.equal(r.missesPerMillion, 1e6 / 40);
     assert.equal(r.lowerBoundPerMillion, 1e6 / 40);
-    assert.equal(r.localFlushesAdded, 1);
+    assert.equal(r.localFlushesAdded, 0, 'steady state: the model adds no flush');
     assert.equal(r.faults, 0);
   });
 
@@ -86,20 +88,36 @@ describe('fetch model: exact counts', () => {
     assert.ok(r.distinctLeaves.total <= 1, 'the guard page has no leaf');
   });
 
-  it('no cold start: a warm TLB can go below the compulsory count, and no flush is added', () => {
+  it('steady state by default: a second run over the same code takes no miss and no bound miss', () => {
     const m = machine();
     const va = area(m, K4);
     runFetchModel(m, [{ va, sizeBytes: 64 }], { calls: 1, exponent: 1, rng: new Rng(1) });
     const flushes0 = m.counters.localFlushes;
-    const r = runFetchModel(m, [{ va, sizeBytes: 64 }], {
-      calls: 5,
-      exponent: 1,
-      rng: new Rng(1),
-      coldStart: false,
-    });
+    const r = runFetchModel(m, [{ va, sizeBytes: 64 }], { calls: 5, exponent: 1, rng: new Rng(1) });
     assert.equal(r.itlbMisses, 0);
+    assert.equal(r.boundMisses, 0);
+    assert.equal(r.lowerBoundPerMillion, 0);
+    assert.deepEqual(r.distinctLeaves, { k4: 1, m2: 0, g1: 0, total: 1 }, 'the footprint is still there');
     assert.equal(r.localFlushesAdded, 0);
     assert.equal(m.counters.localFlushes, flushes0);
+  });
+
+  it('coldStart (explicit) flushes the used CPUs first: the misses and the bound come back', () => {
+    const m = machine('skylake', 2);
+    const va = area(m, K4);
+    runFetchModel(m, [{ va, sizeBytes: 64 }], { calls: 4, exponent: 1, rng: new Rng(1), cpus: [0, 1] });
+    const flushes0 = m.counters.localFlushes;
+    const r = runFetchModel(m, [{ va, sizeBytes: 64 }], {
+      calls: 40,
+      exponent: 1,
+      rng: new Rng(3),
+      cpus: [0, 1],
+      coldStart: true,
+    });
+    assert.equal(r.localFlushesAdded, 2);
+    assert.equal(m.counters.localFlushes, flushes0 + 2);
+    assert.equal(r.itlbMisses, 2, 'one walk per CPU');
+    assert.equal(r.boundMisses, 2);
   });
 });
 
@@ -142,14 +160,15 @@ describe('fetch model: placement matters the way the thread says', () => {
     };
     const a = make();
     assert.deepEqual(a, make());
-    assert.equal(a.localFlushesAdded, 2);
+    assert.equal(a.localFlushesAdded, 0);
+    assert.ok(a.boundMisses >= 300 && a.boundMisses <= 2 * 600, `${a.boundMisses}`);
   });
 });
 
 describe('fetch model: invariants over random placements', () => {
-  it('misses >= compulsory lower bound, l1 misses >= misses, walks = misses, fetches = whole calls', () => {
-    for (const tlb of ['skylake', 'zen4'] as const) {
-      const m = machine(tlb);
+  it('misses >= per-CPU lower bound, l1 misses >= misses, walks = misses, fetches = whole calls (warm)', () => {
+    for (const tlb of ['skylake', 'zen4', 'neoverse-n1'] as const) {
+      const m = machine(tlb, 3);
       const small = area(m, 3004 * K4);
       const huge = area(m, 8 * M2, { huge: true }); // 4096 pages: room for page 3000 + 5000 B
       fc.assert(
@@ -167,9 +186,12 @@ describe('fetch model: invariants over random placements', () => {
           (specs, useHuge, calls) => {
             const base = useHuge ? huge : small;
             const fns = specs.map((s) => ({ va: base + s.page * K4 + s.off, sizeBytes: s.size }));
-            const r = runFetchModel(m, fns, { calls, exponent: 1, rng: new Rng(calls) });
+            const r = runFetchModel(m, fns, { calls, exponent: 1, rng: new Rng(calls), cpus: [0, 1, 2] });
             assert.equal(r.faults, 0);
-            assert.ok(r.itlbMisses >= r.distinctLeaves.total);
+            assert.ok(r.itlbMisses >= r.boundMisses, `${r.itlbMisses} >= ${r.boundMisses}`);
+            // each CPU needs a leaf at most once while nothing is flushed (warm, no flush here)
+            assert.ok(r.boundMisses <= 3 * r.distinctLeaves.total);
+            for (const t of m.tlbs) t.checkShadow();
             assert.ok(r.l1Misses >= r.itlbMisses);
             assert.equal(r.pageWalks, r.itlbMisses);
             assert.ok(r.distinctLeaves.total <= r.distinctPages4k);

@@ -1,225 +1,20 @@
 /**
- * Tests of the per-CPU TLB model (src/machine/tlb.ts) and its profiles.
+ * Tests of the per-CPU TLB model (src/machine/tlb.ts) and its profiles, one thread per core.
  *
- * Why a reference model: the TLB keeps its state in typed arrays with LRU stamps for speed; the
- * reference below keeps each set as a plain list in recency order, the textbook definition of
- * LRU. Random operation sequences must give identical hits, misses, returned translations,
- * eviction callbacks, flush counts and occupancy in both.
+ * Why a reference model (test/tlb-ref.ts): the TLB keeps its state in typed arrays with LRU stamps
+ * for speed; the reference keeps each set as a plain list in recency order, the textbook
+ * definition of LRU. Random operation sequences must give identical hits, misses, returned
+ * translations, eviction callbacks, flush counts, occupancy and lower-bound counts in both.
+ * SMT sharing is tested in test/tlb-smt.test.ts.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { MachineError } from '../src/machine/errors.js';
 import { CpuTlb, type TlbSide, type TlbStats } from '../src/machine/tlb.js';
-import { TLB_PROFILES, type TlbArraySpec, type TlbProfile } from '../src/machine/tlb-profiles.js';
+import { TLB_PROFILES, type TlbProfile } from '../src/machine/tlb-profiles.js';
 import { LEVEL_BYTES, type LeafLevel, type Translation } from '../src/machine/types.js';
-
-const K4 = 4096;
-const M2 = 2 * 1024 * 1024;
-const G1 = 1024 * 1024 * 1024;
-
-function tr(va: number, level: LeafLevel, flags = 1): Translation {
-  return { va, level, pfn: va / K4, flags };
-}
-
-function same(a: Translation | undefined, b: Translation | undefined): boolean {
-  if (a === undefined || b === undefined) return a === b;
-  return a.va === b.va && a.level === b.level && a.pfn === b.pfn && a.flags === b.flags;
-}
-
-// ---------------------------------------------------------------- reference model
-
-interface RefSlot {
-  key: string;
-  t: Translation;
-}
-
-class RefArray {
-  readonly sets: RefSlot[][];
-  constructor(readonly spec: TlbArraySpec) {
-    this.sets = Array.from({ length: spec.entries / spec.ways }, () => []);
-  }
-  keyLevel(level: LeafLevel): LeafLevel | 0 {
-    if (this.spec.levels.includes(level)) return level;
-    if (level === 3 && this.spec.smash1g) return 2;
-    return 0;
-  }
-  private where(va: number, keyLevel: LeafLevel): { set: RefSlot[]; key: string } {
-    const page = Math.floor(va / LEVEL_BYTES[keyLevel]);
-    return { set: this.sets[page % this.sets.length], key: `${keyLevel}:${page}` };
-  }
-  find(va: number): Translation | undefined {
-    for (const level of [...this.spec.levels].sort()) {
-      const { set, key } = this.where(va, level);
-      const i = set.findIndex((s) => s.key === key);
-      if (i >= 0) {
-        const [slot] = set.splice(i, 1);
-        set.push(slot);
-        return slot.t;
-      }
-    }
-    return undefined;
-  }
-  put(t: Translation, accessVa: number): Translation | undefined {
-    const kl = this.keyLevel(t.level);
-    assert.notEqual(kl, 0);
-    const { set, key } = this.where(kl === t.level ? t.va : accessVa, kl as LeafLevel);
-    const i = set.findIndex((s) => s.key === key);
-    if (i >= 0) {
-      const [old] = set.splice(i, 1);
-      set.push({ key, t });
-      return same(old.t, t) ? undefined : old.t;
-    }
-    set.push({ key, t });
-    if (set.length > this.spec.ways) return set.shift()!.t;
-    return undefined;
-  }
-  all(): Translation[] {
-    return this.sets.flatMap((s) => s.map((x) => x.t));
-  }
-  drop(start: number, end: number): number {
-    let n = 0;
-    for (const set of this.sets) {
-      for (let i = set.length - 1; i >= 0; i--) {
-        const t = set[i].t;
-        if (t.va < end && t.va + LEVEL_BYTES[t.level] > start) {
-          set.splice(i, 1);
-          n++;
-        }
-      }
-    }
-    return n;
-  }
-}
-
-class RefTlb {
-  stats = { i: { l1Hits: 0, l2Hits: 0, misses: 0 }, d: { l1Hits: 0, l2Hits: 0, misses: 0 } };
-  evicted: Translation[] = [];
-  l1: Record<TlbSide, RefArray[]>;
-  l2: Record<TlbSide, RefArray[]>;
-  arrays: RefArray[];
-  constructor(p: TlbProfile) {
-    const shared = p.l2shared.map((s) => new RefArray(s));
-    this.l1 = { i: p.l1i.map((s) => new RefArray(s)), d: p.l1d.map((s) => new RefArray(s)) };
-    this.l2 = {
-      i: [...p.l2i.map((s) => new RefArray(s)), ...shared],
-      d: [...p.l2d.map((s) => new RefArray(s)), ...shared],
-    };
-    this.arrays = [...this.l1.i, ...this.l1.d, ...new Set([...this.l2.i, ...this.l2.d])];
-  }
-  private fill(arrays: RefArray[], t: Translation, va: number): void {
-    const a = arrays.find((x) => x.keyLevel(t.level) !== 0);
-    if (!a) return;
-    const gone = a.put(t, va);
-    if (gone && !this.arrays.some((x) => x.all().some((y) => same(y, gone)))) this.evicted.push(gone);
-  }
-  lookup(side: TlbSide, va: number): Translation | undefined {
-    for (const a of this.l1[side]) {
-      const t = a.find(va);
-      if (t) {
-        this.stats[side].l1Hits++;
-        return t;
-      }
-    }
-    for (const a of this.l2[side]) {
-      const t = a.find(va);
-      if (t) {
-        this.stats[side].l2Hits++;
-        this.fill(this.l1[side], t, va);
-        return t;
-      }
-    }
-    this.stats[side].misses++;
-    return undefined;
-  }
-  insert(side: TlbSide, t: Translation, va: number): void {
-    this.fill(this.l1[side], t, va);
-    this.fill(this.l2[side], t, va);
-  }
-  flushRange(va: number, size: number): number {
-    return this.arrays.reduce((n, a) => n + a.drop(va, va + size), 0);
-  }
-  count(): number {
-    return this.arrays.reduce((n, a) => n + a.all().length, 0);
-  }
-}
-
-// ---------------------------------------------------------------- profiles and address space
-
-/** Tiny geometry so that random sequences hit conflicts and evictions quickly. */
-const TINY_SPLIT: TlbProfile = {
-  name: 'tiny-split',
-  source: 'test',
-  unverified: [],
-  l1i: [
-    { name: 'i4k', entries: 4, ways: 2, levels: [1] },
-    { name: 'i2m', entries: 2, ways: 2, levels: [2], smash1g: true },
-  ],
-  l1d: [
-    { name: 'd4k', entries: 4, ways: 2, levels: [1] },
-    { name: 'd2m', entries: 2, ways: 1, levels: [2] },
-    { name: 'd1g', entries: 1, ways: 1, levels: [3] },
-  ],
-  l2i: [],
-  l2d: [],
-  l2shared: [
-    { name: 's', entries: 8, ways: 2, levels: [1, 2] },
-    { name: 's1g', entries: 2, ways: 2, levels: [3] },
-  ],
-};
-const TINY_AMD: TlbProfile = {
-  name: 'tiny-amd',
-  source: 'test',
-  unverified: [],
-  l1i: [{ name: 'i', entries: 3, ways: 3, levels: [1, 2, 3] }],
-  l1d: [{ name: 'd', entries: 3, ways: 3, levels: [1, 2, 3] }],
-  l2i: [{ name: 'l2i', entries: 4, ways: 2, levels: [1, 2], smash1g: true }],
-  l2d: [{ name: 'l2d', entries: 8, ways: 4, levels: [1, 2], smash1g: true }],
-  l2shared: [],
-};
-
-/**
- * The "page table": 1 GiB region 0 holds 4 KiB pages, region 1 holds 2 MiB pages (or 4 KiB
- * pages after a 'split' op, without a flush, so stale entries of both sizes overlap), region 2
- * is one 1 GiB page.
- */
-function walk(va: number, flags: number, region1Split: boolean): Translation {
-  if (va < G1 || (va < 2 * G1 && region1Split)) return tr(Math.floor(va / K4) * K4, 1, flags);
-  if (va < 2 * G1) return tr(Math.floor(va / M2) * M2, 2, flags);
-  return tr(2 * G1, 3, flags);
-}
-
-const vaArb = fc.oneof(
-  fc.integer({ min: 0, max: 40 }).map((p) => p * K4 + 7),
-  fc.integer({ min: 0, max: 12 }).map((p) => G1 + p * M2 + 100),
-  fc.integer({ min: 0, max: 6 }).map((w) => 2 * G1 + w * M2 + 3),
-);
-type Op =
-  | { op: 'access'; side: TlbSide; va: number; flags: number }
-  | { op: 'flush'; va: number; size: number }
-  | { op: 'flushAll' }
-  | { op: 'split' };
-const opArb: fc.Arbitrary<Op> = fc.oneof(
-  {
-    weight: 12,
-    arbitrary: fc.record({
-      op: fc.constant('access' as const),
-      side: fc.constantFrom<TlbSide>('i', 'd'),
-      va: vaArb,
-      flags: fc.constantFrom(1, 3),
-    }),
-  },
-  {
-    weight: 2,
-    arbitrary: fc.record({
-      op: fc.constant('flush' as const),
-      va: vaArb.map((v) => Math.floor(v / K4) * K4),
-      size: fc.constantFrom(K4, 3 * K4, M2, G1),
-    }),
-  },
-  { weight: 1, arbitrary: fc.constant({ op: 'flushAll' as const }) },
-  { weight: 1, arbitrary: fc.constant({ op: 'split' as const }) },
-);
+import { G1, K4, M2, type Op, opArb, RefTlb, same, TINY_AMD, TINY_SPLIT, tr, walk } from './tlb-ref.js';
 
 function runBoth(profile: TlbProfile, ops: Op[]): void {
   const evicted: Translation[] = [];
@@ -268,6 +63,9 @@ function runBoth(profile: TlbProfile, ops: Op[]): void {
     }
     assert.equal(tlb.entryCount(), ref.count());
     assert.ok(tlb.entryCount() <= capacity);
+    tlb.checkShadow();
+    assert.equal(tlb.iBoundMisses, ref.bound);
+    assert.ok(tlb.stats.i.misses >= tlb.iBoundMisses);
     for (const a of tlb.arraysForReport()) assert.ok(a.entryCount <= a.spec.entries);
   }
   assert.deepEqual(tlb.stats, ref.stats);
@@ -465,5 +263,88 @@ describe('CpuTlb semantics', () => {
     }
     assert.equal(TLB_PROFILES.skylake.l1i[0].entries, 128);
     assert.equal(TLB_PROFILES.zen4.l2d[0].entries, 3072);
+  });
+});
+
+describe('CpuTlb geometry (neoverse-n1, Cortex-A76 TRM A5.2)', () => {
+  it('has a 48-entry fully associative L1 iTLB and dTLB and a 1280-entry 5-way unified L2', () => {
+    const tlb = new CpuTlb(TLB_PROFILES['neoverse-n1']);
+    const shape = tlb.arraysForReport().map((a) => [a.spec.name, a.sets, a.ways]);
+    assert.deepEqual(shape, [
+      ['l1-itlb', 1, 48],
+      ['l1-dtlb', 1, 48],
+      ['l2-tlb', 256, 5],
+    ]);
+    assert.equal(TLB_PROFILES['neoverse-n1'].threadsPerCore, 1);
+  });
+
+  it('holds 48 instruction pages in the L1; 49 cycled miss it every time and hit the L2', () => {
+    const tlb = new CpuTlb(TLB_PROFILES['neoverse-n1']);
+    const pages = Array.from({ length: 48 }, (_, i) => i * 7 * K4);
+    touchAll(tlb, 'i', pages, 1);
+    touchAll(tlb, 'i', pages, 1);
+    assert.deepEqual(tlb.stats.i, { l1Hits: 48, l2Hits: 0, misses: 48 });
+    const t2 = new CpuTlb(TLB_PROFILES['neoverse-n1']);
+    const more = [...pages, 48 * 7 * K4];
+    touchAll(t2, 'i', more, 1);
+    touchAll(t2, 'i', more, 1);
+    assert.deepEqual(t2.stats.i, { l1Hits: 0, l2Hits: 49, misses: 49 });
+  });
+
+  it('the L2 serves both sides, and 1 GiB blocks are broken down for the L1 only', () => {
+    const tlb = new CpuTlb(TLB_PROFILES['neoverse-n1']);
+    touchAll(tlb, 'd', [5 * K4], 1);
+    assert.ok(tlb.lookup('i', 5 * K4));
+    assert.deepEqual(tlb.stats.i, { l1Hits: 0, l2Hits: 1, misses: 0 });
+    const g = tr(2 * G1, 3);
+    tlb.lookup('i', 2 * G1 + 3 * M2);
+    tlb.insert('i', g);
+    assert.equal(tlb.lookup('i', 2 * G1 + 3 * M2 + 5), g, 'L1: the 2 MiB window of the access');
+    assert.equal(tlb.lookup('i', 2 * G1 + 9 * M2), g, 'L2: the whole 1 GiB block');
+    assert.deepEqual(tlb.stats.i, { l1Hits: 1, l2Hits: 2, misses: 1 });
+  });
+});
+
+describe('CpuTlb lower bound (infinite-TLB shadow)', () => {
+  it('counts a leaf once per CPU until a flush: capacity misses are not bound misses', () => {
+    const tlb = new CpuTlb(TINY_SPLIT);
+    const pages = Array.from({ length: 40 }, (_, i) => i * K4);
+    touchAll(tlb, 'i', pages, 1);
+    touchAll(tlb, 'i', pages, 1);
+    assert.equal(tlb.iBoundMisses, 40);
+    assert.ok(tlb.stats.i.misses > 40, `${tlb.stats.i.misses} capacity misses on top`);
+    tlb.checkShadow();
+    tlb.flushAll();
+    assert.equal(tlb.shadowSize(), 0);
+    touchAll(tlb, 'i', pages, 1);
+    assert.equal(tlb.iBoundMisses, 80);
+  });
+
+  it('a range flush drops exactly the overlapping leaves, of any size', () => {
+    const tlb = new CpuTlb(TLB_PROFILES.skylake);
+    const pages = Array.from({ length: 10 }, (_, i) => i * K4);
+    touchAll(tlb, 'i', pages, 1);
+    touchAll(tlb, 'i', [G1], 2);
+    tlb.flushRange(3 * K4, 2 * K4);
+    tlb.flushRange(G1 + M2 - K4, K4); // the last 4 KiB of the 2 MiB leaf
+    touchAll(tlb, 'i', pages, 1);
+    touchAll(tlb, 'i', [G1], 2);
+    assert.equal(tlb.iBoundMisses, 11 + 2 + 1);
+    tlb.flushRange(0, 2 ** 47); // a huge range over a small shadow: scanned, not probed
+    assert.equal(tlb.shadowSize(), 0);
+  });
+
+  it('a data fill into a second level both sides use is in the shadow (skylake STLB), not elsewhere (zen4)', () => {
+    for (const [name, bound] of [
+      ['skylake', 0],
+      ['zen4', 1],
+    ] as const) {
+      const tlb = new CpuTlb(TLB_PROFILES[name]);
+      touchAll(tlb, 'd', [5 * K4], 1);
+      touchAll(tlb, 'i', [5 * K4], 1);
+      assert.equal(tlb.iBoundMisses, bound, name);
+      assert.ok(tlb.stats.i.misses >= tlb.iBoundMisses);
+      tlb.checkShadow();
+    }
   });
 });

@@ -19,7 +19,9 @@
  * frame bytes. A hit there is exactly an L1 iTLB hit on the entry just looked up (no other i-side
  * lookup can have happened in between, or the cache would hold that page), so it is counted in
  * `tlb.stats.i.l1Hits` and the TLB's LRU order is unchanged. The cache is dropped on every flush,
- * eviction or page-table change, and it allocates nothing.
+ * eviction or page-table change, and it allocates nothing. Where SMT siblings share the L1 iTLB
+ * (zen4), the sibling's instruction lookups can intervene, so the machine also drops it then
+ * (CpuTlb's onSiblingL1i hook).
  */
 import type { ArchSpec } from '../arch/types.js';
 import { MachineError, MachineFault } from './errors.js';

@@ -23,8 +23,14 @@ import { type LeafBulkListener, PageTable } from './pagetable.js';
 import { Patcher } from './patch.js';
 import { PhysMem } from './phys.js';
 import { ptdump, ptdumpMarkers } from './ptdump.js';
-import { CpuTlb } from './tlb.js';
-import { TLB_PROFILES } from './tlb-profiles.js';
+import { type CpuTlb, createCpuTlbs } from './tlb.js';
+import {
+  defaultTlbProfile,
+  TLB_PROFILE_NAMES,
+  type TlbProfile,
+  type TlbProfileName,
+  tlbProfileByName,
+} from './tlb-profiles.js';
 import type {
   DirectMapStats,
   LeafChange,
@@ -44,8 +50,8 @@ export interface MachineConfig {
   memoryBytes?: number;
   /** Default 4. */
   cpus?: number;
-  /** Default 'skylake'. */
-  tlb?: 'skylake' | 'zen4';
+  /** TLB geometry (tlb-profiles.ts); default by arch: x86_64 and generic 'skylake', arm64 'neoverse-n1'. */
+  tlb?: TlbProfileName;
   /** Default true. */
   kaslr?: boolean;
   /** Default 1. */
@@ -79,6 +85,9 @@ export class Machine {
   readonly pokingPt: PageTable | null;
   readonly counters: MachineCounters;
   readonly tlbs: readonly CpuTlb[];
+  /** The TLB geometry in use, and its name (for reports). */
+  readonly tlbProfile: TlbProfile;
+  readonly tlbProfileName: TlbProfileName;
   readonly modulesStart: number;
   readonly kernelTextStart: number;
   readonly kaslr: boolean;
@@ -100,8 +109,15 @@ export class Machine {
     if (!Number.isInteger(cpuCount) || cpuCount < 1 || cpuCount > MAX_CPUS) {
       throw new MachineError('EINVAL', `cpus must be an integer in 1..${MAX_CPUS}, got ${cpuCount}`);
     }
-    const profile = TLB_PROFILES[config.tlb ?? 'skylake'];
-    if (profile === undefined) throw new MachineError('EINVAL', `unknown TLB profile '${config.tlb}'`);
+    const profile = tlbProfileByName(config.tlb ?? defaultTlbProfile(archName));
+    if (profile === undefined) {
+      throw new MachineError(
+        'EINVAL',
+        `unknown TLB profile '${config.tlb}' (known: ${TLB_PROFILE_NAMES.join(', ')})`,
+      );
+    }
+    this.tlbProfile = profile;
+    this.tlbProfileName = profile.name as TlbProfileName;
     this.arch = arch;
     this.cpuCount = cpuCount;
     this.kaslr = config.kaslr ?? true;
@@ -122,10 +138,12 @@ export class Machine {
     this.dmap = new DirectMapTracker(l.directMapStart, l.directMapEnd);
     this.kernelPt.addListener(this.audit);
     this.kernelPt.addListener(this.dmap);
-    const tlbs: CpuTlb[] = [];
-    for (let cpu = 0; cpu < cpuCount; cpu++) {
-      tlbs.push(new CpuTlb(profile, (t: Translation) => this.onEvict(cpu, t)));
-    }
+    // SMT siblings (2k, 2k+1) share or split arrays as the profile says; a sibling's use of a shared
+    // L1 iTLB drops this CPU's fetch micro-cache (its cached "L1 hit" may no longer be one).
+    const tlbs = createCpuTlbs(profile, cpuCount, (cpu) => ({
+      onEvict: (t: Translation) => this.onEvict(cpu, t),
+      onSiblingL1i: () => this.cpus?.invalidateMicroOf(cpu),
+    }));
     this.tlbs = tlbs;
     this.audit.attachTlbs(tlbs);
     this.cpus = new Cpus(arch, this.kernelPt, this.phys, this.counters, this.audit, tlbs);

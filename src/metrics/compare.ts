@@ -15,8 +15,9 @@
  *   mapped / live compares designs on one unit. policyMappedBytes (the design's own accounting)
  *   is reported beside it as a cross-check.
  * - The instruction-fetch model (src/metrics/fetch-model.ts, engineer M2) runs at every exec hint
- *   of the trace on the code that is live at that moment, on every CPU, cold TLBs per run; its
- *   cold-start local flushes and walks are subtracted from the allocator's figures.
+ *   of the trace on the code that is live at that moment, on every CPU, with the TLBs as the
+ *   workload left them (steady state: no flush of its own, so nothing to subtract); its lower bound
+ *   is the machine's per-CPU infinite-TLB count (CpuTlb.iBoundMisses).
  * - Flushes are counted per kind, because the kinds cost differently and arches use different ones:
  *   local flushes (one CPU), IPI shootdowns (x86 flush_tlb_kernel_range -> on_each_cpu) with their
  *   IPIs, and broadcast invalidations (arm64 flush_tlb_kernel_range: TLBI ...IS, no IPI).
@@ -138,6 +139,11 @@ export interface PolicyMetrics {
   fetches: number;
   itlbMisses: number;
   itlbMissesPerMillion: number;
+  /**
+   * Lower bound per million fetches: the misses an infinite-capacity TLB would take on the same
+   * CPUs with the same flushes (per CPU, first instruction access to a leaf since that CPU last
+   * invalidated it; FetchReport.boundMisses). Not the distinct leaves touched.
+   */
   itlbLowerBoundPerMillion: number;
   fetchFaults: number;
   /** Max of the W^X audit over samples after every event (must be 0). */
@@ -237,7 +243,7 @@ export function runCompare(options: CompareOptions): CompareResult {
   let tlbProfile = '';
   names.forEach((name, policyIndex) => {
     const machine = createMachine(config);
-    tlbProfile ||= tlbProfileName(machine);
+    tlbProfile ||= machine.tlbProfileName;
     const age = () => machine.phys.age(ageFraction, new Rng(seed ^ 0x5eed));
     if (ageFraction > 0 && agePhase === null) age();
     const policy = policyByName(name).create(machine, seed);
@@ -295,13 +301,6 @@ function completeMetrics(results: readonly PolicyResult[]): void {
     m.simulatorOpsPerSecondRatio = slowest > 0 ? m.simulatorOpsPerSecond / slowest : 0;
     m.allFlushEvents = m.localFlushes + m.shootdowns + m.broadcastFlushes;
   }
-}
-
-/** The TLB geometry the machine was built with (the default may depend on the arch): read, never assumed. */
-function tlbProfileName(machine: Machine): string {
-  const tlb = machine.tlbs[0];
-  assert(tlb !== undefined, 'a machine has at least one CPU');
-  return tlb.profile.name;
 }
 
 function createMachineInfo(
@@ -365,7 +364,6 @@ interface FetchTotals {
   misses: number;
   lowerBound: number;
   faults: number;
-  localFlushes: number;
   walks: number;
 }
 
@@ -382,7 +380,7 @@ function runOne(
   const c0 = { ...machine.counters };
   const dm0 = machine.directMapStats();
   const timed = new TimedAllocator(policy);
-  const totals: FetchTotals = { fetches: 0, misses: 0, lowerBound: 0, faults: 0, localFlushes: 0, walks: 0 };
+  const totals: FetchTotals = { fetches: 0, misses: 0, lowerBound: 0, faults: 0, walks: 0 };
   const cpus = Array.from({ length: machine.cpuCount }, (_, i) => i);
   let wxMax = 0;
   let wxTotal = 0;
@@ -399,9 +397,8 @@ function runOne(
     execRuns++;
     totals.fetches += r.fetches;
     totals.misses += r.itlbMisses;
-    totals.lowerBound += r.distinctLeaves.total;
+    totals.lowerBound += r.boundMisses;
     totals.faults += r.faults;
-    totals.localFlushes += r.localFlushesAdded;
     totals.walks += r.pageWalks;
   };
   const result = replay(trace, timed, {
@@ -439,7 +436,7 @@ function runOne(
     shootdowns: c1.shootdowns - c0.shootdowns,
     ipis: c1.ipis - c0.ipis,
     broadcastFlushes: c1.broadcastFlushes - c0.broadcastFlushes,
-    localFlushes: c1.localFlushes - c0.localFlushes - totals.localFlushes,
+    localFlushes: c1.localFlushes - c0.localFlushes,
     allFlushEvents: 0, // completeMetrics adds the kinds up
     permissionFlips: c1.cpaCalls - c0.cpaCalls,
     pokes: c1.pokes - c0.pokes,
