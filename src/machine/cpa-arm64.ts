@@ -6,8 +6,9 @@
  * 1. With rodata=full (the default) and an RO/RW change (set or clear PTE_RDONLY, i.e.
  *    set_memory_ro / set_memory_rw), the linear-map alias of every page of the range is changed
  *    on its own: __change_memory_common(page_address(page), PAGE_SIZE) -> one
- *    flush_tlb_kernel_range() per page. (Up to v6.17 the loop ran over every page of the vm area;
- *    the v6.18 fix "only the range's pages" is what we model; callers change whole areas anyway.)
+ *    flush_tlb_kernel_range() per page. (Since c55191e96caa the loop ran over every page of the vm
+ *    area; a late-2025 fix by Yang Shi limits it to the range's pages, which is what we model;
+ *    the callers modelled change whole areas, where both agree.)
  *    The linear map is 4 KiB pages (arch.directMapPageGranular), so this never splits it.
  *    set_memory_x / set_memory_nx leave the linear map alone (it is always PXN).
  * 2. vm_unmap_aliases() (machine.ts, once per setMemory call: a second purge finds nothing).
