@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { DirectMapTracker } from '../src/machine/cpa.js';
+import { DirectMapTracker } from '../src/machine/directmap.js';
 import { MachineError } from '../src/machine/errors.js';
 import { type LeafBulkListener, PageTable } from '../src/machine/pagetable.js';
 import { PhysMem } from '../src/machine/phys.js';

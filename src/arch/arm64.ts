@@ -18,6 +18,22 @@
  *   raw spinlock patch_lock with IRQs off, writes, then caches_clean_inval_pou() (I-cache).
  *   aarch64_insn_copy() goes page by page.
  * - No CPA collapse of large mappings on arm64 (the x86 commit 41d88484c71c is x86-only).
+ * - TLB maintenance of kernel mappings is broadcast by hardware, never by IPI
+ *   (arch/arm64/include/asm/tlbflush.h): flush_tlb_kernel_range() issues TLBI VAALE1IS per page,
+ *   and above MAX_DVM_OPS = PTRS_PER_PTE = 512 pages ("pages >= MAX_DVM_OPS", v6.x
+ *   __flush_tlb_range_limit_excess) calls flush_tlb_all() = TLBI VMALLE1IS. We model a CPU without
+ *   FEAT_TLBIRANGE (range TLBIs would raise that limit); the ceiling is therefore 511 pages.
+ * - set_memory_*: arch/arm64/mm/pageattr.c change_memory_common() (v6.x before the BBML2 rework of
+ *   v6.18): vmalloc ranges only; with rodata=full (CONFIG_RODATA_FULL_DEFAULT_ENABLED, the
+ *   default) an RO/RW change is repeated on the linear alias page by page, each page with its own
+ *   __change_memory_common() -> flush_tlb_kernel_range(); then vm_unmap_aliases(); then the range
+ *   itself and one flush_tlb_kernel_range() over it. No CPA_FLUSHTLB test: the flushes happen
+ *   whether or not a PTE changed. set_memory_rox is the generic include/linux/set_memory.h one:
+ *   set_memory_ro() then set_memory_x().
+ * - Linear map granularity: can_set_direct_map() (rodata=full) makes map_mem() pass
+ *   NO_BLOCK_MAPPINGS | NO_CONT_MAPPINGS (arch/arm64/mm/mmu.c), so the linear map is 4 KiB pages
+ *   from boot and set_memory_* / set_direct_map_*_noflush never split it. (v6.18 maps it with
+ *   blocks on CPUs with BBML2_NOABORT and splits on demand; not modelled.)
  */
 import type { ArchSpec, ExecmemRange, ExecmemType } from './types.js';
 
@@ -59,6 +75,10 @@ export const arm64: ArchSpec = {
   pokeMaxPages: 1,
   icacheMaintenance: true,
   cpaCollapse: false,
+  cpaKind: 'change_memory_common',
+  kernelTlbFlush: 'broadcast',
+  kernelFlushCeilingPages: 511,
+  directMapPageGranular: true,
   branchReach: { directBytes: SZ_128M, pltBytes: SZ_2G },
   kaslrModuleOffsetPagesMax: 0,
   /**

@@ -10,6 +10,11 @@
  * STRICT_MODULE_RWX the loader write-protects afterwards, and an 'rwx' default would be a W^X
  * violation by construction. Trap pattern: four zero bytes, an undefined instruction on common
  * RISC encodings (arm64 UDF #0, riscv c.unimp).
+ *
+ * TLB maintenance and CPA: x86's (IPIs to every other CPU, the 33-page flush ceiling,
+ * change_page_attr with splits on demand, no collapse). Architectures without broadcast TLB
+ * invalidation reach other CPUs by IPI (riscv: SBI remote fences or IPIs), so IPIs are the
+ * conservative default for an arch the machine knows nothing specific about.
  */
 
 import type { ArchSpec, ExecmemRange, ExecmemType } from './types.js';
@@ -24,6 +29,10 @@ export const generic: ArchSpec = {
   pokeMaxPages: 0,
   icacheMaintenance: false,
   cpaCollapse: false,
+  cpaKind: 'change_page_attr',
+  kernelTlbFlush: 'ipi',
+  kernelFlushCeilingPages: 33,
+  directMapPageGranular: false,
   kaslrModuleOffsetPagesMax: 0,
   execmemRanges(): Partial<Record<ExecmemType, ExecmemRange>> {
     const range = x86_64.layout.vmalloc;

@@ -55,6 +55,26 @@ export interface RangeFlags {
 }
 
 /** Linux `struct execmem_range`, with our protections vocabulary. */
+/**
+ * How kernel TLB maintenance (flush_tlb_kernel_range, flush_tlb_all) reaches the other CPUs.
+ * 'ipi': the initiating CPU interrupts every other one (x86 on_each_cpu, arch/x86/mm/tlb.c).
+ * 'broadcast': one TLBI ...IS instruction the interconnect delivers to every CPU, no interrupt
+ * (arm64 arch/arm64/include/asm/tlbflush.h: flush_tlb_kernel_range uses TLBI VAALE1IS,
+ * flush_tlb_all TLBI VMALLE1IS).
+ */
+export type KernelTlbFlush = 'ipi' | 'broadcast';
+
+/**
+ * Which Linux set_memory_* implementation the arch has (the machine's CPA follows it).
+ * 'change_page_attr': x86 arch/x86/mm/pat/set_memory.c change_page_attr_set_clr(): large leaves
+ * split on demand (each split a flush_tlb_all), the direct-map alias changed as a range with the
+ * call, one cpa_flush per call that changed something.
+ * 'change_memory_common': arm64 arch/arm64/mm/pageattr.c: vmalloc ranges only, the linear alias
+ * of an RO/RW change updated page by page (rodata=full), each page and the range flushed by their
+ * own flush_tlb_kernel_range, changed or not.
+ */
+export type CpaKind = 'change_page_attr' | 'change_memory_common';
+
 export interface ExecmemRange {
   readonly range: VaRange;
   readonly fallback: VaRange | null;
@@ -116,6 +136,22 @@ export interface ArchSpec {
   readonly icacheMaintenance: boolean;
   /** Does CPA collapse 512 uniform entries back into a large leaf (x86 since 6.14-ish, 41d88484c71c)? */
   readonly cpaCollapse: boolean;
+  /** See CpaKind. */
+  readonly cpaKind: CpaKind;
+  /** See KernelTlbFlush. */
+  readonly kernelTlbFlush: KernelTlbFlush;
+  /**
+   * flush_tlb_kernel_range() invalidates page by page up to this many pages; a longer range
+   * flushes every CPU's whole TLB instead (x86 tlb_single_page_flush_ceiling = 33; arm64
+   * MAX_DVM_OPS - 1 = 511, as `pages >= MAX_DVM_OPS` goes to flush_tlb_all()).
+   */
+  readonly kernelFlushCeilingPages: number;
+  /**
+   * Linux maps the direct (linear) map with 4 KiB pages from boot, so set_memory_* never splits it
+   * (arm64 with rodata=full, the default: map_mem() with NO_BLOCK_MAPPINGS). The machine may still
+   * hold it as larger leaves internally; see machine/cpa.ts.
+   */
+  readonly directMapPageGranular: boolean;
   readonly branchReach: BranchReach;
   /** KASLR random module-area start offset, in pages: [1, max] (x86: get_random_u32_inclusive(1, 1024)). */
   readonly kaslrModuleOffsetPagesMax: number;

@@ -21,6 +21,13 @@
  * - Branch reach: rel32 (R_X86_64_PC32/PLT32) gives +-2 GiB; modules must be within 2 GiB of the
  *   kernel image, which is why the module area sits just above it.
  * - CPA collapse: commit 41d88484c71c "x86/mm/pat: restore large ROX pages after fragmentation".
+ * - TLB maintenance: flush_tlb_kernel_range() and flush_tlb_all() run on_each_cpu() (an IPI to
+ *   every other CPU); a kernel range longer than tlb_single_page_flush_ceiling = 33 pages
+ *   (arch/x86/mm/tlb.c, "(end - start) > tlb_single_page_flush_ceiling << PAGE_SHIFT") flushes
+ *   the whole TLB, and so does cpa_flush() ("numpages > tlb_single_page_flush_ceiling", or
+ *   force_flush_all after an alias). Not modelled: AMD INVLPGB broadcast invalidation (v6.15+,
+ *   X86_FEATURE_INVLPGB), which replaces those IPIs on Zen 3 and later.
+ * - Direct map: 1 GiB leaves (gbpages) that CPA splits on demand (directMapPageGranular false).
  */
 import { SZ_4K } from '../base/addr.js';
 import type { ArchSpec, ExecmemRange, ExecmemType } from './types.js';
@@ -58,6 +65,10 @@ export const x86_64: ArchSpec = {
   pokeMaxPages: 2,
   icacheMaintenance: false,
   cpaCollapse: true,
+  cpaKind: 'change_page_attr',
+  kernelTlbFlush: 'ipi',
+  kernelFlushCeilingPages: 33,
+  directMapPageGranular: false,
   branchReach: { directBytes: 2 ** 31, pltBytes: null },
   kaslrModuleOffsetPagesMax: 1024,
   execmemRanges(start: number): Partial<Record<ExecmemType, ExecmemRange>> {

@@ -4,7 +4,13 @@
  * Why each piece:
  * - Direct map: all physical memory mapped at layout.directMapStart, RW + NX + global, with 1 GiB
  *   leaves where aligned (x86 kernel_physical_mapping_init with gbpages; memory sizes here are
- *   whole GiBs, so every leaf is 1 GiB). These are the leaves CPA later splits.
+ *   whole GiBs, so every leaf is 1 GiB). These are the leaves CPA later splits on x86.
+ *   arm64 with rodata=full maps its linear map with 4 KiB pages instead (arch/arm64/mm/mmu.c
+ *   map_mem(): can_set_direct_map() -> NO_BLOCK_MAPPINGS | NO_CONT_MAPPINGS). 4 M leaf objects
+ *   for 16 GiB cost about 300 MB and 0.5-1 s per boot (measured), so the machine keeps 1 GiB leaves
+ *   there too and sets aside the page-table frames Linux spends on the 4 KiB map (513 per GiB);
+ *   CPA expands a leaf from them when it needs a piece, without counting a split
+ *   (arch.directMapPageGranular, machine/cpa.ts).
  * - Kernel image: text RX, rodata RO, data RW+NX, on 2 MiB leaves (x86 maps the kernel image with
  *   large pages), frames taken from the buddy allocator as order-9 blocks (Linux: memblock reserves
  *   the loaded image). x86 KASLR shifts the link address by a seeded random multiple of 2 MiB,
@@ -39,11 +45,12 @@ export interface KernelImage {
   readonly leafPfns: number[];
 }
 
-export function mapDirectMap(arch: ArchSpec, pt: PageTable, phys: PhysMem): void {
+export function mapDirectMap(arch: ArchSpec, pt: PageTable, phys: PhysMem, cpa: Cpa): void {
   const gib = (phys.totalFrames * 4096) / SZ_1G;
   const flags = PTE_PRESENT | PTE_RW | PTE_NX | PTE_GLOBAL;
   for (let g = 0; g < gib; g++)
     pt.mapLeaf(arch.layout.directMapStart + g * SZ_1G, 3, (g * SZ_1G) / 4096, flags);
+  if (arch.directMapPageGranular) cpa.reserveLinearMapTables(gib * SZ_1G);
 }
 
 /** Where _text lands: the link address, or on x86 with KASLR a random 2 MiB-aligned shift of it. */

@@ -1,46 +1,73 @@
 /**
- * Change page attributes (x86 arch/x86/mm/pat/set_memory.c; arm64 behaves alike for our purpose):
- * `setMemory(va, pageCount, prot)` is set_memory_ro/rw/rox/x on a mapped range.
+ * Change page attributes: `setMemory(va, pageCount, prot)` is one Linux set_memory_* call that
+ * leaves [va, va + pageCount pages) at `prot`, done the way the arch's Linux does it
+ * (arch.cpaKind); plus the set_direct_map_*_noflush primitives vfree's vm_reset_perms() uses.
  *
- * Why each step is here (all read in torvalds/linux arch/x86/mm/pat/set_memory.c):
+ * x86, 'change_page_attr' (arch/x86/mm/pat/set_memory.c change_page_attr_set_clr()):
  * - Split: a large leaf that the change covers only partly, and whose protection would change, is
  *   split one level (should_split_large_page -> split_large_page: 1 GiB into 512 x 2 MiB, 2 MiB
  *   into 512 x 4 KiB); the loop then looks again, so a 4 KiB change inside a 1 GiB direct-map leaf
  *   costs one 1G split and one 2M split. A leaf that already has the wanted flags is not split.
+ *   __split_large_page() ends in flush_tlb_all(): EVERY split costs a full flush on every CPU.
  * - Alias: cpa_process_alias() repeats an RW/RO change on the direct-map alias of every frame of a
  *   range outside the direct map, but "Directmap always has NX set, do not modify": the alias
- *   gets RW or RO, never X. This is the direct-map fragmentation Aaron Lu measured
- *   (<Y2ioTodn+mBXdIqp@ziqianlu-desk2>: three 1 GiB leaves split by 2048 small BPF programs).
- *   (The kernel-image high-mapping alias of direct-map addresses is not modelled.)
+ *   gets RW or RO, never X, and force_flush_all is set. This is the direct-map fragmentation Aaron
+ *   Lu measured (<Y2ioTodn+mBXdIqp@ziqianlu-desk2>: three 1 GiB leaves split by 2048 small BPF
+ *   programs). (The kernel-image high-mapping alias of direct-map addresses is not modelled.)
+ * - Flush (cpa_flush): only when something changed (CPA_FLUSHTLB); flush_tlb_all() when an alias
+ *   was processed (force_flush_all), else flush_tlb_kernel_range() over the range, which itself
+ *   becomes a full flush above tlb_single_page_flush_ceiling (33 pages; cpu.ts applies it).
  * - Collapse: since 41d88484c71c ("x86/mm/pat: restore large ROX pages after fragmentation"),
  *   set_memory_rox (CPA_COLLAPSE) tries in cpa_flush to collapse 512 uniform, contiguous,
  *   aligned entries back into a 2 MiB and then a 1 GiB leaf, over the primary range only; the
- *   alias stays split. Only arches with `cpaCollapse` do it, and only for 'rox'.
- * - Flush: only when something changed (CPA_FLUSHTLB); one global shootdown, of the whole TLB when
- *   an alias was processed (force_flush_all), else of the range.
- * - Failure (no frame for a split table, e.g. injected): everything done so far is undone
- *   (flags restored, splits collapsed) and no counter moves, so a failed call changes nothing.
+ *   alias stays split. cpa_collapse_large_pages() ends in one flush_tlb_all() when it collapsed
+ *   anything. Only arches with `cpaCollapse` do it, and only for 'rox'.
+ * arm64, 'change_memory_common': see cpa-arm64.ts.
+ *
+ * vm_unmap_aliases(), which both arches call first, is the machine's job (machine.ts setMemory):
+ * it needs vmalloc's lazy list.
+ *
+ * Transactions: every step that can fail (a split needs a page-table frame, and an injected
+ * failure may refuse it) runs inside a CpaTxn whose undo log can put everything back (flags
+ * restored, splits collapsed, page-table frame counters restored), so a failed call changes
+ * nothing, counters included. The flushes a call owes (each split's flush_tlb_all, cpa_flush, the
+ * collapse's flush_tlb_all) are therefore issued only when it commits: inside one single-threaded
+ * call no CPU can touch memory in between, so deferring them changes no outcome, only the order
+ * in which the same flushes are counted.
+ *
+ * Linear-map expansions (arch.directMapPageGranular, arm64 rodata=full): Linux maps the linear
+ * map with 4 KiB pages from boot. Holding 4 M leaves for a 16 GiB machine costs about 300 MB and
+ * half a second per boot, so the machine keeps 1 GiB leaves and, when CPA needs part of one,
+ * expands it into the leaves Linux already has: same translations, no split counted, no flush,
+ * and the page-table frame comes from the set Linux's boot already spent on those tables
+ * (reserveLinearMapTables, 513 frames per GiB), so it cannot fail and frame accounting matches
+ * Linux. Expansions only ever run after every fallible step of their call, so no rollback meets
+ * one. (Not modelled: TLB reach of linear-map entries, which then stays 1 GiB; no workload reads
+ * through the linear map.)
  *
  * `prot` 'none' (set_memory_np) is not modelled and is refused.
  */
 import type { ArchSpec, Prot } from '../arch/types.js';
 import { assert } from '../base/assert.js';
+import { changeMemoryCommon } from './cpa-arm64.js';
 import type { Cpus } from './cpu.js';
 import { MachineError } from './errors.js';
-import type { LeafBulkListener, PageTable } from './pagetable.js';
-import type { DirectMapStats, LeafChange, LeafLevel, MachineCounters, Translation } from './types.js';
+import type { PageTable } from './pagetable.js';
+import type { PhysMem } from './phys.js';
+import type { LeafLevel, MachineCounters } from './types.js';
 import { LEVEL_BYTES, PTE_NX, PTE_RW, protToFlags } from './types.js';
 
 const PAGE = 4096;
 const PROT_BITS = PTE_RW | PTE_NX;
+const GIB = LEVEL_BYTES[3];
 
-/** Undo log of one call, flat (no object per page): [kind, va, level, flags] per step. */
-type Undo = number[];
+/** Undo log entry kinds: [kind, va, level, flags] per step, flat (no object per page). */
 const UNDO_FLAGS = 0;
 const UNDO_SPLIT = 1;
+const UNDO_EXPAND = 2;
 const UNDO_STRIDE = 4;
 
-/** The split / collapse counters, named once; a call tallies them and adds them on success. */
+/** The split / collapse counters, named once; a call tallies them and adds them on commit. */
 const TALLY_KEYS = [
   'splitsDirectMap2M',
   'splitsDirectMap1G',
@@ -51,57 +78,55 @@ const TALLY_KEYS = [
   'collapsesVmalloc2M',
   'collapsesVmalloc1G',
 ] as const satisfies readonly (keyof MachineCounters)[];
+const SPLIT_KEYS = TALLY_KEYS.slice(0, 4);
 
-/** Split / collapse tallies of one call, added to the counters only when the call succeeds. */
-type Tally = Record<(typeof TALLY_KEYS)[number], number> & { changed: boolean };
-
-function newTally(): Tally {
-  const t = { changed: false } as Tally;
-  for (const k of TALLY_KEYS) t[k] = 0;
-  return t;
-}
-
-/** /proc/meminfo DirectMap4k/2M/1G, kept up to date from leaf changes. */
-export class DirectMapTracker implements LeafBulkListener {
-  readonly stats: DirectMapStats = { bytes4k: 0, bytes2m: 0, bytes1g: 0 };
+/** One CPA transaction: what to undo if it fails, and what to count and flush if it commits. */
+export class CpaTxn {
+  readonly undo: number[] = [];
+  readonly tally = {} as Record<(typeof TALLY_KEYS)[number], number>;
+  /** Whether any leaf changed (CPA_FLUSHTLB). */
+  changed = false;
   constructor(
-    private readonly start: number,
-    private readonly end: number,
-  ) {}
-
-  onLeafChange(c: LeafChange): void {
-    if (c.va < this.start || c.va >= this.end) return;
-    if (c.old !== null) this.add(c.old.level, -LEVEL_BYTES[c.old.level]);
-    if (c.next !== null) this.add(c.next.level, LEVEL_BYTES[c.next.level]);
+    readonly ptFramesAllocated: number,
+    readonly ptFramesFreed: number,
+  ) {
+    for (const k of TALLY_KEYS) this.tally[k] = 0;
   }
 
-  /** The leaf's bytes move one level down (region bounds are 1 GiB aligned: all in or all out). */
-  onSplit(old: Translation): void {
-    if (old.va < this.start || old.va >= this.end) return;
-    this.add(old.level, -LEVEL_BYTES[old.level]);
-    this.add((old.level - 1) as LeafLevel, LEVEL_BYTES[old.level]);
-  }
-
-  onCollapse(big: Translation): void {
-    if (big.va < this.start || big.va >= this.end) return;
-    this.add((big.level - 1) as LeafLevel, -LEVEL_BYTES[big.level]);
-    this.add(big.level, LEVEL_BYTES[big.level]);
-  }
-
-  private add(level: LeafLevel, bytes: number): void {
-    if (level === 1) this.stats.bytes4k += bytes;
-    else if (level === 2) this.stats.bytes2m += bytes;
-    else this.stats.bytes1g += bytes;
+  /** Splits so far, each owing one flush_tlb_all (__split_large_page). */
+  splitCount(): number {
+    let n = 0;
+    for (const k of SPLIT_KEYS) n += this.tally[k];
+    return n;
   }
 }
 
 export class Cpa {
+  /** Page-table frames Linux's boot spent on a 4 KiB linear map, not yet used by an expansion. */
+  private readonly linearTables: number[] = [];
+
   constructor(
-    private readonly arch: ArchSpec,
-    private readonly pt: PageTable,
+    readonly arch: ArchSpec,
+    readonly pt: PageTable,
     private readonly counters: MachineCounters,
-    private readonly cpus: Cpus,
+    readonly cpus: Cpus,
+    private readonly phys: PhysMem,
   ) {}
+
+  /**
+   * Boot, arch.directMapPageGranular: take the frames a 4 KiB linear map of `memoryBytes` needs
+   * (per GiB one PMD table and 512 PTE tables), which expansions later use.
+   */
+  reserveLinearMapTables(memoryBytes: number): void {
+    assert(this.arch.directMapPageGranular, 'only a page-granular linear map reserves its tables');
+    const count = Math.ceil(memoryBytes / GIB) * 513;
+    for (let i = 0; i < count; i++) this.linearTables.push(this.phys.allocPages(0));
+  }
+
+  /** Frames reserved for linear-map expansions and not used yet (they are page-table frames). */
+  reservedTableFrames(): readonly number[] {
+    return this.linearTables;
+  }
 
   /** set_memory_* on [va, va + pageCount pages). */
   setMemory(va: number, pageCount: number, prot: Prot): void {
@@ -119,67 +144,95 @@ export class Cpa {
     }
     const end = va + pageCount * PAGE;
     this.checkMapped(va, end);
-    const want = protToFlags(prot) & PROT_BITS;
-    const tally = newTally();
-    const undo: Undo = [];
-    const { ptFramesAllocated, ptFramesFreed } = this.counters;
-    const aliased = !this.inDirectMap(va);
-    try {
-      this.change(va, end, (f) => (f & ~PROT_BITS) | want, undo, tally);
-      if (aliased) this.changeAlias(va, end, (want & PTE_RW) !== 0, undo, tally);
-    } catch (e) {
-      this.rollback(undo, ptFramesAllocated, ptFramesFreed);
-      throw e;
-    }
-    if (prot === 'rox' && this.arch.cpaCollapse && tally.changed) this.collapse(va, end, tally);
+    if (this.arch.cpaKind === 'change_memory_common') changeMemoryCommon(this, va, end, prot);
+    else this.changePageAttr(va, end, prot);
     this.counters.cpaCalls++;
     this.counters.cpaPages += pageCount;
-    this.commit(tally);
-    if (tally.changed) {
-      if (aliased) this.cpus.flushGlobal();
-      else this.cpus.flushGlobal(va, end - va);
+  }
+
+  /** x86 change_page_attr_set_clr() for one set_memory_* call. */
+  private changePageAttr(va: number, end: number, prot: Prot): void {
+    const want = protToFlags(prot) & PROT_BITS;
+    const txn = this.begin();
+    const aliased = !this.inDirectMap(va);
+    try {
+      this.change(txn, va, end, (f) => (f & ~PROT_BITS) | want);
+      if (aliased) this.changeAlias(txn, va, end, (want & PTE_RW) !== 0);
+    } catch (e) {
+      this.rollback(txn);
+      throw e;
     }
+    const collapsed =
+      prot === 'rox' && this.arch.cpaCollapse && txn.changed ? this.collapse(txn, va, end) : 0;
+    this.commit(txn);
+    if (!txn.changed) return;
+    if (aliased) this.cpus.flushAll();
+    else this.cpus.flushKernelRange(va, end - va);
+    if (collapsed > 0) this.cpus.flushAll();
   }
 
   /**
    * Set the direct-map alias of frames [pfn, pfn + frameCount) to RW (true) or RO (false), NX kept,
-   * without flushing (set_direct_map_default_noflush; boot's mark_rodata_ro alias). Returns whether
-   * anything changed. Failure undoes itself.
+   * without a range flush (boot's mark_rodata_ro alias). Splits still flush, as in Linux. Returns
+   * whether anything changed. Failure undoes itself.
    */
   setAliasWritable(pfn: number, frameCount: number, writable: boolean): boolean {
     const start = this.arch.layout.directMapStart + pfn * PAGE;
-    const tally = newTally();
-    const undo: Undo = [];
-    const { ptFramesAllocated, ptFramesFreed } = this.counters;
+    const txn = this.begin();
     try {
-      this.change(
-        start,
-        start + frameCount * PAGE,
-        (f) => (writable ? f | PTE_RW : f & ~PTE_RW),
-        undo,
-        tally,
-      );
+      this.change(txn, start, start + frameCount * PAGE, (f) => (writable ? f | PTE_RW : f & ~PTE_RW));
     } catch (e) {
-      this.rollback(undo, ptFramesAllocated, ptFramesFreed);
+      this.rollback(txn);
       throw e;
     }
-    this.commit(tally);
-    return tally.changed;
+    this.commit(txn);
+    return txn.changed;
+  }
+
+  /**
+   * set_direct_map_invalid_noflush / set_direct_map_default_noflush over the 4 KiB frames
+   * [pfn, pfn + frameCount): one call per page (mm/vmalloc.c set_area_direct_map: "HUGE_VMALLOC
+   * passes small pages"), so a large direct-map leaf is split even where the frames cover it
+   * (x86 __set_pages_np / __set_pages_p: CPA_NO_CHECK_ALIAS, no cpa_flush; each split still
+   * flushes the whole TLB). Part of `txn`; may throw ENOMEM (a split's page-table frame).
+   */
+  setDirectMapPages(txn: CpaTxn, pfn: number, frameCount: number, flagsOf: (f: number) => number): void {
+    const start = this.arch.layout.directMapStart + pfn * PAGE;
+    this.change(txn, start, start + frameCount * PAGE, flagsOf, true);
+  }
+
+  /** Split a leaf outside CPA's accounting (vmalloc unmapping a leaf it shares), undoable with `txn`. */
+  splitUncounted(txn: CpaTxn, va: number, level: 2 | 3): void {
+    this.pt.split(va, level);
+    txn.undo.push(UNDO_SPLIT, va, level, 0);
   }
 
   inDirectMap(va: number): boolean {
     return va >= this.arch.layout.directMapStart && va < this.arch.layout.directMapEnd;
   }
 
-  /** Apply `flagsOf` to every leaf of [start, end), splitting large leaves covered only partly. */
-  private change(start: number, end: number, flagsOf: (f: number) => number, undo: Undo, tally: Tally): void {
+  begin(): CpaTxn {
+    return new CpaTxn(this.counters.ptFramesAllocated, this.counters.ptFramesFreed);
+  }
+
+  /**
+   * Apply `flagsOf` to every leaf of [start, end), splitting large leaves covered only partly
+   * (`onePagePerCall`: as a sequence of one-page calls, which split every large leaf they change).
+   */
+  change(
+    txn: CpaTxn,
+    start: number,
+    end: number,
+    flagsOf: (f: number) => number,
+    onePagePerCall = false,
+  ): void {
     const changed = (va: number, oldFlags: number): void => {
-      undo.push(UNDO_FLAGS, va, 1, oldFlags);
-      tally.changed = true;
+      txn.undo.push(UNDO_FLAGS, va, 1, oldFlags);
+      txn.changed = true;
     };
     let a = start;
     while (a < end) {
-      const t = this.pt.walk(a);
+      const t = this.pt.lookup(a);
       assert(t !== null, `CPA: 0x${a.toString(16)} unmapped after the check`);
       if (t.level === 1) {
         // The rest of this PTE table in one pass (same per-leaf steps as below).
@@ -192,91 +245,107 @@ export class Cpa {
         a = t.va + size;
         continue;
       }
-      if (t.va < start || t.va + size > end) {
-        const level = t.level as 2 | 3;
-        this.pt.split(t.va, level);
-        undo.push(UNDO_SPLIT, t.va, level, 0);
-        this.countSplit(t.va, level, tally);
-        tally.changed = true;
+      if (onePagePerCall || t.va < start || t.va + size > end) {
+        this.split(txn, t.va, t.level as 2 | 3);
         continue;
       }
       this.pt.setLeafFlags(t.va, t.level, flags);
-      undo.push(UNDO_FLAGS, t.va, t.level, t.flags);
-      tally.changed = true;
+      txn.undo.push(UNDO_FLAGS, t.va, t.level, t.flags);
+      txn.changed = true;
       a = t.va + size;
     }
   }
 
+  /** Undo a failed call; the page-table frame counters are restored too (the call never happened). */
+  rollback(txn: CpaTxn): void {
+    const undo = txn.undo;
+    for (let k = undo.length - UNDO_STRIDE; k >= 0; k -= UNDO_STRIDE) {
+      const va = undo[k + 1];
+      const level = undo[k + 2] as LeafLevel;
+      assert(undo[k] !== UNDO_EXPAND, 'CPA rollback: linear-map expansions come after every fallible step');
+      if (undo[k] === UNDO_FLAGS) this.pt.setLeafFlags(va, level, undo[k + 3]);
+      else assert(this.pt.tryCollapse(va, level as 2 | 3), 'CPA rollback: split did not collapse back');
+    }
+    undo.length = 0;
+    this.counters.ptFramesAllocated = txn.ptFramesAllocated;
+    this.counters.ptFramesFreed = txn.ptFramesFreed;
+  }
+
+  /** Count what the call did and issue each split's flush_tlb_all (__split_large_page). */
+  commit(txn: CpaTxn): void {
+    for (const k of TALLY_KEYS) this.counters[k] += txn.tally[k];
+    for (let n = txn.splitCount(); n > 0; n--) this.cpus.flushAll();
+    txn.undo.length = 0;
+    for (const k of TALLY_KEYS) txn.tally[k] = 0;
+  }
+
   /** cpa_process_alias: the direct-map alias of the range's frames gets RW or RO (never X). */
-  private changeAlias(start: number, end: number, writable: boolean, undo: Undo, tally: Tally): void {
+  private changeAlias(txn: CpaTxn, start: number, end: number, writable: boolean): void {
     const flagsOf = (f: number): number => (writable ? f | PTE_RW : f & ~PTE_RW);
     const dm = this.arch.layout.directMapStart;
-    let runPfn = -1;
-    let runFrames = 0;
-    const flushRun = (): void => {
-      if (runFrames === 0) return;
-      this.change(dm + runPfn * PAGE, dm + (runPfn + runFrames) * PAGE, flagsOf, undo, tally);
-    };
+    const runs = this.frameRuns(start, end);
+    for (let k = 0; k < runs.length; k += 2) {
+      this.change(txn, dm + runs[k] * PAGE, dm + (runs[k] + runs[k + 1]) * PAGE, flagsOf);
+    }
+  }
+
+  /** The frames behind [start, end) as merged [pfn, frameCount] runs, in address order. */
+  frameRuns(start: number, end: number): number[] {
     const runs: number[] = [];
     this.pt.forEachLeaf(start, end, (t) => {
       const from = Math.max(start, t.va);
       const to = Math.min(end, t.va + LEVEL_BYTES[t.level]);
-      runs.push(t.pfn + (from - t.va) / PAGE, (to - from) / PAGE);
+      const pfn = t.pfn + (from - t.va) / PAGE;
+      const n = runs.length;
+      if (n > 0 && runs[n - 2] + runs[n - 1] === pfn) runs[n - 1] += (to - from) / PAGE;
+      else runs.push(pfn, (to - from) / PAGE);
     });
-    for (let k = 0; k < runs.length; k += 2) {
-      if (runFrames > 0 && runs[k] === runPfn + runFrames) {
-        runFrames += runs[k + 1];
-        continue;
-      }
-      flushRun();
-      runPfn = runs[k];
-      runFrames = runs[k + 1];
+    return runs;
+  }
+
+  /** Split one large leaf: a counted CPA split, or on a page-granular linear map an expansion. */
+  private split(txn: CpaTxn, va: number, level: 2 | 3): void {
+    const dm = this.inDirectMap(va);
+    if (dm && this.arch.directMapPageGranular) {
+      const pfn = this.linearTables.pop();
+      assert(pfn !== undefined, 'linear-map expansion beyond the tables reserved at boot');
+      this.pt.split(va, level, pfn);
+      txn.undo.push(UNDO_EXPAND, va, level, 0);
+      return;
     }
-    flushRun();
+    this.pt.split(va, level);
+    txn.undo.push(UNDO_SPLIT, va, level, 0);
+    const t = txn.tally;
+    if (level === 2) {
+      if (dm) t.splitsDirectMap2M++;
+      else t.splitsVmalloc2M++;
+    } else if (dm) t.splitsDirectMap1G++;
+    else t.splitsVmalloc1G++;
+    txn.changed = true;
   }
 
   /** cpa_collapse_large_pages over the primary range: PMD tables first, then the PUD. */
-  private collapse(start: number, end: number, tally: Tally): void {
+  private collapse(txn: CpaTxn, start: number, end: number): number {
     const dm = this.inDirectMap(start);
+    const t = txn.tally;
+    let collapsed = 0;
     const first2M = start - (start % LEVEL_BYTES[2]);
     for (let a = first2M; a < end; a += LEVEL_BYTES[2]) {
       if (this.pt.tryCollapse(a, 2)) {
-        if (dm) tally.collapsesDirectMap2M++;
-        else tally.collapsesVmalloc2M++;
+        collapsed++;
+        if (dm) t.collapsesDirectMap2M++;
+        else t.collapsesVmalloc2M++;
       }
     }
     const first1G = start - (start % LEVEL_BYTES[3]);
     for (let a = first1G; a < end; a += LEVEL_BYTES[3]) {
       if (this.pt.tryCollapse(a, 3)) {
-        if (dm) tally.collapsesDirectMap1G++;
-        else tally.collapsesVmalloc1G++;
+        collapsed++;
+        if (dm) t.collapsesDirectMap1G++;
+        else t.collapsesVmalloc1G++;
       }
     }
-  }
-
-  /** Undo a failed call; the page-table frame counters are restored too (the call never happened). */
-  private rollback(undo: Undo, ptAllocated: number, ptFreed: number): void {
-    for (let k = undo.length - UNDO_STRIDE; k >= 0; k -= UNDO_STRIDE) {
-      const va = undo[k + 1];
-      const level = undo[k + 2] as LeafLevel;
-      if (undo[k] === UNDO_FLAGS) this.pt.setLeafFlags(va, level, undo[k + 3]);
-      else assert(this.pt.tryCollapse(va, level as 2 | 3), 'CPA rollback: split did not collapse back');
-    }
-    this.counters.ptFramesAllocated = ptAllocated;
-    this.counters.ptFramesFreed = ptFreed;
-  }
-
-  private countSplit(va: number, level: 2 | 3, tally: Tally): void {
-    const dm = this.inDirectMap(va);
-    if (level === 2) {
-      if (dm) tally.splitsDirectMap2M++;
-      else tally.splitsVmalloc2M++;
-    } else if (dm) tally.splitsDirectMap1G++;
-    else tally.splitsVmalloc1G++;
-  }
-
-  private commit(t: Tally): void {
-    for (const k of TALLY_KEYS) this.counters[k] += t[k];
+    return collapsed;
   }
 
   /** ENOENT naming the first unmapped address of [start, end); one visit of the leaves, not a walk per page. */

@@ -10,10 +10,15 @@
  * on a #PF; we keep it until flushed, the conservative reading). A miss walks `kernelPt` and
  * counts one page walk (no paging-structure caches are modelled).
  *
- * Flushes: a local flush (range or all) costs one `localFlushes`; a global shootdown costs one
- * `shootdowns` plus one IPI per other CPU (flush_tlb_kernel_range -> on_each_cpu). arm64 TLBI
- * ...IS instructions are broadcast by hardware: `flushBroadcast` counts one `broadcastFlushes` and
- * no IPIs.
+ * Flushes: a local flush (range or all) costs one `localFlushes`. Kernel flushes that must reach
+ * every CPU are flush_tlb_kernel_range() (`flushKernelRange`) and flush_tlb_all() (`flushAll`):
+ * - A range longer than arch.kernelFlushCeilingPages flushes the whole TLB instead (x86
+ *   tlb_single_page_flush_ceiling = 33 pages, arch/x86/mm/tlb.c; arm64 MAX_DVM_OPS = 512 pages,
+ *   arch/arm64/include/asm/tlbflush.h), so every caller (CPA, vmalloc purge, vfree) obeys it.
+ * - arch.kernelTlbFlush 'ipi' (x86): one `shootdowns` plus one IPI per other CPU (on_each_cpu).
+ *   'broadcast' (arm64 TLBI ...IS): one `broadcastFlushes`, no IPI.
+ * - A flush of the whole TLB also counts one `fullTlbFlushes`.
+ * `flushBroadcast` is the arm64 fixmap poke's flush (a broadcast whatever the arch says).
  *
  * The fetch hot path (`ifetch`, target >= 20 M/s) keeps per CPU the last fetched 4 KiB page and its
  * frame bytes. A hit there is exactly an L1 iTLB hit on the entry just looked up (no other i-side
@@ -23,7 +28,7 @@
  * (zen4), the sibling's instruction lookups can intervene, so the machine also drops it then
  * (CpuTlb's onSiblingL1i hook).
  */
-import type { ArchSpec } from '../arch/types.js';
+import type { ArchSpec, KernelTlbFlush } from '../arch/types.js';
 import { MachineError, MachineFault } from './errors.js';
 import type { PageTable } from './pagetable.js';
 import type { PhysMem } from './phys.js';
@@ -120,19 +125,30 @@ export class Cpus {
     this.flushOne(cpu, range);
   }
 
-  /** Global shootdown: the initiating CPU flushes and IPIs every other one. */
+  /** A flush on every CPU: flushAll() without a range, else flushKernelRange(). */
   flushGlobal(va?: number, sizeBytes?: number): void {
     const range = this.checkFlushRange(va, sizeBytes);
-    this.counters.shootdowns++;
-    this.counters.ipis += this.count - 1;
-    for (let cpu = 0; cpu < this.count; cpu++) this.flushOne(cpu, range);
+    this.flushEvery(range, this.arch.kernelTlbFlush);
+  }
+
+  /**
+   * flush_tlb_kernel_range(va, va + sizeBytes) on every CPU: by address up to the arch ceiling,
+   * the whole TLB above it; by IPI or broadcast as the arch does it.
+   */
+  flushKernelRange(va: number, sizeBytes: number): void {
+    const range = this.checkFlushRange(va, sizeBytes);
+    this.flushEvery(range, this.arch.kernelTlbFlush);
+  }
+
+  /** flush_tlb_all(): every CPU's whole TLB (x86 on_each_cpu(do_flush_tlb_all); arm64 TLBI VMALLE1IS). */
+  flushAll(): void {
+    this.flushEvery(null, this.arch.kernelTlbFlush);
   }
 
   /** Hardware-broadcast invalidate (arm64 TLBI ...IS): reaches every CPU without IPIs. */
   flushBroadcast(va: number, sizeBytes: number): void {
     const range = this.checkFlushRange(va, sizeBytes);
-    this.counters.broadcastFlushes++;
-    for (let cpu = 0; cpu < this.count; cpu++) this.flushOne(cpu, range);
+    this.flushEvery(range, 'broadcast');
   }
 
   /** Forget every CPU's micro-cached page (any page-table change). */
@@ -152,6 +168,20 @@ export class Cpus {
     if (!Number.isInteger(cpu) || cpu < 0 || cpu >= this.count) {
       throw new MachineError('EINVAL', `cpu ${cpu} not in 0..${this.count - 1}`);
     }
+  }
+
+  /** One flush that reaches every CPU, counted once; a range over the ceiling becomes a full flush. */
+  private flushEvery(range: { va: number; sizeBytes: number } | null, how: KernelTlbFlush): void {
+    let r = range;
+    if (r !== null && r.sizeBytes > this.arch.kernelFlushCeilingPages * PAGE) r = null;
+    if (how === 'ipi') {
+      this.counters.shootdowns++;
+      this.counters.ipis += this.count - 1;
+    } else {
+      this.counters.broadcastFlushes++;
+    }
+    if (r === null) this.counters.fullTlbFlushes++;
+    for (let cpu = 0; cpu < this.count; cpu++) this.flushOne(cpu, r);
   }
 
   private flushOne(cpu: number, range: { va: number; sizeBytes: number } | null): void {

@@ -16,8 +16,9 @@ import { ARCHES } from '../arch/index.js';
 import type { ArchName, ArchSpec, Prot, VaRange } from '../arch/types.js';
 import { Rng } from '../base/rng.js';
 import { kernelTextStart, mapDirectMap, mapKernelImage, modulesStart, protectImageAlias } from './boot.js';
-import { Cpa, DirectMapTracker } from './cpa.js';
+import { Cpa } from './cpa.js';
 import { Cpus } from './cpu.js';
+import { DirectMapTracker } from './directmap.js';
 import { MachineError } from './errors.js';
 import { type LeafBulkListener, PageTable } from './pagetable.js';
 import { Patcher } from './patch.js';
@@ -61,7 +62,10 @@ export interface MachineConfig {
 export interface FrameAccounting {
   totalFrames: number;
   freeFrames: number;
-  /** Page-table frames of the kernel table and (x86) the poking mm. */
+  /**
+   * Page-table frames of the kernel table, (x86) the poking mm and (arm64) the 4 KiB linear map's
+   * tables set aside at boot (machine/cpa.ts, linear-map expansions).
+   */
   tableFrames: number;
   /** Frames owned by vmalloc areas, the kernel image and pages pinned by aging. */
   mappedFrames: number;
@@ -135,7 +139,7 @@ export class Machine {
       this.phys.totalFrames,
       arch.patch === 'temporary_mm' ? l.pokeArea : null,
     );
-    this.dmap = new DirectMapTracker(l.directMapStart, l.directMapEnd);
+    this.dmap = new DirectMapTracker(l.directMapStart, l.directMapEnd, arch.directMapPageGranular);
     this.kernelPt.addListener(this.audit);
     this.kernelPt.addListener(this.dmap);
     // SMT siblings (2k, 2k+1) share or split arrays as the profile says; a sibling's use of a shared
@@ -153,9 +157,9 @@ export class Machine {
       onCollapse: (_t: Translation) => this.cpus.invalidateMicro(),
     };
     this.kernelPt.addListener(micro);
-    this.cpa = new Cpa(arch, this.kernelPt, this.counters, this.cpus);
+    this.cpa = new Cpa(arch, this.kernelPt, this.counters, this.cpus, this.phys);
 
-    mapDirectMap(arch, this.kernelPt, this.phys);
+    mapDirectMap(arch, this.kernelPt, this.phys, this.cpa);
     this.kernelTextStart = kernelTextStart(arch, this.kaslr, rng);
     const image = mapKernelImage(arch, this.kernelPt, this.phys, this.kernelTextStart);
     protectImageAlias(image, this.cpa);
@@ -238,8 +242,16 @@ export class Machine {
     this.vm.purgeLazy(true);
   }
 
+  /**
+   * One set_memory_* call (machine/cpa.ts). Both arches start it with vm_unmap_aliases() (x86
+   * change_page_attr_set_clr, arm64 change_memory_common): lazily freed vmalloc areas are purged
+   * with one flush_tlb_kernel_range over them when any are pending (mm/vmalloc.c
+   * _vm_unmap_aliases -> __purge_vmap_area_lazy). The purge runs after the change commits, so a
+   * failed call changes nothing; it cannot fail, and nothing in the change depends on it.
+   */
   setMemory(va: number, pageCount: number, prot: Prot): void {
     this.cpa.setMemory(va, pageCount, prot);
+    this.vm.purgeLazy(true);
   }
 
   poke(cpu: number, va: number, bytes: Uint8Array): void {
@@ -277,7 +289,10 @@ export class Machine {
     return {
       totalFrames: this.phys.totalFrames,
       freeFrames: this.phys.freeFrameCount(),
-      tableFrames: this.kernelPt.tableFrameCount() + (this.pokingPt?.tableFrameCount() ?? 0),
+      tableFrames:
+        this.kernelPt.tableFrameCount() +
+        (this.pokingPt?.tableFrameCount() ?? 0) +
+        this.cpa.reservedTableFrames().length,
       mappedFrames: this.vm.mappedFrameCount() + agedFrames,
       agedFrames,
     };
@@ -296,6 +311,7 @@ export class Machine {
     };
     for (const pfn of this.kernelPt.tableFrames()) own(pfn, 1, 'kernel page table');
     for (const pfn of this.pokingPt?.tableFrames() ?? []) own(pfn, 1, 'poking_mm page table');
+    for (const pfn of this.cpa.reservedTableFrames()) own(pfn, 1, 'linear-map page table (boot)');
     for (const a of this.vm.liveAreas())
       for (const pfn of a.leafPfns) own(pfn, a.leafBytes / 4096, 'vmalloc area');
     let owned = 0;

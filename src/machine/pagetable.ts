@@ -15,6 +15,9 @@
  * reuses them; we free them so that "a failed call leaves no trace" can be compared exactly; the
  * difference is a few frames). Tables created by `preallocate` (poking_init, fixmap) are pinned.
  *
+ * A leaf may be not present (PRESENT cleared, frame kept: x86 set_direct_map_invalid_noflush);
+ * `walk` (the hardware view) finds no translation there, `lookup` (CPA's view) finds the leaf.
+ *
  * Every leaf change is reported to listeners (W^X audit, direct-map statistics, TLB staleness),
  * so nothing above can change a mapping without them knowing. A split or collapse is 513 changes;
  * listeners that can take it as one event (LeafBulkListener) get one call instead, which is what
@@ -101,8 +104,17 @@ export class PageTable {
     this.root = new Table(this.allocTableFrame(), 4, true, this.newSlots());
   }
 
-  /** The leaf translating `va`, or null. Pure lookup, counts nothing. */
+  /** The leaf translating `va`, or null (also for a not-present leaf: hardware finds no translation). */
   walk(va: number): Translation | null {
+    const leaf = this.lookup(va);
+    return leaf !== null && leaf.flags & PTE_PRESENT ? leaf : null;
+  }
+
+  /**
+   * The leaf covering `va`, present or not (a not-present leaf is a PTE with its frame kept and
+   * PRESENT cleared, as x86 __set_pages_np() leaves it), or null. Pure lookup, counts nothing.
+   */
+  lookup(va: number): Translation | null {
     let table = this.root;
     for (let level = 4; level >= 1; level--) {
       const slot = table.slots[indexAt(va, level)];
@@ -148,8 +160,9 @@ export class PageTable {
     return leaf;
   }
 
+  /** New flags for a leaf; PRESENT may be cleared (set_direct_map_invalid_noflush), the frame stays. */
   setLeafFlags(va: number, level: LeafLevel, flags: number): void {
-    this.checkFlags(flags);
+    this.checkFlags(flags, true);
     const { table, leaf } = this.findLeaf(va, level);
     if (leaf.flags === flags) return;
     const next: Translation = { va, level, pfn: leaf.pfn, flags };
@@ -179,7 +192,7 @@ export class PageTable {
       if (old === undefined || old instanceof Table) break;
       const flags = flagsOf(old.flags);
       if (flags === old.flags) continue;
-      this.checkFlags(flags);
+      this.checkFlags(flags, true);
       const next: Translation = { va: a, level: 1, pfn: old.pfn, flags };
       slots[i] = next;
       this.emit({ va: a, level: 1, old, next });
@@ -188,13 +201,24 @@ export class PageTable {
     return a;
   }
 
-  /** Replace one large leaf by 512 leaves one level down with the same flags (needs one table frame). */
-  split(va: number, level: 2 | 3): void {
+  /**
+   * Replace one large leaf by 512 leaves one level down with the same flags. Needs one table frame:
+   * a new one, or `tablePfn`, a frame the caller already owns (set aside at boot; not counted in
+   * ptFramesAllocated again).
+   */
+  split(va: number, level: 2 | 3, tablePfn?: number): void {
     if (level !== 2 && level !== 3)
       throw new MachineError('EINVAL', `${this.name}: only level 2/3 leaves split`);
     const { table, leaf } = this.findLeaf(va, level);
     const sub = (level - 1) as LeafLevel;
-    const child = new Table(this.allocTableFrame(), sub, false, this.newSlots());
+    let pfn: number;
+    if (tablePfn === undefined) {
+      pfn = this.allocTableFrame();
+    } else {
+      pfn = tablePfn;
+      this.tables++;
+    }
+    const child = new Table(pfn, sub, false, this.newSlots());
     const subFrames = LEVEL_BYTES[sub] / 4096;
     table.slots[indexAt(va, level)] = child;
     const ls = this.listeners;
@@ -452,11 +476,18 @@ export class PageTable {
     this.checkFlags(flags);
   }
 
-  private checkFlags(flags: number): void {
-    if (!Number.isInteger(flags) || (flags & ~FLAG_MASK) !== 0 || !(flags & PTE_PRESENT)) {
+  private checkFlags(flags: number, mayBeNotPresent = false): void {
+    // A not-present leaf keeps other bits (x86 __set_pages_np clears only PRESENT and RW); an
+    // all-zero entry is pte_none, which is unmapLeaf's business.
+    if (
+      !Number.isInteger(flags) ||
+      (flags & ~FLAG_MASK) !== 0 ||
+      flags === 0 ||
+      (!mayBeNotPresent && !(flags & PTE_PRESENT))
+    ) {
       throw new MachineError(
         'EINVAL',
-        `${this.name}: leaf flags ${flags} must be present and only P/RW/NX/G`,
+        `${this.name}: leaf flags ${flags} must be present (or non-zero, where CPA may clear PRESENT) and only P/RW/NX/G`,
       );
     }
   }

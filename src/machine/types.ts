@@ -87,6 +87,11 @@ export interface MachineCounters {
    * CPU without an IPI, so they are counted apart from `shootdowns`.
    */
   broadcastFlushes: number;
+  /**
+   * Of `shootdowns` + `broadcastFlushes`: those that invalidated every CPU's whole TLB
+   * (flush_tlb_all(), or a flush_tlb_kernel_range() longer than arch.kernelFlushCeilingPages).
+   */
+  fullTlbFlushes: number;
   /** Large-leaf splits by level (2 = 2 MiB into 4 KiB, 3 = 1 GiB into 2 MiB) and region. */
   splitsDirectMap2M: number;
   splitsDirectMap1G: number;
@@ -122,6 +127,7 @@ export function newCounters(): MachineCounters {
     shootdowns: 0,
     ipis: 0,
     broadcastFlushes: 0,
+    fullTlbFlushes: 0,
     splitsDirectMap2M: 0,
     splitsDirectMap1G: 0,
     splitsVmalloc2M: 0,

@@ -18,30 +18,52 @@
  *   counted in `vmallocHugeFallbacks`.
  * - Any failure of the 4 KiB path unwinds completely: frames, page tables, VA (and the frame
  *   counters of page tables), so a failed vmalloc leaves no trace.
- * - vfree without VM_FLUSH_RESET_PERMS is lazy, as Linux's: the leaves are removed and the frames
- *   freed, but the TLB flush is deferred and the VA stays reserved until a purge; a purge (one
- *   global shootdown for all lazily freed areas) happens when more than lazy_max_pages
- *   (fls(cpus) * 32 MiB) are pending, when a VA search fails, or with the next reset-perms vfree.
- * - vfree with VM_FLUSH_RESET_PERMS (vm_reset_perms): unmap, one global flush (which also purges
- *   the lazy areas), then the direct-map alias of the frames is set back to RW (NX untouched),
- *   then the frames are freed.
+ * - vfree is lazy, as Linux's (remove_vm_area -> free_unmap_vmap_area): the leaves are removed,
+ *   but the TLB flush is deferred and the VA stays reserved until a purge
+ *   (__purge_vmap_area_lazy: one flush_tlb_kernel_range over [lowest start, highest end) of all
+ *   lazily freed areas, which the arch ceiling turns into a full flush unless they lie close
+ *   together). A purge happens when more than lazy_max_pages (fls(cpus) * 32 MiB) are pending,
+ *   when a VA search fails, before every set_memory_* call (vm_unmap_aliases, machine.ts), and
+ *   in a reset-perms vfree.
+ * - vfree with VM_FLUSH_RESET_PERMS, vm_reset_perms() (mm/vmalloc.c): for every 4 KiB page of the
+ *   area set_direct_map_invalid_noflush() (x86 __set_pages_np: PRESENT and RW cleared, which
+ *   splits a large direct-map leaf, each split with its flush_tlb_all); then _vm_unmap_aliases(
+ *   start, end, flush_dmap): one flush_tlb_kernel_range over the direct-map range of the pages
+ *   joined with every lazily freed area (this one included), purging them; then
+ *   set_direct_map_default_noflush() (PRESENT and RW set; NX was never cleared). The direct map
+ *   stays split. Then the frames are freed.
+ * - vfree is atomic: its only fallible steps are splits that need a page-table frame (the
+ *   direct-map splits above, and splitting a leaf CPA collapsed across two areas, below). They
+ *   run first, in one CPA transaction; if one fails, everything is undone and vfree throws
+ *   ENOMEM with nothing changed (no frame, counter, mapping or VA moved; issue 16 item 1).
  * - The kernel image is registered as a busy area, so arm64's module windows (which contain the
  *   image) can never hand it out. It cannot be freed.
  */
 import type { VaRange } from '../arch/types.js';
 import { isPow2 } from '../base/addr.js';
 import { assert } from '../base/assert.js';
-import type { Cpa } from './cpa.js';
+import type { Cpa, CpaTxn } from './cpa.js';
 import type { Cpus } from './cpu.js';
 import { MachineError } from './errors.js';
 import type { PageTable } from './pagetable.js';
 import type { PhysMem } from './phys.js';
 import { RangeTree } from './rangetree.js';
 import type { MachineCounters, VmArea, VmallocRequest } from './types.js';
-import { LEVEL_BYTES, protToFlags } from './types.js';
+import { LEVEL_BYTES, PTE_PRESENT, PTE_RW, protToFlags } from './types.js';
 
 const PAGE = 4096;
 const SZ_2M = 2 ** 21;
+
+/**
+ * set_direct_map_invalid_noflush: x86 __set_pages_np clears PRESENT and RW; arm64 clears PTE_VALID
+ * only. (x86 CPA's pgprot_clear_protnone_bits() also drops _PAGE_GLOBAL from a not-present PTE;
+ * not modelled: the machine's TLBs do not use the global bit, and keeping it keeps a reused
+ * frame's alias identical to a fresh one.)
+ */
+const invalidX86 = (f: number): number => f & ~(PTE_PRESENT | PTE_RW);
+const invalidArm64 = (f: number): number => f & ~PTE_PRESENT;
+/** set_direct_map_default_noflush: x86 __set_pages_p sets PRESENT and RW (arm64: VALID, WRITE). */
+const directMapDefault = (f: number): number => f | PTE_PRESENT | PTE_RW;
 
 /** A VmArea as the machine keeps it. */
 export interface VmAreaRecord extends VmArea {
@@ -166,20 +188,50 @@ export class Vmalloc {
       throw new MachineError('ENOENT', `vfree: no vmalloc area starts at 0x${Number(va).toString(16)}`);
     }
     if (area.kernelImage) throw new MachineError('EINVAL', 'vfree: the kernel image cannot be freed');
-    this.unmapArea(area);
+    const frames = area.leafBytes / PAGE;
+    const directMapInvalid = this.cpa.arch.cpaKind === 'change_memory_common' ? invalidArm64 : invalidX86;
+    // Every step that can fail, first and undoably (see the header).
+    const txn = this.cpa.begin();
+    try {
+      this.splitStraddlers(area, txn);
+      if (area.flushResetPerms) {
+        for (const pfn of area.leafPfns) this.cpa.setDirectMapPages(txn, pfn, frames, directMapInvalid);
+      }
+    } catch (e) {
+      this.cpa.rollback(txn);
+      if (e instanceof MachineError && e.code === 'ENOMEM') {
+        throw new MachineError(
+          'ENOMEM',
+          `vfree: no page-table frame for a split (nothing freed): ${e.message}`,
+        );
+      }
+      throw e;
+    }
+    // From here nothing can fail.
+    this.unmapLeaves(area);
     this.removeArea(area);
     this.counters.vfrees++;
+    this.lazy.push(area.va, area.reservedBytes);
+    this.lazyPages += area.reservedBytes / PAGE;
     if (area.flushResetPerms) {
-      this.cpus.flushGlobal();
-      this.purgeLazy(false);
-      this.space.release(area.va, area.reservedBytes);
-      for (const pfn of area.leafPfns) this.cpa.setAliasWritable(pfn, area.leafBytes / PAGE, true);
+      // _vm_unmap_aliases(start, end, flush_dmap = 1) over the pages' direct-map range.
+      const dm = this.cpa.arch.layout.directMapStart;
+      let lo = Number.POSITIVE_INFINITY;
+      let hi = 0;
+      for (const pfn of area.leafPfns) {
+        lo = Math.min(lo, dm + pfn * PAGE);
+        hi = Math.max(hi, dm + (pfn + frames) * PAGE);
+      }
+      this.purgeLazy(true, lo, hi);
+      const splits = txn.splitCount();
+      for (const pfn of area.leafPfns) this.cpa.setDirectMapPages(txn, pfn, frames, directMapDefault);
+      assert(txn.splitCount() === splits, 'set_direct_map_default_noflush split a leaf');
       this.freeFrames(area);
+      this.cpa.commit(txn);
       return;
     }
     this.freeFrames(area);
-    this.lazy.push(area.va, area.reservedBytes);
-    this.lazyPages += area.reservedBytes / PAGE;
+    this.cpa.commit(txn);
     if (this.lazyPages > this.lazyMaxPages) this.purgeLazy(true);
   }
 
@@ -229,17 +281,22 @@ export class Vmalloc {
     return this.lazyPages;
   }
 
-  /** Flush and release every lazily freed reservation (purge_vmap_area_lazy). */
-  purgeLazy(flush: boolean): void {
-    if (this.lazy.length === 0) return;
+  /**
+   * Flush and release every lazily freed reservation (__purge_vmap_area_lazy(start, end)): one
+   * flush_tlb_kernel_range over [start, end) joined with every pending area. Without pending areas
+   * nothing happens, unless a range is given (_vm_unmap_aliases with flush_dmap: that range is
+   * flushed alone).
+   */
+  purgeLazy(flush: boolean, start = Number.POSITIVE_INFINITY, end = 0): void {
+    if (this.lazy.length === 0 && start >= end) return;
     if (flush) {
-      let lo = Number.POSITIVE_INFINITY;
-      let hi = 0;
+      let lo = start;
+      let hi = end;
       for (let k = 0; k < this.lazy.length; k += 2) {
         lo = Math.min(lo, this.lazy[k]);
         hi = Math.max(hi, this.lazy[k] + this.lazy[k + 1]);
       }
-      this.cpus.flushGlobal(lo, hi - lo);
+      this.cpus.flushKernelRange(lo, hi - lo);
     }
     for (let k = 0; k < this.lazy.length; k += 2) this.space.release(this.lazy[k], this.lazy[k + 1]);
     this.lazy.length = 0;
@@ -296,10 +353,13 @@ export class Vmalloc {
     return area;
   }
 
-  private unmapArea(area: VmAreaRecord): void {
+  /**
+   * CPA may have split 2 MiB leaves or collapsed 4 KiB ones. A collapsed leaf can only reach into a
+   * neighbour when areas have no guard page; split it first so only this area's part goes. Such a
+   * split needs a page-table frame, so it is part of vfree's transaction.
+   */
+  private splitStraddlers(area: VmAreaRecord, txn: CpaTxn): void {
     const end = area.va + area.sizeBytes;
-    // CPA may have split 2 MiB leaves or collapsed 4 KiB ones. A collapsed leaf can only reach into
-    // a neighbour when areas have no guard page; split it first so only this area's part goes.
     for (;;) {
       let straddler: { va: number; level: 2 | 3 } | null = null;
       this.pt.forEachLeaf(area.va, end, (t) => {
@@ -307,10 +367,15 @@ export class Vmalloc {
           straddler = { va: t.va, level: t.level as 2 | 3 };
         }
       });
-      if (straddler === null) break;
+      if (straddler === null) return;
       const { va, level } = straddler as { va: number; level: 2 | 3 };
-      this.pt.split(va, level);
+      this.cpa.splitUncounted(txn, va, level);
     }
+  }
+
+  /** vunmap_range_noflush: remove the area's leaves (straddlers already split); frees no frame of data. */
+  private unmapLeaves(area: VmAreaRecord): void {
+    const end = area.va + area.sizeBytes;
     const leaves: { va: number; level: 1 | 2 | 3 }[] = [];
     this.pt.forEachLeaf(area.va, end, (t) => leaves.push({ va: t.va, level: t.level }));
     for (const l of leaves) this.pt.unmapLeaf(l.va, l.level);
