@@ -117,7 +117,7 @@ export function formatCompare(r: CompareResult): string {
     textTable([...TEXT_ROW_HEADER, ...columns.map((c) => c.heading)], rows, TEXT_ROW_HEADER.length),
     '',
     '* re-implementation of a Linux design on the simulated machine.',
-    `iTLB misses per million fetches, compulsory lower bound in parentheses. ${flushLegend(r.arch)}`,
+    `iTLB misses per million fetches, lower bound in parentheses (infinite TLB, same flushes, per CPU). ${flushLegend(r.arch)}`,
     r.modelledNote,
   ].join('\n');
 }

@@ -105,7 +105,7 @@ function human(r: ModulesCliReport): string {
   if (r.fetch) {
     const f = r.fetch;
     lines.push(
-      `fetch model: ${f.calls} Zipf(1) calls over ${f.functions} real functions: ${f.missesPerMillion.toFixed(1)} iTLB misses per million fetches (compulsory lower bound ${f.lowerBoundPerMillion.toFixed(1)}), ${f.faults} faulting fetches`,
+      `fetch model: ${f.calls} Zipf(1) calls over ${f.functions} real functions: ${f.missesPerMillion.toFixed(1)} iTLB misses per million fetches (infinite-TLB lower bound ${f.lowerBoundPerMillion.toFixed(1)}), ${f.faults} faulting fetches`,
     );
   }
   for (const f of r.failed) lines.push(`  FAILED ${f.name}: ${f.reason}`);

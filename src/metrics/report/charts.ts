@@ -9,7 +9,7 @@
  *
  * Which charts: the measurements DESIGN.md section 7 names, each against its limit where one
  * exists (overhead 1.0, large-page share 100%, global flushes 0, direct-map growth 0, iTLB misses
- * against the compulsory lower bound), titled in the run's arch's words (vocabulary.ts): the
+ * against the infinite-TLB lower bound), titled in the run's arch's words (vocabulary.ts): the
  * global-flush charts are the kinds the table shows (x86 shootdowns and IPIs, arm64 broadcast
  * TLBIs), and "linear map" replaces "direct map" on arm64. A design that is another on this arch
  * (PolicySpec.sameAs) draws no bars of its own. The simulator's own speed is not charted: it
@@ -293,8 +293,8 @@ function itlbChart(run: WorkloadRun): RenderedChart {
     id: `itlb-${run.workload}`,
     title: `iTLB misses: ${run.workload}`,
     caption:
-      `Misses per million instruction fetches (modelled ${run.tlb} TLBs) next to the compulsory lower bound ` +
-      '(distinct pages touched). Lower is better; the bound is the limit.',
+      `Misses per million instruction fetches (modelled ${run.tlb} TLBs) next to the lower bound ` +
+      '(the misses of an infinite TLB with the same flushes, per CPU). Lower is better; the bound is the limit.',
     svg: renderBars({
       categories: drawn.map(([name]) => name),
       yName: 'per million fetches',

@@ -112,7 +112,7 @@ export function renderHtml(data: ReportData): RenderedReport {
     headlineHtml(data),
     '<h2>Results by workload</h2>',
     '<p class="meta">Every policy ran the workload on an identical fresh machine. Blue bold: best in column. ' +
-      'iTLB misses per million fetches, compulsory lower bound in parentheses. W^X must be 0. ' +
+      'iTLB misses per million fetches, lower bound in parentheses (an infinite TLB with the same flushes, per CPU). W^X must be 0. ' +
       `${escapeHtml(flushLegend(first.arch))}</p>`,
     ...data.runs.map(tableHtml),
     '<h2>Charts</h2>',

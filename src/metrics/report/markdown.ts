@@ -49,7 +49,7 @@ export function renderMarkdown(data: ReportData): string {
   out.push(
     `Every policy ran every workload on an identical fresh simulated ${first.arch} machine ` +
       `(${first.tlb} TLB geometry, seed ${first.seed}, scale ${first.scale}). Bold marks the best value in a column. ` +
-      'iTLB misses are per million instruction fetches, with the compulsory lower bound in parentheses. ' +
+      'iTLB misses are per million instruction fetches, with the lower bound in parentheses (the misses of an infinite TLB with the same flushes, per CPU). ' +
       flushLegend(first.arch),
     '',
   );

@@ -23,7 +23,7 @@ export function modelledVsReal(arch: string, tlb: string): string[] {
       'the 2023 jit_alloc slab) are re-implementations on that machine from their sources, not Linux code; ' +
       'each names the kernel version it models.',
     `Modelled: iTLB misses come from a TLB model with published geometry (${tlb}), fed by instruction fetches of ` +
-      'Zipf-hot functions; the lower bound is the number of distinct pages touched.',
+      'Zipf-hot functions; TLBs stay warm across samples (steady state); the lower bound is the misses an infinite TLB with the same flushes would take, per CPU.',
     "Not shown: the simulator's own throughput (simulatorOpsPerSecond in `execmem compare --json`) times these " +
       'TypeScript implementations in one process, varies up to 2x between runs and says nothing about kernel ' +
       'speed, so no table, chart or ranking uses it.',
