@@ -72,13 +72,19 @@ describe('compare: every policy on every workload', () => {
 describe('compare: designs differ as their sources say', () => {
   it('bpf-churn: packs and our allocator avoid shootdowns; page-granular designs do not', () => {
     const r = small('bpf-churn');
-    for (const name of ['module_alloc', 'execmem-6.10', 'execmem-rox', 'jit_alloc-2023']) {
+    // Linux 5.17 (a page per program) and jit_alloc (a page per slab) flip permissions per load;
+    // every kernel since 5.18 allocates BPF through bpf_prog_pack (issue 11 item 3).
+    for (const name of ['module_alloc', 'jit_alloc-2023']) {
       assert.ok(byName(r, name).metrics.shootdowns > 10, `${name} pays shootdowns`);
     }
-    assert.ok(byName(r, 'bpf_prog_pack').metrics.shootdowns <= 2, 'bpf_prog_pack: one per pack');
+    for (const name of ['bpf_prog_pack', 'execmem-6.10', 'execmem-rox', 'execmem-rox-bpf']) {
+      assert.ok(byName(r, name).metrics.shootdowns <= 2, `${name}: one set_memory per pack`);
+    }
     assert.equal(byName(r, 'jit_alloc-2023').metrics.largePageShare, 0);
     assert.equal(byName(r, 'module_alloc').metrics.largePageShare, 0);
-    assert.ok(byName(r, 'execmem-rox').metrics.largePageShare > 0.9);
+    // 6.17 keeps BPF packs on 4 KiB execmem pages; the 2026 series carves them from 2 MiB ROX blocks.
+    assert.equal(byName(r, 'execmem-rox').metrics.largePageShare, 0);
+    assert.ok(byName(r, 'execmem-rox-bpf').metrics.largePageShare > 0.9);
   });
 
   it('bad options are refused before any work', () => {

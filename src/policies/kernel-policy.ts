@@ -160,7 +160,7 @@ export class KernelPolicy extends LinuxPolicy {
   protected release(a: Allocation): void {
     switch (a.kind) {
       case 'area':
-        this.execFree(a.owner as Area);
+        this.execFree(a.owner as Area, a.writable);
         return;
       case 'region': {
         const region = a.owner as ModuleRegion;
@@ -192,7 +192,7 @@ export class KernelPolicy extends LinuxPolicy {
     if (this.cache !== null) {
       // execmem_alloc_rw() -> execmem_force_rw(), unconditional where ARCH_HAS_EXECMEM_ROX.
       try {
-        this.cache.forceRw(area.va, bytes);
+        this.cache.forceRw(area.va, bytes, area.cached ? 'rox' : 'rw');
       } catch (e) {
         this.execFree(area);
         throw e;
@@ -284,10 +284,13 @@ export class KernelPolicy extends LinuxPolicy {
     return { va: vm.va, sizeBytes: bytes, cached: false };
   }
 
-  /** execmem_free() / module_memfree(): back to the cache, or vfree (VM_FLUSH_RESET_PERMS). */
-  protected execFree(area: Area): void {
+  /**
+   * execmem_free() / module_memfree(): back to the cache, or vfree (VM_FLUSH_RESET_PERMS).
+   * `writable`: a cache piece still in its write window (its owner was never finalized).
+   */
+  protected execFree(area: Area, writable = false): void {
     if (area.cached) {
-      this.cache!.free(area.va);
+      this.cache!.free(area.va, writable);
       return;
     }
     this.vfree(area.va);

@@ -80,12 +80,15 @@ export class RoxCache {
     return va;
   }
 
-  /** execmem_cache_free(): force_rw, trap fill, restore_rox, coalesce; then the clean work. */
-  free(va: number): void {
+  /**
+   * execmem_cache_free(): force_rw, trap fill, restore_rox, coalesce; then the clean work.
+   * `writable`: the piece is still in its write window (freed before it was finalized).
+   */
+  free(va: number, writable: boolean): void {
     const size = this.busy.get(va);
     assert(size !== undefined, `ROX cache free of ${hexAddr(va)}: not a busy area`);
     this.policy.counters.mutexAcquisitions++;
-    this.forceRw(va, size);
+    this.forceRw(va, size, writable ? 'rw' : 'rox');
     this.policy.storeTraps(va, size);
     this.restoreRox(va, size);
     this.busy.delete(va);
@@ -93,10 +96,14 @@ export class RoxCache {
     this.clean();
   }
 
-  /** execmem_force_rw(): set_memory_nx then set_memory_rw (two CPA calls). */
-  forceRw(va: number, sizeBytes: number): void {
+  /**
+   * execmem_force_rw(): set_memory_nx then set_memory_rw (two CPA calls), on memory whose
+   * protection is `from` (ROX for a cache piece; PAGE_KERNEL data, where neither call changes a
+   * PTE, for execmem_alloc_rw() of a type outside the cache).
+   */
+  forceRw(va: number, sizeBytes: number, from: 'rox' | 'rw'): void {
     const pages = sizeBytes / PAGE_BYTES;
-    this.policy.protect(va, pages, 'ro');
+    this.policy.protect(va, pages, from === 'rox' ? 'ro' : 'rw');
     this.policy.protect(va, pages, 'rw');
   }
 
