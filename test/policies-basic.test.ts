@@ -96,6 +96,12 @@ describe('policies: bad input is refused and changes nothing', () => {
     ['oversized', 'EINVAL', (p) => p.alloc('module_text', 2 ** 40)],
     ['alignment not a power of two', 'EINVAL', (p) => p.alloc('bpf', 64, 48)],
     ['alignment above a page', 'EINVAL', (p) => p.alloc('bpf', 64, 8192)],
+    ['unknown caller', 'EINVAL', (p) => p.alloc('bpf', 64, 64, { caller: 'nope' as 'bpf_trampoline' })],
+    [
+      'trampoline hint on module text',
+      'EINVAL',
+      (p) => p.alloc('module_text', 64, 1, { caller: 'bpf_trampoline' }),
+    ],
     ['free of a wild pointer', 'ENOENT', (p, va) => p.free(va + 64 * 1024 * 1024)],
     ['free inside an allocation', 'EINVAL', (p, va) => p.free(va + 8)],
     ['write crossing the end', 'EINVAL', (p, va) => p.write(va + 100, new Uint8Array(101))],

@@ -46,7 +46,7 @@ import {
   newPolicyCounters,
   type PolicyCounters,
 } from './live-set.js';
-import type { AllocHint, ExecAllocator, ModuleSection } from './types.js';
+import { ALLOC_CALLERS, type AllocHint, type ExecAllocator, type ModuleSection } from './types.js';
 
 export const PAGE_BYTES = SZ_4K;
 export const PMD_BYTES = SZ_2M;
@@ -138,6 +138,11 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
     this.checkSize(sizeBytes);
     if (!isPow2(alignBytes) || alignBytes > PAGE_BYTES) {
       this.fail('EINVAL', `alignment ${alignBytes} is not a power of two <= ${PAGE_BYTES}`);
+    }
+    if (hint.caller !== undefined) {
+      if (!ALLOC_CALLERS.includes(hint.caller))
+        this.fail('EINVAL', `unknown caller '${String(hint.caller)}'`);
+      if (type !== 'bpf') this.fail('EINVAL', `a ${hint.caller} image is type bpf, not ${type}`);
     }
     const a = this.allocate(type, sizeBytes, alignBytes, hint);
     if (!(a.va % alignBytes === 0))

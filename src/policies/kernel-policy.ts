@@ -189,15 +189,9 @@ export class KernelPolicy extends LinuxPolicy {
   private section(type: ExecmemType, sizeBytes: number): Allocation {
     const bytes = alignUp(sizeBytes, PAGE_BYTES);
     const area = this.execAlloc(linuxTypeOf(type), bytes);
-    if (this.cache !== null) {
-      // execmem_alloc_rw() -> execmem_force_rw(), unconditional where ARCH_HAS_EXECMEM_ROX.
-      try {
-        this.cache.forceRw(area.va, bytes, area.cached ? 'rox' : 'rw');
-      } catch (e) {
-        this.execFree(area);
-        throw e;
-      }
-    }
+    const cache = this.cache;
+    // execmem_alloc_rw() -> execmem_force_rw(), unconditional where ARCH_HAS_EXECMEM_ROX.
+    if (cache !== null) this.orFree(area, () => cache.forceRw(area.va, bytes, area.cached ? 'rox' : 'rw'));
     return newAllocation(area.va, type, sizeBytes, bytes, 'area', true, finalProtOf(type), area);
   }
 
