@@ -268,10 +268,6 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
     assert(this.mappedBytes >= 0, `${this.name}: mapped bytes below zero`);
   }
 
-  rangeFor(type: ExecmemType): ExecmemRange {
-    return this.ranges[linuxTypeOf(type)];
-  }
-
   /**
    * __vmalloc_node_range() in the range, retried once in the fallback range (execmem_vmalloc).
    * PAGE_KERNEL (RW+NX) unless `prot` says otherwise (arm64 maps kprobe pages PAGE_KERNEL_ROX).

@@ -65,12 +65,6 @@ export class RoxCache {
     return this.blocks.size;
   }
 
-  get freeBytes(): number {
-    let total = 0;
-    for (const f of this.freeAreas) total += f.end - f.start;
-    return total;
-  }
-
   /** execmem_cache_alloc(): a ROX piece of `sizeBytes` (page multiple) in range `r`. */
   alloc(r: ExecmemRange, sizeBytes: number): number {
     assert(sizeBytes % PAGE_BYTES === 0 && sizeBytes > 0, 'ROX cache request not page-granular');
