@@ -75,7 +75,7 @@ describe('execmem compare (CLI)', () => {
       assert.equal(p.metrics.opsPerSecondRatio, undefined, 'the old speed name is gone');
       assert.equal(typeof p.kernel, 'string');
       assert.equal(p.sameAs, null, `${p.name}: no x86 design equals another`);
-      assert.equal(p.metrics.wxViolations, 0);
+      if (p.wxHoles === null) assert.equal(p.metrics.wxViolations, 0, p.name);
       assert.ok(Array.isArray(p.occupancy.regions));
     }
   });

@@ -37,8 +37,12 @@ describe('compare: every policy on every workload', () => {
       let minRatio = Number.POSITIVE_INFINITY;
       for (const p of r.policies) {
         const m = p.metrics;
-        assert.equal(m.wxViolations, 0, `${p.name}: W^X max`);
-        assert.equal(m.wxViolationsTotal, 0, `${p.name}: W^X total`);
+        // Only a Linux version that leaves W+X pages (PolicySpec.wxHoles: 5.17's BPF trampolines)
+        // may show any, and only on a workload that makes them.
+        if (p.wxHoles === null || !hasBpfTrampolines(workload)) {
+          assert.equal(m.wxViolations, 0, `${p.name}: W^X max`);
+          assert.equal(m.wxViolationsTotal, 0, `${p.name}: W^X total`);
+        } else assert.ok(m.wxViolations > 0, `${p.name}: ${p.wxHoles}`);
         assert.equal(m.failures, 0, `${p.name}: ${JSON.stringify(p.failureSamples)}`);
         assert.equal(m.liveBytes, live, `${p.name}: same live bytes for every design`);
         if (live > 0) assert.equal(m.overhead, m.mappedBytes / live);
@@ -80,16 +84,22 @@ describe('compare: every policy on every workload', () => {
 describe('compare: designs differ as their sources say', () => {
   it('bpf-churn: packs and our allocator avoid shootdowns; page-granular designs do not', () => {
     const r = small('bpf-churn');
-    for (const name of ['module_alloc', 'execmem-6.10', 'execmem-rox', 'jit_alloc-2023']) {
+    // Linux 5.17 (a page per program) and jit_alloc (a page per slab) flip permissions per load;
+    // every kernel since 5.18 allocates BPF through bpf_prog_pack (issue 11 item 3).
+    for (const name of ['module_alloc', 'jit_alloc-2023']) {
       assert.ok(byName(r, name).metrics.shootdowns > 10, `${name} pays shootdowns`);
     }
     // Per pack: set_memory_rox's cpa_flush plus one flush_tlb_all per direct-map split
     // (__split_large_page); then nothing per program.
-    const pack = byName(r, 'bpf_prog_pack').metrics;
-    assert.ok(pack.shootdowns <= 2 + pack.directMapSplits, `bpf_prog_pack: ${pack.shootdowns} shootdowns`);
+    for (const name of ['bpf_prog_pack', 'execmem-6.10', 'execmem-rox', 'execmem-rox-bpf']) {
+      const m = byName(r, name).metrics;
+      assert.ok(m.shootdowns <= 2 + m.directMapSplits, `${name}: one set_memory per pack, ${m.shootdowns}`);
+    }
     assert.equal(byName(r, 'jit_alloc-2023').metrics.largePageShare, 0);
     assert.equal(byName(r, 'module_alloc').metrics.largePageShare, 0);
-    assert.ok(byName(r, 'execmem-rox').metrics.largePageShare > 0.9);
+    // 6.17 keeps BPF packs on 4 KiB execmem pages; the 2026 series carves them from 2 MiB ROX blocks.
+    assert.equal(byName(r, 'execmem-rox').metrics.largePageShare, 0);
+    assert.ok(byName(r, 'execmem-rox-bpf').metrics.largePageShare > 0.9);
   });
 
   it('bad options are refused before any work', () => {
@@ -121,3 +131,10 @@ describe('compare: designs differ as their sources say', () => {
     for (const done of seen.values()) assert.equal(done, total);
   });
 });
+
+/** Does the workload allocate BPF trampoline images (the pages 5.17 keeps W+X)? */
+function hasBpfTrampolines(workload: string): boolean {
+  return WORKLOADS[workload]
+    .generate({ seed: 1, scale: 0.01 })
+    .events.some((e) => e.op === 'alloc' && e.caller === 'bpf_trampoline');
+}

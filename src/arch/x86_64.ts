@@ -7,14 +7,19 @@
  *   space at 0xffffffffa0000000 (1520 MB) up to MODULES_END = 0xffffffffff000000.
  * - arch/x86/include/asm/page_64_types.h: KERNEL_IMAGE_SIZE is 1 GiB with KASLR ("leaving 1 GiB
  *   for modules", so MODULES_VADDR = 0xffffffffc0000000) and 512 MiB otherwise.
- * - arch/x86/mm/init.c execmem_arch_setup(): with KASLR the start is MODULES_VADDR +
- *   get_random_u32_inclusive(1, 1024) * PAGE_SIZE; MODULE_TEXT uses PAGE_KERNEL_ROX with
- *   EXECMEM_ROX_CACHE when ROX is supported; KPROBES is always PAGE_KERNEL_ROX and joined the ROX
- *   cache in the July 2025 series (<20250713071730.4117334-1-rppt@kernel.org>: "[EXECMEM_KPROBES] =
- *   { .flags = flags, ...PAGE_KERNEL_ROX }"), FTRACE in the same series, and BPF in the 2026
- *   bpf-next commit "x86/bpf: Enable EXECMEM_ROX_CACHE for BPF allocations"; so every text type
- *   carries the flag here. MODULE_DATA is PAGE_KERNEL; no fallback range; alignment MODULE_ALIGN =
- *   PAGE_SIZE (without KASAN).
+ * - arch/x86/mm/init.c execmem_arch_setup() as merged for Linux 6.17: with KASLR the start is
+ *   MODULES_VADDR + get_random_u32_inclusive(1, 1024) * PAGE_SIZE; MODULE_TEXT uses
+ *   PAGE_KERNEL_ROX with EXECMEM_ROX_CACHE when ROX is supported; KPROBES is PAGE_KERNEL_ROX with
+ *   the cache flags and FTRACE takes the cache too, both since the July 2025 series "x86: enable
+ *   EXECMEM_ROX_CACHE for ftrace and kprobes" (<20250713071730.4117334-1-rppt@kernel.org>, patches
+ *   7 and 8: "[EXECMEM_KPROBES] = { .flags = flags, ... .pgprot = PAGE_KERNEL_ROX }",
+ *   "[EXECMEM_FTRACE] = { .flags = flags, ... }", "[EXECMEM_BPF] = { .flags =
+ *   EXECMEM_KASAN_SHADOW, ... }"). BPF therefore keeps PAGE_KERNEL and no ROX cache in every merged
+ *   kernel (the unmerged 2026 bpf-next commit "x86/bpf: Enable EXECMEM_ROX_CACHE for BPF
+ *   allocations" would add it; policies/kernel.ts models that variant apart). MODULE_DATA is
+ *   PAGE_KERNEL; no fallback range; alignment MODULE_ALIGN = PAGE_SIZE (without KASAN). Older
+ *   kernels' tables differ in protections and flags only (6.10: one PAGE_KERNEL default range);
+ *   the policies take those facts from their kernel profile, the ranges from here.
  * - Trap fill: execmem_fill_trapping_insns() = memset(ptr, INT3_INSN_OPCODE (0xcc), size).
  * - Patching: text_poke() through a temporary mm (text_poke_mm) at a randomised user-half address,
  *   at most 2 pages per call, local flush only (arch/x86/kernel/alternative.c).
@@ -74,12 +79,7 @@ export const x86_64: ArchSpec = {
   execmemRanges(start: number): Partial<Record<ExecmemType, ExecmemRange>> {
     const range = { start, end: MODULES_END };
     const text: ExecmemRange = { range, fallback: null, prot: 'rox', alignBytes: SZ_4K, flags: roxCache };
-    return {
-      module_text: text,
-      ftrace: text,
-      bpf: text,
-      kprobes: text,
-      module_data: { range, fallback: null, prot: 'rw', alignBytes: SZ_4K, flags: kasanOnly },
-    };
+    const plain: ExecmemRange = { range, fallback: null, prot: 'rw', alignBytes: SZ_4K, flags: kasanOnly };
+    return { module_text: text, ftrace: text, kprobes: text, bpf: plain, module_data: plain };
   },
 };

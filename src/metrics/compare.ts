@@ -181,6 +181,8 @@ export interface PolicyResult {
   readonly kernel: string;
   /** The policy this design behaves exactly like on this run's arch (PolicySpec.sameAs), or null. */
   readonly sameAs: string | null;
+  /** W+X pages this kernel version leaves on this arch (PolicySpec.wxHoles), or null: W^X must be 0. */
+  readonly wxHoles: string | null;
   readonly describe: string;
   readonly metrics: PolicyMetrics;
   readonly occupancy: OccupancyMap;
@@ -459,6 +461,7 @@ function runOne(
     modelled: policy.modelled,
     kernel: spec.kernel,
     sameAs: spec.sameAs(machine.arch.name),
+    wxHoles: spec.wxHoles(machine.arch.name),
     describe: spec.describe,
     metrics,
     occupancy: occupancy(machine, policy, pt.regions),

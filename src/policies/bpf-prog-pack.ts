@@ -1,40 +1,43 @@
 /**
- * `bpf_prog_pack`: BPF JIT images packed in 64-byte chunks into 2 MiB packs. A
- * RE-IMPLEMENTATION ON OUR SIMULATED MACHINE of kernel/bpf/core.c (research/linux-execmem.md
- * section 3, source kernel-patches/bpf:kernel/bpf/core.c@0014d00a).
+ * bpf_prog_pack: BPF JIT images packed in 64-byte chunks into 2 MiB packs. A RE-IMPLEMENTATION
+ * ON OUR SIMULATED MACHINE of kernel/bpf/core.c (research/linux-execmem.md section 3; the pack
+ * code read in 6.1, 6.12 and 2026 trees and in the 6.2 set_memory_rox diff 1f6eae430528).
  *
  * Why it exists: before packs, every BPF program cost a page-rounded module_alloc plus
  * set_memory_ro/x, i.e. a global TLB shootdown and a direct-map split per load (Aaron Lu measured
- * DirectMap4k 87,900 kB -> 1,654,620 kB after 2048 programs, <Y2ioTodn+mBXdIqp@ziqianlu-desk2>).
+ * DirectMap4k 87,900 kB -> 1,654,620 kB after 2048 sockex1 instances, <Y2ioTodn+mBXdIqp@ziqianlu-desk2>).
  * Packing makes the permission change once per 2 MiB pack, and later loads and unloads only
  * text_poke (local flush only; Song Liu, <20221107223921.3451913-1-song@kernel.org>).
  *
- * What is modelled, as in the kernel:
- * - BPF_PROG_CHUNK_SIZE = 64; BPF_PROG_PACK_SIZE = 2 MiB (one NUMA node); the pack comes from
- *   bpf_jit_alloc_exec() = execmem_alloc(EXECMEM_BPF) on the plain path, i.e. vmalloc on 4 KiB
- *   pages ("bpf_prog_pack uses 512x 4kB pages instead of 1x 2MB page", same cover letter), filled
- *   with illegal instructions while RW, then set_memory_rox once, added at the list tail.
- * - Allocation: first fit across packs in list order with bitmap_find_next_zero_area over
- *   round_up(size, 64) / 64 bits, else a new pack at position 0. Requests above the pack size get
- *   a dedicated page-rounded allocation, trap-filled and set ROX, outside any pack.
+ * Why a component: the same pack code serves Linux 6.1 (programs), 6.10 and 6.17 (programs and,
+ * on x86 since 6.8, trampolines: arch_alloc_bpf_trampoline = bpf_prog_pack_alloc) and the 2026
+ * series that carves packs from the ROX cache. Only where a pack's memory comes from differs, so
+ * the design passes a source: bpf_jit_alloc_exec() plus fill and set_memory_* (alloc_new_pack) or,
+ * with BPF in the ROX cache, a cache piece that is already trap-filled and ROX.
+ *
+ * Modelled, as in the kernel:
+ * - BPF_PROG_CHUNK_SIZE = 64; BPF_PROG_PACK_SIZE = SZ_2M * num_possible_nodes() (one node here;
+ *   6.1 had PMD_SIZE * num_possible_nodes(), the same 2 MiB on x86), on 4 KiB pages ("bpf_prog_pack
+ *   uses 512x 4kB pages instead of 1x 2MB page", same cover letter).
+ * - bpf_prog_pack_alloc(): first fit across packs in list order with
+ *   bitmap_find_next_zero_area(bitmap, COUNT, 0, nbits, 0) over round_up(size, 64) / 64 bits,
+ *   else alloc_new_pack() at the list tail and position 0. A request above the pack size gets a
+ *   dedicated page-rounded allocation from the same source, outside any pack.
  * - The JIT writes into a RW buffer (kvmalloc, never executable: a Uint8Array here) and
- *   bpf_jit_binary_pack_finalize() copies it in with ONE text_poke_copy (bpf_arch_text_copy).
- * - Free: bpf_arch_text_invalidate = text_poke_set(0xcc) over the chunks, clear the bits, and the
- *   pack is vfree'd as soon as its bitmap is empty (no hysteresis).
- * - One pack_mutex around alloc and free (counted as mutexAcquisitions).
- * - Module sections, kprobes and ftrace do not use packs: they take the execmem-6.10 plain path.
- * - Architectures without bpf_arch_text_copy (our `generic`, no alias write) cannot use packs
- *   (the __weak hooks return -ENOTSUPP and the JIT falls back to bpf_jit_binary_alloc), so there
- *   BPF takes the plain path too.
- * Not modelled: the random 0..(64 - hdr) start offset inside the image, and the bpf_jit_limit
- * budget (half the module area) — the workloads stay far below it.
+ *   bpf_jit_binary_pack_finalize() copies it in with ONE text_poke_copy (bpf_arch_text_copy);
+ *   a write after finalize is another text_poke.
+ * - bpf_prog_pack_free(): bpf_arch_text_invalidate = text_poke_set(0xcc) over the chunks, clear
+ *   the bits, and bpf_jit_free_exec() the pack as soon as its bitmap is empty (no hysteresis).
+ * - One pack_mutex around alloc and free (mutexAcquisitions).
+ * Left out: the random 0..(64 - hdr) start offset inside the image (the workload's image already
+ * holds the 16 bytes bpf_jit_binary_pack_alloc adds for it), the bpf_jit_limit budget (half the
+ * module area; the workloads stay far below it), and the cBPF predictor-flush pack choice of the
+ * 2026 trees (no cBPF in the workloads).
  */
-import type { ExecmemType } from '../arch/types.js';
 import { alignUp, SZ_2M } from '../base/addr.js';
 import { assert } from '../base/assert.js';
-import type { Machine } from '../machine/machine.js';
-import { type Allocation, newAllocation, PAGE_BYTES } from './common.js';
-import { PlainPolicy } from './plain.js';
+import { type LinuxPolicy, PAGE_BYTES } from './common.js';
+import { type Allocation, type Area, newAllocation } from './live-set.js';
 
 export const BPF_PROG_CHUNK_BYTES = 64;
 export const BPF_PROG_PACK_BYTES = SZ_2M;
@@ -44,7 +47,7 @@ const CHUNK_COUNT = BPF_PROG_PACK_BYTES / BPF_PROG_CHUNK_BYTES; // 32768 bits pe
 export class Pack {
   readonly bitmap = new Uint32Array(CHUNK_COUNT / 32);
   usedChunks = 0;
-  constructor(readonly va: number) {}
+  constructor(readonly area: Area) {}
 
   /** bitmap_find_next_zero_area(bitmap, COUNT, 0, nbits, 0): first run of `nbits` clear bits. */
   findZeroArea(nbits: number): number {
@@ -98,21 +101,30 @@ export class Pack {
   }
 }
 
-export class BpfProgPackPolicy extends PlainPolicy {
+/** Where packs (and dedicated large images) come from, and where they go back to. */
+export interface PackSource {
+  /** bpf_jit_alloc_exec(size) made ready for use: trap-filled and ROX. */
+  alloc(sizeBytes: number): Area;
+  /** bpf_jit_free_exec(). */
+  free(area: Area): void;
+}
+
+export class BpfProgPacks {
   /** pack_list, in list order (new packs at the tail). */
   private readonly packs: Pack[] = [];
 
-  constructor(machine: Machine) {
-    super('bpf_prog_pack', machine, 'execmem-6.10');
-  }
+  constructor(
+    private readonly policy: LinuxPolicy,
+    private readonly source: PackSource,
+  ) {}
 
   get packCount(): number {
     return this.packs.length;
   }
 
-  protected override allocate(type: ExecmemType, sizeBytes: number, alignBytes: number): Allocation {
-    if (type !== 'bpf' || this.arch.patch === 'none') return this.plainAllocate(type, sizeBytes, alignBytes);
-    this.counters.mutexAcquisitions++;
+  /** bpf_jit_binary_pack_alloc(): chunks of a pack (or a dedicated area) plus the RW image. */
+  alloc(sizeBytes: number, alignBytes: number): Allocation {
+    this.policy.counters.mutexAcquisitions++;
     const imageBytes = alignUp(sizeBytes, BPF_PROG_CHUNK_BYTES);
     // Chunks are 64-byte aligned; a caller asking for more (never the BPF JIT) gets its own pages.
     const a =
@@ -120,31 +132,37 @@ export class BpfProgPackPolicy extends PlainPolicy {
         ? this.dedicated(sizeBytes)
         : this.fromPack(sizeBytes, imageBytes / BPF_PROG_CHUNK_BYTES);
     a.rwImage = new Uint8Array(imageBytes);
-    fillPattern(a.rwImage, this.arch.trapPattern);
+    fillPattern(a.rwImage, this.policy.arch.trapPattern);
     return a;
   }
 
-  protected override writeInto(a: Allocation, va: number, bytes: Uint8Array): void {
+  /** The JIT writes the RW image; once finalized, a write is a text_poke. */
+  write(a: Allocation, va: number, bytes: Uint8Array): void {
     if (a.rwImage !== null) a.rwImage.set(bytes, va - a.va);
-    else this.writeByProt(a, va, bytes);
+    else this.policy.aliasWrite(va, bytes, 'rox');
   }
 
-  protected override finalizeAlloc(a: Allocation): void {
-    if (a.rwImage === null) {
-      this.plainFinalize(a);
-      return;
-    }
-    this.aliasWrite(a.va, a.rwImage, 'rox'); // bpf_arch_text_copy = text_poke_copy
+  /** bpf_jit_binary_pack_finalize(): bpf_arch_text_copy = one text_poke_copy, then kvfree. */
+  finalize(a: Allocation): void {
+    assert(a.rwImage !== null, 'pack allocation finalized twice');
+    this.policy.aliasWrite(a.va, a.rwImage, 'rox');
     a.rwImage = null;
   }
 
-  protected override release(a: Allocation): void {
-    if (a.kind === 'pack') this.releaseChunks(a);
-    else if (a.kind === 'bpf-dedicated') {
-      this.counters.mutexAcquisitions++;
-      this.vfree(a.va);
-      this.mappedBytes -= a.reservedBytes;
-    } else this.plainRelease(a);
+  /** bpf_prog_pack_free(): invalidate, clear the bits, free the pack when its bitmap empties. */
+  release(a: Allocation): void {
+    this.policy.counters.mutexAcquisitions++;
+    if (!(a.owner instanceof Pack)) {
+      this.source.free(a.owner as Area); // size > BPF_PROG_PACK_SIZE: bpf_jit_free_exec()
+      return;
+    }
+    const pack = a.owner;
+    this.policy.aliasFill(a.va, a.reservedBytes, 'rox');
+    pack.setBits((a.va - pack.area.va) / BPF_PROG_CHUNK_BYTES, a.reservedBytes / BPF_PROG_CHUNK_BYTES, false);
+    if (pack.usedChunks > 0) return;
+    this.packs.splice(this.packs.indexOf(pack), 1);
+    this.source.free(pack.area);
+    this.policy.counters.blocksReleased++;
   }
 
   private fromPack(sizeBytes: number, nbits: number): Allocation {
@@ -157,51 +175,27 @@ export class BpfProgPackPolicy extends PlainPolicy {
 
   private take(pack: Pack, pos: number, nbits: number, sizeBytes: number): Allocation {
     pack.setBits(pos, nbits, true);
-    const va = pack.va + pos * BPF_PROG_CHUNK_BYTES;
-    const a = newAllocation(va, 'bpf', sizeBytes, nbits * BPF_PROG_CHUNK_BYTES, 'pack', false, 'rox');
-    a.owner = pack;
-    return a;
+    const va = pack.area.va + pos * BPF_PROG_CHUNK_BYTES;
+    return newAllocation(va, 'bpf', sizeBytes, nbits * BPF_PROG_CHUNK_BYTES, 'pack', false, 'rox', pack);
   }
 
-  /** alloc_new_pack(): vmalloc 2 MiB (4 KiB pages), fill with traps while RW, set_memory_rox. */
+  /** alloc_new_pack(): the source's 2 MiB, added at the list tail. */
   private newPack(): Pack {
-    const area = this.vmalloc(this.rangeFor('bpf'), BPF_PROG_PACK_BYTES, false);
-    this.makeAreaRox(area.va, BPF_PROG_PACK_BYTES, true);
-    const pack = new Pack(area.va);
+    const pack = new Pack(this.source.alloc(BPF_PROG_PACK_BYTES));
     this.packs.push(pack);
-    this.mappedBytes += BPF_PROG_PACK_BYTES;
-    this.counters.blocksMapped++;
+    this.policy.counters.blocksMapped++;
     return pack;
   }
 
-  /** size > BPF_PROG_PACK_SIZE: a page-rounded allocation of its own, trap-filled, ROX. */
+  /** size > BPF_PROG_PACK_SIZE: a page-rounded allocation of its own from the same source. */
   private dedicated(sizeBytes: number): Allocation {
     const reserved = alignUp(sizeBytes, PAGE_BYTES);
-    const area = this.vmalloc(this.rangeFor('bpf'), reserved, false);
-    this.makeAreaRox(area.va, reserved, true);
-    this.mappedBytes += reserved;
-    return newAllocation(area.va, 'bpf', sizeBytes, reserved, 'bpf-dedicated', false, 'rox');
-  }
-
-  /** bpf_prog_pack_free(): invalidate with text_poke_set, clear bits, free the pack when empty. */
-  private releaseChunks(a: Allocation): void {
-    this.counters.mutexAcquisitions++;
-    const pack = a.owner as Pack;
-    this.aliasFill(a.va, a.reservedBytes, 'rox');
-    pack.setBits((a.va - pack.va) / BPF_PROG_CHUNK_BYTES, a.reservedBytes / BPF_PROG_CHUNK_BYTES, false);
-    if (pack.usedChunks > 0) return;
-    this.packs.splice(this.packs.indexOf(pack), 1);
-    this.vfree(pack.va);
-    this.mappedBytes -= BPF_PROG_PACK_BYTES;
-    this.counters.blocksReleased++;
+    const area = this.source.alloc(reserved);
+    return newAllocation(area.va, 'bpf', sizeBytes, reserved, 'pack', false, 'rox', area);
   }
 }
 
 /** Fill `buf` with the repeating `pattern` (the RW image starts trap-filled, as the JIT's does). */
 export function fillPattern(buf: Uint8Array, pattern: Uint8Array): void {
   for (let i = 0; i < buf.length; i++) buf[i] = pattern[i % pattern.length];
-}
-
-export function createBpfProgPack(machine: Machine): BpfProgPackPolicy {
-  return new BpfProgPackPolicy(machine);
 }

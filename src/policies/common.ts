@@ -3,10 +3,12 @@
  * the arch range table resolved as Linux resolves it, and the machine primitives the kernel code
  * calls (vmalloc / vfree, set_memory_*, text_poke, plain stores through a writable mapping).
  *
- * Why a base class: the six designs differ only in where bytes come from and when permissions
- * change. Keeping validation, bookkeeping and the primitives in one place means a difference in
- * the compare table is a difference between designs, never between two copies of the same
- * helper. Every policy is a RE-IMPLEMENTATION ON OUR SIMULATED MACHINE of Linux code described in
+ * Why a base class: the designs differ only in where bytes come from and when permissions change.
+ * Keeping validation, bookkeeping and the primitives in one place means a difference in the
+ * compare table is a difference between designs, never between two copies of the same helper.
+ * The primitives are public so that the mechanisms a design is built from (module regions,
+ * kprobe slot pages, BPF packs, the ROX cache: one file each) call the same ones. Every policy is
+ * a RE-IMPLEMENTATION ON OUR SIMULATED MACHINE of Linux code described in
  * /work/shared/research/linux-execmem.md; costs (flushes, splits, IPIs) are never reported by a
  * policy about itself but arise from the machine's page tables (src/machine).
  *
@@ -17,10 +19,14 @@
  *   MODULE_DATA range here (they are our types, per tglx, not Linux's).
  * - mm/execmem.c execmem_init_missing(): a type without a range inherits EXECMEM_DEFAULT
  *   (= MODULE_TEXT), except MODULE_DATA, which gets PAGE_KERNEL (RW, NX).
- * - execmem_vmalloc(): try [start, end], then once [fallback_start, fallback_end] if set.
- * - Every design asks vmalloc for PAGE_KERNEL (RW+NX) memory and reaches its final protection with
- *   set_memory_*; the direct-map alias is then changed by CPA (cpa_process_alias), which is where
- *   direct-map splits come from.
+ * - execmem_vmalloc(): try [start, end], then once [fallback_start, fallback_end] if set. Before
+ *   execmem (6.10) every caller used module_alloc(), whose range on x86 is the same module area;
+ *   on arm64 the BPF JIT (bpf_jit_alloc_exec = vmalloc) and kprobes (alloc_insn_page) used vmalloc
+ *   space before 6.10 as after, so the arch table serves every version modelled.
+ * - set_memory_*: one call each, whatever it changes; the machine splits, collapses and flushes.
+ *   A call that changes no PTE (set_memory_nx on memory that is already NX) is still issued where
+ *   Linux issues it: change_page_attr_set_clr() runs vm_unmap_aliases() first, whatever the call
+ *   changes, so the call is not free even when the machine finds nothing to flush.
  *
  * Limits: an allocation is at most MAX_ALLOC_BYTES; alignment is a power of two up to one page
  * (what the kernel's callers ask for: 64 for BPF images, a page for module sections).
@@ -33,7 +39,14 @@ import { MachineError } from '../machine/errors.js';
 import type { Machine } from '../machine/machine.js';
 import type { VmArea } from '../machine/types.js';
 import { PolicyError } from './errors.js';
-import type { AllocHint, ExecAllocator } from './types.js';
+import {
+  type Allocation,
+  type LiveExtent,
+  LiveSet,
+  newPolicyCounters,
+  type PolicyCounters,
+} from './live-set.js';
+import { ALLOC_CALLERS, type AllocHint, type ExecAllocator, type ModuleSection } from './types.js';
 
 export const PAGE_BYTES = SZ_4K;
 export const PMD_BYTES = SZ_2M;
@@ -73,171 +86,6 @@ export function resolveLinuxRanges(
   };
 }
 
-/** Where a live allocation is in its life. */
-export type AllocState = 'loading' | 'final' | 'sealed';
-
-/** One live allocation, as the policy remembers it (side table; never in executable memory). */
-export interface Allocation {
-  readonly va: number;
-  readonly type: ExecmemType;
-  /** Bytes the caller asked for (the unit liveBytes is counted in, identical across policies). */
-  readonly sizeBytes: number;
-  /** Bytes the design set aside for it (page, chunk or class rounded). */
-  readonly reservedBytes: number;
-  /** Which mechanism of the design serves it (e.g. 'vmalloc', 'pack', 'slab', 'cache'). */
-  readonly kind: string;
-  state: AllocState;
-  /** Are its pages writable through the primary mapping right now? */
-  writable: boolean;
-  /** Protection its pages return to after a temporary RW window (the design's final protection). */
-  finalProt: Prot;
-  /** bpf_prog_pack: the RW image the JIT writes before finalize (kvmalloc'd, not executable). */
-  rwImage: Uint8Array | null;
-  /** The pack, slab or cache block that holds it, if any. */
-  owner: unknown;
-}
-
-export function newAllocation(
-  va: number,
-  type: ExecmemType,
-  sizeBytes: number,
-  reservedBytes: number,
-  kind: string,
-  writable: boolean,
-  finalProt: Prot,
-): Allocation {
-  return {
-    va,
-    type,
-    sizeBytes,
-    reservedBytes,
-    kind,
-    state: 'loading',
-    writable,
-    finalProt,
-    rwImage: null,
-    owner: null,
-  };
-}
-
-/**
- * Live allocations by start address, with a sorted index so that a write at an address inside an
- * allocation finds it by binary search.
- */
-export class LiveSet {
-  private readonly byStart = new Map<number, Allocation>();
-  private readonly starts: number[] = [];
-  liveBytes = 0;
-
-  get count(): number {
-    return this.byStart.size;
-  }
-
-  add(a: Allocation): void {
-    if (this.byStart.has(a.va)) assert(false, `live allocation at ${hexAddr(a.va)} already exists`);
-    const i = this.lowerBound(a.va);
-    const next = this.starts[i];
-    if (next !== undefined && a.va + a.sizeBytes > next)
-      assert(false, `${hexAddr(a.va)} overlaps the next one`);
-    const prev = i > 0 ? this.byStart.get(this.starts[i - 1]) : undefined;
-    if (prev !== undefined && prev.va + prev.sizeBytes > a.va)
-      assert(false, `allocation at ${hexAddr(a.va)} overlaps`);
-    this.starts.splice(i, 0, a.va);
-    this.byStart.set(a.va, a);
-    this.liveBytes += a.sizeBytes;
-  }
-
-  remove(a: Allocation): void {
-    const i = this.lowerBound(a.va);
-    if (!(this.starts[i] === a.va && this.byStart.get(a.va) === a))
-      assert(false, `no live allocation at ${hexAddr(a.va)}`);
-    this.starts.splice(i, 1);
-    this.byStart.delete(a.va);
-    this.liveBytes -= a.sizeBytes;
-  }
-
-  at(va: number): Allocation | undefined {
-    return this.byStart.get(va);
-  }
-
-  /** The allocation whose [va, va + sizeBytes) contains `va`. */
-  containing(va: number): Allocation | undefined {
-    const i = this.lowerBound(va + 1) - 1;
-    if (i < 0) return undefined;
-    const a = this.byStart.get(this.starts[i])!;
-    return va < a.va + a.sizeBytes ? a : undefined;
-  }
-
-  forEach(fn: (a: Allocation) => void): void {
-    for (const va of this.starts) fn(this.byStart.get(va)!);
-  }
-
-  /** First index whose start is >= va. */
-  private lowerBound(va: number): number {
-    let lo = 0;
-    let hi = this.starts.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.starts[mid] < va) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-}
-
-/** Counters every policy keeps about its own calls (machine costs come from the machine). */
-export interface PolicyCounters {
-  allocs: number;
-  frees: number;
-  writes: number;
-  finalizes: number;
-  seals: number;
-  /** vmalloc / vfree calls the design made. */
-  vmallocs: number;
-  vfrees: number;
-  /** set_memory_* calls the design made (each may cover many pages). */
-  setMemoryCalls: number;
-  /** Alias writes (text_poke / fixmap) and unprotect-memcpy-protect writes. */
-  pokes: number;
-  flipWrites: number;
-  /** Plain stores through a writable primary mapping. */
-  plainWrites: number;
-  /** Acquisitions of the design's one allocator mutex (all contention-free: one thread). */
-  mutexAcquisitions: number;
-  /** Packs, slabs or cache blocks mapped and released. */
-  blocksMapped: number;
-  blocksReleased: number;
-  /** Cache fills that wanted a 2 MiB block but took the exact-size fallback. */
-  exactSizeFallbacks: number;
-}
-
-export function newPolicyCounters(): PolicyCounters {
-  return {
-    allocs: 0,
-    frees: 0,
-    writes: 0,
-    finalizes: 0,
-    seals: 0,
-    vmallocs: 0,
-    vfrees: 0,
-    setMemoryCalls: 0,
-    pokes: 0,
-    flipWrites: 0,
-    plainWrites: 0,
-    mutexAcquisitions: 0,
-    blocksMapped: 0,
-    blocksReleased: 0,
-    exactSizeFallbacks: 0,
-  };
-}
-
-/** A live allocation as the compare harness sees it (for the module-area occupancy map). */
-export interface LiveExtent {
-  readonly va: number;
-  readonly sizeBytes: number;
-  readonly type: ExecmemType;
-}
-
 /** ExecAllocator plus what the compare harness reads from every policy. */
 export interface InstrumentedAllocator extends ExecAllocator {
   readonly machine: Machine;
@@ -247,22 +95,30 @@ export interface InstrumentedAllocator extends ExecAllocator {
   policyCounters(): Readonly<Record<string, number>>;
 }
 
+/** The module memory types a module load is made of (kernel/module: enum mod_mem_type). */
+const MODULE_TYPES: readonly ExecmemType[] = [
+  'module_text',
+  'module_rodata',
+  'module_ro_after_init',
+  'module_data',
+];
+
 function isKnownType(type: unknown): type is ExecmemType {
   return typeof type === 'string' && (EXECMEM_TYPES as readonly string[]).includes(type);
 }
 
 /**
  * The Linux designs' common skeleton. Subclasses implement `allocate`, `writeInto`,
- * `finalizeAlloc`, `release` (and may override `sealAlloc`, `shrink`); the base validates input
- * first so that every rejected call leaves machine and policy unchanged.
+ * `finalizeAlloc`, `release` (and may override `allocateModule`, `sealAlloc`, `shrink`); the base
+ * validates input first so that every rejected call leaves machine and policy unchanged.
  */
 export abstract class LinuxPolicy implements InstrumentedAllocator {
   readonly arch: ArchSpec;
   readonly modelled = true;
   readonly counters: PolicyCounters = newPolicyCounters();
-  protected readonly ranges: Readonly<Record<LinuxExecmemType, ExecmemRange>>;
+  readonly ranges: Readonly<Record<LinuxExecmemType, ExecmemRange>>;
   protected readonly live = new LiveSet();
-  protected mappedBytes = 0;
+  private mappedBytes = 0;
   private trapBuffer: Uint8Array | null = null;
 
   protected constructor(
@@ -279,18 +135,36 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
 
   alloc(type: ExecmemType, sizeBytes: number, alignBytes = 1, hint: AllocHint = {}): number {
     if (!isKnownType(type)) this.fail('EINVAL', `unknown type '${String(type)}'`);
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes > MAX_ALLOC_BYTES) {
-      this.fail('EINVAL', `size ${sizeBytes} is not an integer in 1..${MAX_ALLOC_BYTES}`);
-    }
+    this.checkSize(sizeBytes);
     if (!isPow2(alignBytes) || alignBytes > PAGE_BYTES) {
       this.fail('EINVAL', `alignment ${alignBytes} is not a power of two <= ${PAGE_BYTES}`);
+    }
+    if (hint.caller !== undefined) {
+      if (!ALLOC_CALLERS.includes(hint.caller))
+        this.fail('EINVAL', `unknown caller '${String(hint.caller)}'`);
+      if (type !== 'bpf') this.fail('EINVAL', `a ${hint.caller} image is type bpf, not ${type}`);
     }
     const a = this.allocate(type, sizeBytes, alignBytes, hint);
     if (!(a.va % alignBytes === 0))
       assert(false, `${this.name}: ${hexAddr(a.va)} not aligned to ${alignBytes}`);
-    this.live.add(a);
-    this.counters.allocs++;
+    this.adopt(a);
     return a.va;
+  }
+
+  /** load_module's allocation step: every section checked first, then all allocated or none. */
+  allocModule(sections: readonly ModuleSection[]): number[] {
+    if (!Array.isArray(sections) || sections.length === 0)
+      this.fail('EINVAL', 'allocModule needs at least one section');
+    for (const s of sections) {
+      if (!MODULE_TYPES.includes(s.type)) this.fail('EINVAL', `'${String(s.type)}' is not a module section`);
+      if (s.init && s.type === 'module_ro_after_init')
+        this.fail('EINVAL', 'init sections have no ro_after_init part (MOD_INIT_* is text, rodata, data)');
+      this.checkSize(s.sizeBytes);
+    }
+    const all = this.allocateModule(sections);
+    assert(all.length === sections.length, `${this.name}: allocateModule returned a wrong count`);
+    for (const a of all) this.adopt(a);
+    return all.map((a) => a.va);
   }
 
   write(va: number, bytes: Uint8Array): void {
@@ -360,42 +234,52 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
   protected abstract finalizeAlloc(a: Allocation): void;
   protected abstract release(a: Allocation): void;
 
-  /** module_enable_ro(mod, true) after init: ro_after_init becomes read-only (page granular). */
+  /**
+   * One allocation per section (module_memory_alloc, Linux 6.4+). A failure releases the sections
+   * already allocated, in reverse, before rethrowing (load_module's free_module path).
+   */
+  protected allocateModule(sections: readonly ModuleSection[]): Allocation[] {
+    const done: Allocation[] = [];
+    try {
+      for (const s of sections) done.push(this.allocate(s.type, s.sizeBytes, 1, {}));
+    } catch (e) {
+      for (const a of done.reverse()) this.release(a);
+      throw e;
+    }
+    return done;
+  }
+
+  /** module_enable_ro(mod, true) / module_enable_rodata_ro_after_init(): set_memory_ro, page granular. */
   protected sealAlloc(a: Allocation): void {
     this.protect(a.va, a.reservedBytes / PAGE_BYTES, 'ro');
     a.writable = false;
     a.finalProt = 'ro';
   }
 
-  // ---- helpers ----
+  // ---- kernel primitives, shared by the design's mechanisms ----
 
-  protected fail(code: PolicyError['code'], message: string): never {
+  fail(code: PolicyError['code'], message: string): never {
     throw new PolicyError(code, this.name, message);
   }
 
-  protected startOf(va: number, what: string): Allocation {
-    const a = this.live.at(va);
-    if (a !== undefined) return a;
-    const inside = this.live.containing(va);
-    if (inside !== undefined) {
-      this.fail(
-        'EINVAL',
-        `${what} of ${hexAddr(va)}: inside the allocation at ${hexAddr(inside.va)}, not its start`,
-      );
-    }
-    this.fail('ENOENT', `${what} of ${hexAddr(va)}: no live allocation (double free or wild pointer?)`);
-  }
-
-  protected rangeFor(type: ExecmemType): ExecmemRange {
-    return this.ranges[linuxTypeOf(type)];
+  /** Bytes the design maps for its callers (areas, regions, packs, cache blocks) grow or shrink. */
+  mapped(deltaBytes: number): void {
+    this.mappedBytes += deltaBytes;
+    assert(this.mappedBytes >= 0, `${this.name}: mapped bytes below zero`);
   }
 
   /**
-   * __vmalloc_node_range() in the type's range, retried once in the fallback range
-   * (execmem_vmalloc). Always PAGE_KERNEL (RW+NX); the design sets final permissions itself.
+   * __vmalloc_node_range() in the range, retried once in the fallback range (execmem_vmalloc).
+   * PAGE_KERNEL (RW+NX) unless `prot` says otherwise (arm64 maps kprobe pages PAGE_KERNEL_ROX).
    * VM_FLUSH_RESET_PERMS is set so vfree resets the direct-map alias (set_vm_flush_reset_perms).
    */
-  protected vmalloc(r: ExecmemRange, sizeBytes: number, allowHuge: boolean, alignBytes = PAGE_BYTES): VmArea {
+  vmalloc(
+    r: ExecmemRange,
+    sizeBytes: number,
+    allowHuge = false,
+    alignBytes = PAGE_BYTES,
+    prot: Prot = 'rw',
+  ): VmArea {
     if (!(sizeBytes % PAGE_BYTES === 0 && sizeBytes > 0))
       assert(false, `vmalloc size ${sizeBytes} not page-granular`);
     const ranges = r.fallback === null ? [r.range] : [r.range, r.fallback];
@@ -406,7 +290,7 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
           sizeBytes,
           range,
           alignBytes: Math.max(alignBytes, PAGE_BYTES),
-          prot: 'rw',
+          prot,
           allowHuge,
           guardPages: 1,
           flushResetPerms: true,
@@ -426,42 +310,26 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
     );
   }
 
-  protected vfree(va: number): void {
+  vfree(va: number): void {
     this.machine.vfree(va);
     this.counters.vfrees++;
   }
 
-  /** set_memory_{ro,rw,rox,...}: one CPA call (the machine splits, collapses and flushes). */
-  protected protect(va: number, pageCount: number, prot: Prot): void {
+  /** set_memory_{ro,rw,rox,x,nx}: one CPA call, named by the protection it leaves behind. */
+  protect(va: number, pageCount: number, prot: Prot): void {
     assert(va % PAGE_BYTES === 0 && pageCount > 0, 'set_memory on an unaligned or empty range');
     this.machine.setMemory(va, pageCount, prot);
     this.counters.setMemoryCalls++;
   }
 
-  /**
-   * A fresh vmalloc area (still RW) to its final ROX state: trap-filled first when `fillTraps`
-   * (the pack and cache designs fill before set_memory_rox, e.g. bpf_prog_pack's alloc_new_pack),
-   * then one set_memory_rox. A failure on the way vfrees the area before rethrowing, so a failed
-   * allocation leaves nothing mapped.
-   */
-  protected makeAreaRox(va: number, sizeBytes: number, fillTraps: boolean): void {
-    try {
-      if (fillTraps) this.storeTraps(va, sizeBytes);
-      this.protect(va, sizeBytes / PAGE_BYTES, 'rox');
-    } catch (e) {
-      this.vfree(va);
-      throw e;
-    }
-  }
-
   /** A store through the primary mapping, which must be writable (the machine faults otherwise). */
-  protected store(va: number, bytes: Uint8Array): void {
+  store(va: number, bytes: Uint8Array): void {
     this.machine.store(this.cpu, va, bytes);
     this.counters.plainWrites++;
   }
 
   /** memset(va, trap, size) through the writable primary mapping (jit_fill_hole, fill_trapping_insns). */
-  protected storeTraps(va: number, sizeBytes: number): void {
+  storeTraps(va: number, sizeBytes: number): void {
     const buf = this.traps(sizeBytes);
     for (let done = 0; done < sizeBytes; done += buf.length) {
       const n = Math.min(buf.length, sizeBytes - done);
@@ -475,14 +343,13 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
    * fixmap (arm64) where the arch has an alias; otherwise Kent's jitalloc_update fallback,
    * unprotect / memcpy / protect (<ZHFDO/95KMXRdOWI@moria.home.lan>), restoring `prot`.
    */
-  protected aliasWrite(va: number, bytes: Uint8Array, prot: Prot): void {
+  aliasWrite(va: number, bytes: Uint8Array, prot: Prot): void {
     if (this.arch.patch !== 'none') {
       this.machine.poke(this.cpu, va, bytes);
       this.counters.pokes++;
       return;
     }
-    const first = alignDown(va, PAGE_BYTES);
-    const pages = (alignUp(va + bytes.length, PAGE_BYTES) - first) / PAGE_BYTES;
+    const [first, pages] = pageSpan(va, bytes.length);
     this.protect(first, pages, 'rw');
     this.machine.store(this.cpu, va, bytes);
     this.protect(first, pages, prot);
@@ -490,14 +357,13 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
   }
 
   /** text_poke_set(addr, trap, len) where the arch has an alias, else unprotect / memset / protect. */
-  protected aliasFill(va: number, sizeBytes: number, prot: Prot): void {
+  aliasFill(va: number, sizeBytes: number, prot: Prot): void {
     if (this.arch.patch !== 'none') {
       this.machine.pokeSet(this.cpu, va, sizeBytes, this.arch.trapPattern);
       this.counters.pokes++;
       return;
     }
-    const first = alignDown(va, PAGE_BYTES);
-    const pages = (alignUp(va + sizeBytes, PAGE_BYTES) - first) / PAGE_BYTES;
+    const [first, pages] = pageSpan(va, sizeBytes);
     this.protect(first, pages, 'rw');
     this.storeTraps(va, sizeBytes);
     this.protect(first, pages, prot);
@@ -505,9 +371,35 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
   }
 
   /** Write an allocation's bytes by whatever path its current protection allows. */
-  protected writeByProt(a: Allocation, va: number, bytes: Uint8Array): void {
+  writeByProt(a: Allocation, va: number, bytes: Uint8Array): void {
     if (a.writable) this.store(va, bytes);
     else this.aliasWrite(va, bytes, a.finalProt);
+  }
+
+  // ---- helpers ----
+
+  protected startOf(va: number, what: string): Allocation {
+    const a = this.live.at(va);
+    if (a !== undefined) return a;
+    const inside = this.live.containing(va);
+    if (inside !== undefined) {
+      this.fail(
+        'EINVAL',
+        `${what} of ${hexAddr(va)}: inside the allocation at ${hexAddr(inside.va)}, not its start`,
+      );
+    }
+    this.fail('ENOENT', `${what} of ${hexAddr(va)}: no live allocation (double free or wild pointer?)`);
+  }
+
+  private checkSize(sizeBytes: number): void {
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes > MAX_ALLOC_BYTES) {
+      this.fail('EINVAL', `size ${sizeBytes} is not an integer in 1..${MAX_ALLOC_BYTES}`);
+    }
+  }
+
+  private adopt(a: Allocation): void {
+    this.live.add(a);
+    this.counters.allocs++;
   }
 
   /** A reusable buffer of trap bytes (at most 64 KiB; callers loop). */
@@ -522,3 +414,11 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
     return this.trapBuffer;
   }
 }
+
+/** The first page and the page count of [va, va + sizeBytes). */
+function pageSpan(va: number, sizeBytes: number): [number, number] {
+  const first = alignDown(va, PAGE_BYTES);
+  return [first, (alignUp(va + sizeBytes, PAGE_BYTES) - first) / PAGE_BYTES];
+}
+
+export type { Allocation, LiveExtent } from './live-set.js';

@@ -1,8 +1,9 @@
 /**
  * `jit_alloc-2023`: Kent Overstreet's "mm: jit/text allocator" slab, posted in the May 2023
- * thread (<ZHEy5SkFwI+dZjOC@moria.home.lan>, research/lkml-thread.md section 3). A
- * RE-IMPLEMENTATION ON OUR SIMULATED MACHINE, written from the description and the posted code's
- * behaviour (not copied).
+ * thread (<ZHEy5SkFwI+dZjOC@moria.home.lan>, research/lkml-thread.md section 3), applied to
+ * Linux 6.4 (in release candidates when it was posted; the first release with per-section module
+ * memory). A RE-IMPLEMENTATION ON OUR SIMULATED MACHINE, written from the description and the
+ * posted code's behaviour (not copied).
  *
  * Why it is here: it is the thread's simplest answer to sub-page sharing without ever mapping a
  * page W+X ("avoid ever mapping pages both writeable and executable"), and it shows what sub-page
@@ -25,16 +26,24 @@
  * - Free of the last object of a slab releases the slab. (Deviation: the posted code calls
  *   folio_put() on the vmalloc page, which would leak the vm area; we vfree it, which is what it
  *   evidently meant.)
- * - Data types (module_data, rodata, ro_after_init) are not text: they take the plain execmem-6.10
- *   path (vmalloc RW, rodata set RO at finalize).
+ * - Data types (module_data, rodata, ro_after_init) are not text: they take Linux 6.4's path, the
+ *   kernel the proposal was written against (set_memory_rox since 6.2, module_memory_alloc() per
+ *   section since 6.4): module_alloc() per section, PAGE_KERNEL, written directly, rodata
+ *   set_memory_ro and every data-class section module_enable_nx's set_memory_nx at finalize,
+ *   ro_after_init set_memory_ro when sealed (kernel-policy.ts with the LINUX_6_4 profile).
+ * - Every text type takes the slab, BPF programs and trampolines and kprobes included, and the
+ *   allocation hint is ignored: the proposal is one allocator for all text, whatever the caller.
  */
 import type { ExecmemType } from '../arch/types.js';
 import { typeIsText } from '../arch/types.js';
 import { alignUp } from '../base/addr.js';
 import { assert } from '../base/assert.js';
 import type { Machine } from '../machine/machine.js';
-import { type Allocation, newAllocation, PAGE_BYTES } from './common.js';
-import { PlainPolicy } from './plain.js';
+import { PAGE_BYTES } from './common.js';
+import { LINUX_6_4 } from './kernel.js';
+import { KernelPolicy } from './kernel-policy.js';
+import { type Allocation, type Area, newAllocation } from './live-set.js';
+import type { AllocHint } from './types.js';
 
 export const JITALLOC_MIN_BYTES = 16;
 export const NR_JIT_CACHES = Math.log2(PAGE_BYTES / JITALLOC_MIN_BYTES); // 8: 16 B .. 2 KiB
@@ -45,7 +54,7 @@ export class Slab {
   usedCount = 0;
   onPartial = false;
   constructor(
-    readonly va: number,
+    readonly area: Area,
     readonly cache: JitCache,
   ) {
     this.used = new Uint8Array(cache.objsPerSlab);
@@ -73,12 +82,12 @@ export function jitClassIndex(sizeBytes: number): number {
   return Math.max(0, Math.ceil(Math.log2(sizeBytes)) - Math.log2(JITALLOC_MIN_BYTES));
 }
 
-export class JitAlloc2023Policy extends PlainPolicy {
+export class JitAlloc2023Policy extends KernelPolicy {
   private readonly caches: JitCache[] = [];
   private slabCount = 0;
 
   constructor(machine: Machine) {
-    super('jit_alloc-2023', machine, 'execmem-6.10');
+    super('jit_alloc-2023', machine, LINUX_6_4);
     for (let i = 0; i < NR_JIT_CACHES; i++) this.caches.push(new JitCache(i));
   }
 
@@ -86,8 +95,13 @@ export class JitAlloc2023Policy extends PlainPolicy {
     return this.slabCount;
   }
 
-  protected override allocate(type: ExecmemType, sizeBytes: number, alignBytes: number): Allocation {
-    if (!typeIsText(type)) return this.plainAllocate(type, sizeBytes, alignBytes);
+  protected override allocate(
+    type: ExecmemType,
+    sizeBytes: number,
+    alignBytes: number,
+    hint: AllocHint,
+  ): Allocation {
+    if (!typeIsText(type)) return super.allocate(type, sizeBytes, alignBytes, hint);
     // Objects are aligned to their (power-of-two) size; a larger alignment needs a larger class.
     const index = Math.max(jitClassIndex(sizeBytes), jitClassIndex(alignBytes));
     if (index >= NR_JIT_CACHES) return this.large(type, sizeBytes);
@@ -100,55 +114,40 @@ export class JitAlloc2023Policy extends PlainPolicy {
     slab.usedCount++;
     if (slab.usedCount === cache.objsPerSlab) this.unlinkPartial(slab);
     else if (!slab.onPartial) this.linkPartialHead(slab);
-    const a = newAllocation(
-      slab.va + obj * cache.objBytes,
-      type,
-      sizeBytes,
-      cache.objBytes,
-      'slab',
-      false,
-      'rox',
-    );
-    a.owner = slab;
-    return a;
+    const va = slab.area.va + obj * cache.objBytes;
+    return newAllocation(va, type, sizeBytes, cache.objBytes, 'slab', false, 'rox', slab);
   }
 
   protected override writeInto(a: Allocation, va: number, bytes: Uint8Array): void {
-    if (a.kind === 'slab' || a.kind === 'jit-large')
-      this.aliasWrite(va, bytes, 'rox'); // jit_update
-    else this.writeByProt(a, va, bytes);
+    if (a.kind === 'slab')
+      this.aliasWrite(va, bytes, 'rox'); // jit_update = text_poke_copy
+    else super.writeInto(a, va, bytes);
   }
 
   protected override finalizeAlloc(a: Allocation): void {
-    if (a.kind === 'slab' || a.kind === 'jit-large') return; // handed out ROX; nothing to publish
-    this.plainFinalize(a);
+    if (a.kind !== 'slab') super.finalizeAlloc(a); // slab objects are handed out ROX: nothing to publish
   }
 
   protected override release(a: Allocation): void {
     if (a.kind === 'slab') this.releaseObject(a);
-    else if (a.kind === 'jit-large') {
-      this.vfree(a.va);
-      this.mappedBytes -= a.reservedBytes;
-    } else this.plainRelease(a);
+    else super.release(a);
   }
 
   /** jit_slab_alloc(): module_alloc(PAGE_SIZE) then set_memory_rox on it. */
   private newSlab(cache: JitCache): Slab {
-    const area = this.vmalloc(this.rangeFor('module_text'), PAGE_BYTES, false);
-    this.makeAreaRox(area.va, PAGE_BYTES, false);
-    this.mappedBytes += PAGE_BYTES;
+    const area = this.execAlloc('module_text', PAGE_BYTES);
+    this.orFree(area, () => this.toRox(area.va, 1, false));
     this.slabCount++;
     this.counters.blocksMapped++;
-    return new Slab(area.va, cache);
+    return new Slab(area, cache);
   }
 
-  /** Requests above 2 KiB: module_alloc(len) + set_memory_rox over the pages. */
+  /** Requests above 2 KiB: module_alloc(len) + set_memory_rox; written with jit_update too. */
   private large(type: ExecmemType, sizeBytes: number): Allocation {
-    const reserved = alignUp(sizeBytes, PAGE_BYTES);
-    const area = this.vmalloc(this.rangeFor('module_text'), reserved, false);
-    this.makeAreaRox(area.va, reserved, false);
-    this.mappedBytes += reserved;
-    return newAllocation(area.va, type, sizeBytes, reserved, 'jit-large', false, 'rox');
+    const bytes = alignUp(sizeBytes, PAGE_BYTES);
+    const area = this.execAlloc('module_text', bytes);
+    this.orFree(area, () => this.toRox(area.va, bytes / PAGE_BYTES, false));
+    return newAllocation(area.va, type, sizeBytes, bytes, 'area', false, 'rox', area);
   }
 
   /** jit_free(): clear the bit; an empty slab is released, a formerly full one rejoins the list. */
@@ -156,14 +155,13 @@ export class JitAlloc2023Policy extends PlainPolicy {
     this.counters.mutexAcquisitions++;
     const slab = a.owner as Slab;
     const cache = slab.cache;
-    const obj = (a.va - slab.va) / cache.objBytes;
+    const obj = (a.va - slab.area.va) / cache.objBytes;
     assert(slab.used[obj] === 1, 'freeing a free slab object');
     slab.used[obj] = 0;
     slab.usedCount--;
     if (slab.usedCount === 0) {
       this.unlinkPartial(slab);
-      this.vfree(slab.va);
-      this.mappedBytes -= PAGE_BYTES;
+      this.execFree(slab.area);
       this.slabCount--;
       this.counters.blocksReleased++;
     } else if (!slab.onPartial) this.linkPartialHead(slab);

@@ -9,8 +9,9 @@
  * its RW buffer in with text_poke_copy), free, and seal for ro_after_init after init.
  *
  * Two things a caller may say beyond (type, size), because Linux's designs depend on them:
- * - who allocates (`AllocHint.caller`): a BPF trampoline is type `bpf`, but Linux before 6.7 gave
- *   each trampoline image a page of its own (bpf_tramp_image_alloc) while programs went through
+ * - who allocates (`AllocHint.caller`): a BPF trampoline is type `bpf`, but x86 Linux before 6.8
+ *   ("x86, bpf: Use bpf_prog_pack for bpf trampoline", 3ba026fca878) gave each trampoline image a
+ *   page of its own (bpf_tramp_image_alloc; W+X before 6.1) while programs went through
  *   bpf_prog_pack;
  * - which allocations form one module load (`allocModule`): Linux before 6.4 laid a module out as
  *   one core and one init allocation (layout_sections / move_module), not one per section.
