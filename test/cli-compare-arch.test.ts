@@ -126,3 +126,21 @@ describe('compare --json on arm64 (the built binary)', () => {
     }
   });
 });
+
+describe('a W^X figure that is Linux behaviour is labelled as such', () => {
+  it('5.17 keeps BPF trampoline pages W+X: the table says whose it is and why; ours stays 0', () => {
+    const r = runCompare({
+      workload: 'trampolines',
+      policies: ['module_alloc', 'execmem-6.10', 'execmem'],
+      scale: 0.05,
+      fetch: false,
+    });
+    const by = (n: string) => r.policies.find((p) => p.name === n)!;
+    assert.ok(by('module_alloc').metrics.wxViolations > 0, 'bpf_jit_alloc_exec_page: W+X pages');
+    assert.equal(by('execmem-6.10').metrics.wxViolations, 0);
+    assert.equal(by('execmem').metrics.wxViolations, 0);
+    const text = formatCompare(r);
+    assert.match(text, /W\^X figure of module_alloc \(Linux 5\.17\) is Linux's own: BPF trampoline pages/);
+    assert.doesNotMatch(text, /W\^X figure of (execmem|execmem-6\.10) /);
+  });
+});

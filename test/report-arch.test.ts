@@ -63,6 +63,7 @@ function withSameAs(
           modelled: true,
           kernel: 'Linux fixture rox',
           sameAs: 'module_alloc',
+          wxHoles: null,
           metrics: same(r),
           area: null,
         },

@@ -74,6 +74,7 @@ export function reportFixture(): ReportData {
         modelled: name !== 'execmem',
         kernel: name === 'execmem' ? 'execmem (ours)' : `Linux fixture ${i}`,
         sameAs: null,
+        wxHoles: null,
         metrics: metrics(i, w),
         area: name === 'module_alloc' && workload === 'mixed' ? null : area(i),
       })),

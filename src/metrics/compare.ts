@@ -48,6 +48,7 @@ import { createMachine, type Machine, type MachineConfig } from '../machine/mach
 import { PTE_NX, PTE_PRESENT } from '../machine/types.js';
 import {
   type InstrumentedAllocator,
+  POLICIES,
   POLICY_NAMES,
   type PolicyName,
   policyByName,
@@ -64,9 +65,9 @@ import type { Trace } from '../workloads/trace.js';
 import { type FetchFunction, runFetchModel } from './fetch-model.js';
 
 export const MODELLED_NOTE =
-  'All figures come from the simulated kernel machine. The Linux designs (module_alloc, bpf_prog_pack, ' +
-  'jit_alloc-2023, execmem-6.10, execmem-rox) are re-implementations on that machine; iTLB figures come ' +
-  'from a TLB model (no caches, no prefetch).';
+  'All figures come from the simulated kernel machine. The Linux designs ' +
+  `(${POLICY_NAMES.filter((n) => POLICIES[n].modelled).join(', ')}) are re-implementations of one kernel ` +
+  'version each on that machine (docs/FIDELITY.md); iTLB figures come from a TLB model (no caches, no prefetch).';
 
 export const SIMULATOR_SPEED_NOTE =
   "simulatorOpsPerSecond and simulatorOpsPerSecondRatio are the simulator's own throughput: allocator " +

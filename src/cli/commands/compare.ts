@@ -11,7 +11,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import type { ArchName } from '../../arch/types.js';
 import { CompareError, type CompareResult, runCompare } from '../../metrics/compare.js';
 import { TEXT_ROW_HEADER, tableColumns, textRow, textTable } from '../../metrics/report/format.js';
-import { flushLegend, sameAsRows } from '../../metrics/report/vocabulary.js';
+import { flushLegend, sameAsRows, wxHoleNotes } from '../../metrics/report/vocabulary.js';
 import { POLICY_NAMES } from '../../policies/index.js';
 import { WORKLOADS } from '../../workloads/registry.js';
 import { type CliIo, UsageError } from '../io.js';
@@ -117,6 +117,7 @@ export function formatCompare(r: CompareResult): string {
     textTable([...TEXT_ROW_HEADER, ...columns.map((c) => c.heading)], rows, TEXT_ROW_HEADER.length),
     '',
     '* re-implementation of a Linux design on the simulated machine.',
+    ...wxHoleNotes(r.workload, r.policies),
     `iTLB misses per million fetches, lower bound in parentheses (infinite TLB, same flushes, per CPU). ${flushLegend(r.arch)}`,
     r.modelledNote,
   ].join('\n');

@@ -264,6 +264,7 @@ export function toWorkloadRun(result: CompareResult): WorkloadRun {
     modelled: p.modelled,
     kernel: p.kernel,
     sameAs: p.sameAs,
+    wxHoles: p.wxHoles,
     metrics: toMetrics(p.metrics as unknown as Record<string, unknown>, `${result.workload}/${p.name}`),
     area: toArea(p.occupancy, result.arch),
   }));

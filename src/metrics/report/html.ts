@@ -31,6 +31,7 @@ import {
   type SameAsRow,
   sameAsRows,
   vocabularyFor,
+  wxHoleNotes,
 } from './vocabulary.js';
 
 export const OUR_POLICY = 'execmem';
@@ -112,9 +113,15 @@ export function renderHtml(data: ReportData): RenderedReport {
     headlineHtml(data),
     '<h2>Results by workload</h2>',
     '<p class="meta">Every policy ran the workload on an identical fresh machine. Blue bold: best in column. ' +
-      'iTLB misses per million fetches, lower bound in parentheses (an infinite TLB with the same flushes, per CPU). W^X must be 0. ' +
+      'iTLB misses per million fetches, lower bound in parentheses (an infinite TLB with the same flushes, per CPU). W^X must be 0 (but where a modelled kernel version leaves W+X pages itself, noted under the table). ' +
       `${escapeHtml(flushLegend(first.arch))}</p>`,
-    ...data.runs.map(tableHtml),
+    ...data.runs.map(
+      (run) =>
+        tableHtml(run) +
+        wxHoleNotes(run.workload, run.policies)
+          .map((n) => `<div class="note">${escapeHtml(n)}</div>`)
+          .join(''),
+    ),
     '<h2>Charts</h2>',
     `<div class="charts">${charts.map(figureHtml).join('\n')}</div>`,
     '<h2>Module area, block by block</h2>',

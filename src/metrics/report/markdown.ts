@@ -10,7 +10,14 @@
 import { bestRows, TEXT_ROW_HEADER, tableColumns, terminalColumns, textRow, textTable } from './format.js';
 import { modelledVsReal } from './provenance.js';
 import type { PolicyRun, ReportData, WorkloadRun } from './types.js';
-import { collapsedRows, flushLegend, kernelLabel, type SameAsRow, sameAsRows } from './vocabulary.js';
+import {
+  collapsedRows,
+  flushLegend,
+  kernelLabel,
+  type SameAsRow,
+  sameAsRows,
+  wxHoleNotes,
+} from './vocabulary.js';
 
 /** "execmem-6.10 (Linux 6.10)", "**execmem** (ours)", with the same-as note when figures are kept. */
 function policyLabel(p: PolicyRun, same: SameAsRow | null): string {
@@ -56,6 +63,7 @@ export function renderMarkdown(data: ReportData): string {
   for (const note of data.notes) out.push(`> ${note}`, '');
   for (const run of data.runs) {
     out.push(`## ${run.workload}`, '', markdownTable(run), '');
+    for (const note of wxHoleNotes(run.workload, run.policies)) out.push(`> ${note}`, '');
   }
   out.push('## What is modelled and what is real', '');
   for (const line of modelledVsReal(first.arch, first.tlb)) out.push(`- ${line}`);

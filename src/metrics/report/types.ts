@@ -71,6 +71,8 @@ export interface PolicyRun {
   readonly kernel: string;
   /** The design this one behaves exactly like on the run's arch, or null (PolicySpec.sameAs). */
   readonly sameAs: string | null;
+  /** W+X pages the modelled kernel version itself leaves on this arch (PolicySpec.wxHoles), or null. */
+  readonly wxHoles: string | null;
   readonly metrics: PolicyMetrics;
   /** Null when the producer could not provide a map (the report says so). */
   readonly area: AreaMap | null;

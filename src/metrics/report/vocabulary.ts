@@ -174,3 +174,21 @@ export function collapsedRows(arch: string, policies: readonly SameAsSource[]): 
 export function kernelLabel(p: { readonly modelled: boolean; readonly kernel: string }): string | null {
   return p.modelled ? p.kernel : null;
 }
+
+/**
+ * One line per design whose W^X figure is not 0 because the kernel version it models leaves
+ * W+X pages itself (PolicySpec.wxHoles): the figure is Linux's, and the reader is told so.
+ */
+export function wxHoleNotes(
+  workload: string,
+  policies: readonly {
+    name: string;
+    kernel: string;
+    wxHoles: string | null;
+    metrics: { wxViolations: number };
+  }[],
+): string[] {
+  return policies
+    .filter((p) => p.wxHoles !== null && p.metrics.wxViolations > 0)
+    .map((p) => `${workload}: the W^X figure of ${p.name} (${p.kernel}) is Linux's own: ${p.wxHoles}.`);
+}
