@@ -184,11 +184,14 @@ export function wxHoleNotes(
   policies: readonly {
     name: string;
     kernel: string;
+    sameAs: string | null;
     wxHoles: string | null;
     metrics: { wxViolations: number };
   }[],
 ): string[] {
+  const names = new Set(policies.map((p) => p.name));
   return policies
     .filter((p) => p.wxHoles !== null && p.metrics.wxViolations > 0)
+    .filter((p) => p.sameAs === null || !names.has(p.sameAs)) // its twin's note says it
     .map((p) => `${workload}: the W^X figure of ${p.name} (${p.kernel}) is Linux's own: ${p.wxHoles}.`);
 }
