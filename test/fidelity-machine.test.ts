@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ArchName } from '../src/arch/types.js';
 import { createMachine, type Machine } from '../src/machine/machine.js';
-import type { LeafChange, MachineCounters } from '../src/machine/types.js';
+import type { LeafChange, MachineCounters, VmArea } from '../src/machine/types.js';
 import { PTE_PRESENT, protToFlags } from '../src/machine/types.js';
 import { assertWx, errCode, GIB, modRange, snapshot } from './machine-helpers.js';
 
@@ -29,6 +29,11 @@ function range(m: Machine): { start: number; end: number } {
 }
 
 /** Counter deltas of `fn` (only the counters that moved). */
+/** A 2 MiB VM_ALLOW_HUGE_VMAP area (one PMD leaf), RW, freed with VM_FLUSH_RESET_PERMS. */
+function hugeArea(m: Machine): VmArea {
+  return m.vmalloc({ sizeBytes: SZ_2M, range: range(m), prot: 'rw', allowHuge: true, flushResetPerms: true });
+}
+
 function delta(m: Machine, fn: () => void): Partial<MachineCounters> {
   const c0 = { ...m.counters };
   fn();
@@ -97,13 +102,7 @@ describe('x86 __split_large_page: every split ends in flush_tlb_all', () => {
 
   it('cpa_collapse_large_pages: a set_memory_rox that collapses costs one more flush_tlb_all', () => {
     const m = machine();
-    const h = m.vmalloc({
-      sizeBytes: SZ_2M,
-      range: range(m),
-      prot: 'rw',
-      allowHuge: true,
-      flushResetPerms: true,
-    });
+    const h = hugeArea(m);
     m.setMemory(h.va, 512, 'rox');
     const open = delta(m, () => m.setMemory(h.va + 4 * PAGE, 1, 'rw'));
     assert.equal(open.splitsVmalloc2M, 1);
@@ -211,13 +210,7 @@ describe('mm/vmalloc.c vm_reset_perms and _vm_unmap_aliases', () => {
 
   it('a 2 MiB huge area: its direct-map alias is split to 4 KiB on vfree (HUGE_VMALLOC passes small pages)', () => {
     const m = machine();
-    const h = m.vmalloc({
-      sizeBytes: SZ_2M,
-      range: range(m),
-      prot: 'rw',
-      allowHuge: true,
-      flushResetPerms: true,
-    });
+    const h = hugeArea(m);
     m.setMemory(h.va, 512, 'rox'); // the whole 2 MiB alias leaf turns read-only in place
     assert.equal(aliasLevel(m, h.leafPfns[0]), 2);
     const d = delta(m, () => m.vfree(h.va));
@@ -255,13 +248,7 @@ describe('mm/vmalloc.c vm_reset_perms and _vm_unmap_aliases', () => {
       const m = machine('x86_64', 2 * GIB, 2);
       fillFirstGib(m);
       const a = m.vmalloc({ sizeBytes: 3 * PAGE, range: range(m), prot: 'rw', flushResetPerms: true });
-      const h = m.vmalloc({
-        sizeBytes: SZ_2M,
-        range: range(m),
-        prot: 'rw',
-        allowHuge: true,
-        flushResetPerms: true,
-      });
+      const h = hugeArea(m);
       const lazy = m.vmalloc({ sizeBytes: PAGE, range: range(m), prot: 'rw' });
       m.vfree(lazy.va); // one lazy area pending: the reset-perms flush purges it
       return { m, vas: [a.va, h.va] };
