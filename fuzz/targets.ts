@@ -1,0 +1,6 @@
+/**
+ * Every fuzz target by name (one file each beside this one). A new target is one line here.
+ */
+import type { FuzzTarget } from './target.js';
+
+export const FUZZ_TARGETS: readonly FuzzTarget[] = [];
