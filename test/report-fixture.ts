@@ -3,13 +3,30 @@
  * results). It exercises what the renderer must handle: several workloads and policies, zeros,
  * a mixed-type 2 MiB region, a large-leaf region, and a policy without an area map.
  */
+import { KERNEL_EVENT_KEYS, type KernelEvents, kernelTime, sensitivity } from '../src/metrics/kernel-time.js';
 import type { AreaMap, PolicyMetrics, ReportData } from '../src/metrics/report/types.js';
 
 const SZ_2M = 2 * 1024 * 1024;
 export const FIXTURE_AREA_START = 0xffffc0000000 - 0x1000 * 37; // 48-bit form, not 2 MiB aligned
 
+/** Made-up event counts, consistent with the made-up flush figures of `metrics`. */
+export function fixtureEvents(i: number, w: number): KernelEvents {
+  const events = Object.fromEntries(KERNEL_EVENT_KEYS.map((k) => [k, 0])) as KernelEvents;
+  return {
+    ...events,
+    ipiShootdowns: 10 * i,
+    ipiTargets: 30 * i,
+    localFlushes: 5 + i,
+    pokeSteps: 3 * i,
+    itlbStlbHits: 1000 * (1 + w),
+    itlbWalks: 100 + 10 * i,
+    cpaCalls: 7 * i,
+  };
+}
+
 function metrics(i: number, w: number): PolicyMetrics {
   return {
+    modelledKernelTimeNs: kernelTime(fixtureEvents(i, w), 'x86_64').totalNs,
     liveBytes: 1_000_000 + 1000 * w,
     mappedBytes: 1_000_000 * (1 + i),
     overhead: 1 + i + w / 10,
@@ -76,8 +93,13 @@ export function reportFixture(): ReportData {
         sameAs: null,
         wxHoles: null,
         metrics: metrics(i, w),
+        kernelTime: kernelTime(fixtureEvents(i, w), 'x86_64'),
         area: name === 'module_alloc' && workload === 'mixed' ? null : area(i),
       })),
+      kernelTimeSensitivity: sensitivity(
+        FIXTURE_POLICIES.map((name, i) => ({ name, events: fixtureEvents(i, w) })),
+        'x86_64',
+      ),
     })),
   };
 }

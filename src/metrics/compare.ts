@@ -29,6 +29,11 @@
  *   simulation, varies up to 2x between runs and says nothing about Linux, so it is only in
  *   `--json` (simulatorSpeedNote says so), never in a table, chart or ranking (issue 11 item 12).
  *
+ * - Modelled kernel time (issue 12 item 4, src/metrics/kernel-time.ts) is the figure that says who
+ *   wins overall: every counted event of the run (machine counter deltas and the fetch model's
+ *   iTLB misses) times its published cost. It comes first in the metrics, with its breakdown per
+ *   event class (PolicyResult.kernelTime) and, per run, the ranking's sensitivity to the weights.
+ *
  * Everything here runs on the simulated machine: the Linux designs are re-implementations
  * (src/policies), the costs are the model's. Output says so (`modelledNote`).
  */
@@ -53,6 +58,13 @@ import { type ExecFunction, replay } from '../workloads/replay.js';
 import type { Trace } from '../workloads/trace.js';
 import { type FetchFunction, runFetchModel } from './fetch-model.js';
 import { type OccupancyMap, occupancy, pageTableFootprint } from './footprint.js';
+import {
+  eventsFromRun,
+  type KernelTimeBreakdown,
+  kernelTime,
+  type RunKernelTime,
+  runKernelTime,
+} from './kernel-time.js';
 
 export {
   allocationRanges,
@@ -108,6 +120,8 @@ export interface CompareProgress {
 }
 
 export interface PolicyMetrics {
+  /** Sum of the counted events x their published costs (src/metrics/kernel-time.ts); first figure. */
+  modelledKernelTimeNs: number;
   liveBytes: number;
   /** Bytes mapped in the allocation ranges, from the page tables. */
   mappedBytes: number;
@@ -167,6 +181,8 @@ export interface PolicyResult {
   /** W+X pages this kernel version leaves on this arch (PolicySpec.wxHoles), or null: W^X must be 0. */
   readonly wxHoles: string | null;
   readonly describe: string;
+  /** The events behind modelledKernelTimeNs and what each class adds (ns). */
+  readonly kernelTime: KernelTimeBreakdown;
   readonly metrics: PolicyMetrics;
   readonly occupancy: OccupancyMap;
   readonly counters: Readonly<Record<string, number>>;
@@ -189,6 +205,8 @@ export interface CompareResult {
   readonly modelledNote: string;
   /** What the simulatorOpsPerSecond fields are (and are not). */
   readonly simulatorSpeedNote: string;
+  /** How modelledKernelTimeNs is made, the costs on this arch, and how robust its ranking is. */
+  readonly kernelTime: RunKernelTime;
   readonly policies: readonly PolicyResult[];
 }
 
@@ -253,6 +271,7 @@ export function runCompare(options: CompareOptions): CompareResult {
     machine: m,
     modelledNote: MODELLED_NOTE,
     simulatorSpeedNote: SIMULATOR_SPEED_NOTE,
+    kernelTime: runKernelTime(results, arch),
     policies: results,
   };
 }
@@ -347,6 +366,8 @@ class TimedAllocator implements ExecAllocator {
 interface FetchTotals {
   fetches: number;
   misses: number;
+  /** First-level iTLB misses that hit the second level (no walk). */
+  stlbHits: number;
   lowerBound: number;
   faults: number;
   walks: number;
@@ -365,7 +386,7 @@ function runOne(
   const c0 = { ...machine.counters };
   const dm0 = machine.directMapStats();
   const timed = new TimedAllocator(policy);
-  const totals: FetchTotals = { fetches: 0, misses: 0, lowerBound: 0, faults: 0, walks: 0 };
+  const totals: FetchTotals = { fetches: 0, misses: 0, stlbHits: 0, lowerBound: 0, faults: 0, walks: 0 };
   const cpus = Array.from({ length: machine.cpuCount }, (_, i) => i);
   let wxMax = 0;
   let wxTotal = 0;
@@ -382,6 +403,7 @@ function runOne(
     execRuns++;
     totals.fetches += r.fetches;
     totals.misses += r.itlbMisses;
+    totals.stlbHits += r.l1Misses - r.itlbMisses;
     totals.lowerBound += r.boundMisses;
     totals.faults += r.faults;
     totals.walks += r.pageWalks;
@@ -404,7 +426,9 @@ function runOne(
   const usage = policy.usage();
   const perMillion = (n: number) => (totals.fetches > 0 ? (n * 1e6) / totals.fetches : 0);
   const seconds = timed.elapsedMs / 1000;
+  const kt = kernelTime(eventsFromRun(c0, c1, totals), machine.arch.name);
   const metrics: PolicyMetrics = {
+    modelledKernelTimeNs: kt.totalNs,
     liveBytes: result.liveBytes,
     mappedBytes: pt.mappedBytes,
     policyMappedBytes: usage.mappedBytes,
@@ -446,6 +470,7 @@ function runOne(
     sameAs: spec.sameAs(machine.arch.name),
     wxHoles: spec.wxHoles(machine.arch.name),
     describe: spec.describe,
+    kernelTime: kt,
     metrics,
     occupancy: occupancy(machine, policy, pt.regions),
     counters: policy.policyCounters(),

@@ -6,12 +6,14 @@
  * this command print the very same numbers. This module only parses flags, shows progress on
  * stderr, and formats. The table says which rows are re-implementations of Linux designs and
  * which kernel each models, in the run's arch's words (the report's columns and vocabulary).
+ * Modelled kernel time (src/metrics/kernel-time.ts) is the first column and the first line under
+ * the table says how robust its ranking is to the weights.
  */
 import { type Command, InvalidArgumentError } from 'commander';
 import type { ArchName } from '../../arch/types.js';
 import { CompareError, type CompareResult, runCompare } from '../../metrics/compare.js';
 import { TEXT_ROW_HEADER, tableColumns, textRow, textTable } from '../../metrics/report/format.js';
-import { flushLegend, sameAsRows, wxHoleNotes } from '../../metrics/report/vocabulary.js';
+import { flushLegend, kernelTimeLegend, sameAsRows, wxHoleNotes } from '../../metrics/report/vocabulary.js';
 import { POLICY_NAMES } from '../../policies/index.js';
 import { WORKLOADS } from '../../workloads/registry.js';
 import { type CliIo, UsageError } from '../io.js';
@@ -116,6 +118,7 @@ export function formatCompare(r: CompareResult): string {
     ...(r.machine.state === null ? [] : [`machine state chosen by the workload: ${r.machine.state}`]),
     textTable([...TEXT_ROW_HEADER, ...columns.map((c) => c.heading)], rows, TEXT_ROW_HEADER.length),
     '',
+    kernelTimeLegend(r.kernelTime.sensitivity.summary),
     '* re-implementation of a Linux design on the simulated machine.',
     ...wxHoleNotes(r.workload, r.policies),
     `iTLB misses per million fetches, lower bound in parentheses (infinite TLB, same flushes, per CPU). ${flushLegend(r.arch)}`,

@@ -266,6 +266,7 @@ export function toWorkloadRun(result: CompareResult): WorkloadRun {
     sameAs: p.sameAs,
     wxHoles: p.wxHoles,
     metrics: toMetrics(p.metrics as unknown as Record<string, unknown>, `${result.workload}/${p.name}`),
+    kernelTime: p.kernelTime,
     area: toArea(p.occupancy, result.arch),
   }));
   return {
@@ -275,5 +276,6 @@ export function toWorkloadRun(result: CompareResult): WorkloadRun {
     seed: result.seed,
     scale: result.scale,
     policies,
+    kernelTimeSensitivity: result.kernelTime.sensitivity,
   };
 }

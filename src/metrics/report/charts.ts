@@ -7,7 +7,8 @@
  * exactly that with a real charting library's axes and layout. Animation is off so the SVG is
  * the final picture, and every chart gets a fixed size so pages are stable between runs.
  *
- * Which charts: the measurements DESIGN.md section 7 names, each against its limit where one
+ * Which charts: modelled kernel time first (who wins overall, issue 12), then the measurements
+ * DESIGN.md section 7 names, each against its limit where one
  * exists (overhead 1.0, large-page share 100%, global flushes 0, direct-map growth 0, iTLB misses
  * against the infinite-TLB lower bound), titled in the run's arch's words (vocabulary.ts): the
  * global-flush charts are the kinds the table shows (x86 shootdowns and IPIs, arm64 broadcast
@@ -218,6 +219,7 @@ function flushKeys(data: ReportData): GlobalFlushKey[] {
 /** The ids of the charts `renderCharts` produces for this data, in page order. */
 export function chartIds(data: ReportData): string[] {
   return [
+    'kernel-time',
     'overhead',
     'large-page-share',
     ...flushKeys(data).map((k) => FLUSH_CHARTS[k].id),
@@ -232,6 +234,14 @@ export function renderCharts(data: ReportData): RenderedChart[] {
   const v = vocabularyFor(runs[0].arch);
   const bars = (key: MetricKey, scale = 1) => byWorkload(runs, (m) => m[key] / scale);
   const charts: RenderedChart[] = [
+    {
+      id: 'kernel-time',
+      title: 'Modelled kernel time',
+      caption:
+        'Every counted event times its published cost, in ms, over the whole run (log scale; the cost table ' +
+        'is on this page and in docs/KERNEL-TIME.md). Lower is better.',
+      svg: renderBars({ ...bars('modelledKernelTimeNs', 1e6), yName: 'ms (modelled)', log: true }),
+    },
     {
       id: 'overhead',
       title: 'Memory overhead',

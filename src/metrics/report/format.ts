@@ -42,6 +42,18 @@ export function formatRatio(x: number): string {
   return `${x.toFixed(x >= 100 ? 0 : 2)}x`;
 }
 
+/** A duration in the largest unit that keeps it >= 1: ns, µs, ms or s. */
+export function formatDuration(ns: number): string {
+  const abs = Math.abs(ns);
+  if (abs >= 1e9) return `${(ns / 1e9).toFixed(2)} s`;
+  if (abs >= 1e6) return `${(ns / 1e6).toFixed(2)} ms`;
+  if (abs >= 1e3) return `${(ns / 1e3).toFixed(1)} µs`;
+  return `${Math.round(ns)} ns`;
+}
+
+/** Heading of the modelled kernel time, the same in every table. */
+export const KERNEL_TIME_HEADING = 'kernel time (modelled)';
+
 export function formatPercent(share: number): string {
   return `${(share * 100).toFixed(1)}%`;
 }
@@ -63,6 +75,7 @@ export interface ColumnSource {
 
 /**
  * The summary table's columns for one run, headed in the run's arch's words (vocabulary.ts).
+ * Modelled kernel time comes first: it is the figure that says who wins overall (issue 12).
  * The simulator's own speed is not a column: it says nothing about Linux (issue 11 item 12).
  */
 export function tableColumns(run: ColumnSource): Column[] {
@@ -72,6 +85,12 @@ export function tableColumns(run: ColumnSource): Column[] {
     run.policies.map((p) => p.metrics),
   );
   return [
+    {
+      key: 'modelledKernelTimeNs',
+      heading: KERNEL_TIME_HEADING,
+      format: (m) => formatDuration(m.modelledKernelTimeNs),
+      better: 'low',
+    },
     { key: 'liveBytes', heading: 'live', format: (m) => formatBytes(m.liveBytes), better: null },
     { key: 'mappedBytes', heading: 'mapped', format: (m) => formatBytes(m.mappedBytes), better: 'low' },
     { key: 'overhead', heading: 'mapped/live', format: (m) => formatRatio(m.overhead), better: 'low' },
@@ -138,6 +157,7 @@ export function tableColumns(run: ColumnSource): Column[] {
 /** The few columns the terminal summary shows (global flushes without their IPIs). */
 export function terminalColumns(run: ColumnSource): Column[] {
   const keep: readonly MetricKey[] = [
+    'modelledKernelTimeNs',
     'overhead',
     'largePageShare',
     'directMap4kGrowthBytes',

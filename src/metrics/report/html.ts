@@ -2,39 +2,32 @@
  * report/index.html: one self-contained page (inline CSS, inline SVG, no script, no network).
  *
  * Why self-contained: a report is an artifact to keep, mail or attach to CI; it must open from
- * disk years later exactly as it was. Layout follows what a reader wants first: the headline
- * numbers for our allocator against the best Linux design, then one table per workload, then the
- * charts, then the module-area pictures, then what is modelled and what is real.
+ * disk years later exactly as it was. Layout follows what a reader wants first: who wins overall
+ * (modelled kernel time, with how robust its ranking is), then every workload at a glance (ours
+ * against the best other design on each figure, with the reason where ours trails), then one table
+ * per workload, the charts, the module-area pictures, the cost table behind the kernel time, and
+ * what is modelled and what is real.
  */
 import { hexAddr } from '../../base/addr.js';
 import { areaLegendHtml, renderAreaMap } from './area-map.js';
 import { type RenderedChart, renderCharts } from './charts.js';
-import {
-  bestIndex,
-  bestRows,
-  escapeHtml,
-  formatBytes,
-  formatCount,
-  formatPercent,
-  formatRatio,
-  tableColumns,
-} from './format.js';
+import { bestRows, escapeHtml, formatBytes, tableColumns } from './format.js';
+import { OUR_POLICY } from './glance.js';
+import { costTableHtml, glanceHtml, kernelTimeSectionHtml } from './kernel-time-view.js';
 import { modelledVsReal } from './provenance.js';
-import type { MetricKey, PolicyMetrics, PolicyRun, ReportData, WorkloadRun } from './types.js';
+import type { PolicyRun, ReportData, WorkloadRun } from './types.js';
 import { checkReportData } from './types.js';
 import {
   collapsedRows,
   flushLegend,
-  GLOBAL_FLUSH_LABELS,
   kernelLabel,
-  primaryGlobalFlush,
+  kernelTimeLegend,
   type SameAsRow,
   sameAsRows,
-  vocabularyFor,
   wxHoleNotes,
 } from './vocabulary.js';
 
-export const OUR_POLICY = 'execmem';
+export { OUR_POLICY } from './glance.js';
 
 const CSS = `
 :root { --fg:#111827; --muted:#4b5563; --line:#e5e7eb; --bg:#ffffff; --panel:#f8fafc; --ours:#2e9e44; --accent:#1d4ed8; }
@@ -86,6 +79,16 @@ summary { cursor: pointer; font-weight: 600; }
 .swatch-mapped { background: #e5e7eb; border: 1px solid #9ca3af; }
 .swatch-empty { background: #f9fafb; border: 1px solid #e5e7eb; }
 ul.provenance li { margin: 4px 0; }
+table.glance td.verdict { text-align: left; white-space: normal; vertical-align: top; min-width: 130px; }
+table.glance .v { font-size: 15px; font-weight: 650; }
+table.glance td.win .v { color: var(--ours); }
+table.glance td.lose .v { color: #b45309; }
+table.glance .vs, table.glance .why { color: var(--muted); font-size: 11.5px; }
+table.glance .why { color: #92400e; }
+table.costs td { white-space: normal; text-align: left; vertical-align: top; }
+table.costs td.quote { font-style: italic; max-width: 320px; }
+table.costs td.how { max-width: 360px; color: var(--muted); }
+ul.robustness li { margin: 4px 0; font-size: 13.5px; }
 footer { margin-top: 48px; color: var(--muted); font-size: 12.5px; }
 @media print { .charts, .areas { grid-template-columns: 1fr; } details { page-break-inside: avoid; } }
 `;
@@ -110,7 +113,8 @@ export function renderHtml(data: ReportData): RenderedReport {
       `${data.runs.length} workloads · generated ${escapeHtml(data.generatedAt)} · regenerate with <code>${escapeHtml(data.command)}</code></div>`,
     '</header>',
     ...data.notes.map((n) => `<div class="note">${escapeHtml(n)}</div>`),
-    headlineHtml(data),
+    kernelTimeSectionHtml(data),
+    glanceHtml(data),
     '<h2>Results by workload</h2>',
     '<p class="meta">Every policy ran the workload on an identical fresh machine. Blue bold: best in column. ' +
       'iTLB misses per million fetches, lower bound in parentheses (an infinite TLB with the same flushes, per CPU). W^X must be 0 (but where a modelled kernel version leaves W+X pages itself, noted under the table). ' +
@@ -118,6 +122,7 @@ export function renderHtml(data: ReportData): RenderedReport {
     ...data.runs.map(
       (run) =>
         tableHtml(run) +
+        `<p class="meta">${escapeHtml(kernelTimeLegend(run.kernelTimeSensitivity.summary))}</p>` +
         wxHoleNotes(run.workload, run.policies)
           .map((n) => `<div class="note">${escapeHtml(n)}</div>`)
           .join(''),
@@ -128,6 +133,7 @@ export function renderHtml(data: ReportData): RenderedReport {
     '<p class="meta">Each tile is one 2 MiB block of the area after the run, in address order (48 per row); hover a tile for its figures.</p>',
     areaLegendHtml(),
     areas.html,
+    costTableHtml(first.arch),
     '<h2>What is modelled and what is real</h2>',
     `<ul class="provenance">${modelledVsReal(first.arch, first.tlb)
       .map((l) => `<li>${escapeHtml(l)}</li>`)
@@ -197,75 +203,6 @@ function tableHtml(run: WorkloadRun): string {
     `<h3 id="w-${escapeHtml(run.workload)}">${escapeHtml(run.workload)} <span class="meta">(${escapeHtml(run.arch)}, seed ${run.seed}, ${escapeHtml(run.tlb)} TLBs)</span></h3>` +
     `<div class="table-wrap"><table class="results" data-workload="${escapeHtml(run.workload)}"><thead>${head}</thead>` +
     `<tbody>${rows.join('')}</tbody></table></div>`
-  );
-}
-
-interface Headline {
-  readonly key: MetricKey;
-  readonly label: string;
-  readonly better: 'low' | 'high';
-  readonly format: (m: PolicyMetrics) => string;
-}
-
-/** The headline figures, in the arch's words (its own global-flush kind, its map's name). */
-function headlines(arch: string): Headline[] {
-  const v = vocabularyFor(arch);
-  const flush = primaryGlobalFlush(arch);
-  return [
-    { key: 'overhead', label: 'mapped / live', better: 'low', format: (m) => formatRatio(m.overhead) },
-    {
-      key: 'largePageShare',
-      label: 'exec bytes on 2 MiB',
-      better: 'high',
-      format: (m) => formatPercent(m.largePageShare),
-    },
-    {
-      key: flush,
-      label: GLOBAL_FLUSH_LABELS[flush],
-      better: 'low',
-      format: (m) => formatCount(m[flush]),
-    },
-    {
-      key: 'directMap4kGrowthBytes',
-      label: `${v.physMap} 4 KiB growth`,
-      better: 'low',
-      format: (m) => formatBytes(m.directMap4kGrowthBytes),
-    },
-    {
-      key: 'itlbMissesPerMillion',
-      label: 'iTLB misses / M',
-      better: 'low',
-      format: (m) => m.itlbMissesPerMillion.toFixed(1),
-    },
-  ];
-}
-
-/**
- * Our numbers against the best Linux design on the headline workload (mixed if present). A
- * design shown as "= another design" is that design: it is not a second contender.
- */
-function headlineHtml(data: ReportData): string {
-  const run = data.runs.find((r) => r.workload === 'mixed') ?? data.runs[0];
-  const collapsed = collapsedRows(run.arch, run.policies);
-  const ours = run.policies.find((p) => p.name === OUR_POLICY);
-  const others = run.policies.filter((p, i) => p.name !== OUR_POLICY && !collapsed.has(i));
-  if (!ours || others.length === 0) return '';
-  const cards = headlines(run.arch).map((h) => {
-    const values = others.map((p) => p.metrics[h.key]);
-    const bestOther = others[bestIndex(values, h.better)];
-    const mine = ours.metrics[h.key];
-    const theirs = bestOther.metrics[h.key];
-    const wins = h.better === 'low' ? mine <= theirs : mine >= theirs;
-    return (
-      `<div class="card"><div class="k">${escapeHtml(h.label)}</div>` +
-      `<div class="v ${wins ? 'win' : 'lose'}">${escapeHtml(h.format(ours.metrics))}</div>` +
-      `<div class="vs">best Linux design: ${escapeHtml(h.format(bestOther.metrics))} (${escapeHtml(bestOther.name)})</div></div>`
-    );
-  });
-  return (
-    `<h2>At a glance: ${escapeHtml(run.workload)}</h2>` +
-    '<p class="meta">execmem (ours) against the best Linux design for each figure; green where ours is as good or better, amber where not.</p>' +
-    `<div class="cards">${cards.join('')}</div>`
   );
 }
 

@@ -5,15 +5,19 @@
  * table", issue 7), into a mailing-list reply or a commit message; it must read well as plain
  * text and diff cleanly between runs, so it has no timestamps inside the tables. Headings are in
  * the run's arch's words (vocabulary.ts), a design that is another on this arch is one line
- * saying so, and each Linux design carries the kernel version it models.
+ * saying so, and each Linux design carries the kernel version it models. Who wins overall
+ * (modelled kernel time and how robust its ranking is) and every workload at a glance come first,
+ * the cost table behind the kernel time last.
  */
 import { bestRows, TEXT_ROW_HEADER, tableColumns, terminalColumns, textRow, textTable } from './format.js';
+import { costTableMarkdown, glanceMarkdown, kernelTimeMarkdown } from './kernel-time-view.js';
 import { modelledVsReal } from './provenance.js';
 import type { PolicyRun, ReportData, WorkloadRun } from './types.js';
 import {
   collapsedRows,
   flushLegend,
   kernelLabel,
+  kernelTimeLegend,
   type SameAsRow,
   sameAsRows,
   wxHoleNotes,
@@ -61,10 +65,20 @@ export function renderMarkdown(data: ReportData): string {
     '',
   );
   for (const note of data.notes) out.push(`> ${note}`, '');
+  out.push(kernelTimeMarkdown(data), glanceMarkdown(data));
   for (const run of data.runs) {
     out.push(`## ${run.workload}`, '', markdownTable(run), '');
+    out.push(kernelTimeLegend(run.kernelTimeSensitivity.summary), '');
     for (const note of wxHoleNotes(run.workload, run.policies)) out.push(`> ${note}`, '');
   }
+  out.push('## The cost table', '');
+  out.push(
+    'Every counted event, its cost and the published figure behind it (docs/KERNEL-TIME.md, ' +
+      'src/metrics/kernel-time-costs.ts). Events marked "not in sum" have no published figure: counted, left out.',
+    '',
+    costTableMarkdown(first.arch),
+    '',
+  );
   out.push('## What is modelled and what is real', '');
   for (const line of modelledVsReal(first.arch, first.tlb)) out.push(`- ${line}`);
   out.push('', `Regenerate with \`${data.command}\`.`, '');
@@ -80,7 +94,8 @@ export function renderTerminalSummary(data: ReportData): string {
     const rows = run.policies.map((p, row) => textRow(p, columns, same[row]));
     blocks.push(
       `${run.workload} (${run.arch}, seed ${run.seed}, ${run.tlb} TLBs)\n` +
-        textTable([...TEXT_ROW_HEADER, ...columns.map((c) => c.heading)], rows, TEXT_ROW_HEADER.length),
+        textTable([...TEXT_ROW_HEADER, ...columns.map((c) => c.heading)], rows, TEXT_ROW_HEADER.length) +
+        `\nkernel time ranking: ${run.kernelTimeSensitivity.summary}`,
     );
   }
   return blocks.join('\n\n');

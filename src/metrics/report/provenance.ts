@@ -24,6 +24,9 @@ export function modelledVsReal(arch: string, tlb: string): string[] {
       'each names the kernel version it models.',
     `Modelled: iTLB misses come from a TLB model with published geometry (${tlb}), fed by instruction fetches of ` +
       'Zipf-hot functions; TLBs stay warm across samples (steady state); the lower bound is the misses an infinite TLB with the same flushes would take, per CPU.',
+    'Modelled: kernel time is the counted events times published costs measured on other machines (the cost ' +
+      'table names each source and CPU); events without a published cost are counted and left out, and the ' +
+      'ranking is checked against every weight halved and doubled.',
     "Not shown: the simulator's own throughput (simulatorOpsPerSecond in `execmem compare --json`) times these " +
       'TypeScript implementations in one process, varies up to 2x between runs and says nothing about kernel ' +
       'speed, so no table, chart or ranking uses it.',

@@ -11,6 +11,10 @@
 
 import { EXECMEM_TYPES, type ExecmemType } from '../../arch/types.js';
 import { assert } from '../../base/assert.js';
+import type { KernelTimeBreakdown, Sensitivity } from '../kernel-time.js';
+import { KERNEL_EVENT_KEYS } from '../kernel-time-costs.js';
+
+export type { KernelTimeBreakdown, Sensitivity } from '../kernel-time.js';
 
 /**
  * The per-policy metrics issue 4 requires of `execmem compare` (same names, same units), plus
@@ -18,8 +22,10 @@ import { assert } from '../../base/assert.js';
  * run (the figure Aaron Lu measured), arm64's broadcast invalidations, all flush events, alias
  * writes and the number of workload events that failed. The simulator's own throughput is not
  * here: it says nothing about Linux and stays in `execmem compare --json` (issue 11 item 12).
+ * Modelled kernel time comes first: it is the one figure that says who wins overall (issue 12).
  */
 export const METRIC_KEYS = [
+  'modelledKernelTimeNs',
   'liveBytes',
   'mappedBytes',
   'overhead',
@@ -74,6 +80,8 @@ export interface PolicyRun {
   /** W+X pages the modelled kernel version itself leaves on this arch (PolicySpec.wxHoles), or null. */
   readonly wxHoles: string | null;
   readonly metrics: PolicyMetrics;
+  /** The events behind metrics.modelledKernelTimeNs and what each class adds. */
+  readonly kernelTime: KernelTimeBreakdown;
   /** Null when the producer could not provide a map (the report says so). */
   readonly area: AreaMap | null;
 }
@@ -87,6 +95,8 @@ export interface WorkloadRun {
   /** The producer's size knob (1 = the default workload size). */
   readonly scale: number;
   readonly policies: readonly PolicyRun[];
+  /** The ranking by modelled kernel time redone with each weight x0.5 and x2. */
+  readonly kernelTimeSensitivity: Sensitivity;
 }
 
 export interface ReportData {
@@ -120,15 +130,37 @@ export function checkReportData(data: ReportData): void {
     assert(!seen.has(run.workload), `workload ${run.workload} appears twice`);
     seen.add(run.workload);
     assert(run.policies.length > 0, `workload ${run.workload} has no policies`);
+    assert(run.kernelTimeSensitivity.summary !== '', `workload ${run.workload} has no sensitivity summary`);
     const names = new Set<string>();
     for (const p of run.policies) {
       assert(!names.has(p.name), `policy ${p.name} appears twice in ${run.workload}`);
       names.add(p.name);
       assert(p.sameAs !== p.name, `${run.workload}/${p.name} is the same as itself`);
       for (const key of METRIC_KEYS) checkNumber(p.metrics[key], `${run.workload}/${p.name}.${key}`);
+      checkKernelTime(p.kernelTime, p.metrics.modelledKernelTimeNs, `${run.workload}/${p.name}`);
       if (p.area) checkArea(p.area, `${run.workload}/${p.name}`);
     }
   }
+}
+
+/** The breakdown adds up to the figure shown (the sum equals the breakdown). */
+function checkKernelTime(k: KernelTimeBreakdown, shownNs: number, where: string): void {
+  let sum = 0;
+  for (const key of KERNEL_EVENT_KEYS) {
+    const e = k.byEvent[key];
+    assert(e !== undefined, `${where}: kernel time has no ${key}`);
+    checkNumber(e.ns, `${where}.kernelTime.${key}`);
+    sum += e.ns;
+  }
+  const tolerance = 1e-6 * Math.max(1, Math.abs(shownNs));
+  assert(
+    Math.abs(sum - k.totalNs) <= tolerance,
+    `${where}: kernel time parts add to ${sum}, not ${k.totalNs}`,
+  );
+  assert(
+    Math.abs(shownNs - k.totalNs) <= tolerance,
+    `${where}: modelledKernelTimeNs ${shownNs} != ${k.totalNs}`,
+  );
 }
 
 function checkArea(area: AreaMap, where: string): void {

@@ -35,6 +35,8 @@ export interface ArchVocabulary {
   readonly physMapSource: string;
   /** The alias-write mechanism, e.g. 'text_poke' or 'fixmap'. */
   readonly patching: string;
+  /** The flush that ends each alias-write step: 'local flush' (x86) or 'broadcast TLBI' (arm64). */
+  readonly stepFlush: string;
   /** The global-flush kinds the arch's kernel TLB invalidation uses. */
   readonly globalFlushKeys: readonly GlobalFlushKey[];
 }
@@ -59,6 +61,7 @@ const X86: ArchVocabulary = {
   physMapChartId: 'direct-map-4k',
   physMapSource: 'as /proc/meminfo reports DirectMap4k',
   patching: 'text_poke',
+  stepFlush: 'local flush',
   globalFlushKeys: ['shootdowns', 'ipis'],
 };
 
@@ -72,6 +75,7 @@ export const VOCABULARIES: Readonly<Record<ArchName, ArchVocabulary>> = {
     physMapSource:
       'counted from the page tables; arm64 /proc/meminfo has no such line in the kernels modelled',
     patching: 'fixmap',
+    stepFlush: 'broadcast TLBI',
     globalFlushKeys: ['broadcastFlushes'],
   },
   // The generic arch has no alias-write primitive (PatchMechanism 'none') and flushes by IPI.
@@ -102,6 +106,14 @@ export function flushLegend(arch: string): string {
     ? 'Broadcast TLBIs are kernel TLB invalidations the hardware broadcasts to every CPU (TLBI ...IS, no IPI).'
     : 'Shootdowns are flush requests sent to every other CPU by IPI.';
   return `${global} ${capitalised(ALL_FLUSHES_LABEL)} = local flushes + shootdowns + broadcast TLBIs.`;
+}
+
+/** What the kernel-time column is, and how robust its ranking is: one line under every table. */
+export function kernelTimeLegend(sensitivitySummary: string): string {
+  return (
+    'Kernel time (modelled) = every counted event x its published cost (docs/KERNEL-TIME.md); ' +
+    `ranking under each weight x0.5 and x2: ${sensitivitySummary}.`
+  );
 }
 
 function capitalised(text: string): string {
