@@ -112,7 +112,7 @@ test('report writes index.html with SVG charts carrying data, and summary.md', a
   }
   const html = readFileSync(join(out, 'index.html'), 'utf8');
   const figures = [...html.matchAll(/<figure class="chart" data-chart="([^"]+)">([\s\S]*?)<\/figure>/g)];
-  assert.equal(figures.length, 6 + workloads.length);
+  assert.equal(figures.length, 7 + workloads.length); // kernel time first (issue 12), then six
   for (const [, id, inner] of figures) {
     assert.match(inner, /<svg /, id);
     assert.ok((inner.match(/<path /g)?.length ?? 0) >= 4, `${id}: drawn paths`);

@@ -50,6 +50,7 @@ describe('execmem compare (CLI)', () => {
       ['module_alloc', 'execmem'],
     );
     const keys = [
+      'modelledKernelTimeNs',
       'liveBytes',
       'mappedBytes',
       'overhead',
@@ -70,7 +71,12 @@ describe('execmem compare (CLI)', () => {
     ];
     // The simulator's speed is in --json only, under a name nobody takes for kernel speed.
     assert.match(doc.simulatorSpeedNote, /simulator's own throughput/);
+    // Modelled kernel time first, with its breakdown and the ranking's sensitivity (issue 12).
+    assert.equal(typeof doc.kernelTime.sensitivity.summary, 'string');
+    assert.equal(doc.kernelTime.costsNs.ipiShootdowns, 707.5);
     for (const p of doc.policies) {
+      assert.equal(Object.keys(p.metrics)[0], 'modelledKernelTimeNs', 'the figure comes first');
+      assert.equal(p.kernelTime.totalNs, p.metrics.modelledKernelTimeNs);
       for (const k of keys) assert.equal(typeof p.metrics[k], 'number', `${p.name}.${k}`);
       assert.equal(p.metrics.opsPerSecondRatio, undefined, 'the old speed name is gone');
       assert.equal(typeof p.kernel, 'string');

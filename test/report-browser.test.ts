@@ -138,7 +138,15 @@ test('`execmem report` page renders in Chromium with every chart drawn', { skip 
   );
   assert.equal(r.status, 0, r.stderr);
   const { charts, tiles } = await inspect(join(dir, 'index.html'), 'report.png');
-  const expected = ['overhead', 'large-page-share', 'shootdowns', 'ipis', 'flush-events', 'direct-map-4k'];
+  const expected = [
+    'kernel-time',
+    'overhead',
+    'large-page-share',
+    'shootdowns',
+    'ipis',
+    'flush-events',
+    'direct-map-4k',
+  ];
   assertChartsDrawn(charts, [...expected, ...workloads.map((w) => `itlb-${w}`)], 6);
   assert.ok(tiles.length >= 2 * workloads.length, 'an area picture per policy and workload');
   assert.ok(

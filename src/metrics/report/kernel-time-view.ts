@@ -215,13 +215,14 @@ export function glanceMarkdown(data: ReportData): string {
 /** The cost table in markdown (summary.md and docs/KERNEL-TIME.md render exactly this). */
 export function costTableMarkdown(arch: string): string {
   const cell = (t: string) => t.replaceAll('|', '\\|');
+  const linkText = (t: string) => cell(t).replaceAll('[', '\\[').replaceAll(']', '\\]');
   const rows = COST_TABLE.map((e) => {
     const cost = costOn(e, arch);
     const ns = cost === null ? 'not in sum' : `${cost.toFixed(1)} ns`;
     const src =
       e.source === null
         ? cell(e.note ?? '')
-        : `[${cell(e.source.title)}](${e.source.url}), ${cell(e.source.date)}`;
+        : `[${linkText(e.source.title)}](${e.source.url}), ${cell(e.source.date)}`;
     const cpu = e.source === null ? '' : cell(e.source.cpu);
     const quote = e.source === null ? '' : `"${cell(e.source.quote)}"`;
     const how = e.source === null || e.note === undefined ? e.derivation : `${e.derivation} ${e.note}`;
