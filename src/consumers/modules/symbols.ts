@@ -20,7 +20,6 @@
  * for per-CPU symbols (x86-64 links the per-CPU section at 0, CONFIG_KALLSYMS_ABSOLUTE_PERCPU),
  * which are offsets and do not move. Values are signed 64-bit numbers (elf.ts explains why).
  */
-import { Buffer } from 'node:buffer';
 import {
   ElfError,
   type ElfFile,
@@ -31,6 +30,7 @@ import {
   SHF_ALLOC,
   SHT_NOBITS,
 } from './elf.js';
+import { type NameLimit, SYMBOL_NAME_LIMIT } from './names.js';
 
 export interface KernelExport {
   readonly name: string;
@@ -152,14 +152,11 @@ function sectionAt(elf: ElfFile, addr: number): ElfSection | undefined {
   return undefined;
 }
 
-function stringAt(elf: ElfFile, addr: number, what: string): string {
+function stringAt(elf: ElfFile, addr: number, what: string, limit?: NameLimit): string {
   const s = sectionAt(elf, addr);
   if (!s) throw new ElfError('ESTRTAB', `${what}: address ${signedToHex(addr)} is in no section`);
   const start = s.offset + (addr - s.addr);
-  const end = s.offset + s.sizeBytes;
-  const nul = elf.bytes.indexOf(0, start);
-  if (nul < 0 || nul >= end) throw new ElfError('ESTRTAB', `${what}: string not NUL-terminated in ${s.name}`);
-  return Buffer.from(elf.bytes.buffer, elf.bytes.byteOffset + start, nul - start).toString('latin1');
+  return elf.names.read(elf.bytes, start, s.offset + s.sizeBytes, `${what} in ${s.name}`, limit);
 }
 
 function readKsymtab(
@@ -183,7 +180,12 @@ function readKsymtab(
     const off = tab.offset + i * 12;
     const at = tab.addr + i * 12;
     const value = at + elf.view.getInt32(off, true);
-    const name = stringAt(elf, at + 4 + elf.view.getInt32(off + 4, true), `${tabName}[${i}] name`);
+    const name = stringAt(
+      elf,
+      at + 4 + elf.view.getInt32(off + 4, true),
+      `${tabName}[${i}] name`,
+      SYMBOL_NAME_LIMIT,
+    );
     const nsOff = elf.view.getInt32(off + 8, true);
     const namespace = nsOff === 0 ? '' : stringAt(elf, at + 8 + nsOff, `${tabName}[${i}] namespace`);
     const crc = crcs ? elf.view.getUint32(crcs.offset + i * 4, true) : null;
