@@ -78,8 +78,10 @@ export function labelError(e: unknown, source: ModuleLoadErrorSource, name: stri
   // Its messages already name the module, as Linux's do ("Module %s: section %s is ...").
   if (e instanceof ModuleFormatError)
     return new ModuleLoadError('ENOEXEC', name, e.message, [], null, source);
-  if (e instanceof RelocError)
-    return new ModuleLoadError('ENOEXEC', name, `${name}: ${e.message}`, [], e.kind, source);
+  if (e instanceof RelocError) {
+    const text = e.message.replace(/^ENOEXEC: /, '');
+    return new ModuleLoadError('ENOEXEC', name, `${name}: ${text}`, [], e.kind, source);
+  }
   if (e instanceof PercpuError) return new ModuleLoadError('ENOMEM', name, e.message, [], null, 'percpu');
   if (source === 'allocator') {
     const code = typedCode(e);
