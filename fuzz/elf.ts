@@ -77,7 +77,7 @@ const KNOWN_SOURCES: ReadonlySet<ModuleLoadErrorSource> = new Set([
   'state',
 ]);
 
-interface Input {
+export interface Input {
   readonly name: string;
   /** The ELF without its signature trailer. */
   readonly bytes: Uint8Array;
@@ -90,10 +90,10 @@ function input(name: string, fileBytes: Uint8Array, kernel: KernelSymbols): Inpu
   return { name, bytes, kernel, shape: shapeOf(parseElf(bytes)) };
 }
 
-/** The built-in module, plus small real modules when the dataset is in the cache. */
-export function elfFuzzInputs(): Input[] {
+/** The built-in module, plus small real modules when the dataset is in the cache (and wanted). */
+export function elfFuzzInputs(opts: { dataset?: boolean } = {}): Input[] {
   const inputs = [input('sample (elf-build.ts)', sampleModuleElf('fuzz_sample'), sampleKernelSymbols())];
-  const root = findCachedDataset();
+  const root = (opts.dataset ?? true) ? findCachedDataset() : null;
   if (!root) return inputs;
   const index = openDataset(root);
   const kernel = datasetKernelSymbols(index);
