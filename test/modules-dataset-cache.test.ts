@@ -61,16 +61,27 @@ function restore(): void {
   writeFileSync(exportsFile(), goodExports);
 }
 
-function expectDatasetError(fn: () => unknown, file: string, field: string | null, pattern: RegExp): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof DatasetError, `a DatasetError, got ${String(e)}`);
-    assert.equal(e.file, file);
-    assert.equal(e.field, field);
-    assert.ok(e.message.startsWith(`${file}: `), `names the file: ${e.message}`);
-    if (field !== null) assert.ok(e.message.includes(`field '${field}'`), `names the field: ${e.message}`);
-    assert.match(e.message, pattern);
-    return true;
-  });
+function expectDatasetError(
+  fn: () => unknown,
+  file: string,
+  field: string | null,
+  pattern: RegExp,
+  what = String(field),
+): void {
+  assert.throws(
+    fn,
+    (e: unknown) => {
+      assert.ok(e instanceof Error, `${what}: an Error`);
+      assert.ok(e instanceof DatasetError, `a DatasetError, got ${String(e)}`);
+      assert.equal(e.file, file);
+      assert.equal(e.field, field);
+      assert.ok(e.message.startsWith(`${file}: `), `names the file: ${e.message}`);
+      if (field !== null) assert.ok(e.message.includes(`field '${field}'`), `names the field: ${e.message}`);
+      assert.match(e.message, pattern, what);
+      return true;
+    },
+    what,
+  );
 }
 
 /** exit 1, one "error:" line naming the file (and field), no stack, no "internal error". */
@@ -112,6 +123,7 @@ describe('corrupt dataset cache files', () => {
 
   it('index.json: each corrupt variant names the file and the field', () => {
     const f = indexFile();
+    // biome-ignore format: one case per line
     const cases: [string, ((j: Record<string, unknown>) => void) | string, string | null, RegExp][] = [
       ['invalid JSON', '{"version": 1, "root": ', null, /invalid JSON/],
       ['no modules', (j) => delete j.modules, 'modules', /expected an array, found nothing \(missing\)/],
@@ -124,12 +136,11 @@ describe('corrupt dataset cache files', () => {
       ['kernelRelease missing', (j) => delete j.kernelRelease, 'kernelRelease', /kernel release/],
       ['vmlinuz a number', (j) => (j.vmlinuz = 5), 'vmlinuz', /string/],
       ['top level an array', '[]', '(top level)', /an object/],
-    ]; // biome-ignore format: one case per line
+    ];
     for (const [what, edit, field, pattern] of cases) {
       restore();
       corrupt(f, goodIndex, edit);
-      expectDatasetError(() => openDataset(tree), f, field, pattern);
-      assert.ok(what);
+      expectDatasetError(() => openDataset(tree), f, field, pattern, what);
     }
     // Another version, or another root (the tree moved), is rebuilt, not refused.
     for (const edit of [
@@ -147,6 +158,7 @@ describe('corrupt dataset cache files', () => {
 
   it('kernel-exports.json: each corrupt variant names the file and the field', () => {
     const f = exportsFile();
+    // biome-ignore format: one case per line
     const cases: [((j: Record<string, unknown>) => void) | string, string | null, RegExp][] = [
       ['not json at all', null, /invalid JSON/],
       [(j) => (j.perCpuEndBytes = -5), 'perCpuEndBytes', /integer in \[0, 2147483647\], found -5/],
@@ -158,7 +170,7 @@ describe('corrupt dataset cache files', () => {
       [(j) => ((j.exports as { name: string }[])[1].name = 'kernel_func'), 'exports[1]', /appears twice/],
       [(j) => ((j.exports as { gplOnly: unknown }[])[0].gplOnly = 1), 'exports[0].gplOnly', /true or false/],
       [(j) => (j.version = null), 'version', /integer/],
-    ]; // biome-ignore format: one case per line
+    ];
     for (const [edit, field, pattern] of cases) {
       restore();
       corrupt(f, goodExports, edit);
@@ -173,6 +185,7 @@ describe('corrupt dataset cache files', () => {
     writeModuleTable(f, buildModuleTable(openDataset(tree)));
     const good = readFileSync(f, 'utf8');
     assert.equal(readModuleTable(f).modules.length, 1);
+    // biome-ignore format: one case per line
     const cases: [((j: Record<string, unknown>) => void) | string, string | null, RegExp][] = [
       ['{', null, /invalid JSON/],
       [(j) => (j.version = 2), 'version', /table version 2, want 1/],
@@ -181,7 +194,7 @@ describe('corrupt dataset cache files', () => {
       [(j) => ((j.modules as { bytes: number[] }[])[0].bytes = [1, 2]), 'modules[0].bytes', /7 byte counts/],
       [(j) => ((j.modules as { bytes: number[] }[])[0].bytes[3] = -4), 'modules[0].bytes[3]', /-4/],
       [(j) => (j.modules = []), 'modules', /at least 1/],
-    ]; // biome-ignore format: one case per line
+    ];
     for (const [edit, field, pattern] of cases) {
       corrupt(f, good, edit);
       assert.throws(

@@ -107,8 +107,10 @@ export function placedSectionAddr(prep: Prepared, mems: Mems, percpuOffset: numb
 
 /** Section addresses before anything is placed: every base 0 (only NaN-ness matters then). */
 function provisionalSectionAddr(prep: Prepared): SectionAddr {
+  // As placedSectionAddr: an empty per-CPU section gets no reservation, so no address.
+  const pcpuBytes = prep.layout.pcpuIndex ? prep.elf.sections[prep.layout.pcpuIndex].sizeBytes : 0;
   return (shndx) => {
-    if (shndx === prep.layout.pcpuIndex && shndx !== 0) return 0;
+    if (shndx === prep.layout.pcpuIndex && shndx !== 0) return pcpuBytes > 0 ? 0 : Number.NaN;
     const p = prep.layout.placement[shndx];
     return p ? p.offset : Number.NaN;
   };
