@@ -38,18 +38,21 @@ export interface ModulesCliReport extends ModulesLoadReport {
   readonly fetch: (FetchReport & { readonly functions: number }) | null;
 }
 
-export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo): Promise<ModulesCliReport> {
-  if (!opts.all && names.length === 0) throw new UsageError('name modules to load, or pass --all');
-  if (opts.all && names.length > 0) throw new UsageError('--all and module names exclude each other');
-  let index: ReturnType<typeof openDataset>;
-  let kernel: ReturnType<typeof datasetKernelSymbols>;
+/** A corrupt or unreadable dataset file (named, with its field) fails the command: exit 1. */
+function datasetStep<T>(fn: () => T): T {
   try {
-    index = openDataset(datasetRoot(opts));
-    kernel = datasetKernelSymbols(index);
+    return fn();
   } catch (e) {
     if (e instanceof DatasetError) throw new CliFailure(e.message);
     throw e;
   }
+}
+
+export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo): Promise<ModulesCliReport> {
+  if (!opts.all && names.length === 0) throw new UsageError('name modules to load, or pass --all');
+  if (opts.all && names.length > 0) throw new UsageError('--all and module names exclude each other');
+  const index = datasetStep(() => openDataset(datasetRoot(opts)));
+  const kernel = datasetStep(() => datasetKernelSymbols(index));
   const known = new Set(index.modules.map((m) => m.name));
   const unknown = names.filter((n) => !known.has(n.replaceAll('-', '_')));
   if (unknown.length > 0)
@@ -60,11 +63,13 @@ export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo)
   const offset = textStart === undefined ? 0 : textStart - machine.arch.layout.kernelImage.textStart;
   const requested = opts.all ? undefined : names.map((n) => n.replaceAll('-', '_'));
   const bar = io.progress('loading modules', requested ? requested.length : index.modules.length);
-  const { report, loader } = loadDatasetModules(index, kernel.withKaslrOffset(offset), allocator, {
-    names: requested,
-    init: opts.init,
-    onModule: () => bar.tick(),
-  });
+  const { report, loader } = datasetStep(() =>
+    loadDatasetModules(index, kernel.withKaslrOffset(offset), allocator, {
+      names: requested,
+      init: opts.init,
+      onModule: () => bar.tick(),
+    }),
+  );
   bar.done();
   let fetch: ModulesCliReport['fetch'] = null;
   if (opts.fetchCalls > 0) {
@@ -108,7 +113,7 @@ function human(r: ModulesCliReport): string {
       `fetch model: ${f.calls} Zipf(1) calls over ${f.functions} real functions: ${f.missesPerMillion.toFixed(1)} iTLB misses per million fetches (infinite-TLB lower bound ${f.lowerBoundPerMillion.toFixed(1)}), ${f.faults} faulting fetches`,
     );
   }
-  for (const f of r.failed) lines.push(`  FAILED ${f.name}: ${f.reason}`);
+  for (const f of r.failed) lines.push(`  FAILED ${f.name} (${f.file}, ${f.source}): ${f.reason}`);
   return lines.join('\n');
 }
 

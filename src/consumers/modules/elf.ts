@@ -12,6 +12,11 @@
  * and never a half-loaded module. Relocation entries are checked where they are applied
  * (reloc.ts), against the same limits, before anything is written to an allocation.
  *
+ * Cost: parsing is linear in the file. Names are read through names.ts, which caps each symbol
+ * name at KSYM_NAME_LEN - 1 characters and all names of a file at a budget proportional to its
+ * size, so a string table built to be re-read (one long run named into at many offsets) is
+ * refused with ESTRTAB instead of being decoded again and again (issue 16 item 3).
+ *
  * Numbers: 64-bit fields that hold file offsets and sizes must be below 2^53 (else ETRUNC: no
  * file is that large). Addresses and symbol values are kept as *signed* 64-bit values in a
  * double (kernel addresses like 0xffffffff81000000 become -0x7f000000), exact while their
@@ -24,6 +29,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { isPow2 } from '../../base/addr.js';
+import { NameReader, type ParseStats, SYMBOL_NAME_LIMIT } from './names.js';
 
 export type ElfErrorCode =
   | 'ETRUNC' // an offset/size points past the end of the file
@@ -125,6 +131,8 @@ export interface ElfFile {
   /** Index of the one SHT_SYMTAB section, or 0 when there is none (allowed only for ET_EXEC). */
   readonly symtabIndex: number;
   readonly symbols: readonly ElfSymbol[];
+  /** The file's name budget (names.ts); later readers of names in this file share it. */
+  readonly names: NameReader;
 }
 
 export interface ParseOptions {
@@ -134,6 +142,8 @@ export interface ParseOptions {
   readonly machine?: number;
   /** Parse the symbol table (default true). */
   readonly symbols?: boolean;
+  /** Work counters to add this parse's work to (names.ts). */
+  readonly stats?: ParseStats;
 }
 
 function u64(view: DataView, off: number, what: string): number {
@@ -153,17 +163,6 @@ export function s64(view: DataView, off: number): number {
   const hi = view.getInt32(off + 4, true);
   if (hi >= 0x200000 || hi < -0x200000) return Number.NaN;
   return hi * 4294967296 + lo;
-}
-
-/** Read a NUL-terminated string at `start` that must end before `end`. */
-function cstring(bytes: Uint8Array, start: number, end: number, what: string): string {
-  const nul = bytes.indexOf(0, start);
-  if (nul < 0 || nul >= end)
-    throw new ElfError(
-      'ESTRTAB',
-      `${what}: string at offset ${start} is not NUL-terminated inside its table`,
-    );
-  return Buffer.from(bytes.buffer, bytes.byteOffset + start, nul - start).toString('latin1');
 }
 
 function readHeader(bytes: Uint8Array, view: DataView, opts: ParseOptions) {
@@ -262,10 +261,10 @@ function readRawSection(bytes: Uint8Array, view: DataView, base: number, i: numb
 function readSections(
   bytes: Uint8Array,
   view: DataView,
-  shoff: number,
-  shnum: number,
-  shstrndx: number,
+  hdr: { shoff: number; shnum: number; shstrndx: number },
+  names: NameReader,
 ): ElfSection[] {
+  const { shoff, shnum, shstrndx } = hdr;
   const raw: RawSection[] = [];
   for (let i = 0; i < shnum; i++) raw.push(readRawSection(bytes, view, shoff + i * SHDR_BYTES, i));
   const strhdr = raw[shstrndx];
@@ -283,7 +282,14 @@ function readSections(
       throw new ElfError('ESTRTAB', `Invalid ELF section name in module (section ${i} type ${r.type})`);
     }
     const name =
-      r.type === SHT_NULL ? '' : cstring(bytes, strhdr.offset + r.nameOff, strEnd, `section ${i} name`);
+      r.type === SHT_NULL
+        ? ''
+        : names.read(
+            bytes,
+            strhdr.offset + r.nameOff,
+            strEnd,
+            `section ${i} name in section ${shstrndx} (the section name table)`,
+          );
     return {
       index: i,
       name,
@@ -319,6 +325,7 @@ function readSymbols(
   view: DataView,
   sections: readonly ElfSection[],
   symtabIndex: number,
+  names: NameReader,
 ): ElfSymbol[] {
   const symtab = sections[symtabIndex];
   if (symtab.entsize !== SYM_BYTES)
@@ -344,7 +351,16 @@ function readSymbols(
     const nameOff = view.getUint32(base, true);
     if (nameOff >= strtab.sizeBytes && nameOff !== 0)
       throw new ElfError('ESTRTAB', `symbol ${i}: name offset ${nameOff} outside the string table`);
-    const name = nameOff === 0 ? '' : cstring(bytes, strtab.offset + nameOff, strEnd, `symbol ${i} name`);
+    const name =
+      nameOff === 0
+        ? ''
+        : names.read(
+            bytes,
+            strtab.offset + nameOff,
+            strEnd,
+            `symbol ${i} name in section ${strtab.index} (${strtab.name})`,
+            SYMBOL_NAME_LIMIT,
+          );
     const infoByte = bytes[base + 4];
     const shndx = view.getUint16(base + 6, true);
     if (shndx === SHN_XINDEX)
@@ -370,11 +386,12 @@ function readSymbols(
 export function parseElf(bytes: Uint8Array, opts: ParseOptions = {}): ElfFile {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const hdr = readHeader(bytes, view, opts);
-  const sections = readSections(bytes, view, hdr.shoff, hdr.shnum, hdr.shstrndx);
+  const names = new NameReader(bytes.length, (m) => new ElfError('ESTRTAB', m), opts.stats);
+  const sections = readSections(bytes, view, hdr, names);
   const wantSymbols = opts.symbols ?? true;
   const symtabIndex = wantSymbols ? findSymtab(sections, hdr.type === ET_REL) : 0;
-  const symbols = symtabIndex === 0 ? [] : readSymbols(bytes, view, sections, symtabIndex);
-  return { bytes, view, type: hdr.type, machine: hdr.machine, sections, symtabIndex, symbols };
+  const symbols = symtabIndex === 0 ? [] : readSymbols(bytes, view, sections, symtabIndex, names);
+  return { bytes, view, type: hdr.type, machine: hdr.machine, sections, symtabIndex, symbols, names };
 }
 
 /** The bytes of a section's contents (empty for NOBITS). Bounds were checked at parse time. */

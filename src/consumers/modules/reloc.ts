@@ -21,9 +21,10 @@
  * wants made visible.
  *
  * Arithmetic: addresses are signed 64-bit values in doubles (elf.ts), so S + A - P is exact and
- * the range checks are plain comparisons; nothing on this path allocates.
+ * the range checks are plain comparisons; no BigInt on this path.
  */
 import { ElfError, type ElfFile, type ElfSection, RELA_BYTES, s64 } from './elf.js';
+import type { ParseStats } from './names.js';
 
 export const R_X86_64_NONE = 0;
 export const R_X86_64_64 = 1;
@@ -132,6 +133,81 @@ function writeU64(view: DataView, at: number, val: number): void {
   view.setInt32(at + 4, hi | 0, true);
 }
 
+/** The fields of one RELA entry that both passes need. */
+interface RelaEntry {
+  readonly offset: number;
+  readonly type: number;
+  readonly symIdx: number;
+  /** Bytes written: 8 for R_X86_64_64 / PC64, else 4 (0 for NONE). */
+  readonly size: number;
+  /** S + A with the symbol values given (NaN when not representable). */
+  readonly val: number;
+}
+
+/**
+ * Decode and check entry `i` of `rela` against its target section and the symbol table: symbol
+ * index in range, type one Linux applies, target bytes inside the section, S + A representable.
+ * Linux's __write_relocate_add() checks only the type ("Unknown rela relocation"); the other
+ * checks guard the simulation (Linux would write wherever r_offset points).
+ */
+function decodeEntry(
+  elf: ElfFile,
+  rela: ElfSection,
+  i: number,
+  targetSectionBytes: number,
+  symValues: Float64Array,
+  opts: RelocOptions,
+): RelaEntry {
+  const view = elf.view;
+  const e = rela.offset + i * RELA_BYTES;
+  const offLo = view.getUint32(e, true);
+  const offHi = view.getUint32(e + 4, true);
+  const type = view.getUint32(e + 8, true);
+  const symIdx = view.getUint32(e + 12, true);
+  if (symIdx >= symValues.length) {
+    throw new ElfError('ERELA', `${rela.name}[${i}]: symbol index ${symIdx} >= ${symValues.length} symbols`);
+  }
+  if (type === R_X86_64_NONE) return { offset: offLo, type, symIdx, size: 0, val: 0 };
+  if (!(SUPPORTED_RELOC_TYPES as readonly number[]).includes(type))
+    throw new RelocError('unknown-type', type, `${opts.moduleName}: Unknown rela relocation: ${type}`);
+  const size = type === R_X86_64_64 || type === R_X86_64_PC64 ? 8 : 4;
+  if (offHi !== 0 || offLo + size > targetSectionBytes) {
+    throw new ElfError(
+      'ERELA',
+      `${rela.name}[${i}]: offset 0x${offHi.toString(16)}${offLo.toString(16).padStart(8, '0')} + ${size} outside its ${targetSectionBytes}-byte section`,
+    );
+  }
+  const val = symValues[symIdx] + s64(view, e + 16);
+  if (Number.isNaN(val)) {
+    throw new RelocError(
+      'unrepresentable',
+      type,
+      `${rela.name}[${i}]: symbol or addend value is not representable`,
+    );
+  }
+  return { offset: offLo, type, symIdx, size, val };
+}
+
+/**
+ * Check every entry of a RELA section before anything is allocated: everything that does not
+ * depend on where the module lands (see decodeEntry). `symValues` may hold provisional values
+ * (sections based at 0): only whether a value is representable matters here, and that does not
+ * depend on the base. Address-dependent failures (overflow, a target made nonzero by an earlier
+ * entry) can only be seen by applyRelaSection.
+ */
+export function checkRelaEntries(
+  elf: ElfFile,
+  rela: ElfSection,
+  targetSectionBytes: number,
+  symValues: Float64Array,
+  opts: RelocOptions,
+  stats?: ParseStats,
+): void {
+  const n = rela.sizeBytes / RELA_BYTES;
+  for (let i = 0; i < n; i++) decodeEntry(elf, rela, i, targetSectionBytes, symValues, opts);
+  if (stats) stats.relocEntries += n;
+}
+
 /**
  * Apply one RELA section to its laid-out target. `symValues[i]` is symbol i's resolved runtime
  * value (signed 64-bit; NaN = unrepresentable). `counts[type]` is incremented per applied entry.
@@ -144,42 +220,20 @@ export function applyRelaSection(
   symValues: Float64Array,
   counts: Uint32Array,
   opts: RelocOptions,
+  stats?: ParseStats,
 ): void {
-  const view = elf.view;
   const n = rela.sizeBytes / RELA_BYTES;
   const checkPc32 = opts.checkPc32 ?? true;
+  if (stats) stats.relocEntries += n;
   for (let i = 0; i < n; i++) {
-    const e = rela.offset + i * RELA_BYTES;
-    const offLo = view.getUint32(e, true);
-    const offHi = view.getUint32(e + 4, true);
-    const type = view.getUint32(e + 8, true);
-    const symIdx = view.getUint32(e + 12, true);
-    if (symIdx >= symValues.length) {
-      throw new ElfError(
-        'ERELA',
-        `${rela.name}[${i}]: symbol index ${symIdx} >= ${symValues.length} symbols`,
-      );
-    }
+    const r = decodeEntry(elf, rela, i, target.sectionBytes, symValues, opts);
+    const type = r.type;
     if (type === R_X86_64_NONE) {
       counts[type]++;
       continue;
     }
-    const size = type === R_X86_64_64 || type === R_X86_64_PC64 ? 8 : 4;
-    if (offHi !== 0 || offLo + size > target.sectionBytes) {
-      throw new ElfError(
-        'ERELA',
-        `${rela.name}[${i}]: offset 0x${offHi.toString(16)}${offLo.toString(16)} + ${size} outside its ${target.sectionBytes}-byte section`,
-      );
-    }
-    let val = symValues[symIdx] + s64(view, e + 16);
-    if (Number.isNaN(val)) {
-      throw new RelocError(
-        'unrepresentable',
-        type,
-        `${rela.name}[${i}]: symbol or addend value is not representable`,
-      );
-    }
-    const loc = target.sectionAddr + offLo;
+    let val = r.val;
+    const loc = target.sectionAddr + r.offset;
     switch (type) {
       case R_X86_64_64:
         break;
@@ -197,19 +251,17 @@ export function applyRelaSection(
       case R_X86_64_PC64:
         val -= loc;
         break;
-      default:
-        throw new RelocError('unknown-type', type, `${opts.moduleName}: Unknown rela relocation: ${type}`);
     }
-    const at = target.imageOffset + offLo;
-    if (!isZero(target.image, at, size)) {
+    const at = target.imageOffset + r.offset;
+    if (!isZero(target.image, at, r.size)) {
       throw new RelocError(
         'nonzero-target',
         type,
         `x86/modules: Invalid relocation target, existing value is nonzero for type ${type}, loc ${hexU64(loc)}, val ${hexU64(val)}`,
       );
     }
-    if (size === 8) writeU64(target.view, at, val);
+    if (r.size === 8) writeU64(target.view, at, val);
     else target.view.setUint32(at, ((val % TWO32) + TWO32) % TWO32, true);
-    counts[type < RELOC_TYPE_LIMIT ? type : 0]++;
+    counts[type]++;
   }
 }

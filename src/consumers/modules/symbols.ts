@@ -20,7 +20,7 @@
  * for per-CPU symbols (x86-64 links the per-CPU section at 0, CONFIG_KALLSYMS_ABSOLUTE_PERCPU),
  * which are offsets and do not move. Values are signed 64-bit numbers (elf.ts explains why).
  */
-import { Buffer } from 'node:buffer';
+import { assert } from '../../base/assert.js';
 import {
   ElfError,
   type ElfFile,
@@ -31,6 +31,7 @@ import {
   SHF_ALLOC,
   SHT_NOBITS,
 } from './elf.js';
+import { type NameLimit, SYMBOL_NAME_LIMIT } from './names.js';
 
 export interface KernelExport {
   readonly name: string;
@@ -44,6 +45,22 @@ export interface KernelExport {
   readonly percpu: boolean;
 }
 
+/**
+ * x86-64 links the per-CPU section at 0 and reaches it with 32-bit %gs displacements, so the end
+ * of the static per-CPU area is an offset below 2^31 (6.1's is 0x34000 on Debian's cloud kernel).
+ */
+export const MAX_PERCPU_END_BYTES = 2 ** 31 - 1;
+
+function checkPercpuEnd(endBytes: number, source: string): number {
+  if (!(Number.isSafeInteger(endBytes) && endBytes >= 0 && endBytes <= MAX_PERCPU_END_BYTES)) {
+    throw new ElfError(
+      'ESYMTAB',
+      `${source}: the per-CPU area ends at ${Number.isNaN(endBytes) ? 'an unrepresentable value' : signedToHex(endBytes)}, not an offset in [0, 2^31)`,
+    );
+  }
+  return endBytes;
+}
+
 export class KernelSymbols {
   private readonly byName: Map<string, KernelExport>;
 
@@ -55,6 +72,10 @@ export class KernelSymbols {
     readonly source: string,
     readonly kaslrOffsetBytes = 0,
   ) {
+    assert(
+      Number.isSafeInteger(perCpuEndBytes) && perCpuEndBytes >= 0 && perCpuEndBytes <= MAX_PERCPU_END_BYTES,
+      `per-CPU end ${perCpuEndBytes} is not a per-CPU offset (the sources below check it)`,
+    );
     this.byName = new Map(exports.map((e) => [e.name, e]));
   }
 
@@ -91,7 +112,7 @@ export class KernelSymbols {
     readKsymtab(elf, '__ksymtab', '__kcrctab', false, pcpuStart, pcpuEnd, out);
     readKsymtab(elf, '__ksymtab_gpl', '__kcrctab_gpl', true, pcpuStart, pcpuEnd, out);
     if (out.length === 0) throw new ElfError('ESHDR', 'vmlinux has no __ksymtab entries');
-    return new KernelSymbols(out, pcpuEnd, source);
+    return new KernelSymbols(out, checkPercpuEnd(pcpuEnd, source), source);
   }
 
   static fromSystemMap(text: string, source = 'System.map'): KernelSymbols {
@@ -124,7 +145,7 @@ export class KernelSymbols {
         `${source} lists no __ksymtab_* entries (a stub? Debian ships the real one in the -dbg package)`,
       );
     }
-    return new KernelSymbols(out, pcpuEnd, source);
+    return new KernelSymbols(out, checkPercpuEnd(pcpuEnd, source), source);
   }
 }
 
@@ -152,14 +173,11 @@ function sectionAt(elf: ElfFile, addr: number): ElfSection | undefined {
   return undefined;
 }
 
-function stringAt(elf: ElfFile, addr: number, what: string): string {
+function stringAt(elf: ElfFile, addr: number, what: string, limit?: NameLimit): string {
   const s = sectionAt(elf, addr);
   if (!s) throw new ElfError('ESTRTAB', `${what}: address ${signedToHex(addr)} is in no section`);
   const start = s.offset + (addr - s.addr);
-  const end = s.offset + s.sizeBytes;
-  const nul = elf.bytes.indexOf(0, start);
-  if (nul < 0 || nul >= end) throw new ElfError('ESTRTAB', `${what}: string not NUL-terminated in ${s.name}`);
-  return Buffer.from(elf.bytes.buffer, elf.bytes.byteOffset + start, nul - start).toString('latin1');
+  return elf.names.read(elf.bytes, start, s.offset + s.sizeBytes, `${what} in ${s.name}`, limit);
 }
 
 function readKsymtab(
@@ -183,7 +201,12 @@ function readKsymtab(
     const off = tab.offset + i * 12;
     const at = tab.addr + i * 12;
     const value = at + elf.view.getInt32(off, true);
-    const name = stringAt(elf, at + 4 + elf.view.getInt32(off + 4, true), `${tabName}[${i}] name`);
+    const name = stringAt(
+      elf,
+      at + 4 + elf.view.getInt32(off + 4, true),
+      `${tabName}[${i}] name`,
+      SYMBOL_NAME_LIMIT,
+    );
     const nsOff = elf.view.getInt32(off + 8, true);
     const namespace = nsOff === 0 ? '' : stringAt(elf, at + 8 + nsOff, `${tabName}[${i}] namespace`);
     const crc = crcs ? elf.view.getUint32(crcs.offset + i * 4, true) : null;

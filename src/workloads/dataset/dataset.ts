@@ -29,16 +29,29 @@ import {
 import { homedir } from 'node:os';
 import { basename, join, relative } from 'node:path';
 import { parseElf, parseModinfo, stripModuleSignature } from '../../consumers/modules/elf.js';
+import { KSYM_NAME_LEN } from '../../consumers/modules/names.js';
 import { type KernelExport, KernelSymbols } from '../../consumers/modules/symbols.js';
 import { extractVmlinux } from './kernel-image.js';
+import {
+  arrayOf,
+  bool,
+  type Check,
+  checkFile,
+  DatasetError,
+  int,
+  nullable,
+  object,
+  readJson,
+  str,
+  text,
+  uniqueBy,
+} from './validate.js';
+
+export { DatasetError } from './validate.js';
 
 export const DEFAULT_META_PACKAGE = 'linux-image-cloud-amd64';
 const INDEX_VERSION = 1;
 const EXPORTS_VERSION = 1;
-
-export class DatasetError extends Error {
-  override name = 'DatasetError';
-}
 
 export interface DatasetModule {
   readonly name: string;
@@ -60,6 +73,41 @@ export interface DatasetIndex {
 }
 
 export type DatasetProgress = (stage: string, done: number, total: number) => void;
+
+/**
+ * A module name: at most MODULE_NAME_LEN - 1 = 55 characters (include/linux/module.h:
+ * MODULE_NAME_LEN is 64 - sizeof(unsigned long), the size of struct module's name), no
+ * whitespace, '/' or NUL.
+ */
+const moduleName = text(55, /^[^\s/\0]+$/, 'a module name');
+/** A .ko path relative to the dataset root that stays inside it (no '..', not absolute). */
+const modulePath = text(4096, /^(?!\/)(?!(.*\/)?\.\.(\/|$))[^\0]+\.ko(\.xz|\.zst)?$/, 'a relative .ko path');
+const datasetModule: Check<DatasetModule> = object<DatasetModule>({
+  name: moduleName,
+  path: modulePath,
+  fileBytes: int(0, Number.MAX_SAFE_INTEGER),
+  depends: arrayOf(moduleName),
+});
+const indexHead = object<{ version: number; root: string }>({ version: int(0, 1_000_000), root: str });
+const datasetIndex: Check<DatasetIndex> = object<DatasetIndex>({
+  version: int(INDEX_VERSION, INDEX_VERSION),
+  root: str,
+  packageName: nullable(text(256)),
+  kernelRelease: text(256, /^[^/\0]+$/, 'a kernel release'),
+  modules: arrayOf(datasetModule),
+  systemMap: nullable(text(4096)),
+  vmlinuz: nullable(text(4096)),
+  config: nullable(text(4096)),
+});
+
+/** The index as checked (throws DatasetError naming the file and field). */
+function checkIndex(file: string, raw: unknown, remedy: string): DatasetIndex {
+  return checkFile(file, remedy, () => {
+    const index = datasetIndex(raw, '');
+    uniqueBy(index.modules, (m) => m.name, 'modules');
+    return index;
+  });
+}
 
 /** $EXECMEM_CACHE_DIR, else $XDG_CACHE_HOME/execmem, else ~/.cache/execmem. */
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -152,7 +200,12 @@ function walk(dir: string, out: string[]): void {
 
 /** Read a module file, decompressing .ko.xz / .ko.zst. */
 export function readModuleFile(path: string): Uint8Array {
-  const raw = readFileSync(path);
+  let raw: Buffer;
+  try {
+    raw = readFileSync(path);
+  } catch (e) {
+    throw new DatasetError(`${path}: cannot read module file: ${e instanceof Error ? e.message : e}`, path);
+  }
   const tool = path.endsWith('.xz') ? 'xz' : path.endsWith('.zst') ? 'zstd' : null;
   if (!tool) return new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
   const r = spawnSync(tool, ['-dc'], { input: raw, maxBuffer: 256 << 20 });
@@ -191,13 +244,18 @@ export function buildIndex(
     let depends: string[] = [];
     try {
       const info = parseModinfo(parseElf(stripModuleSignature(bytes).bytes));
-      name = info.get('name')?.[0] ?? name;
-      depends = (info.get('depends')?.[0] ?? '')
+      const infoName = info.get('name')?.[0] ?? name;
+      const infoDepends = (info.get('depends')?.[0] ?? '')
         .split(',')
         .filter((d) => d !== '')
         .map((d) => d.replaceAll('-', '_'));
+      moduleName(infoName, 'name');
+      arrayOf(moduleName)(infoDepends, 'depends');
+      name = infoName;
+      depends = infoDepends;
     } catch {
-      // A corrupt file is still indexed; loading it will report the problem.
+      // A corrupt file (or .modinfo) is still indexed by its file name; loading it will report
+      // the problem.
     }
     modules.push({ name, path: relative(root, f), fileBytes: statSync(f).size, depends });
     progress?.('index', i + 1, files.length);
@@ -213,16 +271,25 @@ export function buildIndex(
     vmlinuz: firstFile(boot, 'vmlinuz'),
     config: firstFile(boot, 'config'),
   };
-  writeFileSync(join(root, 'index.json'), `${JSON.stringify(index, null, 1)}\n`);
+  const file = join(root, 'index.json');
+  // What is written must read back: a module name that is no module name is refused here.
+  checkIndex(file, index, 'from the files of the tree: see the module named in the field');
+  writeFileSync(file, `${JSON.stringify(index, null, 1)}\n`);
   return index;
 }
 
-/** Open a dataset root (cached index, or build one). */
+/**
+ * Open a dataset root (cached index, or build one). An index of another version, or written for
+ * another root (the tree was moved), is rebuilt; a corrupt one is refused with a DatasetError
+ * naming the file and field, since rebuilding silently would hide what damaged it.
+ */
 export function openDataset(root: string, progress?: DatasetProgress): DatasetIndex {
   const p = join(root, 'index.json');
   if (existsSync(p)) {
-    const idx = JSON.parse(readFileSync(p, 'utf8')) as DatasetIndex;
-    if (idx.version === INDEX_VERSION && idx.root === root) return idx;
+    const remedy = `remove it and run 'execmem dataset fetch --dir ${root}' to rebuild it`;
+    const raw = readJson(p, remedy);
+    const head = checkFile(p, remedy, () => indexHead(raw, ''));
+    if (head.version === INDEX_VERSION && head.root === root) return checkIndex(p, raw, remedy);
   }
   return buildIndex(root, null, progress);
 }
@@ -247,26 +314,68 @@ interface ExportsFile {
   exports: KernelExport[];
 }
 
+const kernelExport: Check<KernelExport> = object<KernelExport>({
+  name: text(KSYM_NAME_LEN - 1, /^[^\0]+$/, 'a symbol name'),
+  // Signed 64-bit link addresses held exactly (elf.ts): |value| < 2^53.
+  value: int(-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER),
+  gplOnly: bool,
+  namespace: nullable(str),
+  crc: nullable(int(0, 2 ** 32 - 1)),
+  percpu: bool,
+});
+const exportsHead = object<{ version: number }>({ version: int(0, 1_000_000) });
+const exportsFile: Check<ExportsFile> = object<ExportsFile>({
+  version: int(EXPORTS_VERSION, EXPORTS_VERSION),
+  source: text(4096),
+  // x86-64 reaches per-CPU data with 32-bit %gs displacements: the area ends below 2^31.
+  perCpuEndBytes: int(0, 2 ** 31 - 1),
+  exports: arrayOf(kernelExport, 1),
+});
+
+/** Read a file of the tree that the index names, as a DatasetError naming it on failure. */
+function fromTreeFile<T>(file: string, what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof DatasetError) throw e;
+    if (!(e instanceof Error) || e instanceof TypeError || e.name === 'AssertionError') throw e;
+    throw new DatasetError(`${file}: ${what}: ${e.message}`, file);
+  }
+}
+
 /**
  * Kernel exports of a dataset: a real System.map if present, else the vmlinuz __ksymtab
  * (cached in kernel-exports.json). KASLR offset 0; use withKaslrOffset() to place the kernel.
  */
 export function datasetKernelSymbols(index: DatasetIndex): KernelSymbols {
-  if (index.systemMap) {
+  const systemMap = index.systemMap;
+  if (systemMap) {
     // Debian's is a one-line stub; a real one lists __ksymtab_* entries.
-    const text = readFileSync(index.systemMap, 'utf8');
-    if (text.includes(' __ksymtab_')) return KernelSymbols.fromSystemMap(text, basename(index.systemMap));
+    const map = fromTreeFile(systemMap, 'cannot read System.map', () => readFileSync(systemMap, 'utf8'));
+    if (map.includes(' __ksymtab_'))
+      return fromTreeFile(systemMap, 'not a usable System.map', () =>
+        KernelSymbols.fromSystemMap(map, basename(systemMap)),
+      );
   }
   const cache = join(index.root, 'kernel-exports.json');
   if (existsSync(cache)) {
-    const f = JSON.parse(readFileSync(cache, 'utf8')) as ExportsFile;
-    if (f.version === EXPORTS_VERSION) return new KernelSymbols(f.exports, f.perCpuEndBytes, f.source);
+    const remedy = 'remove it: it is rebuilt from the vmlinuz on the next run';
+    const raw = readJson(cache, remedy);
+    const head = checkFile(cache, remedy, () => exportsHead(raw, ''));
+    if (head.version === EXPORTS_VERSION) {
+      const f = checkFile(cache, remedy, () => {
+        const checked = exportsFile(raw, '');
+        uniqueBy(checked.exports, (e) => e.name, 'exports');
+        return checked;
+      });
+      return new KernelSymbols(f.exports, f.perCpuEndBytes, f.source);
+    }
   }
-  if (!index.vmlinuz)
+  const vmlinuz = index.vmlinuz;
+  if (!vmlinuz)
     throw new DatasetError(`${index.root}: no usable System.map and no vmlinuz to read exports from`);
-  const ks = KernelSymbols.fromVmlinux(
-    extractVmlinux(readModuleFile(index.vmlinuz)),
-    `${basename(index.vmlinuz)} __ksymtab`,
+  const ks = fromTreeFile(vmlinuz, 'cannot read the kernel exports', () =>
+    KernelSymbols.fromVmlinux(extractVmlinux(readModuleFile(vmlinuz)), `${basename(vmlinuz)} __ksymtab`),
   );
   const out: ExportsFile = {
     version: EXPORTS_VERSION,

@@ -17,7 +17,11 @@ import { type DatasetIndex, dependencyOrder, readModuleFile } from './dataset.js
 
 export interface ModuleFailure {
   readonly name: string;
+  /** The module file, relative to the dataset root. */
+  readonly file: string;
   readonly code: string;
+  /** Which step of the load failed (loader load-errors.ts: elf, symbols, relocation, allocator...). */
+  readonly source: string;
   readonly reason: string;
   readonly unresolved: readonly string[];
   /** 'overflow' etc. for relocation failures. */
@@ -93,7 +97,9 @@ export function loadDatasetModules(
       if (e.relocKind === 'overflow') relocOverflows++;
       failed.push({
         name,
+        file: byName.get(name)!.path,
         code: e.code,
+        source: e.source,
         reason: e.message,
         unresolved: e.unresolved,
         relocKind: e.relocKind,

@@ -9,7 +9,7 @@
  * against the files by anyone who fetches them (`execmem dataset table` regenerates it;
  * scripts/gen-module-table.sh is the one-line recipe).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Rng } from '../../base/rng.js';
 import {
@@ -24,6 +24,20 @@ import { layoutModule, MOD_MEM_TYPES, type ModMemType } from '../../consumers/mo
 import { relocTypeName } from '../../consumers/modules/reloc.js';
 import type { ModuleSizes } from '../sizes.js';
 import { type DatasetIndex, readModuleFile } from './dataset.js';
+import {
+  arrayOf,
+  checkFile,
+  DatasetError,
+  fieldError,
+  int,
+  nullable,
+  object,
+  oneOf,
+  readJson,
+  recordOf,
+  text,
+  uniqueBy,
+} from './validate.js';
 
 export const MODULE_TABLE_VERSION = 1;
 
@@ -92,28 +106,58 @@ export function writeModuleTable(path: string, table: ModuleTable): void {
   writeFileSync(path, `${head}[\n${rows}\n]}\n`);
 }
 
-export class ModuleTableError extends Error {
+/** A table file that is not a valid table (names the file and the field). */
+export class ModuleTableError extends DatasetError {
   override name = 'ModuleTableError';
 }
 
+const count = int(0, Number.MAX_SAFE_INTEGER);
+const tableRow = object<ModuleTableRow>({
+  name: text(55, /^[^\s/\0]+$/, 'a module name'),
+  bytes: arrayOf(count),
+  percpuBytes: count,
+  symbols: count,
+  undefinedSymbols: count,
+  functions: count,
+  relocs: recordOf(count),
+  depends: arrayOf(text(55, /^[^\s/\0]+$/, 'a module name')),
+});
+const tableHead = object<{ version: number }>({ version: int(0, 1_000_000) });
+const tableFile = object<ModuleTable>({
+  version: int(MODULE_TABLE_VERSION, MODULE_TABLE_VERSION),
+  kernelRelease: text(256),
+  packageName: nullable(text(256)),
+  memTypes: arrayOf(oneOf(MOD_MEM_TYPES), MOD_MEM_TYPES.length),
+  modules: arrayOf(tableRow, 1),
+});
+
+/** Read and check a table file (ModuleTableError naming the file and field when it is not one). */
 export function readModuleTable(path: string): ModuleTable {
-  const t = JSON.parse(readFileSync(path, 'utf8')) as ModuleTable;
-  if (t.version !== MODULE_TABLE_VERSION)
-    throw new ModuleTableError(`${path}: table version ${t.version}, want ${MODULE_TABLE_VERSION}`);
-  if (t.memTypes.join() !== MOD_MEM_TYPES.join())
+  const remedy = "regenerate it with 'execmem dataset table' (scripts/gen-module-table.sh)";
+  const raw = readJson(path, remedy, ModuleTableError);
+  const { version } = checkFile(path, remedy, () => tableHead(raw, ''), ModuleTableError);
+  if (version !== MODULE_TABLE_VERSION)
     throw new ModuleTableError(
-      `${path}: memory types ${t.memTypes.join()} differ from ${MOD_MEM_TYPES.join()}`,
+      `${path}: table version ${version}, want ${MODULE_TABLE_VERSION}`,
+      path,
+      'version',
     );
-  if (!Array.isArray(t.modules) || t.modules.length === 0) throw new ModuleTableError(`${path}: no modules`);
-  for (const r of t.modules) {
-    if (
-      r.bytes.length !== MOD_MEM_TYPES.length ||
-      r.bytes.some((b: number) => !Number.isInteger(b) || b < 0)
-    ) {
-      throw new ModuleTableError(`${path}: module ${r.name} has bad byte counts`);
-    }
-  }
-  return t;
+  return checkFile(
+    path,
+    remedy,
+    () => {
+      const t = tableFile(raw, '');
+      if (t.memTypes.join() !== MOD_MEM_TYPES.join())
+        throw fieldError('memTypes', `exactly ${MOD_MEM_TYPES.join(',')}`, t.memTypes);
+      t.modules.forEach((r, i) => {
+        if (r.bytes.length !== MOD_MEM_TYPES.length)
+          throw fieldError(`modules[${i}].bytes`, `${MOD_MEM_TYPES.length} byte counts`, r.bytes);
+      });
+      uniqueBy(t.modules, (r) => r.name, 'modules');
+      return t;
+    },
+    ModuleTableError,
+  );
 }
 
 /** The row's sizes in the workloads' ModuleSizes shape. */
