@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { BackendError, type MapBlockRequest } from '../src/execmem/backend.js';
 import { ExecmemError } from '../src/execmem/errors.js';
 import { Execmem } from '../src/execmem/execmem.js';
+import { byteCount, copyInto } from '../src/host/bytes.js';
 import { genConst, type HostBackend, HostError, openHost } from '../src/host/index.js';
 
 const MiB = 1024 * 1024;
@@ -333,4 +334,24 @@ if (process.argv[2] === '--host-child') {
       });
     });
   }
+  describe('host backend, bytes from a growable buffer', () => {
+    test('a view of a growable SharedArrayBuffer copies the bytes it was counted with', () => {
+      // Another thread may grow the buffer between the count and the copy; grown here in between.
+      type Growable = SharedArrayBuffer & { grow(bytes: number): void };
+      const Sab = SharedArrayBuffer as unknown as new (
+        bytes: number,
+        o: { maxByteLength: number },
+      ) => Growable;
+      const sab = new Sab(8, { maxByteLength: 64 });
+      const src = new Uint8Array(sab).fill(7);
+      const n = byteCount(src, 'src');
+      sab.grow(64);
+      new Uint8Array(sab).fill(7);
+      assert.equal(src.length, 64, 'the view tracks the new length');
+      const dst = new Uint8Array(128);
+      copyInto(dst, src, 16, n);
+      assert.equal(dst.indexOf(7), 16);
+      assert.equal(dst.lastIndexOf(7), 16 + n - 1, 'exactly the counted bytes were copied');
+    });
+  });
 }

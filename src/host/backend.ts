@@ -303,7 +303,7 @@ export class HostBackend implements Backend {
     if (n === 0) return;
     const f = this.familyFor(va, n);
     if (!f.allEqual(f.viewCodes, va, n, P_RW)) throw this.notAccessible('written', va, n);
-    copyInto(f.view, bytes, va - f.layout.viewBase);
+    copyInto(f.view, bytes, va - f.layout.viewBase, n);
   }
 
   fill(va: number, sizeBytes: number, pattern: Uint8Array): void {
@@ -351,7 +351,7 @@ export class HostBackend implements Backend {
     if (n === 0) return;
     const f = this.familyFor(va, n);
     if (!f.allEqual(f.aliasCodes, va, n, P_RW)) throw this.notAccessible('poked', va, n);
-    copyInto(f.alias as Uint8Array, bytes, va - f.layout.viewBase);
+    copyInto(f.alias as Uint8Array, bytes, va - f.layout.viewBase, n);
     this.ctr.pokes++;
     this.ctr.pokeBytes += n;
   }
@@ -436,7 +436,8 @@ export class HostBackend implements Backend {
 
   /**
    * Close. The owner unmaps both reservations (after taking the lock, so no mprotect-mode call is
-   * running); an attached backend gives its lock slot back (its blocks stay mapped and owned, for
+   * running; ETIMEDOUT with nothing changed if a live thread holds it past the bound); an attached
+   * backend gives its lock slot back (its blocks stay mapped and owned, for
    * the owner's reclaimDead()). Every later call throws ECLOSED. Idempotent. Refused (EDEADLK)
    * while this backend holds the arena lock, e.g. inside an mprotect-mode batch().
    */

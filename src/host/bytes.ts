@@ -14,8 +14,9 @@
  * - its visible `length` must be the intrinsic getter too (no own `length`, no subclass getter, no
  *   Proxy in the prototype chain; node:util's isProxy asks V8 without running traps), so whatever
  *   bounds a caller checked with `.length` are the bounds the copy uses; anything else is EINVAL;
- * - copies go through the intrinsic `set` (typed-array source: no species, no getters), and a
- *   fill pattern is first copied into a fresh array the caller cannot reach.
+ * - copies go through the intrinsic `set` (typed-array source: no species, no getters) of exactly
+ *   the counted bytes, even from a growable SharedArrayBuffer another thread grows meanwhile, and
+ *   a fill pattern is first copied into a fresh array the caller cannot reach.
  */
 import { types } from 'node:util';
 import { HostError } from './errors.js';
@@ -31,7 +32,12 @@ function intrinsicGetter(key: PropertyKey): (this: unknown) => unknown {
 const TAG = intrinsicGetter(Symbol.toStringTag);
 const BYTE_LENGTH = intrinsicGetter('byteLength');
 const LENGTH = intrinsicGetter('length');
+const BUFFER = intrinsicGetter('buffer');
+const BYTE_OFFSET = intrinsicGetter('byteOffset');
 const SET = Uint8Array.prototype.set;
+const U8 = Uint8Array;
+const GROWABLE = Object.getOwnPropertyDescriptor(SharedArrayBuffer.prototype, 'growable')?.get;
+const RESIZABLE = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, 'resizable')?.get;
 /** Longest prototype chain walked when checking `length` (Uint8Array itself needs 2 steps). */
 const CHAIN_MAX = 32;
 
@@ -58,9 +64,19 @@ export function byteCount(x: unknown, what: string): number {
   return Reflect.apply(BYTE_LENGTH, x, []) as number;
 }
 
-/** Copy all of `src` (already checked by byteCount) into `dst` at `offset`. */
-export function copyInto(dst: Uint8Array, src: Uint8Array, offset: number): void {
-  Reflect.apply(SET, dst, [src, offset]);
+/**
+ * Copy exactly `n` bytes (the count byteCount returned) of `src` into `dst` at `offset`. A view
+ * that tracks the length of a growable SharedArrayBuffer may have grown since it was counted
+ * (another thread can grow the buffer at any time), and `set` would copy the new length: such a
+ * source is re-viewed at its counted length first.
+ */
+export function copyInto(dst: Uint8Array, src: Uint8Array, offset: number, n: number): void {
+  const buf = Reflect.apply(BUFFER, src, []) as ArrayBufferLike;
+  const varies = types.isSharedArrayBuffer(buf)
+    ? GROWABLE !== undefined && Reflect.apply(GROWABLE, buf, []) === true
+    : RESIZABLE !== undefined && Reflect.apply(RESIZABLE, buf, []) === true;
+  const from = varies ? new U8(buf, Reflect.apply(BYTE_OFFSET, src, []) as number, n) : src;
+  Reflect.apply(SET, dst, [from, offset]);
 }
 
 /** A private copy of a fill pattern (non-empty, checked). */
@@ -68,7 +84,7 @@ export function patternCopy(x: unknown, what: string): Uint8Array {
   const n = byteCount(x, what);
   if (n === 0) throw new HostError('EINVAL', `${what} is empty`);
   const out = new Uint8Array(n);
-  copyInto(out, x as Uint8Array, 0);
+  copyInto(out, x as Uint8Array, 0, n);
   return out;
 }
 
