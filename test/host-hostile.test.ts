@@ -99,7 +99,8 @@ function child(mode: 'dualmap' | 'mprotect'): void {
   // The last 64 bytes of a 2 MiB bpf block: the allocation ends where the block does.
   const vas: number[] = [];
   for (let i = 0; i < (2 * MiB) / 64; i++) vas.push(em.allocVa('bpf', 64));
-  const last = Math.max(...vas);
+  const last = vas.find((va) => (va + 64) % (2 * MiB) === 0);
+  if (last === undefined) throw new Error('no allocation ends at a block end');
   say(`update ${codeOf(() => em.updateVa(last, ownLength()))}`);
   say('survived');
 }

@@ -370,7 +370,7 @@ if (!isMainThread && (workerData as { role?: string } | undefined)?.role === 'vi
     });
   });
 
-  const ROUNDS = 4;
+  const ROUNDS = 6;
   for (const mode of ['dualmap', 'mprotect'] as const) {
     test(`${mode}: two workers churn one arena, one is terminated at a random moment (${ROUNDS} rounds)`, async (t) => {
       const h = open(mode);
