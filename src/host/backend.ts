@@ -45,7 +45,6 @@
  * executing CPU) is not performed. In mprotect mode the flip's TLB-shootdown IPI does serialize.
  */
 
-import koffi, { type TypeObject } from 'koffi';
 import type { Prot } from '../arch/types.js';
 import { x86_64 } from '../arch/x86_64.js';
 import {
@@ -59,7 +58,7 @@ import {
 } from '../execmem/backend.js';
 import { codeProt, FamilyArena, type FamilyLayout, P_RW, releaseLayout } from './arena.js';
 import { byteCount, copyInto, fillPattern, patternCopy } from './bytes.js';
-import { type HostFunction, makeFunction } from './call.js';
+import { Callables, type HostFunction, makeFunction } from './call.js';
 import { HostError } from './errors.js';
 import { type Libc, loadLibc } from './libc.js';
 import {
@@ -76,7 +75,7 @@ import { hugeBytesIn, readMaps } from './procmaps.js';
 import { aliasCodeFor, checkMapRequest, checkProtect, familyIndexOf, HostBlock, TEXT } from './request.js';
 import { ArenaLock, arenaAllocatorLock, type LockInspection, ThreadLock } from './rwlock.js';
 import { currentThread } from './threads.js';
-import { createTrampoline, releaseTrampoline, trampolineProto } from './trampoline.js';
+import { createTrampoline, releaseTrampoline } from './trampoline.js';
 
 export type { HostFunction } from './call.js';
 export type {
@@ -88,9 +87,6 @@ export type {
   HostThreadOptions,
 } from './open.js';
 export { HostBlock } from './request.js';
-
-/** Most raw callables kept per backend (see decode()). */
-const RAW_CACHE_MAX = 4096;
 
 function hex(va: number): string {
   return `0x${va.toString(16)}`;
@@ -116,11 +112,7 @@ export class HostBackend implements Backend {
   private readonly pages: PageOps;
   private readonly blocks = new Map<number, HostBlock>();
   private readonly ctr: BackendCounters = newBackendCounters();
-  private readonly protos = new Map<string, TypeObject>();
-  /** The stub for each signature (trampoline.ts), or null where the stub cannot pass its arguments. */
-  private readonly stubs = new Map<string, HostFunction | null>();
-  /** koffi.decode results by "va signature" for the rest; cleared when it reaches RAW_CACHE_MAX. */
-  private readonly raws = new Map<string, HostFunction>();
+  private readonly callables: Callables;
   private readonly hook: ((point: HostFaultPoint) => void) | undefined;
   private closed = false;
 
@@ -138,6 +130,7 @@ export class HostBackend implements Backend {
     this.pageBytes = 4096;
     this.largePageBytes = hostReport.thpPolicy.pmdBytes;
     this.hook = options.faultHook;
+    this.callables = new Callables(trampolineVa);
     this.families = [new FamilyArena(layouts[0]), new FamilyArena(layouts[1])];
     const families = this.families;
     let pages: PageOps | null = null;
@@ -399,12 +392,12 @@ export class HostBackend implements Backend {
       throw new HostError('EFAULT', `${String(ptr)} is not inside the text reservation`);
     }
     if (typeof signature !== 'string') throw new HostError('EINVAL', 'the C signature must be a string');
-    this.proto(signature);
+    this.callables.proto(signature);
     const hook = this.hook;
     return makeFunction<T>({
       va,
       fam,
-      raw: () => this.rawCallable(va, signature),
+      raw: () => this.callables.raw(va, signature),
       trapByte: this.arch.trapPattern[0],
       lock: this.mode === 'mprotect' ? this.arena : null,
       isClosed: () => this.isClosed,
@@ -516,49 +509,6 @@ export class HostBackend implements Backend {
       'EFAULT',
       `${hex(va)}+${sizeBytes} cannot be ${what} (view page is ${codeProt(code) ?? 'free'})`,
     );
-  }
-
-  /**
-   * The unchecked callable for (va, signature): through the shared stub where the signature allows
-   * (one koffi.decode per signature and thread, trampoline.ts), else koffi.decode of the address,
-   * cached. koffi.decode is slow (about 5 us here against 30 ns for a call) and, in koffi 3.3.4,
-   * aborts the whole process when a worker is terminated inside it (call.ts). A decoded callable
-   * is a pure function of address and signature, and the wrapper re-checks the page before every
-   * call, so a stale cache entry is harmless.
-   */
-  private rawCallable(va: number, signature: string): HostFunction {
-    let stub = this.stubs.get(signature);
-    if (stub === undefined) {
-      const stubProto = this.trampolineVa === 0 ? null : trampolineProto(signature, this.proto(signature));
-      stub = stubProto === null ? null : (koffi.decode(this.trampolineVa, stubProto) as HostFunction);
-      this.stubs.set(signature, stub);
-    }
-    if (stub !== null) {
-      const via = stub;
-      return (...args: unknown[]) => via(va, ...args);
-    }
-    const key = `${va} ${signature}`;
-    let raw = this.raws.get(key);
-    if (raw === undefined) {
-      const type = this.proto(signature);
-      if (this.raws.size >= RAW_CACHE_MAX) this.raws.clear();
-      raw = koffi.decode(va, type) as HostFunction;
-      this.raws.set(key, raw);
-    }
-    return raw;
-  }
-
-  private proto(signature: string): TypeObject {
-    let p = this.protos.get(signature);
-    if (p === undefined) {
-      try {
-        p = koffi.proto(signature);
-      } catch (e) {
-        throw new HostError('EINVAL', `bad C signature '${signature}': ${(e as Error).message}`);
-      }
-      this.protos.set(signature, p);
-    }
-    return p;
   }
 }
 

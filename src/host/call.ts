@@ -17,15 +17,18 @@
  * Known hazard outside this code (koffi 3.3.4, measured here): a worker terminated while it is
  * inside koffi.decode or koffi.view aborts the whole process ("FATAL ERROR:
  * Error::ThrowAsJavaScriptException napi_throw": the addon throws into an isolate that is being
- * terminated). Calls through a decoded function or a bound libc function are safe to terminate.
- * So making a callable (decode, cached per address and signature by the backend) and attaching
- * (views) are windows where worker.terminate() kills the process; calling, updating, mapping and
- * protecting are not.
+ * terminated); 2 of 120 random terminations of a churning worker did, all inside decode. Calls
+ * through a decoded function or a bound libc function are safe to terminate. So Callables decodes
+ * once per signature (the call stub, trampoline.ts) rather than once per address; what remains
+ * exposed is a thread's first callable of each signature, signatures the stub cannot pass (decoded
+ * per address, cached), and attaching (koffi.view).
  */
+import koffi, { type TypeObject } from 'koffi';
 import { BackendError } from '../execmem/backend.js';
 import { codeProt, type FamilyArena, P_ROX } from './arena.js';
 import { HostError } from './errors.js';
 import type { ArenaLock } from './rwlock.js';
+import { trampolineProto } from './trampoline.js';
 
 /** A JIT function callable from JS. */
 // biome-ignore lint/suspicious/noExplicitAny: koffi converts arguments per the C signature.
@@ -99,4 +102,63 @@ export function makeFunction<T extends HostFunction>(site: CallSite): T {
       lock.releaseShared();
     }
   }) as T;
+}
+
+/** Most decoded per-address callables kept (see Callables.raw). */
+const RAW_CACHE_MAX = 4096;
+
+/** One backend's callables: parsed signatures, the stub per signature, decoded addresses. */
+export class Callables {
+  private readonly protos = new Map<string, TypeObject>();
+  /** The stub for each signature (trampoline.ts), or null where the stub cannot pass its arguments. */
+  private readonly stubs = new Map<string, HostFunction | null>();
+  /** koffi.decode results by "va signature" for the rest; cleared when it reaches RAW_CACHE_MAX. */
+  private readonly raws = new Map<string, HostFunction>();
+
+  /** `trampolineVa`: the stub's address, 0 when there is none (then every address is decoded). */
+  constructor(private readonly trampolineVa: number) {}
+
+  /**
+   * The unchecked callable for (va, signature): through the shared stub where the signature allows
+   * (one koffi.decode per signature and thread, trampoline.ts), else koffi.decode of the address,
+   * cached. koffi.decode is slow (about 5 us here against 30 ns for a call) and, in koffi 3.3.4,
+   * aborts the whole process when a worker is terminated inside it (see the header). A decoded callable
+   * is a pure function of address and signature, and the wrapper re-checks the page before every
+   * call, so a stale cache entry is harmless.
+   */
+  raw(va: number, signature: string): HostFunction {
+    let stub = this.stubs.get(signature);
+    if (stub === undefined) {
+      const stubProto = this.trampolineVa === 0 ? null : trampolineProto(signature, this.proto(signature));
+      stub = stubProto === null ? null : (koffi.decode(this.trampolineVa, stubProto) as HostFunction);
+      this.stubs.set(signature, stub);
+    }
+    if (stub !== null) {
+      const via = stub;
+      return (...args: unknown[]) => via(va, ...args);
+    }
+    const key = `${va} ${signature}`;
+    let raw = this.raws.get(key);
+    if (raw === undefined) {
+      const type = this.proto(signature);
+      if (this.raws.size >= RAW_CACHE_MAX) this.raws.clear();
+      raw = koffi.decode(va, type) as HostFunction;
+      this.raws.set(key, raw);
+    }
+    return raw;
+  }
+
+  /** The koffi prototype for a C signature (HostError EINVAL if it does not parse), cached. */
+  proto(signature: string): TypeObject {
+    let p = this.protos.get(signature);
+    if (p === undefined) {
+      try {
+        p = koffi.proto(signature);
+      } catch (e) {
+        throw new HostError('EINVAL', `bad C signature '${signature}': ${(e as Error).message}`);
+      }
+      this.protos.set(signature, p);
+    }
+    return p;
+  }
 }
