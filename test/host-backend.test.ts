@@ -208,6 +208,40 @@ for (const mode of MODES) {
       }
     });
 
+    test('the call stub passes integer, pointer and floating arguments in order; others are decoded', () => {
+      const h = open(mode);
+      try {
+        const stub = h.share().trampoline;
+        assert.notEqual(stub, 0, 'the stub page exists');
+        assert.equal(permsAt(stub).slice(0, 3), 'r-x', 'the stub is RX, never writable');
+        const b = textBlock(h);
+        // a*10000 + b*1000 + c*100 + d*10 + e (Intel SDM vol. 2: 69 /r id and 6B /r ib IMUL,
+        // 01 /r ADD, REX.R 44 for r8d/r9d): a wrong argument order gives a wrong number.
+        const five = [
+          0x69, 0xc7, 0x10, 0x27, 0, 0, 0x69, 0xf6, 0xe8, 0x03, 0, 0, 0x01, 0xf0, 0x6b, 0xd2, 0x64,
+        ];
+        five.push(0x01, 0xd0, 0x6b, 0xc9, 0x0a, 0x01, 0xc8, 0x44, 0x01, 0xc0);
+        install(h, b, b.va, Uint8Array.from([...five, 0xc3]));
+        assert.equal(h.fn(b.va, 'int (int, int, int, int, int)')(1, 2, 3, 4, 5), 12345);
+        // Six integer arguments cannot pass through the stub (its seventh would go on the stack):
+        // the same body times ten plus r9d (6B C0 0A; 44 01 C8), called through koffi.decode.
+        install(h, b, b.va + 64, Uint8Array.from([...five, 0x6b, 0xc0, 0x0a, 0x44, 0x01, 0xc8, 0xc3]));
+        assert.equal(h.fn(b.va + 64, 'int (int, int, int, int, int, int)')(1, 2, 3, 4, 5, 6), 123456);
+        // x * 2 + n: cvtsi2sd xmm1, edi (F2 0F 2A /r); addsd xmm0, xmm0; addsd xmm0, xmm1 (F2 0F 58 /r).
+        const dbl = [0xf2, 0x0f, 0x2a, 0xcf, 0xf2, 0x0f, 0x58, 0xc0, 0xf2, 0x0f, 0x58, 0xc1, 0xc3];
+        install(h, b, b.va + 128, Uint8Array.from(dbl));
+        assert.equal(h.fn(b.va + 128, 'double (double, int)')(1.25, 3), 5.5);
+        // A pointer argument (koffi copies the array in) and a second address with one signature.
+        install(h, b, b.va + 192, genSum());
+        install(h, b, b.va + 256, genSum());
+        const sum = 'int (const int32_t *, int)';
+        assert.equal(h.fn(b.va + 192, sum)(Int32Array.of(4, 5, 6), 3), 15);
+        assert.equal(h.fn(b.va + 256, sum)(Int32Array.of(7, 8), 2), 15);
+      } finally {
+        h.close();
+      }
+    });
+
     test('/proc/self/maps: never w and x together; view not writable, alias not executable', () => {
       const h = open(mode);
       try {

@@ -1,7 +1,8 @@
 /**
  * Faults that only real hardware can deliver, observed from a parent process: a store to the RX
- * view dies with SIGSEGV, executing the alias dies with SIGSEGV, a call into freed (trap-filled)
- * memory dies with SIGTRAP, and RLIMIT_FSIZE never turns into SIGXFSZ.
+ * view dies with SIGSEGV, executing the alias dies with SIGSEGV, a raw jump into freed
+ * (trap-filled) memory dies with SIGTRAP (the backend's own callable refuses it first), and
+ * RLIMIT_FSIZE never turns into SIGXFSZ.
  *
  * The child is this same file started with `--host-child <scenario> <mode>` (no separate fixture,
  * so the test runner never mistakes a fixture for a test). Each child prints a marker right before
@@ -107,8 +108,17 @@ function child(scenario: string, mode: 'dualmap' | 'mprotect'): void {
     say('store survived');
   } else if (scenario === 'call-freed') {
     em.freeVa(p);
+    // The backend's callable refuses freed code with a typed error (call.ts) ...
+    try {
+      f(20, 1);
+      say('wrapper called freed code');
+    } catch (e) {
+      say(`refused ${(e as { code?: string }).code}`);
+    }
+    // ... and the memory itself traps: a raw jump there (no checks) hits the trap fill.
+    const raw = koffi.decode(p, koffi.proto('int (int, int)')) as (a: number, b: number) => number;
     say('calling freed');
-    say(`returned ${f(20, 1)}`);
+    say(`returned ${raw(20, 1)}`);
   } else if (scenario === 'call-alias') {
     const fam = h.report().families[0];
     const alias = p - Number.parseInt(fam.viewBase, 16) + Number.parseInt(fam.aliasBase!, 16);
@@ -134,9 +144,9 @@ if (process.argv[2] === '--host-child') {
         assert.doesNotMatch(r.stdout, /survived/);
       });
 
-      test(`${mode}: calling a freed allocation hits the trap fill (SIGTRAP)`, () => {
+      test(`${mode}: calling a freed allocation is refused (EFAULT); a raw jump there hits the trap fill (SIGTRAP)`, () => {
         const r = runChild('call-freed', mode);
-        assert.match(r.stdout, /ok 42\ncalling freed\n/, why(r));
+        assert.match(r.stdout, /ok 42\nrefused EFAULT\ncalling freed\n/, why(r));
         assert.equal(r.signal, 'SIGTRAP', why(r));
         assert.doesNotMatch(r.stdout, /returned/);
       });

@@ -22,7 +22,11 @@ export type BackendErrorCode =
   /** The backend is closed. */
   | 'ECLOSED'
   /** The operation is not available (alias write without an alias). */
-  | 'ENOTSUP';
+  | 'ENOTSUP'
+  /** The lock is already held by this thread (a re-entrant call, refused with nothing changed). */
+  | 'EDEADLK'
+  /** The lock's holder is alive but did not release it within the backend's bound. */
+  | 'ETIMEDOUT';
 
 export class BackendError extends Error {
   override name = 'BackendError';
@@ -79,6 +83,10 @@ export interface BackendCounters {
  * somewhere)", <ZHFDO/95KMXRdOWI@moria.home.lan>). A backend may provide one (the host backend
  * backs it with Atomics so workers share it); otherwise execmem uses an in-process lock that
  * asserts it is never taken twice. Added by engineer A as an optional member.
+ * acquire() throws BackendError ECLOSED once the backend is closed, EDEADLK when this thread
+ * already holds it (re-entry is refused, nothing changes) and ETIMEDOUT when another live thread
+ * holds it past the backend's bound; it never waits without a bound. release() never throws a
+ * BackendError.
  */
 export interface ExecLock {
   acquire(): void;

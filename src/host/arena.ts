@@ -22,8 +22,10 @@
  * over it with MAP_FIXED, and unmapping puts PROT_NONE reservation back (the pages are freed).
  *
  * Shared state (a SharedArrayBuffer, so worker_threads can attach to the same arena): one byte per
- * page for the view's protection and one for the alias's. The backend checks these before every
- * store, so a wrong request is a typed error instead of a SIGSEGV that kills the process.
+ * page for the view's protection, one for the alias's, and one for the page's owner (the lock slot
+ * + 1 of the backend that mapped it, rwlock.ts; 0 = none). The backend checks the protections
+ * before every store, so a wrong request is a typed error instead of a SIGSEGV that kills the
+ * process; the owners let the blocks of a dead thread be found and reclaimed.
  */
 
 import type { Prot } from '../arch/types.js';
@@ -45,6 +47,9 @@ import {
 
 export type FamilyName = 'text' | 'data';
 
+/** Bytes of shared state per page: view code, alias code, owner. */
+const STATE_BYTES_PER_PAGE = 3;
+
 /** Page state codes in the shared tables. */
 export const P_FREE = 0;
 export const P_NONE = 1;
@@ -60,7 +65,7 @@ export interface FamilyLayout {
   readonly aliasBase: number;
   readonly capacityBytes: number;
   readonly pageBytes: number;
-  /** 2 * pageCount bytes: view codes, then alias codes. */
+  /** 3 * pageCount bytes: view codes, alias codes, owners. */
   readonly state: SharedArrayBuffer;
 }
 
@@ -107,16 +112,19 @@ export class FamilyArena {
   readonly alias: Uint8Array | null;
   readonly viewCodes: Uint8Array;
   readonly aliasCodes: Uint8Array;
+  /** Owner of each page: lock slot + 1 of the backend that mapped it, 0 for a free page. */
+  readonly owners: Uint8Array;
 
   constructor(readonly layout: FamilyLayout) {
     this.pageCount = layout.capacityBytes / layout.pageBytes;
     assert(Number.isInteger(this.pageCount) && this.pageCount > 0, 'capacity must be whole pages');
-    assert(layout.state.byteLength === 2 * this.pageCount, 'state table size mismatch');
+    assert(layout.state.byteLength === STATE_BYTES_PER_PAGE * this.pageCount, 'state table size mismatch');
     this.viewEnd = layout.viewBase + layout.capacityBytes;
     this.view = memoryView(layout.viewBase, layout.capacityBytes);
     this.alias = layout.aliasBase === 0 ? null : memoryView(layout.aliasBase, layout.capacityBytes);
     this.viewCodes = new Uint8Array(layout.state, 0, this.pageCount);
     this.aliasCodes = new Uint8Array(layout.state, this.pageCount, this.pageCount);
+    this.owners = new Uint8Array(layout.state, 2 * this.pageCount, this.pageCount);
   }
 
   get name(): FamilyName {
@@ -167,6 +175,11 @@ export class FamilyArena {
     return -1;
   }
 
+  /** Does any page belong to the backend in lock slot `slot`? */
+  ownsAny(slot: number): boolean {
+    return this.owners.includes(slot + 1);
+  }
+
   /** Bytes of pages in use (any state but free). */
   mappedBytes(): number {
     let n = 0;
@@ -204,7 +217,7 @@ export function reserveAnon(
 ): ReserveResult {
   const base = reserveAligned(libc, capacityBytes, alignBytes);
   if (base === -1) return { error: `reserving ${capacityBytes} bytes failed with errno ${libc.errno()}` };
-  const state = new SharedArrayBuffer(2 * (capacityBytes / 4096));
+  const state = new SharedArrayBuffer(STATE_BYTES_PER_PAGE * (capacityBytes / 4096));
   return { layout: { name, viewBase: base, aliasBase: 0, capacityBytes, pageBytes: 4096, state } };
 }
 
@@ -230,7 +243,7 @@ export function reserveDual(
   if (libc.mmap(alias, capacityBytes, PROT_NONE, fixed, fd, 0) !== alias) return fail('mmap of the alias');
   if (libc.ftruncate(fd, capacityBytes) !== 0) return fail('ftruncate of the memfd');
   if (libc.madvise(base, 2 * capacityBytes, MADV_DONTFORK) !== 0) return fail('madvise(MADV_DONTFORK)');
-  const state = new SharedArrayBuffer(2 * (capacityBytes / 4096));
+  const state = new SharedArrayBuffer(STATE_BYTES_PER_PAGE * (capacityBytes / 4096));
   return { layout: { name, viewBase: base, aliasBase: alias, capacityBytes, pageBytes: 4096, state } };
 }
 

@@ -4,7 +4,8 @@
  * Why a second error type next to execmem/backend.ts's BackendError: BackendError's codes are the
  * conditions the allocator is expected to handle (ENOMEM, ENOSPC, ECLOSED, ENOTSUP). A request that
  * is simply wrong (an address outside every live block, a write to a page that is not writable, a
- * protection the backend never grants such as RWX) is a caller bug on real memory: letting it reach
+ * protection the backend never grants such as RWX, bytes that are not a genuine Uint8Array, a
+ * function at an address that holds no code) is a caller bug on real memory: letting it reach
  * the MMU would kill the whole process with SIGSEGV. So the backend checks against its own page
  * table first and throws a HostError with nothing changed.
  */
@@ -14,7 +15,9 @@ export type HostErrorCode =
   /** The address range is not (entirely) inside live memory with the needed access. */
   | 'EFAULT'
   /** A system call failed (errno in the message). */
-  | 'ESYSCALL';
+  | 'ESYSCALL'
+  /** Every lock slot of the arena is taken by a live thread (too many threads attached). */
+  | 'EUSERS';
 
 export class HostError extends Error {
   override name = 'HostError';
