@@ -195,7 +195,7 @@ test('validation: every address argument that is not a non-negative integer -> E
       assert.match(err.message, /address/, `${name}: says an address was expected`);
     }
   }
-  for (const a of [0x1234n as unknown, '0x1000', 12, -1n, 1n << 64n]) {
+  for (const a of [Object(0x1000n) as unknown, '0x1000', 12, -1n, 1n << 64n]) {
     for (const call of [
       () => em.free(a as bigint),
       () => em.seal(a as bigint),

@@ -72,6 +72,17 @@ interface Scenario {
   run(w: World): void;
   /** Live allocations whose contents must survive (besides the call's own target). */
   live(w: World): number[];
+  /**
+   * For a call inside a batch, which is not atomic: `before` makes the calls the batch makes
+   * before the one that fails (a failure must leave the world as `before` leaves it), `retry`
+   * repeats the failed call alone. The retry is then not compared with a clean run.
+   */
+  partial?: { before(w: World): void; retry(w: World): void };
+  /**
+   * A best-effort call (shrink): a failure inside it is not an error; what it could not do is
+   * left consistent for the next call, which must then end like a clean run.
+   */
+  bestEffort?: boolean;
 }
 
 function world(arch: ArchName): World {
@@ -194,6 +205,17 @@ const scenarios: Scenario[] = [
       });
     },
     live: neighbours,
+    partial: {
+      // The failed batch is not counted (its callback threw): end this one the same way.
+      before: (w) =>
+        assert.throws(() =>
+          w.em.batch(() => {
+            w.em.updateVa(w.p.x, Uint8Array.of(0xc3));
+            throw new Error('the free failed');
+          }),
+        ),
+      retry: (w) => w.em.freeVa(w.p.x),
+    },
   },
   {
     name: 'shrink releasing several empty blocks of every pool',
@@ -217,6 +239,7 @@ const scenarios: Scenario[] = [
       w.em.shrink({ keepSpare: false });
     },
     live: neighbours,
+    bestEffort: true,
   },
 ];
 
@@ -224,15 +247,21 @@ for (const arch of ARCH_NAMES) {
   test(`faults ${arch}: each physical allocation inside free, shrink, seal and update fails in turn: ENOMEM, nothing changed, the retry ends like a clean call`, () => {
     let injectedFailures = 0;
     for (const sc of scenarios) {
+      const what = `${arch} ${sc.name}`;
       const ref = sc.setup(arch);
       const refLive = sc.live(ref);
+      let failedState = fullState(ref, refLive);
+      if (sc.partial) {
+        const p = sc.setup(arch);
+        sc.partial.before(p);
+        failedState = fullState(p, sc.live(p));
+      }
       sc.run(ref);
       const clean = fullState(ref, refLive);
-      const w = sc.setup(arch);
-      const live = sc.live(w);
       let done = false;
       for (let nth = 1; nth <= 64 && !done; nth++) {
-        const before = fullState(w, live);
+        const w = sc.setup(arch);
+        const live = sc.live(w);
         w.m.phys.injectFailure(0, nth);
         try {
           sc.run(w);
@@ -240,21 +269,43 @@ for (const arch of ARCH_NAMES) {
         } catch (e) {
           assert.ok(
             e instanceof ExecmemError && e.code === 'ENOMEM',
-            `${arch} ${sc.name} #${nth}: ${e instanceof Error ? `${e.name} ${e.message}` : String(e)}`,
+            `${what} #${nth}: ${e instanceof Error ? `${e.name} ${e.message}` : String(e)}`,
           );
-          injectedFailures++;
-          w.m.phys.clearInjectedFailures();
-          sameState(fullState(w, live), before, `${arch} ${sc.name}: failure #${nth} left a trace`);
-          w.m.checkConsistency();
-          assert.equal(w.m.wxViolationCount(), 0);
         } finally {
           w.m.phys.clearInjectedFailures();
         }
+        if (done && sc.bestEffort && fullState(w, live) !== clean) {
+          // The failure fired inside a best-effort call: consistent, and the next call finishes.
+          done = false;
+          injectedFailures++;
+          w.em.audit();
+          w.m.checkConsistency();
+          assert.equal(w.m.wxViolationCount(), 0);
+          sc.run(w);
+          // Blocks went back in another order: the buddy allocator's free lists may differ.
+          sameState(
+            settledState(w),
+            settledState(ref),
+            `${what}: the call after failure #${nth} ends like a clean call`,
+          );
+          continue;
+        }
+        if (done) {
+          // A failure injected beyond the call's last allocation never fired: the runs are alike.
+          sameState(fullState(w, live), clean, `${what}: a call without a failure ends like a clean call`);
+          break;
+        }
+        injectedFailures++;
+        sameState(fullState(w, live), failedState, `${what}: failure #${nth} left a trace`);
+        w.m.checkConsistency();
+        assert.equal(w.m.wxViolationCount(), 0);
+        (sc.partial?.retry ?? sc.run)(w);
+        if (!sc.partial)
+          sameState(fullState(w, live), clean, `${what}: the retry after #${nth} ends like a clean call`);
+        w.em.audit();
+        w.m.checkConsistency();
       }
-      assert.ok(done, `${arch} ${sc.name}: the call succeeds once no failure is left to inject`);
-      // A failure injected beyond the call's last allocation never fired: the runs are alike.
-      sameState(fullState(w, live), clean, `${arch} ${sc.name}: the retry ends where a clean call ends`);
-      w.m.checkConsistency();
+      assert.ok(done, `${what}: the call succeeds once no failure is left to inject`);
     }
     if (arch === 'x86_64') assert.ok(injectedFailures >= 5, `failures were injected (${injectedFailures})`);
   });
@@ -291,14 +342,14 @@ function injectable(op: ModelOp): boolean {
  */
 const faultOpArb: fc.Arbitrary<ModelOp> = fc.oneof(
   {
-    weight: 5,
+    weight: 4,
     arbitrary: fc.record({
       kind: fc.constant('alloc' as const),
       type: fc.constantFrom(...EXECMEM_TYPES),
       sizeBytes: fc.oneof(
-        fc.integer({ min: 1, max: 3000 }),
-        fc.integer({ min: 4096, max: 300_000 }),
-        fc.integer({ min: 2 * MIB, max: 5 * MIB }),
+        { weight: 1, arbitrary: fc.integer({ min: 1, max: 3000 }) },
+        { weight: 1, arbitrary: fc.integer({ min: 4096, max: 300_000 }) },
+        { weight: 2, arbitrary: fc.integer({ min: 2 * MIB, max: 5 * MIB }) },
       ),
       atomic: fc.constant(false),
     }),
@@ -313,28 +364,33 @@ const faultOpArb: fc.Arbitrary<ModelOp> = fc.oneof(
       byte: fc.integer({ min: 0, max: 255 }),
     }),
   },
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('free' as const), pick: fc.nat() }) },
+  { weight: 5, arbitrary: fc.record({ kind: fc.constant('free' as const), pick: fc.nat() }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('seal' as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('shrink' as const), keepSpare: fc.boolean() }) },
   { weight: 1, arbitrary: opArb },
 );
 
+// arm64 takes no page-table frame in free, seal or update (its linear map is 4 KiB from boot,
+// with its tables set aside: machine/cpa.ts), so its runs check that nothing else breaks.
 for (const arch of ARCH_NAMES) {
   test(`faults ${arch}: random op sequences with a failure injected before random steps: every failure typed and traceless, every retry succeeds`, () => {
     fc.assert(
       fc.property(
-        fc.array(fc.tuple(faultOpArb, fc.option(fc.integer({ min: 1, max: 3 }), { freq: 4 })), {
-          minLength: 15,
-          maxLength: 40,
+        fc.array(fc.tuple(faultOpArb, fc.option(fc.integer({ min: 1, max: 2 }), { freq: 4 })), {
+          minLength: 12,
+          maxLength: 30,
         }),
         (steps) => {
           const m = createMachine({ arch, memoryBytes: 2 ** 30, cpus: 2, seed: 3 });
           const em = new Execmem(new SimBackend(m), { seed: 3 });
           const model = new ExecmemModel(em, simProbe(m));
+          // The full invariant check reads every free byte: every few steps and after every
+          // failure; the state comparison is the oracle of each failure.
+          let step = 0;
           for (const [op, nth] of steps) {
+            if (++step % 8 === 0) model.check();
             if (nth === null || !injectable(op)) {
               model.apply(op);
-              model.check();
               continue;
             }
             const before = `${emState(em)}|${lightMachineState(m)}|${[...model.live.keys()].join()}`;
@@ -352,18 +408,30 @@ for (const arch of ARCH_NAMES) {
               const after = `${emState(em)}|${lightMachineState(m)}|${[...model.live.keys()].join()}`;
               sameState(after, before, `a failed ${op.kind} changed state`);
               m.checkConsistency();
-              model.check();
               model.apply(op); // the retry succeeds
+              model.check();
             }
-            model.check();
           }
           model.drain();
           m.checkConsistency();
         },
       ),
-      { numRuns: 20, seed: 0xfa17 + arch.length },
+      { numRuns: arch === 'arm64' ? 5 : 9, seed: 0xfa17 + arch.length },
     );
   });
+}
+
+/** The allocator and the machine's frames, mappings and counters, not the buddy lists' order. */
+function settledState(w: World): string {
+  const m = w.m;
+  const machine = JSON.stringify({
+    acct: m.frameAccounting(),
+    counters: m.counters,
+    areas: m.areas(),
+    dump: m.ptdump(),
+    dmap: m.directMapStats(),
+  });
+  return `${emState(w.em)}|${machine}`;
 }
 
 /** The machine's state without the (slow) page-table dump. */

@@ -171,10 +171,16 @@ test('fault injection: a failed protect while preparing a new block unmaps it ag
   }
 });
 
-test('fault injection: a failed protect during a generic update changes nothing', () => {
+test('fault injection: a failed protect during a generic update or free changes nothing', () => {
+  // `large` is a block whose write window never opened, so opening it may fail (fake-backend.ts).
   const w = world(ARCHES.generic);
   w.fb.failProtect(1);
-  expectRefused(w, 'ENOMEM', () => w.em.updateVa(w.text, Uint8Array.of(1, 2, 3)));
+  expectRefused(w, 'ENOMEM', () => w.em.updateVa(w.large, Uint8Array.of(1, 2, 3)));
+  const text = w.em.allocVa('module_text', 100);
+  w.fb.failProtect(1);
+  expectRefused(w, 'ENOMEM', () => w.em.freeVa(text));
+  w.fb.failProtect(1);
+  expectRefused(w, 'ENOMEM', () => w.em.batch(() => w.em.updateVa(text, Uint8Array.of(1))));
 });
 
 test('fault injection: a failed seal changes nothing', () => {

@@ -24,6 +24,7 @@ import fc from 'fast-check';
 import type { ArchSpec, ExecmemType, Prot, VaRange } from '../../src/arch/types.js';
 import { EXECMEM_TYPES, protIsExec, protIsWrite, typeIsText } from '../../src/arch/types.js';
 import { SZ_2M, SZ_4K } from '../../src/base/addr.js';
+import { realBytes } from '../../src/base/bytes.js';
 import {
   type Backend,
   type BackendBlock,
@@ -43,6 +44,12 @@ const PROTS: readonly Prot[] = ['none', 'ro', 'rw', 'rox', 'rwx'];
 
 interface FakeBlock extends BackendBlock {
   readonly prot: Uint8Array; // index into PROTS, per page
+  /**
+   * Per page, a bit per PROTS index: the protections protect() has given the page since it was
+   * mapped (the mapping's own RW does not count: a backend may need memory for the first change
+   * to any protection, as a host mprotect may to split a mapping).
+   */
+  readonly held: Uint8Array;
   readonly bytes: Uint8Array | null;
 }
 
@@ -98,7 +105,11 @@ export class FakeBackend implements Backend {
     this.failMapCode = code;
   }
 
-  /** The nth next protect throws BackendError ENOMEM (as CPA failing to allocate a page table). */
+  /**
+   * The nth next protect throws BackendError ENOMEM (as CPA failing to allocate a page table).
+   * Calls that give every page a protection it has held before are not counted: they cannot
+   * fail (the model of CPA above; the Backend contract, backend.ts protect).
+   */
   failProtect(nth: number): void {
     this.failProtectIn = nth;
   }
@@ -131,6 +142,7 @@ export class FakeBackend implements Backend {
       sizeBytes: req.sizeBytes,
       largePages,
       prot: new Uint8Array(pages).fill(PROTS.indexOf('rw')),
+      held: new Uint8Array(pages),
       bytes: this.storeBytes ? new Uint8Array(req.sizeBytes) : null,
     };
     const i = this.blocks.findIndex((b) => b.va > va);
@@ -157,8 +169,9 @@ export class FakeBackend implements Backend {
   }
 
   write(va: number, bytes: Uint8Array): void {
-    const b = this.check(va, bytes.length, 'write');
-    if (b.bytes) b.bytes.set(bytes, va - b.va);
+    const data = real(bytes);
+    const b = this.check(va, data.length, 'write');
+    if (b.bytes) b.bytes.set(data, va - b.va);
   }
 
   fill(va: number, sizeBytes: number, pattern: Uint8Array): void {
@@ -172,13 +185,22 @@ export class FakeBackend implements Backend {
     if (va % SZ_4K !== 0 || sizeBytes % SZ_4K !== 0 || sizeBytes <= 0)
       throw new Error('fake: protect not page aligned');
     if (va < b.va || va + sizeBytes > b.va + b.sizeBytes) throw new Error('fake: protect outside the block');
-    if (this.failProtectIn > 0 && --this.failProtectIn === 0)
-      throw new BackendError('ENOMEM', 'injected protect failure');
     const p = PROTS.indexOf(prot);
+    const first = (va - b.va) / SZ_4K;
+    const end = (va - b.va + sizeBytes) / SZ_4K;
+    // Giving pages a protection protect() gave them all before needs nothing new (as CPA: the
+    // splits were made the first time and nothing here collapses them), so it cannot fail; the
+    // Backend contract relies on it for closing update windows (backend.ts protect). Injected
+    // failures skip such calls and hit the next change that could fail.
+    let again = true;
+    for (let i = first; i < end && again; i++) again = (b.held[i] & (1 << p)) !== 0;
+    if (!again && this.failProtectIn > 0 && --this.failProtectIn === 0)
+      throw new BackendError('ENOMEM', 'injected protect failure');
     let removes = false;
-    for (let i = (va - b.va) / SZ_4K; i < (va - b.va + sizeBytes) / SZ_4K; i++) {
+    for (let i = first; i < end; i++) {
       const old = PROTS[b.prot[i]];
       if ((protIsWrite(old) && !protIsWrite(prot)) || (protIsExec(old) && !protIsExec(prot))) removes = true;
+      b.held[i] |= 1 << p;
       b.prot[i] = p;
     }
     this.c.permissionFlips++;
@@ -188,10 +210,11 @@ export class FakeBackend implements Backend {
 
   poke(va: number, bytes: Uint8Array): void {
     if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', 'no alias write');
-    const b = this.check(va, bytes.length, 'map');
-    if (b.bytes) b.bytes.set(bytes, va - b.va);
+    const data = real(bytes);
+    const b = this.check(va, data.length, 'map');
+    if (b.bytes) b.bytes.set(data, va - b.va);
     this.c.pokes++;
-    this.c.pokeBytes += bytes.length;
+    this.c.pokeBytes += data.length;
     this.c.localFlushes++;
   }
 
@@ -295,6 +318,14 @@ export class FakeBackend implements Backend {
     }
     return cursor + req.sizeBytes <= range.end ? cursor : null;
   }
+}
+
+/** Bytes by their real length (base/bytes.ts), as every backend takes them. */
+function real(bytes: Uint8Array): Uint8Array {
+  const data = realBytes(bytes);
+  if (data === undefined || data.length === 0)
+    throw new BackendError('EINVAL', 'fake: bytes must be a non-empty Uint8Array');
+  return data;
 }
 
 function fillPattern(dst: Uint8Array, off: number, sizeBytes: number, pattern: Uint8Array): void {
@@ -493,22 +524,34 @@ export class ExecmemModel {
       const want = o.sealed ? 'ro' : em.ranges[o.type].prot;
       if (prot !== want) throw new Error(`0x${va.toString(16)} (${o.type}) has prot ${prot}, want ${want}`);
     }
-    // Free space: traps in text pools, zeros elsewhere; accounting per pool.
+    // Free space, and the rounding after each live object's requested size (which no update can
+    // reach): traps in text pools, zeros elsewhere. Accounting per pool.
     const trap = em.backend.arch.trapPattern;
+    const unused: [number, number, Prot][] = [];
     let runs = 0;
     em.forEachRun((_pool, prot, va, sizeBytes, used) => {
-      if (used) {
-        runs++;
+      if (!used) {
+        unused.push([va, sizeBytes, prot]);
         return;
       }
+      runs++;
+      const o = this.live.get(va);
+      if (o === undefined) throw new Error(`used run at 0x${va.toString(16)} is no live object`);
+      if (sizeBytes < o.content.length)
+        throw new Error(`run at 0x${va.toString(16)} shorter than its object`);
+      if (sizeBytes > o.content.length)
+        unused.push([va + o.content.length, sizeBytes - o.content.length, prot]);
+    });
+    for (const [va, sizeBytes, prot] of unused) {
       const got = this.probe.raw(va, sizeBytes);
       const exec = prot === 'rox';
+      // The pattern's phase is that of the block (trap patterns are aligned to their length).
       for (let i = 0; i < got.length; i++) {
-        const want = exec ? trap[i % trap.length] : 0;
+        const want = exec ? trap[(va + i) % trap.length] : 0;
         if (got[i] !== want)
-          throw new Error(`free byte at 0x${(va + i).toString(16)} is ${got[i]}, want ${want}`);
+          throw new Error(`unused byte at 0x${(va + i).toString(16)} is ${got[i]}, want ${want}`);
       }
-    });
+    }
     if (runs !== this.live.size) throw new Error(`${runs} used runs, ${this.live.size} live objects`);
     const stats = em.stats();
     let mapped = 0;
