@@ -1,6 +1,7 @@
 /**
  * Every fuzz target by name (one file each beside this one). A new target is one line here.
  */
+import { apiTarget } from './api.js';
 import type { FuzzTarget } from './target.js';
 
-export const FUZZ_TARGETS: readonly FuzzTarget[] = [];
+export const FUZZ_TARGETS: readonly FuzzTarget[] = [apiTarget];

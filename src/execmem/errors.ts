@@ -44,6 +44,23 @@ export type ExecmemErrorCode =
   /** The backend was closed (host backend after close()). */
   | 'ECLOSED';
 
+/** Every code, at run time (a Record, so a code added to the type must be added here). */
+const CODES: Readonly<Record<ExecmemErrorCode, true>> = {
+  EINVAL: true,
+  E2BIG: true,
+  ENOENT: true,
+  EFREE: true,
+  EINSIDE: true,
+  ERANGE: true,
+  EPERM: true,
+  ENOSPC: true,
+  ENOMEM: true,
+  EAGAIN: true,
+  EBUSY: true,
+  ECLOSED: true,
+};
+export const EXECMEM_ERROR_CODES: readonly ExecmemErrorCode[] = Object.keys(CODES) as ExecmemErrorCode[];
+
 export class ExecmemError extends Error {
   override name = 'ExecmemError';
   constructor(

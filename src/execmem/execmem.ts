@@ -54,10 +54,12 @@
  *   may call in: that is what it is for). The lock the backend provides guards other threads;
  *   this guards the allocator's own call stack.
  * - The state the "failed calls change nothing" contract covers is everything stats() reports
- *   and the backend holds, except two counters that count attempts by definition:
- *   counters.atomicRefusals (an EAGAIN is what it counts) and counters.allocSearchSteps (the
- *   work of a search, which a refused growth has done). Every other counter counts completed
- *   calls only; `batches` counts batches whose callback returned.
+ *   and the backend holds (blocks, protections, contents), except the cost counters, which count
+ *   work really done whatever the outcome (stats.ts ExecmemCounters, COST_COUNTERS): attempts
+ *   (atomicRefusals: an EAGAIN is what it counts; allocSearchSteps) and the backend's costs,
+ *   which move only when a growth failed after its block was mapped (and unmapped again). The
+ *   operation counters count completed calls only; `batches` counts batches whose callback
+ *   returned.
  *
  * Addresses: the public API uses bigint (kernel addresses exceed 2^53); the `*Va` twins use
  * 48-bit numbers for hot paths (base/addr.ts).

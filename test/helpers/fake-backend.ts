@@ -41,6 +41,7 @@ export class FakeFault extends Error {
 }
 
 const PROTS: readonly Prot[] = ['none', 'ro', 'rw', 'rox', 'rwx'];
+const ZERO = Uint8Array.of(0);
 
 interface FakeBlock extends BackendBlock {
   readonly prot: Uint8Array; // index into PROTS, per page
@@ -51,6 +52,8 @@ interface FakeBlock extends BackendBlock {
    */
   readonly held: Uint8Array;
   readonly bytes: Uint8Array | null;
+  /** Bumped by every store into the block (stateKey: contents without hashing them). */
+  writes: number;
 }
 
 export interface FakeBackendOptions {
@@ -143,6 +146,7 @@ export class FakeBackend implements Backend {
       largePages,
       prot: new Uint8Array(pages).fill(PROTS.indexOf('rw')),
       held: new Uint8Array(pages),
+      writes: 0,
       bytes: this.storeBytes ? new Uint8Array(req.sizeBytes) : null,
     };
     const i = this.blocks.findIndex((b) => b.va > va);
@@ -172,11 +176,13 @@ export class FakeBackend implements Backend {
     const data = real(bytes);
     const b = this.check(va, data.length, 'write');
     if (b.bytes) b.bytes.set(data, va - b.va);
+    b.writes++;
   }
 
   fill(va: number, sizeBytes: number, pattern: Uint8Array): void {
     const b = this.check(va, sizeBytes, 'write');
     if (b.bytes) fillPattern(b.bytes, va - b.va, sizeBytes, pattern);
+    b.writes++;
   }
 
   protect(block: BackendBlock, va: number, sizeBytes: number, prot: Prot): void {
@@ -213,6 +219,7 @@ export class FakeBackend implements Backend {
     const data = real(bytes);
     const b = this.check(va, data.length, 'map');
     if (b.bytes) b.bytes.set(data, va - b.va);
+    b.writes++;
     this.c.pokes++;
     this.c.pokeBytes += data.length;
     this.c.localFlushes++;
@@ -222,6 +229,7 @@ export class FakeBackend implements Backend {
     if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', 'no alias write');
     const b = this.check(va, sizeBytes, 'map');
     if (b.bytes) fillPattern(b.bytes, va - b.va, sizeBytes, pattern);
+    b.writes++;
     this.c.pokes++;
     this.c.pokeBytes += sizeBytes;
     this.c.localFlushes++;
@@ -280,6 +288,18 @@ export class FakeBackend implements Backend {
     return stateOnly ? h.digest('hex') : `${h.digest('hex')}:${JSON.stringify(this.c)}`;
   }
 
+  /**
+   * The same as digest() without hashing contents: each block's count of stores stands for
+   * them (a store of identical bytes counts as a change, which is stricter). Cheap enough to take
+   * before every call of a fuzz case.
+   */
+  stateKey(withCounters = true): string {
+    const parts = this.blocks.map(
+      (b) => `${b.va}:${b.sizeBytes}:${b.largePages}:${b.writes}:${b.prot.join('')}`,
+    );
+    return withCounters ? `${parts.join(';')}|${JSON.stringify(this.c)}` : parts.join(';');
+  }
+
   // ---- internals ----
 
   private find(va: number): FakeBlock | undefined {
@@ -329,11 +349,31 @@ function real(bytes: Uint8Array): Uint8Array {
 }
 
 function fillPattern(dst: Uint8Array, off: number, sizeBytes: number, pattern: Uint8Array): void {
-  if (pattern.length === 1) {
+  if (pattern.length === 1 || pattern.every((x) => x === pattern[0])) {
     dst.fill(pattern[0], off, off + sizeBytes);
     return;
   }
-  for (let i = 0; i < sizeBytes; i++) dst[off + i] = pattern[i % pattern.length];
+  // Seed one period, then double it with copyWithin (the phase runs from `off`).
+  const first = Math.min(pattern.length, sizeBytes);
+  for (let i = 0; i < first; i++) dst[off + i] = pattern[i];
+  for (let n = first; n < sizeBytes; n *= 2) dst.copyWithin(off + n, off, off + Math.min(n, sizeBytes - n));
+}
+
+/** Does `got` (starting at address va) hold `pattern` repeated with the phase of va? */
+function holdsPattern(got: Uint8Array, va: number, pattern: Uint8Array): number {
+  const CHUNK = 65536;
+  const want = new Uint8Array(Math.min(CHUNK, got.length) + pattern.length);
+  fillPattern(want, 0, want.length, pattern);
+  const phase = va % pattern.length;
+  const ref = Buffer.from(want.buffer, phase, want.length - pattern.length);
+  for (let off = 0; off < got.length; off += CHUNK) {
+    const n = Math.min(CHUNK, got.length - off);
+    const a = Buffer.from(got.buffer, got.byteOffset + off, n);
+    if (!a.equals(ref.subarray(0, n))) {
+      for (let i = 0; i < n; i++) if (a[i] !== ref[i]) return off + i;
+    }
+  }
+  return -1;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -543,14 +583,11 @@ export class ExecmemModel {
         unused.push([va + o.content.length, sizeBytes - o.content.length, prot]);
     });
     for (const [va, sizeBytes, prot] of unused) {
-      const got = this.probe.raw(va, sizeBytes);
-      const exec = prot === 'rox';
       // The pattern's phase is that of the block (trap patterns are aligned to their length).
-      for (let i = 0; i < got.length; i++) {
-        const want = exec ? trap[(va + i) % trap.length] : 0;
-        if (got[i] !== want)
-          throw new Error(`unused byte at 0x${(va + i).toString(16)} is ${got[i]}, want ${want}`);
-      }
+      const pattern = prot === 'rox' ? trap : ZERO;
+      const bad = holdsPattern(this.probe.raw(va, sizeBytes), va, pattern);
+      if (bad >= 0)
+        throw new Error(`unused byte at 0x${(va + bad).toString(16)} is not the free-space pattern`);
     }
     if (runs !== this.live.size) throw new Error(`${runs} used runs, ${this.live.size} live objects`);
     const stats = em.stats();
@@ -578,8 +615,7 @@ export class ExecmemModel {
 
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+  return Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
 }
 
 /** The probe for a FakeBackend. */
