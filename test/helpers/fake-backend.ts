@@ -9,7 +9,7 @@
  * alloc/free" on alias arches. It is a model, not a machine: there are no TLBs here, so
  * `shootdowns` counts protection changes that remove a permission (what would need one) and
  * `localFlushes` counts alias writes (text_poke flushes locally). Fault injection: fail the nth
- * next mapBlock or protect, or make the next huge blocks fall back to 4 KiB leaves.
+ * next mapBlock, unmapBlock or protect, or make the next huge blocks fall back to 4 KiB leaves.
  *
  * `storeBytes: false` keeps protections but no contents (reads return zeros): the benchmark uses
  * it so that throughput measures the allocator, not memset of megabytes.
@@ -87,6 +87,7 @@ export class FakeBackend implements Backend {
   private failMapIn = 0;
   private failMapCode: 'ENOMEM' | 'ENOSPC' = 'ENOMEM';
   private failProtectIn = 0;
+  private failUnmapIn = 0;
   private hugeFallbacksLeft = 0;
   /** Keep the flips list bounded for long runs. */
   recordFlips = true;
@@ -115,6 +116,14 @@ export class FakeBackend implements Backend {
    */
   failProtect(nth: number): void {
     this.failProtectIn = nth;
+  }
+
+  /**
+   * The nth next unmapBlock throws BackendError ENOMEM with the block still mapped (as a vfree
+   * whose direct-map reset gets no page-table frame: atomic, machine/vmalloc.ts).
+   */
+  failUnmapBlock(nth: number): void {
+    this.failUnmapIn = nth;
   }
 
   /** The next `count` huge requests get 4 KiB leaves (no 2 MiB frame available). */
@@ -163,6 +172,8 @@ export class FakeBackend implements Backend {
   unmapBlock(block: BackendBlock): void {
     const i = this.blocks.indexOf(block as FakeBlock);
     if (i < 0) throw new Error('fake: unmap of an unknown block');
+    if (this.failUnmapIn > 0 && --this.failUnmapIn === 0)
+      throw new BackendError('ENOMEM', 'injected unmapBlock failure');
     this.blocks.splice(i, 1);
     for (let c = Math.floor(block.va / SZ_2M); c * SZ_2M < block.va + block.sizeBytes; c++) {
       const list = this.byChunk.get(c)!;
