@@ -21,100 +21,22 @@
  * - after every call the cheap invariants hold (heap audit, W^X, frame accounting, every live
  *   object's size, type and seal), and at the end of a case all of DESIGN.md section 5 (contents,
  *   trap-filled free space, accounting, and no leak after freeing everything and shrinking).
- * The host backend is not included yet (its engineer may add a world here).
+ * The worlds are in api-worlds.ts (the host backend is not one yet: its engineer may add it),
+ * the hostile arguments in api-args.ts.
  */
-import { ARCHES, archToVa, EXECMEM_TYPES, type ExecmemType } from '../src/arch/index.js';
+import { archToVa, EXECMEM_TYPES, type ExecmemType } from '../src/arch/index.js';
 import { realBytes } from '../src/base/bytes.js';
 import { Rng } from '../src/base/rng.js';
 import { EXECMEM_ERROR_CODES, ExecmemError } from '../src/execmem/errors.js';
-import { Execmem } from '../src/execmem/execmem.js';
-import { SimBackend } from '../src/execmem/sim-backend.js';
-import { COST_COUNTERS } from '../src/execmem/stats.js';
-import { createMachine } from '../src/machine/machine.js';
-import { ExecmemModel, FakeBackend, fakeProbe, type LiveObject } from '../test/helpers/fake-backend.js';
-import { simProbe } from '../test/helpers/sim-probe.js';
+import type { Execmem } from '../src/execmem/execmem.js';
+import type { LiveObject } from '../test/helpers/execmem-model.js';
 import { type Arg, hostile, reentrant } from './api-args.js';
+import { fakeWorld, simWorld, type World } from './api-worlds.js';
 import type { FuzzFinding, FuzzTarget } from './target.js';
 
 const OPS_PER_CASE = 14;
 const KNOWN_CODES: ReadonlySet<string> = new Set(EXECMEM_ERROR_CODES);
-const ARCH_NAMES = ['x86_64', 'arm64', 'generic'] as const;
 const TYPES: readonly ExecmemType[] = EXECMEM_TYPES;
-
-/** A backend and an allocator on it, with what the oracle needs to judge it. */
-interface World {
-  readonly name: string;
-  readonly em: Execmem;
-  readonly model: ExecmemModel;
-  /** The contract's state; without the cost counters when `costs` is false (a failed growth). */
-  snapshot(costs: boolean): string;
-  /** Arm one fault for the next call; returns what was armed ('' for nothing). */
-  arm(rng: Rng): string;
-  disarm(): void;
-  /** The invariants a backend checks itself beyond the model (sim: frame ownership). */
-  deepCheck(): void;
-}
-
-function statsState(em: Execmem, costs: boolean): string {
-  const s = em.stats();
-  const counters: Record<string, number> = { ...s.counters };
-  for (const k of COST_COUNTERS) {
-    if (!costs || k === 'atomicRefusals' || k === 'allocSearchSteps') delete counters[k];
-  }
-  return JSON.stringify({ ...s, counters });
-}
-
-function fakeWorld(rng: Rng): World {
-  const arch = rng.pick(ARCH_NAMES);
-  const fb = new FakeBackend(ARCHES[arch], { alias: arch === 'generic' ? false : rng.next() < 0.7 });
-  const em = new Execmem(fb, { seed: rng.int(0, 99), granuleBytes: rng.pick([16, 64] as const) });
-  return {
-    name: `fake ${arch}${fb.hasAliasWrite ? '' : ' (no alias)'}`,
-    em,
-    model: new ExecmemModel(em, fakeProbe(fb)),
-    snapshot: (costs) => `${statsState(em, costs)}|${fb.stateKey(costs)}`,
-    arm(r) {
-      if (r.next() < 0.5) {
-        const code = r.pick(['ENOMEM', 'ENOSPC'] as const);
-        fb.failMapBlock(r.int(1, 2), code);
-        return `mapBlock fails with ${code}`;
-      }
-      fb.failProtect(r.int(1, 2));
-      return 'protect fails';
-    },
-    disarm() {
-      fb.failMapBlock(0);
-      fb.failProtect(0);
-    },
-    deepCheck() {},
-  };
-}
-
-function simWorld(rng: Rng): World {
-  const arch = rng.pick(ARCH_NAMES);
-  const m = createMachine({ arch, memoryBytes: 2 ** 30, cpus: 2, seed: rng.int(0, 99) });
-  const em = new Execmem(new SimBackend(m), { seed: 1 });
-  return {
-    name: `sim ${arch}`,
-    em,
-    model: new ExecmemModel(em, simProbe(m)),
-    snapshot(costs) {
-      const f = m.frameAccounting();
-      const machine = costs
-        ? { f, counters: m.counters, areas: m.areas(), dmap: m.directMapStats() }
-        : { mapped: f.mappedFrames, freeOrTables: f.freeFrames + f.tableFrames, areas: m.areas() };
-      return `${statsState(em, costs)}|${JSON.stringify(machine)}|${m.wxViolationCount()}`;
-    },
-    arm(r) {
-      const order = r.next() < 0.8 ? 0 : 9;
-      const nth = r.int(1, 3);
-      m.phys.injectFailure(order, nth);
-      return `physical allocation #${nth} of order ${order} fails`;
-    },
-    disarm: () => m.phys.clearInjectedFailures(),
-    deepCheck: () => m.checkConsistency(),
-  };
-}
 
 /** The fixed content a live object holds after allocation (traps for text, else zeros). */
 function initialContent(em: Execmem, type: ExecmemType, sizeBytes: number): Uint8Array {

@@ -21,7 +21,7 @@ import { ExecmemError } from '../src/execmem/errors.js';
 import { Execmem } from '../src/execmem/execmem.js';
 import { SimBackend } from '../src/execmem/sim-backend.js';
 import { createMachine, type Machine } from '../src/machine/machine.js';
-import { ExecmemModel, type ModelOp, opArb } from './helpers/fake-backend.js';
+import { ExecmemModel, type ModelOp, opArb } from './helpers/execmem-model.js';
 import { simProbe } from './helpers/sim-probe.js';
 import { snapshot as machineSnapshot } from './machine-helpers.js';
 

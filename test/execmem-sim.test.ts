@@ -22,7 +22,7 @@ import { Execmem } from '../src/execmem/execmem.js';
 import { SimBackend } from '../src/execmem/sim-backend.js';
 import { MachineFault } from '../src/machine/errors.js';
 import { createMachine, type Machine } from '../src/machine/machine.js';
-import { ExecmemModel, type ModelProbe, opArb } from './helpers/fake-backend.js';
+import { ExecmemModel, type ModelProbe, opArb } from './helpers/execmem-model.js';
 import { simProbe } from './helpers/sim-probe.js';
 
 const GIB = 2 ** 30;

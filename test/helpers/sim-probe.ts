@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import type { Machine } from '../../src/machine/machine.js';
 import { flagsToProt } from '../../src/machine/types.js';
-import type { ModelProbe } from './fake-backend.js';
+import type { ModelProbe } from './execmem-model.js';
 
 export function areaBytes(m: Machine): number {
   return m.areas().reduce((s, a) => s + a.sizeBytes, 0);
