@@ -10,7 +10,11 @@
  * bytes (or a copy when they live in a SharedArrayBuffer, which another thread could change
  * while a write verifies them), so code that receives it can trust `length` and `subarray`.
  * A Proxy is refused: ArrayBuffer.isView sees through no Proxy. A detached buffer reads as empty.
+ * A shared buffer is recognised by its internal slot (node:util/types), not by an exception from
+ * a getter: update() is a hot path, and a thrown exception costs microseconds.
  */
+
+import { isSharedArrayBuffer } from 'node:util/types';
 
 const TYPED_ARRAY_PROTO: object = Object.getPrototypeOf(Uint8Array.prototype);
 
@@ -24,21 +28,6 @@ const tagOf = intrinsicGetter(TYPED_ARRAY_PROTO, Symbol.toStringTag);
 const bufferOf = intrinsicGetter(TYPED_ARRAY_PROTO, 'buffer') as (this: unknown) => ArrayBufferLike;
 const byteOffsetOf = intrinsicGetter(TYPED_ARRAY_PROTO, 'byteOffset') as (this: unknown) => number;
 const byteLengthOf = intrinsicGetter(TYPED_ARRAY_PROTO, 'byteLength') as (this: unknown) => number;
-const sharedByteLength =
-  typeof SharedArrayBuffer === 'function'
-    ? intrinsicGetter(SharedArrayBuffer.prototype, 'byteLength')
-    : undefined;
-
-function isShared(buffer: ArrayBufferLike): boolean {
-  if (sharedByteLength === undefined) return false;
-  try {
-    sharedByteLength.call(buffer);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * A plain Uint8Array over exactly the bytes `value` really holds, or undefined when `value` is
  * not a genuine Uint8Array (or subclass, e.g. Buffer): a Proxy, another typed array, a DataView,
@@ -51,7 +40,7 @@ export function realBytes(value: unknown): Uint8Array | undefined {
   if (length === 0) return new Uint8Array(0);
   const buffer = bufferOf.call(value);
   const offset = byteOffsetOf.call(value);
-  if (isShared(buffer)) {
+  if (isSharedArrayBuffer(buffer)) {
     const copy = new Uint8Array(length);
     copy.set(new Uint8Array(buffer, offset, length));
     return copy;

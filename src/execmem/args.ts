@@ -18,9 +18,13 @@ import { EXECMEM_TYPES } from '../arch/types.js';
 import { isPow2, SZ_2M, SZ_4K, VA_LIMIT } from '../base/addr.js';
 import { realBytes } from '../base/bytes.js';
 import { describe } from '../base/describe.js';
-import type { Backend } from './backend.js';
+import type { Backend, ExecLock } from './backend.js';
 import { ExecmemError, fail } from './errors.js';
 import { BLOCK_BYTES, MAX_ALIGN_BYTES, type PoolSharing, SMALL_OBJECT_BYTES } from './limits.js';
+
+/** Node's Buffer prototype (a Uint8Array subclass that does not override length). */
+const BUFFER_PROTO: object | undefined =
+  typeof Buffer === 'function' ? Object.getPrototypeOf(Buffer.alloc(0)) : undefined;
 
 export const TYPE_INDEX: ReadonlyMap<unknown, number> = new Map(EXECMEM_TYPES.map((t, i) => [t, i]));
 
@@ -65,6 +69,11 @@ export function checkBytes(bytes: unknown, op: string): Uint8Array {
     );
   }
   if (real.length === 0) fail('EINVAL', `${op}: bytes must not be empty (a detached buffer is empty)`);
+  // A plain Uint8Array or Buffer without an own `length` cannot lie about it (the hot path);
+  // getPrototypeOf and hasOwn run no user code on a genuine typed array.
+  const proto = Object.getPrototypeOf(bytes);
+  if ((proto === Uint8Array.prototype || proto === BUFFER_PROTO) && !Object.hasOwn(bytes as object, 'length'))
+    return real;
   const claimed = readProp(bytes as object, 'length', 'bytes');
   if (claimed !== real.length) {
     fail('EINVAL', `${op}: bytes.length says ${describe(claimed)} but the array holds ${real.length} bytes`);
@@ -152,8 +161,8 @@ const BACKEND_METHODS = [
   'counters',
 ] as const;
 
-/** Is this a Backend (backend.ts)? Checked member by member, each read once. */
-export function checkBackend(backend: unknown): Backend {
+/** Is this a Backend (backend.ts)? Checked member by member; returns the lock it offered. */
+export function checkBackend(backend: unknown): { backend: Backend; lock: ExecLock | undefined } {
   const what = 'new Execmem: the backend';
   if (typeof backend !== 'object' || backend === null)
     fail('EINVAL', `${what} must be a Backend (a SimBackend, a HostBackend), got ${describe(backend)}`);
@@ -189,5 +198,5 @@ export function checkBackend(backend: unknown): Backend {
   const start = get('modulesStart');
   if (start !== undefined && (typeof start !== 'number' || !Number.isSafeInteger(start) || start < 0))
     fail('EINVAL', `${what}'s modulesStart must be a non-negative integer, got ${describe(start)}`);
-  return backend as Backend;
+  return { backend: backend as Backend, lock: lock as ExecLock | undefined };
 }

@@ -11,10 +11,11 @@
  * - One write path, `update()`: an alias write where the backend has one (x86 text_poke through
  *   a temporary mm, arm64 fixmap, host RW view), else unprotect/write/protect inside the helper,
  *   under one lock (Kent's jitalloc_update, <ZHFDO/95KMXRdOWI@moria.home.lan>). Nothing outside
- *   this file flips permissions. On non-alias arches the helper flips the whole block, whose
- *   mapping is one 2 MiB leaf, so a flip changes one PMD entry and never splits the large page
- *   (sub-range flips would split it, and only x86 collapses it back); `batch()` keeps a block's
- *   window open across many updates so it flips once per direction.
+ *   the allocator flips permissions (writer.ts; store.ts only protects a new block once). On
+ *   non-alias arches the helper flips the whole block, whose mapping is one 2 MiB leaf, so a
+ *   flip changes one PMD entry and never splits the large page (sub-range flips would split it,
+ *   and only x86 collapses it back); `batch()` keeps a block's window open across many updates
+ *   so it flips once per direction.
  * - Sub-page packing: blocks of 2 MiB are shared by many objects at a small granule (75% of BPF
  *   programs are < 2 KiB, half < 500 B; Song Liu, <20221107223921.3451913-1-song@kernel.org>),
  *   with a TLSF heap per pool (heap.ts) so alloc and free are O(1) regardless of live objects
@@ -67,7 +68,8 @@
  * Files: this one is the public surface (argument checks, the lock, the re-entrancy guard, the
  * order of each call's steps); args.ts checks arguments; store.ts maps blocks, places objects
  * and finds them (pools.ts: pools and the block directory; heap.ts: the TLSF heap); writer.ts
- * is the write helper and the only code that changes protections; limits.ts holds the sizes.
+ * is the write helper and the only code that changes the protection of a block in use (store.ts
+ * gives a new block its pool's protection once); limits.ts holds the sizes.
  */
 import type { ExecmemType } from '../arch/types.js';
 import { archHex, archToBig, archToVa, EXECMEM_TYPES } from '../arch/types.js';
@@ -153,12 +155,13 @@ export class Execmem {
   private busy = false;
 
   constructor(backend: Backend, options: ExecmemOptions = {}) {
-    this.backend = checkBackend(backend);
+    const checked = checkBackend(backend);
+    this.backend = checked.backend;
     const o = checkOptions(options, DEFAULT_GRANULE_BYTES);
     this.granuleBytes = o.granuleBytes;
     this.sharing = o.sharing;
     this.smallObjectBytes = o.smallObjectBytes;
-    this.lock = backend.lock ?? new LocalLock();
+    this.lock = checked.lock ?? new LocalLock();
     this.ranges = buildRangeTable(backend.arch, o.kaslr, o.seed, backend.modulesStart);
     const hex = (va: number): string => this.hex(va);
     this.store = new BlockStore(backend, this.ranges, o.sharing, o.granuleBytes, o.smallObjectBytes, hex);
