@@ -34,12 +34,20 @@ export type {
   Backend,
   BackendBlock,
   BackendCounters,
+  ExecmemCounters,
   ExecmemErrorCode,
   ExecmemOptions,
   ExecmemStats,
   ExecmemTypeStats,
 } from './execmem/index.js';
-export { BackendError, Execmem, ExecmemError, formatStats } from './execmem/index.js';
+export {
+  BackendError,
+  COST_COUNTERS,
+  EXECMEM_ERROR_CODES,
+  Execmem,
+  ExecmemError,
+  formatStats,
+} from './execmem/index.js';
 export { SimBackend } from './execmem/sim-backend.js';
 export type { HostMode, HostOptions, HostReport } from './host/index.js';
 export { HostBackend, HostError, openHost, X86Asm } from './host/index.js';

@@ -9,6 +9,7 @@ import { ARCHES, type ArchSpec, type ExecmemType } from '../src/arch/index.js';
 import { SZ_2M } from '../src/base/addr.js';
 import { ExecmemError } from '../src/execmem/errors.js';
 import { Execmem, RO_AFTER_INIT_BLOCK_BYTES } from '../src/execmem/execmem.js';
+import { execmemErrorCode } from './helpers/execmem-error.js';
 import { FakeBackend } from './helpers/fake-backend.js';
 
 interface World {
@@ -171,14 +172,75 @@ test('fault injection: a failed protect while preparing a new block unmaps it ag
   }
 });
 
-test('fault injection: a failed protect during a generic update changes nothing', () => {
+test('fault injection: a failed protect during a generic update or free changes nothing', () => {
+  // `large` is a block whose write window never opened, so opening it may fail (fake-backend.ts).
   const w = world(ARCHES.generic);
   w.fb.failProtect(1);
-  expectRefused(w, 'ENOMEM', () => w.em.updateVa(w.text, Uint8Array.of(1, 2, 3)));
+  expectRefused(w, 'ENOMEM', () => w.em.updateVa(w.large, Uint8Array.of(1, 2, 3)));
+  const text = w.em.allocVa('module_text', 100);
+  w.fb.failProtect(1);
+  expectRefused(w, 'ENOMEM', () => w.em.freeVa(text));
+  w.fb.failProtect(1);
+  expectRefused(w, 'ENOMEM', () => w.em.batch(() => w.em.updateVa(text, Uint8Array.of(1))));
 });
 
 test('fault injection: a failed seal changes nothing', () => {
   const w = world();
   w.fb.failProtect(1);
   expectRefused(w, 'ENOMEM', () => w.em.sealVa(w.rai));
+});
+
+test('fault injection: a failed unmap in a free of a large object changes nothing; the retry frees it', () => {
+  for (const arch of [ARCHES.x86_64, ARCHES.generic]) {
+    const w = world(arch);
+    w.em.sealVa(w.em.allocVa('module_ro_after_init', RO_AFTER_INIT_BLOCK_BYTES + 1));
+    w.fb.failUnmapBlock(1);
+    expectRefused(w, 'ENOMEM', () => w.em.freeVa(w.large));
+    // Inside a batch, after an update opened the object's window (generic: no alias).
+    w.em.batch(() => {
+      w.em.updateVa(w.large, Uint8Array.of(0xc3));
+      w.fb.failUnmapBlock(1);
+      expectRefused(w, 'ENOMEM', () => w.em.freeVa(w.large));
+    });
+    w.em.freeVa(w.large);
+    assert.equal(w.em.stats().pools.module_text.largeObjects, 0);
+    assert.equal(
+      execmemErrorCode(() => w.em.freeVa(w.large)),
+      'EFREE',
+    );
+    w.em.audit();
+  }
+});
+
+test('fault injection: shrink is best effort; a block whose unmap fails stays, consistent, for the next shrink', () => {
+  const w = world();
+  const vas = [w.em.allocVa('bpf', SZ_2M - 4096), w.em.allocVa('bpf', SZ_2M - 4096)];
+  for (const va of vas) w.em.freeVa(va);
+  const blocks = w.em.stats().pools['kprobes+ftrace+bpf'].blocks;
+  w.fb.failUnmapBlock(1);
+  const first = w.em.shrink({ keepSpare: false });
+  w.em.audit();
+  const after = w.em.stats().pools['kprobes+ftrace+bpf'];
+  assert.equal(after.blocks, blocks - first / SZ_2M, 'what was not released is still there');
+  assert.ok(after.blocks >= 1, 'the failed block stayed');
+  assert.equal(w.em.stats().pools['kprobes+ftrace+bpf'].mappedBytes, after.blocks * SZ_2M);
+  const second = w.em.shrink({ keepSpare: false });
+  assert.ok(second > 0, 'the next shrink releases it');
+  assert.equal(w.em.stats().pools['kprobes+ftrace+bpf'].emptyBlocks, 0);
+});
+
+test('fault injection: a growth whose undo cannot unmap keeps a stray that shrink releases', () => {
+  const w = world(ARCHES.arm64);
+  const mapped = w.fb.mappedBytes();
+  w.fb.failProtect(1);
+  w.fb.failUnmapBlock(1);
+  assert.equal(
+    execmemErrorCode(() => w.em.allocVa('module_text', 3 * SZ_2M)),
+    'ENOMEM',
+  );
+  assert.equal(w.fb.mappedBytes(), mapped + 6 * 1024 * 1024, 'the stray is still mapped');
+  assert.equal(w.fb.wxViolationCount(), 0, 'and never executable');
+  w.em.audit();
+  assert.ok(w.em.shrink() >= 6 * 1024 * 1024, 'shrink unmaps the stray');
+  assert.equal(w.fb.mappedBytes(), mapped);
 });

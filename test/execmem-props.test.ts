@@ -1,14 +1,15 @@
 /**
  * Property tests on the fake backend: random sequences of alloc / update / free / seal / shrink /
  * batch (and hostile calls) across all types and the three arches, every DESIGN.md section 5
- * invariant asserted after every step by the shared model (helpers/fake-backend.ts), ending
+ * invariant asserted after every step by the shared model (helpers/execmem-model.ts), ending
  * with a drain that must leave nothing mapped.
  */
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { ARCHES } from '../src/arch/index.js';
 import { Execmem, type PoolSharing } from '../src/execmem/execmem.js';
-import { ExecmemModel, FakeBackend, fakeProbe, opArb } from './helpers/fake-backend.js';
+import { ExecmemModel, fakeProbe, opArb } from './helpers/execmem-model.js';
+import { FakeBackend } from './helpers/fake-backend.js';
 
 const configs: [keyof typeof ARCHES, PoolSharing][] = [
   ['x86_64', 'family'],

@@ -22,51 +22,10 @@ import { Execmem } from '../src/execmem/execmem.js';
 import { SimBackend } from '../src/execmem/sim-backend.js';
 import { MachineFault } from '../src/machine/errors.js';
 import { createMachine, type Machine } from '../src/machine/machine.js';
-import { flagsToProt } from '../src/machine/types.js';
-import { ExecmemModel, type ModelProbe, opArb } from './helpers/fake-backend.js';
+import { ExecmemModel, type ModelProbe, opArb } from './helpers/execmem-model.js';
+import { simProbe } from './helpers/sim-probe.js';
 
 const GIB = 2 ** 30;
-
-function areaBytes(m: Machine): number {
-  return m.areas().reduce((s, a) => s + a.sizeBytes, 0);
-}
-
-function simProbe(m: Machine): ModelProbe {
-  const base = areaBytes(m);
-  const baseFrames = m.frameAccounting().mappedFrames;
-  return {
-    raw(va, n) {
-      const out = new Uint8Array(n);
-      for (let done = 0; done < n; ) {
-        const t = m.kernelPt.walk(va + done);
-        assert.ok(t !== null, `no mapping at 0x${(va + done).toString(16)}`);
-        const k = Math.min(4096 - ((va + done) % 4096), n - done);
-        out.set(m.phys.read(t.pfn * 4096 + (va + done - t.va), k), done);
-        done += k;
-      }
-      return out;
-    },
-    protAt(va) {
-      const t = m.kernelPt.walk(va);
-      return t === null ? undefined : flagsToProt(t.flags);
-    },
-    check() {
-      assert.equal(m.wxViolationCount(), 0, 'W^X audit');
-      const f = m.frameAccounting();
-      assert.equal(
-        f.freeFrames + f.tableFrames + f.mappedFrames,
-        f.totalFrames,
-        'frames: free + tables + mapped = total',
-      );
-      assert.equal(
-        (f.mappedFrames - baseFrames) * 4096,
-        areaBytes(m) - base,
-        'frames mapped = execmem blocks',
-      );
-    },
-    mappedBytes: () => areaBytes(m) - base,
-  };
-}
 
 function simWorld(arch: ArchName, seed = 1) {
   const m = createMachine({ arch, memoryBytes: GIB, cpus: 4, seed });

@@ -312,7 +312,8 @@ test('data types: module_data plain RW+NX, rodata RO written via the helper, ro_
   assert.equal(fb.counters().pokes, pokes + 1, 'rodata goes through the alias write');
   const rai = em.allocVa('module_ro_after_init', 100);
   assert.equal(rai % SZ_4K, 0, 'ro_after_init is page aligned');
-  assert.equal(em.sizeOf(rai), SZ_4K, 'and page sized');
+  assert.equal(em.sizeOf(rai), 100, 'sizeOf is the requested size');
+  assert.equal(em.stats().types.module_ro_after_init.liveBytes, SZ_4K, 'it occupies a whole page');
   const rai2 = em.allocVa('module_ro_after_init', 5000);
   em.updateVa(rai, Uint8Array.of(1, 2, 3));
   em.sealVa(rai);
@@ -385,7 +386,8 @@ test('shrink never releases a block in use', () => {
   const { em } = setup();
   const a = em.allocVa('bpf', 100);
   em.shrink({ keepSpare: false });
-  assert.equal(em.sizeOf(a), 128, 'the allocation is still live (100 B rounded to 64 B granules)');
+  assert.equal(em.sizeOf(a), 100, 'the allocation is still live');
+  assert.equal(em.stats().types.bpf.liveBytes, 128, '100 B occupy two 64 B granules');
   assert.equal(em.stats().pools['kprobes+ftrace+bpf'].blocks, 1);
 });
 
@@ -416,7 +418,7 @@ test('updates at interior addresses of a long allocation find it; free space aro
     execmemErrorCode(() => em.freeVa(va)),
     'EFREE',
   );
-  assert.equal(em.sizeOf(after), 128);
+  assert.equal(em.sizeOf(after), 100);
 });
 
 test('objects larger than a block get their own mapping, released on free', () => {
@@ -424,7 +426,8 @@ test('objects larger than a block get their own mapping, released on free', () =
   const size = 5 * 1024 * 1024 + 3;
   const va = em.allocVa('module_text', size);
   assert.equal(va % SZ_2M, 0);
-  assert.equal(em.sizeOf(va), Math.ceil(size / 64) * 64);
+  assert.equal(em.sizeOf(va), size);
+  assert.equal(em.stats().types.module_text.liveBytes, Math.ceil(size / 64) * 64, 'usable: granule-rounded');
   em.updateVa(va + 4 * 1024 * 1024, Uint8Array.of(0x90));
   assert.equal(em.readVa(va + 4 * 1024 * 1024, 1)[0], 0x90);
   assert.equal(
@@ -439,7 +442,13 @@ test('objects larger than a block get their own mapping, released on free', () =
   assert.equal(fb.mappedBytes(), 0);
   assert.equal(
     execmemErrorCode(() => em.freeVa(va)),
+    'EFREE',
+    'a double free, though the mapping is gone',
+  );
+  assert.equal(
+    execmemErrorCode(() => em.freeVa(va + 8 * 1024 * 1024)),
     'ENOENT',
+    'never mapped',
   );
 });
 

@@ -257,16 +257,18 @@ if (!isMainThread && (workerData as { role?: string } | undefined)?.role === 'vi
       for (const scenario of DEATHS[mode]) {
         test(`terminated inside ${scenario}: the owner goes on, protections are consistent, nothing is W+X`, async () => {
           const h = open(mode);
+          let victim: Awaited<ReturnType<typeof startVictim>> | null = null;
           try {
             const em = new Execmem(h);
             const mine = em.allocVa('bpf', 64);
             em.updateVa(mine, genConst(41));
             const f = h.fn(mine, 'int (void)');
-            const victim = await startVictim(h, scenario);
+            victim = await startVictim(h, scenario);
             const holdsExclusive =
               scenario !== 'call:shared' && !(mode === 'dualmap' && scenario === 'batch');
             if (holdsExclusive) assert.notEqual(h.lockState().holder, null, 'the victim holds the lock');
             await victim.terminate();
+            victim = null;
             const t0 = performance.now();
             const big = ownerWorks(h, em, 5);
             const took = performance.now() - t0;
@@ -289,6 +291,7 @@ if (!isMainThread && (workerData as { role?: string } | undefined)?.role === 'vi
             );
             assertHealthy(h);
           } finally {
+            await victim?.terminate(); // a failed assertion must not leave the victim alive
             h.close();
           }
         });
@@ -296,9 +299,10 @@ if (!isMainThread && (workerData as { role?: string } | undefined)?.role === 'vi
 
       test('a live holder that never lets go: ETIMEDOUT within the bound, nothing changed', async () => {
         const h = open(mode, 300);
+        let victim: Awaited<ReturnType<typeof startVictim>> | null = null;
         try {
           const em = new Execmem(h);
-          const victim = await startVictim(h, 'map:populated');
+          victim = await startVictim(h, 'map:populated');
           const before = JSON.stringify(h.report().families);
           const t0 = performance.now();
           const code =
@@ -319,9 +323,12 @@ if (!isMainThread && (workerData as { role?: string } | undefined)?.role === 'vi
           assert.ok(took >= 250 && took < SURVIVE_MS, `timed out after ${took.toFixed(0)} ms`);
           assert.equal(JSON.stringify(h.report().families), before);
           await victim.terminate();
+          victim = null;
           ownerWorks(h, em, 3);
           assertHealthy(h);
         } finally {
+          // A failed assertion above must not leave the holder alive: the file would never exit.
+          await victim?.terminate();
           h.close();
         }
       });

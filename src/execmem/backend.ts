@@ -26,7 +26,10 @@ export type BackendErrorCode =
   /** The lock is already held by this thread (a re-entrant call, refused with nothing changed). */
   | 'EDEADLK'
   /** The lock's holder is alive but did not release it within the backend's bound. */
-  | 'ETIMEDOUT';
+  | 'ETIMEDOUT'
+
+  /** A bad argument (bytes that are not a genuine Uint8Array). */
+  | 'EINVAL';
 
 export class BackendError extends Error {
   override name = 'BackendError';
@@ -115,14 +118,30 @@ export interface Backend {
    * ENOSPC/ENOMEM and leaves nothing behind on failure.
    */
   mapBlock(req: MapBlockRequest): BackendBlock;
-  /** Unmap a block entirely (its protections are reset first, as VM_FLUSH_RESET_PERMS does). */
+  /**
+   * Unmap a block entirely (its protections are reset first, as VM_FLUSH_RESET_PERMS does).
+   * Atomic: when it throws (BackendError ENOMEM: the reset needed memory it could not get),
+   * the block is still mapped and nothing changed (the sim: machine vfree, mm/vmalloc.c).
+   */
   unmapBlock(block: BackendBlock): void;
 
-  /** Plain store through the primary mapping; the range must currently be writable. */
+  /**
+   * Plain store through the primary mapping; the range must currently be writable. execmem
+   * passes a plain Uint8Array whose length is real (base/bytes.ts); a backend called by anyone
+   * else takes the length from the real backing store too.
+   */
   write(va: number, bytes: Uint8Array): void;
   /** Plain fill with a repeating pattern through the primary mapping; must be writable. */
   fill(va: number, sizeBytes: number, pattern: Uint8Array): void;
-  /** Set the protection of page-aligned [va, va+sizeBytes) inside `block`. Allocator-internal. */
+  /**
+   * Set the protection of page-aligned [va, va+sizeBytes) inside `block`. Allocator-internal.
+   * Atomic: when it throws (BackendError ENOMEM), nothing changed. Giving a whole block back
+   * the protection it was prepared with, after execmem made it RW (closing an update window),
+   * must not fail: the backend kept what the first change needed (sim: the direct-map splits
+   * of the first set_memory_ro/rox stay split and whole-block flips change whole leaves, with
+   * no collapse on the arches that use windows; host: mprotect of a range merges mappings
+   * back). execmem relies on it, so a write never ends with a block left open.
+   */
   protect(block: BackendBlock, va: number, sizeBytes: number, prot: Prot): void;
 
   /** Write through the alias (never making the primary mapping writable). Requires hasAliasWrite. */

@@ -1,7 +1,7 @@
 /** The execmem allocator's public surface (re-exports; see execmem.ts for the design). */
 export type { Backend, BackendBlock, BackendCounters, ExecLock, MapBlockRequest } from './backend.js';
 export { BackendError, newBackendCounters } from './backend.js';
-export { ExecmemError, type ExecmemErrorCode } from './errors.js';
+export { EXECMEM_ERROR_CODES, ExecmemError, type ExecmemErrorCode } from './errors.js';
 export {
   type AllocContext,
   BLOCK_BYTES,
@@ -16,6 +16,7 @@ export {
 export { buildRangeTable, modulesStartFor, type TypeClass, type TypeRange } from './ranges.js';
 export { SimBackend, type SimBackendOptions } from './sim-backend.js';
 export {
+  COST_COUNTERS,
   type ExecmemCounters,
   type ExecmemPoolStats,
   type ExecmemStats,

@@ -20,10 +20,15 @@
  *   range table from it rather than drawing a second offset of its own.
  * - read -> CPU loads. counters -> the machine's counters (the machine is shared with nothing
  *   else in tests and benchmarks; elsewhere the figures include other users of the machine).
- * Machine errors become BackendErrors (ENOMEM, ENOSPC) so the allocator can report them typed.
+ * Machine errors become BackendErrors (ENOMEM, ENOSPC) so the allocator can report them typed,
+ * on every call that can fail for lack of memory: mapBlock (vmalloc), protect (set_memory_*)
+ * and unmapBlock (vfree, atomic since issue 16: a reset-perms vfree whose direct-map split gets
+ * no page-table frame throws ENOMEM with the area still live).
+ * Bytes are taken by their real length (base/bytes.ts), never by an overridable `length`.
  */
 import type { ArchSpec, Prot } from '../arch/types.js';
 import { SZ_2M, SZ_4K } from '../base/addr.js';
+import { realBytes } from '../base/bytes.js';
 import { MachineError } from '../machine/errors.js';
 import type { Machine } from '../machine/machine.js';
 import type { VmArea } from '../machine/types.js';
@@ -98,16 +103,20 @@ export class SimBackend implements Backend {
   }
 
   unmapBlock(block: BackendBlock): void {
-    this.machine.vfree(block.va);
+    try {
+      this.machine.vfree(block.va);
+    } catch (e) {
+      throw translate(e);
+    }
     this.blocksUnmapped++;
   }
 
   write(va: number, bytes: Uint8Array): void {
-    this.machine.store(this.cpu, va, bytes);
+    this.machine.store(this.cpu, va, plain(bytes, 'write'));
   }
 
   fill(va: number, sizeBytes: number, pattern: Uint8Array): void {
-    const buf = this.fillBuffer(pattern);
+    const buf = this.fillBuffer(plain(pattern, 'fill'));
     for (let done = 0; done < sizeBytes; done += FILL_CHUNK_BYTES) {
       const n = Math.min(FILL_CHUNK_BYTES, sizeBytes - done);
       this.machine.store(this.cpu, va + done, buf.subarray(0, n));
@@ -128,12 +137,12 @@ export class SimBackend implements Backend {
 
   poke(va: number, bytes: Uint8Array): void {
     if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', `${this.arch.name} has no alias write`);
-    this.machine.poke(this.cpu, va, bytes);
+    this.machine.poke(this.cpu, va, plain(bytes, 'poke'));
   }
 
   pokeSet(va: number, sizeBytes: number, pattern: Uint8Array): void {
     if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', `${this.arch.name} has no alias write`);
-    this.machine.pokeSet(this.cpu, va, sizeBytes, pattern);
+    this.machine.pokeSet(this.cpu, va, sizeBytes, plain(pattern, 'pokeSet'));
   }
 
   read(va: number, sizeBytes: number): Uint8Array {
@@ -177,11 +186,26 @@ export class SimBackend implements Backend {
     let buf = this.fillBuffers.get(key);
     if (buf === undefined) {
       buf = new Uint8Array(FILL_CHUNK_BYTES);
-      for (let i = 0; i < buf.length; i++) buf[i] = pattern[i % pattern.length];
+      if (FILL_CHUNK_BYTES % pattern.length === 0) {
+        // Doubling copies: the pattern repeats exactly, and a fresh backend builds it fast.
+        buf.set(pattern);
+        for (let n = pattern.length; n < buf.length; n *= 2)
+          buf.copyWithin(n, 0, Math.min(n, buf.length - n));
+      } else {
+        for (let i = 0; i < buf.length; i++) buf[i] = pattern[i % pattern.length];
+      }
       this.fillBuffers.set(key, buf);
     }
     return buf;
   }
+}
+
+/** The real bytes of a caller's Uint8Array (base/bytes.ts); EINVAL for anything else. */
+function plain(bytes: Uint8Array, what: string): Uint8Array {
+  const real = realBytes(bytes);
+  if (real === undefined || real.length === 0)
+    throw new BackendError('EINVAL', `SimBackend.${what}: bytes must be a non-empty Uint8Array`);
+  return real;
 }
 
 function translate(e: unknown): unknown {

@@ -61,19 +61,29 @@ export interface ExecmemPoolStats {
   metadataBytes: number;
 }
 
+/**
+ * What the "failed calls change nothing" contract covers (DESIGN.md section 5): every figure of
+ * ExecmemStats except the cost counters marked below. The operation counters (allocs ...
+ * blocksReleased) count completed calls only. The cost counters count work that was really done,
+ * whatever the call's outcome: attempts (atomicRefusals, allocSearchSteps) and the platform's
+ * costs (the backend deltas). A free, seal, update or shrink that fails leaves even those
+ * unchanged (the machine rolls back its one fallible step, counters included); a growth that
+ * fails after the backend mapped its block did map and unmap it, and the backend deltas say so.
+ */
 export interface ExecmemCounters {
   allocs: number;
   frees: number;
   updates: number;
   seals: number;
+  /** Outermost batch() calls whose callback returned (a refused or throwing batch is not counted). */
   batches: number;
   blocksMapped: number;
   blocksReleased: number;
-  /** Allocations refused in atomic context because the cache would have to grow. */
+  /** Cost counter: allocations refused in atomic context (EAGAIN) because the cache would have to grow. */
   atomicRefusals: number;
-  /** Free runs examined and class-bitmap look-ups made by alloc searches, all pools. */
+  /** Cost counter: free runs examined and class-bitmap look-ups made by alloc searches, all pools. */
   allocSearchSteps: number;
-  /** Backend deltas since the allocator was created. */
+  /** Cost counters: backend deltas since the allocator was created. */
   permissionFlips: number;
   pokes: number;
   pokeBytes: number;
@@ -83,6 +93,20 @@ export interface ExecmemCounters {
   directMapSplits: number;
   hugeFallbacks: number;
 }
+
+/** The cost counters of ExecmemCounters (outside the contract; see there). */
+export const COST_COUNTERS: readonly (keyof ExecmemCounters)[] = [
+  'atomicRefusals',
+  'allocSearchSteps',
+  'permissionFlips',
+  'pokes',
+  'pokeBytes',
+  'localFlushes',
+  'shootdowns',
+  'ipis',
+  'directMapSplits',
+  'hugeFallbacks',
+];
 
 export interface ExecmemStats {
   backend: 'sim' | 'host';

@@ -14,6 +14,7 @@
  */
 import { ARCHES } from '../arch/index.js';
 import type { ArchName, ArchSpec, Prot, VaRange } from '../arch/types.js';
+import { describe } from '../base/describe.js';
 import { Rng } from '../base/rng.js';
 import { kernelTextStart, mapDirectMap, mapKernelImage, modulesStart, protectImageAlias } from './boot.js';
 import { Cpa } from './cpa.js';
@@ -105,27 +106,56 @@ export class Machine {
   private readonly markers: ReturnType<typeof ptdumpMarkers>;
 
   constructor(config: MachineConfig = {}) {
+    // Every field is checked here, typed, naming the field (issue 16 item 7): look-ups by a
+    // caller's name are own-property look-ups, so '__proto__' or 'toString' is an unknown name.
+    if (typeof config !== 'object' || config === null || Array.isArray(config))
+      throw new MachineError('EINVAL', `the machine config must be an object, got ${describe(config)}`);
     const archName = config.arch ?? 'x86_64';
-    const arch = (ARCHES as Record<string, ArchSpec | undefined>)[archName];
-    if (arch === undefined) throw new MachineError('EINVAL', `unknown arch '${archName}'`);
-    const memoryBytes = config.memoryBytes ?? 16 * GIB;
-    const cpuCount = config.cpus ?? 4;
-    if (!Number.isInteger(cpuCount) || cpuCount < 1 || cpuCount > MAX_CPUS) {
-      throw new MachineError('EINVAL', `cpus must be an integer in 1..${MAX_CPUS}, got ${cpuCount}`);
+    if (typeof archName !== 'string' || !Object.hasOwn(ARCHES, archName)) {
+      throw new MachineError(
+        'EINVAL',
+        `unknown arch ${describe(archName)} (known: ${Object.keys(ARCHES).join(', ')})`,
+      );
     }
-    const profile = tlbProfileByName(config.tlb ?? defaultTlbProfile(archName));
+    const arch: ArchSpec = ARCHES[archName];
+    const memoryBytes = config.memoryBytes ?? 16 * GIB;
+    if (
+      typeof memoryBytes !== 'number' ||
+      !Number.isSafeInteger(memoryBytes) ||
+      memoryBytes <= 0 ||
+      memoryBytes % GIB !== 0
+    )
+      throw new MachineError(
+        'EINVAL',
+        `memoryBytes must be a positive multiple of 1 GiB, got ${describe(memoryBytes)}`,
+      );
+    const cpuCount = config.cpus ?? 4;
+    if (typeof cpuCount !== 'number' || !Number.isInteger(cpuCount) || cpuCount < 1 || cpuCount > MAX_CPUS) {
+      throw new MachineError(
+        'EINVAL',
+        `cpus must be an integer in 1..${MAX_CPUS}, got ${describe(cpuCount)}`,
+      );
+    }
+    const tlbName = config.tlb ?? defaultTlbProfile(archName);
+    const profile = typeof tlbName === 'string' ? tlbProfileByName(tlbName) : undefined;
     if (profile === undefined) {
       throw new MachineError(
         'EINVAL',
-        `unknown TLB profile '${config.tlb}' (known: ${TLB_PROFILE_NAMES.join(', ')})`,
+        `unknown TLB profile ${describe(tlbName)} in tlb (known: ${TLB_PROFILE_NAMES.join(', ')})`,
       );
     }
+    const kaslr = config.kaslr ?? true;
+    if (typeof kaslr !== 'boolean')
+      throw new MachineError('EINVAL', `kaslr must be a boolean, got ${describe(kaslr)}`);
+    const seed = config.seed ?? 1;
+    if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0)
+      throw new MachineError('EINVAL', `seed must be a non-negative integer, got ${describe(seed)}`);
     this.tlbProfile = profile;
     this.tlbProfileName = profile.name as TlbProfileName;
     this.arch = arch;
     this.cpuCount = cpuCount;
-    this.kaslr = config.kaslr ?? true;
-    this.seed = config.seed ?? 1;
+    this.kaslr = kaslr;
+    this.seed = seed;
     const rng = new Rng(this.seed);
     this.counters = newCounters();
     this.phys = new PhysMem(memoryBytes);

@@ -9,21 +9,19 @@
  * alloc/free" on alias arches. It is a model, not a machine: there are no TLBs here, so
  * `shootdowns` counts protection changes that remove a permission (what would need one) and
  * `localFlushes` counts alias writes (text_poke flushes locally). Fault injection: fail the nth
- * next mapBlock or protect, or make the next huge blocks fall back to 4 KiB leaves.
+ * next mapBlock, unmapBlock or protect, or make the next huge blocks fall back to 4 KiB leaves.
  *
  * `storeBytes: false` keeps protections but no contents (reads return zeros): the benchmark uses
  * it so that throughput measures the allocator, not memset of megabytes.
  *
- * The file also holds what the execmem property tests share (fake and sim alike): `ExecmemModel`,
- * a model of every live allocation that applies random ops and checks every DESIGN.md section 5
- * invariant through a `ModelProbe` each backend answers its own way, and `opArb`, the fast-check
- * generator of op sequences.
+ * What the execmem property tests share (the model of live allocations, `fakeProbe`, `opArb`)
+ * is in execmem-model.ts.
  */
 import { createHash } from 'node:crypto';
-import fc from 'fast-check';
-import type { ArchSpec, ExecmemType, Prot, VaRange } from '../../src/arch/types.js';
-import { EXECMEM_TYPES, protIsExec, protIsWrite, typeIsText } from '../../src/arch/types.js';
+import type { ArchSpec, Prot, VaRange } from '../../src/arch/types.js';
+import { protIsExec, protIsWrite } from '../../src/arch/types.js';
 import { SZ_2M, SZ_4K } from '../../src/base/addr.js';
+import { realBytes } from '../../src/base/bytes.js';
 import {
   type Backend,
   type BackendBlock,
@@ -32,8 +30,6 @@ import {
   type MapBlockRequest,
   newBackendCounters,
 } from '../../src/execmem/backend.js';
-import { ExecmemError } from '../../src/execmem/errors.js';
-import type { Execmem } from '../../src/execmem/execmem.js';
 
 export class FakeFault extends Error {
   override name = 'FakeFault';
@@ -43,7 +39,15 @@ const PROTS: readonly Prot[] = ['none', 'ro', 'rw', 'rox', 'rwx'];
 
 interface FakeBlock extends BackendBlock {
   readonly prot: Uint8Array; // index into PROTS, per page
+  /**
+   * Per page, a bit per PROTS index: the protections protect() has given the page since it was
+   * mapped (the mapping's own RW does not count: a backend may need memory for the first change
+   * to any protection, as a host mprotect may to split a mapping).
+   */
+  readonly held: Uint8Array;
   readonly bytes: Uint8Array | null;
+  /** Bumped by every store into the block (stateKey: contents without hashing them). */
+  writes: number;
 }
 
 export interface FakeBackendOptions {
@@ -77,6 +81,7 @@ export class FakeBackend implements Backend {
   private failMapIn = 0;
   private failMapCode: 'ENOMEM' | 'ENOSPC' = 'ENOMEM';
   private failProtectIn = 0;
+  private failUnmapIn = 0;
   private hugeFallbacksLeft = 0;
   /** Keep the flips list bounded for long runs. */
   recordFlips = true;
@@ -98,9 +103,21 @@ export class FakeBackend implements Backend {
     this.failMapCode = code;
   }
 
-  /** The nth next protect throws BackendError ENOMEM (as CPA failing to allocate a page table). */
+  /**
+   * The nth next protect throws BackendError ENOMEM (as CPA failing to allocate a page table).
+   * Calls that give every page a protection it has held before are not counted: they cannot
+   * fail (the model of CPA above; the Backend contract, backend.ts protect).
+   */
   failProtect(nth: number): void {
     this.failProtectIn = nth;
+  }
+
+  /**
+   * The nth next unmapBlock throws BackendError ENOMEM with the block still mapped (as a vfree
+   * whose direct-map reset gets no page-table frame: atomic, machine/vmalloc.ts).
+   */
+  failUnmapBlock(nth: number): void {
+    this.failUnmapIn = nth;
   }
 
   /** The next `count` huge requests get 4 KiB leaves (no 2 MiB frame available). */
@@ -131,6 +148,8 @@ export class FakeBackend implements Backend {
       sizeBytes: req.sizeBytes,
       largePages,
       prot: new Uint8Array(pages).fill(PROTS.indexOf('rw')),
+      held: new Uint8Array(pages),
+      writes: 0,
       bytes: this.storeBytes ? new Uint8Array(req.sizeBytes) : null,
     };
     const i = this.blocks.findIndex((b) => b.va > va);
@@ -147,6 +166,8 @@ export class FakeBackend implements Backend {
   unmapBlock(block: BackendBlock): void {
     const i = this.blocks.indexOf(block as FakeBlock);
     if (i < 0) throw new Error('fake: unmap of an unknown block');
+    if (this.failUnmapIn > 0 && --this.failUnmapIn === 0)
+      throw new BackendError('ENOMEM', 'injected unmapBlock failure');
     this.blocks.splice(i, 1);
     for (let c = Math.floor(block.va / SZ_2M); c * SZ_2M < block.va + block.sizeBytes; c++) {
       const list = this.byChunk.get(c)!;
@@ -157,13 +178,16 @@ export class FakeBackend implements Backend {
   }
 
   write(va: number, bytes: Uint8Array): void {
-    const b = this.check(va, bytes.length, 'write');
-    if (b.bytes) b.bytes.set(bytes, va - b.va);
+    const data = real(bytes);
+    const b = this.check(va, data.length, 'write');
+    if (b.bytes) b.bytes.set(data, va - b.va);
+    b.writes++;
   }
 
   fill(va: number, sizeBytes: number, pattern: Uint8Array): void {
     const b = this.check(va, sizeBytes, 'write');
     if (b.bytes) fillPattern(b.bytes, va - b.va, sizeBytes, pattern);
+    b.writes++;
   }
 
   protect(block: BackendBlock, va: number, sizeBytes: number, prot: Prot): void {
@@ -172,13 +196,22 @@ export class FakeBackend implements Backend {
     if (va % SZ_4K !== 0 || sizeBytes % SZ_4K !== 0 || sizeBytes <= 0)
       throw new Error('fake: protect not page aligned');
     if (va < b.va || va + sizeBytes > b.va + b.sizeBytes) throw new Error('fake: protect outside the block');
-    if (this.failProtectIn > 0 && --this.failProtectIn === 0)
-      throw new BackendError('ENOMEM', 'injected protect failure');
     const p = PROTS.indexOf(prot);
+    const first = (va - b.va) / SZ_4K;
+    const end = (va - b.va + sizeBytes) / SZ_4K;
+    // Giving pages a protection protect() gave them all before needs nothing new (as CPA: the
+    // splits were made the first time and nothing here collapses them), so it cannot fail; the
+    // Backend contract relies on it for closing update windows (backend.ts protect). Injected
+    // failures skip such calls and hit the next change that could fail.
+    let again = true;
+    for (let i = first; i < end && again; i++) again = (b.held[i] & (1 << p)) !== 0;
+    if (!again && this.failProtectIn > 0 && --this.failProtectIn === 0)
+      throw new BackendError('ENOMEM', 'injected protect failure');
     let removes = false;
-    for (let i = (va - b.va) / SZ_4K; i < (va - b.va + sizeBytes) / SZ_4K; i++) {
+    for (let i = first; i < end; i++) {
       const old = PROTS[b.prot[i]];
       if ((protIsWrite(old) && !protIsWrite(prot)) || (protIsExec(old) && !protIsExec(prot))) removes = true;
+      b.held[i] |= 1 << p;
       b.prot[i] = p;
     }
     this.c.permissionFlips++;
@@ -188,10 +221,12 @@ export class FakeBackend implements Backend {
 
   poke(va: number, bytes: Uint8Array): void {
     if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', 'no alias write');
-    const b = this.check(va, bytes.length, 'map');
-    if (b.bytes) b.bytes.set(bytes, va - b.va);
+    const data = real(bytes);
+    const b = this.check(va, data.length, 'map');
+    if (b.bytes) b.bytes.set(data, va - b.va);
+    b.writes++;
     this.c.pokes++;
-    this.c.pokeBytes += bytes.length;
+    this.c.pokeBytes += data.length;
     this.c.localFlushes++;
   }
 
@@ -199,6 +234,7 @@ export class FakeBackend implements Backend {
     if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', 'no alias write');
     const b = this.check(va, sizeBytes, 'map');
     if (b.bytes) fillPattern(b.bytes, va - b.va, sizeBytes, pattern);
+    b.writes++;
     this.c.pokes++;
     this.c.pokeBytes += sizeBytes;
     this.c.localFlushes++;
@@ -257,6 +293,18 @@ export class FakeBackend implements Backend {
     return stateOnly ? h.digest('hex') : `${h.digest('hex')}:${JSON.stringify(this.c)}`;
   }
 
+  /**
+   * The same as digest() without hashing contents: each block's count of stores stands for
+   * them (a store of identical bytes counts as a change, which is stricter). Cheap enough to take
+   * before every call of a fuzz case.
+   */
+  stateKey(withCounters = true): string {
+    const parts = this.blocks.map(
+      (b) => `${b.va}:${b.sizeBytes}:${b.largePages}:${b.writes}:${b.prot.join('')}`,
+    );
+    return withCounters ? `${parts.join(';')}|${JSON.stringify(this.c)}` : parts.join(';');
+  }
+
   // ---- internals ----
 
   private find(va: number): FakeBlock | undefined {
@@ -297,296 +345,21 @@ export class FakeBackend implements Backend {
   }
 }
 
-function fillPattern(dst: Uint8Array, off: number, sizeBytes: number, pattern: Uint8Array): void {
-  if (pattern.length === 1) {
+/** Bytes by their real length (base/bytes.ts), as every backend takes them. */
+function real(bytes: Uint8Array): Uint8Array {
+  const data = realBytes(bytes);
+  if (data === undefined || data.length === 0)
+    throw new BackendError('EINVAL', 'fake: bytes must be a non-empty Uint8Array');
+  return data;
+}
+
+export function fillPattern(dst: Uint8Array, off: number, sizeBytes: number, pattern: Uint8Array): void {
+  if (pattern.length === 1 || pattern.every((x) => x === pattern[0])) {
     dst.fill(pattern[0], off, off + sizeBytes);
     return;
   }
-  for (let i = 0; i < sizeBytes; i++) dst[off + i] = pattern[i % pattern.length];
+  // Seed one period, then double it with copyWithin (the phase runs from `off`).
+  const first = Math.min(pattern.length, sizeBytes);
+  for (let i = 0; i < first; i++) dst[off + i] = pattern[i];
+  for (let n = first; n < sizeBytes; n *= 2) dst.copyWithin(off + n, off, off + Math.min(n, sizeBytes - n));
 }
-
-// ---------------------------------------------------------------------------------------------
-// Model-based checking shared by the fake-backend and sim property tests (execmem-props,
-// execmem-sim). It keeps a model of every live allocation (type, requested size, alignment,
-// expected contents, sealed) and after every step asserts DESIGN.md section 5 through callbacks
-// that each backend answers its own way.
-
-export interface ModelProbe {
-  /** Raw bytes at va, bypassing permissions and TLBs (free-space checks). */
-  raw(va: number, sizeBytes: number): Uint8Array;
-  /** Effective protection of the page at va (primary mapping). */
-  protAt(va: number): Prot | undefined;
-  /** Backend-level invariants: W^X audit, frame accounting; throws on violation. */
-  check(): void;
-  /** Bytes the backend has mapped for execmem (blocks and large objects). */
-  mappedBytes(): number;
-}
-
-export interface LiveObject {
-  type: ExecmemType;
-  sizeBytes: number;
-  alignBytes: number;
-  content: Uint8Array;
-  sealed: boolean;
-}
-
-export type ModelOp =
-  | { kind: 'alloc'; type: ExecmemType; sizeBytes: number; alignBytes?: number; atomic: boolean }
-  | { kind: 'update'; pick: number; offset: number; sizeBytes: number; byte: number }
-  | { kind: 'free'; pick: number }
-  | { kind: 'seal'; pick: number }
-  | { kind: 'shrink'; keepSpare: boolean }
-  | { kind: 'batch'; ops: ModelOp[] }
-  | { kind: 'bad'; which: number; pick: number };
-
-export class ExecmemModel {
-  readonly live = new Map<number, LiveObject>();
-  steps = 0;
-  private batchDepth = 0;
-
-  constructor(
-    readonly em: Execmem,
-    readonly probe: ModelProbe,
-  ) {}
-
-  private pickVa(pick: number, filter?: (o: LiveObject) => boolean): number | undefined {
-    const vas = [...this.live.entries()].filter(([, o]) => !filter || filter(o)).map(([va]) => va);
-    return vas.length === 0 ? undefined : vas[pick % vas.length];
-  }
-
-  apply(op: ModelOp): void {
-    const em = this.em;
-    switch (op.kind) {
-      case 'alloc': {
-        const before = this.stateKey();
-        let va: number;
-        try {
-          va = em.allocVa(op.type, op.sizeBytes, { atomic: op.atomic, alignBytes: op.alignBytes });
-        } catch (e) {
-          if (!(e instanceof ExecmemError) || !['EAGAIN', 'ENOSPC', 'ENOMEM'].includes(e.code)) throw e;
-          if (e.code === 'EAGAIN' && !op.atomic) throw new Error('EAGAIN outside atomic context');
-          if (this.stateKey() !== before) throw new Error(`failed alloc (${e.code}) changed state`);
-          return;
-        }
-        if (this.live.has(va)) throw new Error(`alloc returned a live address 0x${va.toString(16)}`);
-        const usable = em.sizeOf(va);
-        const text = typeIsText(op.type);
-        const content = new Uint8Array(usable);
-        if (text) fillPattern(content, 0, usable, em.backend.arch.trapPattern);
-        this.live.set(va, {
-          type: op.type,
-          sizeBytes: op.sizeBytes,
-          alignBytes: op.alignBytes ?? 1,
-          content,
-          sealed: false,
-        });
-        return;
-      }
-      case 'update': {
-        const va = this.pickVa(op.pick, (o) => !o.sealed);
-        if (va === undefined) return;
-        const o = this.live.get(va)!;
-        const off = op.offset % o.content.length;
-        const n = Math.max(1, Math.min(op.sizeBytes, o.content.length - off));
-        const bytes = new Uint8Array(n).fill(op.byte);
-        em.updateVa(va + off, bytes);
-        o.content.set(bytes, off);
-        return;
-      }
-      case 'free': {
-        const va = this.pickVa(op.pick);
-        if (va === undefined) return;
-        em.freeVa(va);
-        this.live.delete(va);
-        return;
-      }
-      case 'seal': {
-        const va = this.pickVa(op.pick, (o) => o.type === 'module_ro_after_init' && !o.sealed);
-        if (va === undefined) return;
-        em.sealVa(va);
-        this.live.get(va)!.sealed = true;
-        return;
-      }
-      case 'shrink':
-        if (this.batchDepth > 0) {
-          this.expectRefused('EBUSY', () => em.shrink({ keepSpare: op.keepSpare }));
-          return;
-        }
-        em.shrink({ keepSpare: op.keepSpare });
-        return;
-      case 'batch':
-        em.batch(() => {
-          this.batchDepth++;
-          try {
-            for (const inner of op.ops) this.apply(inner);
-          } finally {
-            this.batchDepth--;
-          }
-        });
-        return;
-      case 'bad':
-        this.applyBad(op.which, op.pick);
-        return;
-    }
-  }
-
-  /** A hostile call against live state: must fail typed and change nothing. */
-  private applyBad(which: number, pick: number): void {
-    const va = this.pickVa(pick);
-    if (va === undefined) return;
-    const o = this.live.get(va)!;
-    const usable = o.content.length;
-    const calls: [string, () => unknown][] = [
-      ['ERANGE', () => this.em.updateVa(va + usable - 1, new Uint8Array(2))],
-      ['EINSIDE', () => this.em.freeVa(va + Math.min(usable - 1, 64))],
-      ['EPERM', () => this.em.sealVa(va)],
-      ['EINVAL', () => this.em.allocVa(o.type, 0)],
-    ];
-    const [expected, fn] = calls[which % calls.length];
-    if (which % calls.length === 1 && usable <= 64) return; // no interior granule to aim at
-    if (which % calls.length === 2 && o.type === 'module_ro_after_init' && !o.sealed) return; // a legal seal
-    this.expectRefused(expected, fn);
-  }
-
-  private expectRefused(expected: string, fn: () => unknown): void {
-    const before = this.stateKey();
-    let code = 'no error';
-    try {
-      fn();
-    } catch (e) {
-      if (!(e instanceof ExecmemError)) throw e;
-      code = e.code;
-    }
-    if (code !== expected) throw new Error(`hostile call: expected ${expected}, got ${code}`);
-    if (this.stateKey() !== before) throw new Error('hostile call changed state');
-  }
-
-  private stateKey(): string {
-    const s = this.em.stats();
-    return `${JSON.stringify(s.pools)}|${JSON.stringify(s.types)}|${this.probe.mappedBytes()}`;
-  }
-
-  /** Every DESIGN.md section 5 invariant, checked from the outside. */
-  check(): void {
-    const em = this.em;
-    this.steps++;
-    em.audit();
-    this.probe.check();
-    // Live allocations: inside their range, aligned, non-overlapping, contents as written.
-    const sorted = [...this.live.entries()].sort((a, b) => a[0] - b[0]);
-    let prevEnd = 0;
-    for (const [va, o] of sorted) {
-      const r = em.ranges[o.type];
-      const inRange = (x: VaRange | null) => x !== null && va >= x.start && va + o.sizeBytes <= x.end;
-      if (!inRange(r.range) && !inRange(r.fallback))
-        throw new Error(`0x${va.toString(16)} outside ${o.type} range`);
-      if (va % o.alignBytes !== 0) throw new Error(`0x${va.toString(16)} not aligned to ${o.alignBytes}`);
-      if (va < prevEnd) throw new Error(`allocations overlap at 0x${va.toString(16)}`);
-      prevEnd = va + o.content.length;
-      if (em.sizeOf(va) !== o.content.length || em.sizeOf(va) < o.sizeBytes)
-        throw new Error('usable size changed');
-      if (em.typeOf(va) !== o.type) throw new Error('type changed');
-      const got = em.readVa(va, o.content.length);
-      if (!bytesEqual(got, o.content))
-        throw new Error(`contents of 0x${va.toString(16)} differ from what was written`);
-      const prot = this.probe.protAt(va);
-      const want = o.sealed ? 'ro' : em.ranges[o.type].prot;
-      if (prot !== want) throw new Error(`0x${va.toString(16)} (${o.type}) has prot ${prot}, want ${want}`);
-    }
-    // Free space: traps in text pools, zeros elsewhere; accounting per pool.
-    const trap = em.backend.arch.trapPattern;
-    let runs = 0;
-    em.forEachRun((_pool, prot, va, sizeBytes, used) => {
-      if (used) {
-        runs++;
-        return;
-      }
-      const got = this.probe.raw(va, sizeBytes);
-      const exec = prot === 'rox';
-      for (let i = 0; i < got.length; i++) {
-        const want = exec ? trap[i % trap.length] : 0;
-        if (got[i] !== want)
-          throw new Error(`free byte at 0x${(va + i).toString(16)} is ${got[i]}, want ${want}`);
-      }
-    });
-    if (runs !== this.live.size) throw new Error(`${runs} used runs, ${this.live.size} live objects`);
-    const stats = em.stats();
-    let mapped = 0;
-    for (const [name, p] of Object.entries(stats.pools)) {
-      if (p.liveBytes + p.freeBytes + p.largeSlackBytes !== p.mappedBytes)
-        throw new Error(`pool ${name}: live + free != mapped`);
-      mapped += p.mappedBytes;
-    }
-    if (mapped !== this.probe.mappedBytes())
-      throw new Error(`execmem says ${mapped} mapped, backend ${this.probe.mappedBytes()}`);
-  }
-
-  /** Free everything, release every block: nothing may remain mapped. */
-  drain(): void {
-    for (const va of [...this.live.keys()]) {
-      this.em.freeVa(va);
-      this.live.delete(va);
-    }
-    this.em.shrink({ keepSpare: false });
-    this.check();
-    if (this.probe.mappedBytes() !== 0) throw new Error('blocks remain mapped after drain');
-  }
-}
-
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-/** The probe for a FakeBackend. */
-export function fakeProbe(fb: FakeBackend): ModelProbe {
-  return {
-    raw: (va, n) => fb.peek(va, n),
-    protAt: (va) => fb.protAt(va),
-    check: () => {
-      if (fb.wxViolationCount() !== 0) throw new Error('W^X violation');
-    },
-    mappedBytes: () => fb.mappedBytes(),
-  };
-}
-
-/** Random op sequences for the model (sizes weighted towards BPF-like small objects). */
-const typeArb = fc.constantFrom<ExecmemType>(...EXECMEM_TYPES);
-const sizeArb = fc.oneof(
-  { weight: 6, arbitrary: fc.integer({ min: 1, max: 600 }) },
-  { weight: 3, arbitrary: fc.integer({ min: 600, max: 9000 }) },
-  { weight: 1, arbitrary: fc.integer({ min: 9000, max: 700_000 }) },
-  { weight: 1, arbitrary: fc.integer({ min: 2 * 1024 * 1024 - 64, max: 2 * 1024 * 1024 + 70_000 }) },
-);
-const allocArb: fc.Arbitrary<ModelOp> = fc.record({
-  kind: fc.constant('alloc' as const),
-  type: typeArb,
-  sizeBytes: sizeArb,
-  alignBytes: fc.constantFrom(undefined, 1, 16, 64, 256, 4096),
-  atomic: fc.boolean(),
-});
-const simpleArb: fc.Arbitrary<ModelOp> = fc.oneof(
-  { weight: 5, arbitrary: allocArb },
-  {
-    weight: 4,
-    arbitrary: fc.record({
-      kind: fc.constant('update' as const),
-      pick: fc.nat(),
-      offset: fc.nat(),
-      sizeBytes: fc.integer({ min: 1, max: 5000 }),
-      byte: fc.integer({ min: 0, max: 255 }),
-    }),
-  },
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('free' as const), pick: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('seal' as const), pick: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('shrink' as const), keepSpare: fc.boolean() }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('bad' as const), which: fc.nat(), pick: fc.nat() }) },
-);
-export const opArb: fc.Arbitrary<ModelOp> = fc.oneof(
-  { weight: 9, arbitrary: simpleArb },
-  {
-    weight: 1,
-    arbitrary: fc.record({ kind: fc.constant('batch' as const), ops: fc.array(simpleArb, { maxLength: 6 }) }),
-  },
-);

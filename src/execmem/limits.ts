@@ -1,0 +1,69 @@
+/**
+ * execmem's sizes and limits, each with the measurement or the kernel fact that chose it.
+ *
+ * Why a file of its own: these numbers are the allocator's tuning, argued one by one below;
+ * execmem.ts (the operations), pools.ts (pools and the block directory) and args.ts (argument
+ * checking) all read them, and a reader looking for "why 64 B" or "why 256 KiB" finds every
+ * answer in one place.
+ */
+import { SZ_2M, SZ_4K } from '../base/addr.js';
+
+/** How types share pools (a measurement knob; 'family' is the design). */
+export type PoolSharing = 'family' | 'type' | 'kind';
+
+/**
+ * Packing granule, chosen by measurement (bench/execmem.ts, BPF churn, fake backend, small objects
+ * apart): after 200k ops at 10k live both end at mapped/requested 1.207 on seed 23, and 16 B is
+ * one block (4%) lower on two of seeds 1-6 (means 1.138 vs 1.151); after 2M ops at 100k live
+ * 1.051 vs 1.055 (seed 23) and 1.058 vs 1.046 (seed 5). The rounding costs 0.2% vs 0.7% of live
+ * bytes, side tables are about the same (they scale with runs, not granules), and throughput is
+ * equal within noise. 64 B wins on what remains: every object starts on a cache
+ * line (what JITs align function entries to), and it equals bpf_prog_pack's chunk, so the
+ * comparison with Linux is like for like.
+ */
+export const DEFAULT_GRANULE_BYTES = 64;
+/** Blocks are one 2 MiB leaf (PMD) each (every pool but ro_after_init). */
+export const BLOCK_BYTES = SZ_2M;
+/**
+ * ro_after_init blocks: 256 KiB mapped with 4 KiB leaves, by design. The pool is page-granular
+ * and sealed page by page after init, which splits a 2 MiB leaf anyway, so a large page buys it
+ * nothing, while a whole 2 MiB block for a pool that is "a pretty small portion of modules" costs
+ * most of it as empty mapped memory (tglx: "keep 2M pages for text and RW data, and split one
+ * page for rodata", research/lkml-thread.md section 5). 256 KiB = 64 pages: big enough that a
+ * typical module's ro_after_init (a few pages) packs many to a block, small enough that one spare
+ * block (shrink's hysteresis) costs at most 256 KiB. Objects above it get their own 4 KiB-leaf
+ * mapping, rounded to the page. Measured (cli compare/stats, mixed workload): the pool holds
+ * 268 KiB live in 512 KiB mapped instead of 2048 KiB; execmem's mapped/live 1.61 -> 1.49.
+ */
+export const RO_AFTER_INIT_BLOCK_BYTES = 256 * 1024;
+/**
+ * Objects below this size (granule-rounded) are placed apart from larger ones: SMALL blocks hold
+ * only them, and they spill into holes of LARGE blocks only when the SMALL blocks are full (never
+ * the reverse), so small objects do not chop up the holes large ones need. Measured
+ * (bench/execmem.ts, BPF churn, fake backend): mapped/requested after a 2M-op churn at 100k live
+ * 1.122 -> 1.055 (seed 23), after 200k-op churns at 10k live, mean of seeds 1-6, 1.192 -> 1.151.
+ * 2 KiB is the published BPF split ("75% ... less than 2kB", Song Liu
+ * <20221107223921.3451913-1-song@kernel.org>); in a first version without spill, 1 KiB, 4 KiB
+ * and three classes (512 B / 2 KiB / 8 KiB) measured worse than 2 KiB at 10k live (more partly
+ * filled blocks). Pools at page granule (ro_after_init) have no small class.
+ */
+export const SMALL_OBJECT_BYTES = 2048;
+/**
+ * The split turns on once a pool has this many blocks (32 MiB); smaller pools keep small and large
+ * objects together. The SMALL blocks' last, partly filled block costs about half a block in any
+ * pool; the holes the split saves pay only under churn (about 6% of the pool at 100k live).
+ * Measured, execmem's mapped/live with the split from 0 / 8 / 16 blocks (unsplit): cli compare
+ * mixed 2.13 / 1.49 / 1.49 (1.49), debian-modules 1.22 / 1.17 / 1.12 (1.12); BPF churn at 10k
+ * live, mean over seeds 1-6 and 23, 1.147 / 1.141 / 1.159 (1.194). 16 leaves every compare
+ * workload where it was.
+ */
+export const SPLIT_MIN_BLOCKS = 16;
+/** Block look-up granule: the smallest block size, so no two blocks share a look-up slot. */
+export const CHUNK_BYTES = RO_AFTER_INIT_BLOCK_BYTES;
+/** Address span of one block-directory table (execmem.blockAt): 4096 entries of CHUNK_BYTES. */
+export const DIR_SPAN_BYTES = 2 ** 30;
+export const DIR_ENTRIES = DIR_SPAN_BYTES / CHUNK_BYTES;
+/** Explicit limits. */
+export const MAX_ALLOC_BYTES = 256 * 1024 * 1024;
+export const MAX_ALIGN_BYTES = SZ_4K;
+export const MAX_BLOCKS_PER_POOL = 8192;

@@ -1,0 +1,403 @@
+/**
+ * The block store: maps and unmaps blocks, places objects in them (TLSF heaps, heap.ts), and
+ * finds the allocation behind an address. Execmem (execmem.ts) checks arguments, holds the lock
+ * and calls in here; nothing here sees a caller's argument unchecked.
+ *
+ * Why the order of every step is what it is (failed calls change nothing, issue 16):
+ * - Growth maps a block, fills it while RW+NX (traps for text, zeros for data), gives it the
+ *   pool's protection, and only then records it; if a step fails the block is unmapped again.
+ *   Should even that unmap fail (memory so short that vfree's own direct-map splits fail too),
+ *   the block is kept as a stray: empty, RW and never executable, unmapped by the next shrink.
+ * - A large object is freed by one unmap, atomic in the backend (machine vfree, mm/vmalloc.c:
+ *   vm_reset_perms' direct-map splits are made first and rolled back if one fails); the store
+ *   forgets the object only after the unmap succeeded.
+ * - shrink is best effort: a block whose unmap fails for lack of memory stays mapped, empty and
+ *   consistent; the next shrink tries again. It never fails for lack of memory.
+ * - Blocks go to the backend for 2 MiB leaves where the pool wants them, physically 2 MiB
+ *   aligned; a 4 KiB fallback is the backend's to report (largePages false) and stats count it.
+ */
+import type { ExecmemType, Prot } from '../arch/types.js';
+import { EXECMEM_TYPES } from '../arch/types.js';
+import { alignUp, SZ_2M } from '../base/addr.js';
+import { assert } from '../base/assert.js';
+import type { Backend, BackendBlock } from './backend.js';
+import { BackendError } from './backend.js';
+import { fail, fromBackend } from './errors.js';
+import type { BlockClass } from './heap.js';
+import type { PoolSharing } from './limits.js';
+import {
+  type Block,
+  BlockDirectory,
+  buildPools,
+  KIND_SEALED,
+  KIND_SLACK_SHIFT,
+  KIND_TYPE_MASK,
+  noteMapped,
+  type Pool,
+} from './pools.js';
+import type { TypeRange } from './ranges.js';
+
+const ZERO = Uint8Array.of(0);
+
+/** What locate() found (one object, reused: no allocation on the hot path). */
+export interface Hit {
+  block: Block | undefined;
+  /** Start of the allocation. */
+  start: number;
+  /** Its granule-rounded size (what it occupies). */
+  bytes: number;
+  /** Its requested size (what a caller may write). */
+  requested: number;
+  /** Type index, sealed bit and slack (pools.ts KIND_*). */
+  kind: number;
+}
+
+export type RunVisitor = (
+  pool: string,
+  prot: Prot,
+  va: number,
+  sizeBytes: number,
+  used: boolean,
+  type: ExecmemType | null,
+) => void;
+
+export class BlockStore {
+  readonly pools: Pool[];
+  readonly poolOfType: Pool[];
+  /** Per type index: live bytes (granule-rounded; large objects: usable size) and objects. */
+  readonly liveBytes = new Float64Array(EXECMEM_TYPES.length);
+  readonly liveObjects = new Float64Array(EXECMEM_TYPES.length);
+  readonly hit: Hit = { block: undefined, start: 0, bytes: 0, requested: 0, kind: 0 };
+  blocksMapped = 0;
+  blocksReleased = 0;
+  atomicRefusals = 0;
+  private readonly dir = new BlockDirectory();
+  /** Mappings of failed growths whose undo could not unmap them either (see the header). */
+  private readonly strays: BackendBlock[] = [];
+
+  constructor(
+    private readonly backend: Backend,
+    ranges: Readonly<Record<ExecmemType, TypeRange>>,
+    sharing: PoolSharing,
+    granuleBytes: number,
+    smallObjectBytes: number,
+    private readonly hex: (va: number) => string,
+  ) {
+    const { pools, poolOfType } = buildPools(ranges, sharing, granuleBytes, smallObjectBytes);
+    this.pools = pools;
+    this.poolOfType = poolOfType;
+  }
+
+  // ---------------------------------------------------------------- alloc
+
+  allocSmall(pool: Pool, ti: number, sizeBytes: number, alignBytes: number, atomic: boolean): number {
+    const gb = pool.granuleBytes;
+    const granules = Math.ceil(sizeBytes / gb);
+    const alignGranules = alignBytes > gb ? alignBytes / gb : 1;
+    const kind = ti | ((granules * gb - sizeBytes) << KIND_SLACK_SHIFT);
+    let node = pool.heap.alloc(granules, alignGranules, kind);
+    if (node < 0) {
+      if (atomic) {
+        this.atomicRefusals++;
+        fail('EAGAIN', `atomic ${EXECMEM_TYPES[ti]} allocation of ${sizeBytes} bytes needs a new block`);
+      }
+      this.grow(pool, pool.heap.classFor(granules));
+      node = pool.heap.alloc(granules, alignGranules, kind);
+      assert(node >= 0, 'a fresh block must satisfy a request of at most one block');
+    }
+    const slot = pool.heap.slotOfNode(node);
+    const block = pool.blocks[slot]!;
+    this.liveBytes[ti] += granules * gb;
+    this.liveObjects[ti]++;
+    return block.va + pool.heap.granuleOfNode(node) * gb;
+  }
+
+  allocLarge(pool: Pool, ti: number, sizeBytes: number, atomic: boolean): number {
+    if (atomic) {
+      this.atomicRefusals++;
+      fail('EAGAIN', `atomic allocation of ${sizeBytes} bytes needs its own mapping`);
+    }
+    const usable = alignUp(sizeBytes, pool.granuleBytes);
+    const bb = this.mapPrepared(pool, alignUp(sizeBytes, pool.leafBytes));
+    const block: Block = {
+      pool,
+      id: -1,
+      slot: -1,
+      bb,
+      va: bb.va,
+      sizeBytes: bb.sizeBytes,
+      largeType: ti,
+      largeUsableBytes: usable,
+      largeRequestedBytes: sizeBytes,
+      largeSealed: false,
+      open: false,
+    };
+    pool.largeBlocks.add(block);
+    this.dir.register(block);
+    this.liveBytes[ti] += usable;
+    this.liveObjects[ti]++;
+    return block.va;
+  }
+
+  /** Map one more shared block for the pool: RW+NX, filled, then given the pool's protection. */
+  private grow(pool: Pool, cls: BlockClass): void {
+    if (!pool.heap.hasFreeSlot())
+      fail('ENOSPC', `pool ${pool.name} reached its block limit (${pool.heap.maxSlots})`);
+    const bb = this.mapPrepared(pool, pool.blockBytes);
+    const slot = pool.heap.addBlock(cls);
+    const block: Block = {
+      pool,
+      id: -1,
+      slot,
+      bb,
+      va: bb.va,
+      sizeBytes: bb.sizeBytes,
+      largeType: -1,
+      largeUsableBytes: 0,
+      largeRequestedBytes: 0,
+      largeSealed: false,
+      open: false,
+    };
+    pool.blocks[slot] = block;
+    this.dir.register(block);
+  }
+
+  private mapPrepared(pool: Pool, sizeBytes: number): BackendBlock {
+    let bb: BackendBlock;
+    try {
+      bb = this.backend.mapBlock({
+        type: pool.types[0],
+        range: pool.range,
+        fallback: pool.fallback,
+        sizeBytes,
+        alignBytes: pool.blockBytes,
+        huge: pool.leafBytes === SZ_2M,
+      });
+    } catch (e) {
+      fromBackend(e, `mapping a ${sizeBytes}-byte block for ${pool.name}`);
+    }
+    try {
+      assert(
+        bb.va % pool.blockBytes === 0 &&
+          bb.sizeBytes === sizeBytes &&
+          (pool.leafBytes === SZ_2M || !bb.largePages),
+        'backend returned a misplaced block',
+      );
+      if (pool.cls === 'text') this.backend.fill(bb.va, sizeBytes, this.backend.arch.trapPattern);
+      else this.backend.fill(bb.va, sizeBytes, ZERO);
+      if (pool.prot !== 'rw') this.backend.protect(bb, bb.va, sizeBytes, pool.prot);
+    } catch (e) {
+      this.undoMap(bb);
+      fromBackend(e, `preparing a block for ${pool.name}`);
+    }
+    noteMapped(pool, bb.va, bb.sizeBytes);
+    this.blocksMapped++;
+    return bb;
+  }
+
+  private undoMap(bb: BackendBlock): void {
+    try {
+      this.backend.unmapBlock(bb);
+    } catch (e) {
+      if (!(e instanceof BackendError)) throw e;
+      this.strays.push(bb);
+    }
+  }
+
+  // ---------------------------------------------------------------- free, seal, shrink
+
+  /** Free the small object the hit names (its space already invalidated). */
+  freeRun(block: Block, va: number): void {
+    block.pool.heap.free(block.slot, (va - block.va) / block.pool.granuleBytes);
+  }
+
+  /** Mark the object the hit names sealed. */
+  markSealed(block: Block, va: number, kind: number): void {
+    if (block.slot < 0) block.largeSealed = true;
+    else block.pool.heap.setKind(block.slot, (va - block.va) / block.pool.granuleBytes, kind | KIND_SEALED);
+  }
+
+  /** Free a large object: one unmap (atomic in the backend), then forget it. */
+  releaseLarge(block: Block): void {
+    try {
+      this.backend.unmapBlock(block.bb);
+    } catch (e) {
+      fromBackend(e, `free: unmapping the ${block.sizeBytes}-byte mapping at ${this.hex(block.va)}`);
+    }
+    block.pool.largeBlocks.delete(block);
+    this.dir.unregister(block);
+    this.blocksReleased++;
+  }
+
+  /** Release empty blocks beyond one spare per pool (none with keepSpare false); bytes released. */
+  shrink(keepSpare: boolean): number {
+    let released = this.releaseStrays();
+    for (const pool of this.pools) {
+      let keptSpare = !keepSpare;
+      for (const slot of pool.heap.slots()) {
+        if (!pool.heap.isBlockEmpty(slot)) continue;
+        if (!keptSpare) {
+          keptSpare = true;
+          continue;
+        }
+        released += this.releaseBlock(pool.blocks[slot]!);
+      }
+    }
+    return released;
+  }
+
+  /** Unmap an empty shared block; 0 (and nothing changed) when the backend has no memory for it. */
+  private releaseBlock(block: Block): number {
+    const pool = block.pool;
+    assert(block.slot >= 0 && pool.heap.isBlockEmpty(block.slot), 'releaseBlock: block in use');
+    assert(!block.open, 'releaseBlock: block has an open window');
+    try {
+      this.backend.unmapBlock(block.bb);
+    } catch (e) {
+      if (e instanceof BackendError && e.code === 'ENOMEM') return 0;
+      fromBackend(e, `shrink: unmapping the block at ${this.hex(block.va)}`);
+    }
+    pool.heap.removeBlock(block.slot);
+    pool.blocks[block.slot] = undefined;
+    this.dir.unregister(block);
+    this.blocksReleased++;
+    return block.sizeBytes;
+  }
+
+  private releaseStrays(): number {
+    let released = 0;
+    for (let i = this.strays.length - 1; i >= 0; i--) {
+      const bb = this.strays[i];
+      try {
+        this.backend.unmapBlock(bb);
+      } catch (e) {
+        if (e instanceof BackendError) continue;
+        throw e;
+      }
+      this.strays.splice(i, 1);
+      released += bb.sizeBytes;
+    }
+    return released;
+  }
+
+  // ---------------------------------------------------------------- lookup
+
+  blockAt(va: number): Block | undefined {
+    return this.dir.blockAt(va);
+  }
+
+  /**
+   * Find the live allocation at (needStart) or containing va and describe it in `hit`, or throw
+   * ENOENT / EFREE / EINSIDE. O(1) for starts; interior addresses scan back over the block's run
+   * starts, bounded by the allocation's own length.
+   */
+  locate(va: number, needStart: boolean, op: string): void {
+    const hit = this.hit;
+    const block = this.dir.blockAt(va);
+    if (block === undefined) this.missing(va, op);
+    if (block.slot < 0) {
+      const end = block.va + block.largeUsableBytes;
+      if (va >= end) fail('EFREE', `${op}: ${this.hex(va)} is in the slack after a large allocation`);
+      if (needStart && va !== block.va)
+        fail('EINSIDE', `${op}: ${this.hex(va)} is inside the allocation at ${this.hex(block.va)}`);
+      hit.block = block;
+      hit.start = block.va;
+      hit.bytes = block.largeUsableBytes;
+      hit.requested = block.largeRequestedBytes;
+      hit.kind = block.largeType | (block.largeSealed ? KIND_SEALED : 0);
+      return;
+    }
+    const heap = block.pool.heap;
+    const gb = block.pool.granuleBytes;
+    const off = va - block.va;
+    const g = Math.floor(off / gb);
+    let id = off === g * gb ? heap.runIdAt(block.slot, g) : -1;
+    const exact = id >= 0;
+    if (!exact) {
+      id = heap.usedRunCovering(block.slot, g);
+      if (id < 0) fail('EFREE', `${op}: ${this.hex(va)} is free memory (double free, or never allocated)`);
+    }
+    const start = heap.startOf(id);
+    const tag = heap.lenOf(id);
+    if (tag < 0) fail('EFREE', `${op}: ${this.hex(va)} is free memory (double free, or never allocated)`);
+    if (needStart && !exact) {
+      fail(
+        'EINSIDE',
+        `${op}: ${this.hex(va)} is inside the allocation at ${this.hex(block.va + start * gb)}`,
+      );
+    }
+    const kind = heap.kindOf(id);
+    hit.block = block;
+    hit.start = block.va + start * gb;
+    hit.bytes = tag * gb;
+    hit.requested = hit.bytes - (kind >>> KIND_SLACK_SHIFT);
+    hit.kind = kind;
+  }
+
+  /**
+   * No block holds va: EFREE when va lies in the span a pool has ever mapped (a freed large
+   * object, a double free of one, a pointer never handed out), else ENOENT.
+   */
+  missing(va: number, op: string): never {
+    for (const pool of this.pools) {
+      if (va >= pool.everStart && va < pool.everEnd) {
+        fail('EFREE', `${op}: ${this.hex(va)} holds no live allocation (freed, or never handed out)`);
+      }
+    }
+    fail('ENOENT', `${op}: ${this.hex(va)} is not execmem memory (outside everything this allocator mapped)`);
+  }
+
+  /** Every run of every block, in address order per block (see Execmem.forEachRun). */
+  eachRun(fn: RunVisitor): void {
+    for (const pool of this.pools) {
+      for (const slot of pool.heap.slots()) {
+        const block = pool.blocks[slot]!;
+        const gb = pool.granuleBytes;
+        pool.heap.forEachRun(slot, (g, len, used) => {
+          const type = used ? EXECMEM_TYPES[pool.heap.kindAt(slot, g) & KIND_TYPE_MASK] : null;
+          fn(pool.name, pool.prot, block.va + g * gb, len * gb, used, type);
+        });
+      }
+      for (const block of pool.largeBlocks) {
+        fn(pool.name, pool.prot, block.va, block.largeUsableBytes, true, EXECMEM_TYPES[block.largeType]);
+        const slack = block.sizeBytes - block.largeUsableBytes;
+        if (slack > 0) fn(pool.name, pool.prot, block.va + block.largeUsableBytes, slack, false, null);
+      }
+    }
+  }
+
+  /** Full consistency check of the heaps and the block table (tests only). */
+  audit(): void {
+    for (const pool of this.pools) {
+      pool.heap.audit();
+      for (const slot of pool.heap.slots()) {
+        const block = pool.blocks[slot];
+        assert(
+          block !== undefined && block.slot === slot,
+          `audit: pool ${pool.name} slot ${slot} has no block`,
+        );
+        assert(this.dir.blockAt(block.va) === block, 'audit: block not registered');
+        assert(block.sizeBytes === pool.blockBytes, 'audit: shared block of the wrong size');
+        assert(block.bb.largePages === false || pool.leafBytes === SZ_2M, 'audit: 2 MiB leaf in 4K pool');
+        assert(
+          block.va >= pool.everStart && block.va + block.sizeBytes <= pool.everEnd,
+          'audit: block outside the span its pool has mapped',
+        );
+      }
+      for (const block of pool.largeBlocks) {
+        assert(this.dir.blockAt(block.va) === block, 'audit: large block not registered');
+        assert(
+          block.largeRequestedBytes <= block.largeUsableBytes && block.largeUsableBytes <= block.sizeBytes,
+          'audit: large object sizes',
+        );
+      }
+    }
+    let live = 0;
+    for (let ti = 0; ti < EXECMEM_TYPES.length; ti++) live += this.liveObjects[ti];
+    let runs = 0;
+    this.eachRun((_p, _prot, _va, _size, used) => {
+      if (used) runs++;
+    });
+    assert(runs === live, `audit: ${runs} used runs but ${live} live objects`);
+  }
+}
