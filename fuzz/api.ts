@@ -21,7 +21,7 @@
  * - after every call the cheap invariants hold (heap audit, W^X, frame accounting, every live
  *   object's size, type and seal), and at the end of a case all of DESIGN.md section 5 (contents,
  *   trap-filled free space, accounting, and no leak after freeing everything and shrinking).
- * The worlds are in api-worlds.ts (the host backend is not one yet: its engineer may add it),
+ * The worlds are in api-worlds.ts (fake, sim and host backends),
  * the hostile arguments in api-args.ts.
  */
 import { archToVa, EXECMEM_TYPES, type ExecmemType } from '../src/arch/index.js';
@@ -31,7 +31,7 @@ import { EXECMEM_ERROR_CODES, ExecmemError } from '../src/execmem/errors.js';
 import type { Execmem } from '../src/execmem/execmem.js';
 import type { LiveObject } from '../test/helpers/execmem-model.js';
 import { type Arg, hostile, reentrant } from './api-args.js';
-import { fakeWorld, simWorld, type World } from './api-worlds.js';
+import { fakeWorld, hostWorld, simWorld, type World } from './api-worlds.js';
 import type { FuzzFinding, FuzzTarget } from './target.js';
 
 const OPS_PER_CASE = 14;
@@ -428,8 +428,10 @@ class UserError extends Error {}
 
 function runCase(seed: number, index: number): void {
   const rng = new Rng((seed ^ Math.imul(index + 1, 0x9e3779b1)) >>> 0);
-  // Two thirds on the fake backend (cheap), a third on the machine (every arch).
-  const world = rng.next() < 0.67 ? fakeWorld(rng) : simWorld(rng);
+  // Most cases on the fake backend (cheap), a third on the machine (every arch), one in ten on
+  // real memory of this process (the host backend).
+  const u = rng.next();
+  const world = u < 0.6 ? fakeWorld(rng) : u < 0.9 ? simWorld(rng) : hostWorld(rng);
   const c = new Case(world, rng);
   try {
     for (let i = 0; i < OPS_PER_CASE; i++) {
@@ -444,13 +446,15 @@ function runCase(seed: number, index: number): void {
     const what =
       e instanceof Finding ? e.message : `${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`;
     throw new Finding(`${world.name}: ${what}\n    calls: ${c.log.join('; ')}`);
+  } finally {
+    world.close();
   }
 }
 
 export const apiTarget: FuzzTarget = {
   name: 'api',
   describe:
-    'random execmem API sequences with hostile arguments on the fake and sim backends: typed errors, ' +
+    'random execmem API sequences with hostile arguments on the fake, sim and host backends: typed errors, ' +
     'failed calls change nothing, the DESIGN.md section 5 invariants after every call',
   run(seed, iterations) {
     const findings: FuzzFinding[] = [];

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { apiTarget } from '../fuzz/api.js';
 import { FUZZ_TARGETS } from '../fuzz/targets.js';
 
-test('fuzz api: 200 fixed-seed cases of hostile API sequences on the fake and sim backends find nothing', () => {
+test('fuzz api: 200 fixed-seed cases of hostile API sequences on the fake, sim and host backends find nothing', () => {
   const report = apiTarget.run(0x16, 200);
   assert.equal(report.cases, 200);
   const shown = report.findings

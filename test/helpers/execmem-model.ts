@@ -185,7 +185,9 @@ export class ExecmemModel {
     for (const [va, o] of sorted) {
       const r = em.ranges[o.type];
       const inRange = (x: VaRange | null) => x !== null && va >= x.start && va + o.sizeBytes <= x.end;
-      if (!inRange(r.range) && !inRange(r.fallback))
+      // The host backend places blocks in its own arena of this process: the kernel's ranges
+      // do not apply there (src/host/backend.ts), everything else does.
+      if (em.backend.kind !== 'host' && !inRange(r.range) && !inRange(r.fallback))
         throw new Error(`0x${va.toString(16)} outside ${o.type} range`);
       if (va % o.alignBytes !== 0) throw new Error(`0x${va.toString(16)} not aligned to ${o.alignBytes}`);
       if (va < prevEnd) throw new Error(`allocations overlap at 0x${va.toString(16)}`);
