@@ -143,8 +143,9 @@ describe('policies: bad input is refused and changes nothing', () => {
   it('execmem adapter: bad input throws a typed error and changes nothing', () => {
     const { m, p } = fresh('execmem');
     const va = p.alloc('module_text', 200);
-    // execmem bounds writes by the usable (granule-rounded) size, which it reports itself.
+    // execmem bounds writes by the requested size, which sizeOf reports (200 here).
     const usable = (p as unknown as { execmem: { sizeOf(va: number): number } }).execmem.sizeOf(va);
+    assert.equal(usable, 200);
     for (const call of [
       () => p.alloc('bpf', 0),
       () => p.alloc('nope' as ExecmemType, 10),
