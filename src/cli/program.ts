@@ -43,6 +43,16 @@ export const SUBCOMMANDS: readonly { name: string; summary: string; owner: strin
   },
   { name: 'stats', summary: 'print execmem allocator statistics after a workload', owner: 'C' },
   {
+    name: 'diff',
+    summary: 'compare two saved runs (compare or report --json): the change per figure',
+    owner: 'T',
+  },
+  {
+    name: 'trace',
+    summary: "import a real machine's allocations as a trace (bpftrace, bpftool, /proc/modules)",
+    owner: 'T',
+  },
+  {
     name: 'host',
     summary: 'demo: JIT a few functions into real memory of this process and call them',
     owner: 'C',

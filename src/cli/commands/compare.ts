@@ -12,15 +12,19 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import type { ArchName } from '../../arch/types.js';
 import { CompareError, type CompareResult, runCompare } from '../../metrics/compare.js';
+import { runCsv } from '../../metrics/csv.js';
 import { TEXT_ROW_HEADER, tableColumns, textRow, textTable } from '../../metrics/report/format.js';
 import { flushLegend, kernelTimeLegend, sameAsRows, wxHoleNotes } from '../../metrics/report/vocabulary.js';
 import { POLICY_NAMES } from '../../policies/index.js';
 import { WORKLOADS } from '../../workloads/registry.js';
 import { type CliIo, UsageError } from '../io.js';
 import { addRunOptions, checkName, parseList } from '../options.js';
+import { loadTraceOption } from './trace.js';
 
 interface CompareCliOptions {
-  workload: string;
+  workload?: string;
+  trace?: string;
+  csv?: boolean;
   policies?: string[];
   arch: ArchName;
   seed: number;
@@ -39,7 +43,12 @@ export function register(program: Command, io: CliIo): void {
   const cmd = program
     .command('compare')
     .description('run the Linux designs and execmem on one workload, each on an identical fresh machine')
-    .requiredOption('-w, --workload <name>', `workload (${Object.keys(WORKLOADS).join(', ')})`)
+    .option('-w, --workload <name>', `workload (${Object.keys(WORKLOADS).join(', ')})`)
+    .option(
+      '-t, --trace <file>',
+      'replay this trace file instead (execmem trace import; --scale does not apply)',
+    )
+    .option('--csv', 'print the table as CSV (RFC 4180, raw figures, JSON key names) on stdout')
     .option('-p, --policies <list>', `comma-separated subset of: ${POLICY_NAMES.join(', ')}`, parseList);
   addRunOptions(cmd, { seed: 'seed of the workload and of the machines' })
     .option(
@@ -55,6 +64,7 @@ export function register(program: Command, io: CliIo): void {
         '  $ execmem compare --workload mixed',
         '  $ execmem compare --workload bpf-aaronlu --policies module_alloc,bpf_prog_pack,execmem --age 0.2',
         '  $ execmem compare --workload bpf-churn --arch arm64 --scale 0.1 --json | jq .policies[0].metrics',
+        '  $ execmem compare --trace rec.trace.json --csv > rec.csv   # a recorded machine (docs/TRACES.md)',
         '',
         'Everything runs on the simulated kernel machine; the Linux designs are re-implementations.',
       ].join('\n'),
@@ -65,7 +75,11 @@ export function register(program: Command, io: CliIo): void {
 }
 
 function runCompareCommand(opts: CompareCliOptions, io: CliIo): void {
-  checkName('workload', opts.workload, Object.keys(WORKLOADS));
+  if ((opts.workload === undefined) === (opts.trace === undefined))
+    throw new UsageError('give --workload NAME or --trace FILE (one of them)');
+  if (opts.csv && io.json) throw new UsageError('--csv and --json: choose one output');
+  if (opts.workload !== undefined) checkName('workload', opts.workload, Object.keys(WORKLOADS));
+  const workload = opts.trace !== undefined ? loadTraceOption(opts.trace) : (opts.workload as string);
   for (const p of opts.policies ?? []) checkName('policy', p, POLICY_NAMES);
   let bar: ReturnType<CliIo['progress']> | null = null;
   let current = -1;
@@ -73,7 +87,7 @@ function runCompareCommand(opts: CompareCliOptions, io: CliIo): void {
   let result: CompareResult;
   try {
     result = runCompare({
-      workload: opts.workload,
+      workload,
       policies: opts.policies,
       arch: opts.arch,
       seed: opts.seed,
@@ -97,6 +111,7 @@ function runCompareCommand(opts: CompareCliOptions, io: CliIo): void {
     (bar as ReturnType<CliIo['progress']> | null)?.done();
   }
   if (io.json) io.out(JSON.stringify(result, null, 2));
+  else if (opts.csv) io.out(runCsv(result));
   else io.out(formatCompare(result));
 }
 

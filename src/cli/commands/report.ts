@@ -12,11 +12,13 @@
  * `ReportData` (checked there) and writes files. Nothing is computed or defaulted here that the
  * harness did not measure: a missing metric is an error, not a zero.
  */
-import { resolve } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ARCHES, type ArchName } from '../../arch/index.js';
 import { SZ_2M, toVa } from '../../base/addr.js';
 import type { CompareOptions, CompareResult, OccupancyMap } from '../../metrics/compare.js';
+import { csvFileName, runCsv } from '../../metrics/csv.js';
 import {
   type AreaMap,
   METRIC_KEYS,
@@ -27,10 +29,11 @@ import {
 } from '../../metrics/report/types.js';
 import { WORKLOADS } from '../../workloads/registry.js';
 import type { Trace } from '../../workloads/trace.js';
-import { CliFailure, type CliIo } from '../io.js';
+import { CliFailure, type CliIo, UsageError } from '../io.js';
 import { addRunOptions, checkName, parseList } from '../options.js';
 import { loadSubsystem } from '../subsystems.js';
 import { policyNames } from './shared.js';
+import { loadTraceOption } from './trace.js';
 
 /** src/metrics/compare.ts, loaded at run time (see ../subsystems.ts). */
 interface CompareModule {
@@ -45,6 +48,8 @@ interface ReportOptions {
   seed: number;
   scale: number;
   modules: boolean;
+  trace: string[];
+  csv?: boolean;
 }
 
 export const DEBIAN_WORKLOAD = 'debian-modules';
@@ -61,6 +66,13 @@ export function register(program: Command, io: CliIo): void {
     scale: 'workload size factor (1 = default; tests use small values)',
   })
     .option('--no-modules', 'leave out the debian-modules workload')
+    .option(
+      '-t, --trace <file>',
+      'add a trace file (execmem trace import) as a workload; repeatable; without --workloads only the traces run',
+      (value: string, previous: string[]) => [...previous, value],
+      [],
+    )
+    .option('--csv', 'also write each workload table as <workload>.csv next to index.html (RFC 4180)')
     .addHelpText(
       'after',
       [
@@ -69,6 +81,7 @@ export function register(program: Command, io: CliIo): void {
         '  $ execmem report                         # everything, into ./report/',
         '  $ execmem report --scale 0.1 --out /tmp/r # a quick small run',
         '  $ execmem report --workloads mixed,bpf-churn --policies execmem,bpf_prog_pack',
+        '  $ execmem report --trace rec.trace.json --csv   # a recorded machine (docs/TRACES.md)',
         '',
         'debian-modules uses the section sizes of a real Debian kernel package (shipped table);',
         '`execmem dataset fetch` downloads the package itself for `execmem modules load`.',
@@ -83,8 +96,14 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   const registered = Object.keys(WORKLOADS);
   const known = registered.includes(DEBIAN_WORKLOAD) ? registered : [...registered, DEBIAN_WORKLOAD];
   const notes: string[] = [];
-  let workloads = opts.workloads ?? known;
+  // Trace files are read and checked first: a bad one is a usage error before any work.
+  const traces = opts.trace.map(loadTraceOption);
+  let workloads = opts.workloads ?? (traces.length > 0 ? [] : known);
   for (const w of workloads) checkName('workload', w, known);
+  const labels = [...workloads, ...traces.map((t) => t.name)];
+  const twice = labels.find((w, i) => labels.indexOf(w) !== i);
+  if (twice !== undefined)
+    throw new UsageError(`two workloads of this report are named '${twice}' (a trace's name field)`);
   if (!opts.modules) {
     workloads = workloads.filter((w) => w !== DEBIAN_WORKLOAD);
     notes.push('The debian-modules workload was left out (--no-modules).');
@@ -101,12 +120,13 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   let modelledNote = '';
   // One tick per (workload, policy) run; the harness reports which policy it is on.
   const policyCount = (opts.policies ?? knownPolicies).length;
-  const bar = io.progress('report', workloads.length * policyCount);
+  const sources: (string | Trace)[] = [...workloads, ...traces];
+  const bar = io.progress('report', sources.length * policyCount);
   try {
-    for (const workload of workloads) {
+    for (const source of sources) {
       let ticked = 0;
       const result = compare.runCompare({
-        workload: await workloadSource(workload, registered, opts),
+        workload: typeof source === 'string' ? await workloadSource(source, registered, opts) : source,
         policies: opts.policies,
         arch: opts.arch,
         seed: opts.seed,
@@ -137,13 +157,29 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   // `execmem` invocation (help, usage errors) should not pay.
   const { renderTerminalSummary, writeReport } = await import('../../metrics/report/index.js');
   const written = writeReport(data, resolve(opts.out));
+  const csv = opts.csv ? writeCsvTables(data.runs, dirname(written.htmlPath)) : [];
   if (io.json) {
-    io.out(JSON.stringify({ html: written.htmlPath, markdown: written.markdownPath, ...data }, null, 2));
+    const files = { html: written.htmlPath, markdown: written.markdownPath, ...(opts.csv ? { csv } : {}) };
+    io.out(JSON.stringify({ ...files, ...data }, null, 2));
     return;
   }
   io.out(renderTerminalSummary(data));
   for (const note of notes) io.out(`note: ${note}`);
   io.out(`\nreport: ${written.htmlPath}\nsummary: ${written.markdownPath}`);
+  for (const path of csv) io.out(`csv: ${path}`);
+}
+
+/** `report --csv`: one RFC 4180 file per workload table, next to index.html (src/metrics/csv.ts). */
+function writeCsvTables(runs: readonly WorkloadRun[], dir: string): string[] {
+  return runs.map((run) => {
+    const path = join(dir, csvFileName(run.workload));
+    try {
+      writeFileSync(path, runCsv(run));
+    } catch (e) {
+      throw new CliFailure(`cannot write ${path}: ${(e as Error).message}`);
+    }
+    return path;
+  });
 }
 
 function reproduceCommand(opts: ReportOptions): string {
@@ -153,6 +189,7 @@ function reproduceCommand(opts: ReportOptions): string {
   if (opts.scale !== 1) parts.push(`--scale ${opts.scale}`);
   if (opts.workloads) parts.push(`--workloads ${opts.workloads.join(',')}`);
   if (opts.policies) parts.push(`--policies ${opts.policies.join(',')}`);
+  for (const file of opts.trace) parts.push(`--trace ${file}`);
   return parts.length === 1 ? 'npm start' : parts.join(' ');
 }
 
