@@ -10,8 +10,9 @@
 import type { Command } from 'commander';
 import type { ArchName } from '../../arch/types.js';
 import { type ExecmemStats, formatStats } from '../../execmem/stats.js';
+import { statsCsv } from '../../metrics/csv.js';
 import type { ExecAllocator } from '../../policies/types.js';
-import { CliFailure, type CliIo } from '../io.js';
+import { CliFailure, type CliIo, UsageError } from '../io.js';
 import { addRunOptions } from '../options.js';
 import { checkWorkload, createPolicy, newMachine, replayWorkload } from './shared.js';
 
@@ -20,6 +21,7 @@ interface StatsOptions {
   arch: ArchName;
   seed: number;
   scale: number;
+  csv?: boolean;
 }
 
 interface ExecmemLike {
@@ -30,7 +32,8 @@ export function register(program: Command, io: CliIo): void {
   const cmd = program
     .command('stats')
     .description('print execmem allocator statistics after a workload (/proc-like, or --json)')
-    .option('-w, --workload <name>', 'workload to run', 'mixed');
+    .option('-w, --workload <name>', 'workload to run', 'mixed')
+    .option('--csv', 'print every figure as CSV (table,name,figure,value; RFC 4180) on stdout');
   addRunOptions(cmd, { seed: 'seed of the workload and of KASLR' })
     .addHelpText(
       'after',
@@ -49,6 +52,7 @@ export function register(program: Command, io: CliIo): void {
 
 async function runStats(opts: StatsOptions, io: CliIo): Promise<void> {
   checkWorkload(opts.workload);
+  if (opts.csv && io.json) throw new UsageError('--csv and --json: choose one output');
   const machine = await newMachine(opts.arch, opts.seed);
   const allocator = (await createPolicy('execmem', machine, opts.seed)) as ExecAllocator & {
     execmem?: ExecmemLike;
@@ -66,6 +70,10 @@ async function runStats(opts: StatsOptions, io: CliIo): Promise<void> {
         2,
       ),
     );
+    return;
+  }
+  if (opts.csv) {
+    io.out(statsCsv(stats));
     return;
   }
   io.out(`# execmem on a simulated ${opts.arch} machine (seed ${opts.seed}) after workload ${opts.workload}`);
