@@ -32,8 +32,8 @@
  * - A module load is a group of consecutive allocations of one task: for module_memory_alloc
  *   the mod_mem_type rises through a load (for_each_mod_mem_type) and the module name holds;
  *   for bare execmem_alloc module memory (module_memory_alloc not probeable) a text region after
- *   a data region starts a new load. Allocations of a group are buffered until the group ends,
- *   so another task's events in between never split a load.
+ *   a data region starts a new load. A load is emitted where its first region was allocated; what
+ *   other tasks did while it was being allocated follows it, so a load is never split.
  */
 import type { ExecmemType } from '../../arch/types.js';
 import { assert } from '../../base/assert.js';
@@ -90,10 +90,14 @@ interface ModuleGroup {
   readonly mod: string | undefined;
   lastType: number;
   readonly members: Live[];
-  flushed: boolean;
+  /** No more regions will join (the task did something else, or a region was freed). */
+  closed: boolean;
   roAfterInit: Live | null;
   sealed: boolean;
 }
+
+/** What the importer emits, in order: a builder call, or a load that is emitted once closed. */
+type Pending = (() => void) | ModuleGroup;
 
 const NOTE_MEANINGS: Readonly<Record<string, string>> = {
   outOfOrder:
@@ -115,6 +119,12 @@ class RecordImporter {
   /** Live allocations sorted by start address. */
   private readonly live: Live[] = [];
   private readonly openGroups = new Map<number, ModuleGroup>();
+  /**
+   * Output in event order. A load stands where its first region was allocated and holds back
+   * what follows until it is closed, so its allocs stay consecutive (the trace format's rule)
+   * without moving it after other tasks' events.
+   */
+  private readonly queue: Pending[] = [];
   readonly counts: Record<string, number> = {};
   moduleLoads = 0;
   frees = 0;
@@ -171,6 +181,12 @@ class RecordImporter {
 
   private alloc(ev: RecordEvent): void {
     const b = this.builder;
+    const emitWhole = (at: Live, fill: 'code' | 'data', extras: Parameters<TraceBuilder['alloc']>[2] = {}) =>
+      this.emit(() => {
+        at.id = b.alloc(at.type, at.sizeBytes, extras);
+        b.write(at.id, 0, at.sizeBytes, fill);
+        b.finalize(at.id);
+      });
     switch (ev.probe) {
       case 'module_memory_alloc': {
         const { type, init } = typeOfModMem(ev.type as number);
@@ -186,26 +202,22 @@ class RecordImporter {
           this.addToGroup(ev, 'execmem_alloc', type, false, size);
           return;
         }
-        const at = this.place(ev, size, type);
-        at.id = b.alloc(type, size);
-        b.write(at.id, 0, size, type === 'bpf' || type === 'kprobes' || type === 'ftrace' ? 'code' : 'data');
-        b.finalize(at.id);
+        emitWhole(this.place(ev, size, type), 'code');
         return;
       }
       case 'bpf_jit_binary_pack_alloc': {
         const image = bpfJitImage(this.rng, this.sizeOf(ev, ev.progBytes as number));
         const at = this.place(ev, this.sizeOf(ev, image.imageBytes), 'bpf');
-        at.id = b.alloc('bpf', image.imageBytes, { alignBytes: BPF_CHUNK_BYTES });
-        b.write(at.id, 0, image.imageBytes, 'code', [[image.codeOffsetBytes, image.progBytes]]);
-        b.finalize(at.id);
+        this.emit(() => {
+          at.id = b.alloc('bpf', image.imageBytes, { alignBytes: BPF_CHUNK_BYTES });
+          b.write(at.id, 0, image.imageBytes, 'code', [[image.codeOffsetBytes, image.progBytes]]);
+          b.finalize(at.id);
+        });
         return;
       }
       case 'bpf_prog_pack_alloc': {
         const size = this.sizeOf(ev, ev.sizeBytes as number);
-        const at = this.place(ev, size, 'bpf');
-        at.id = b.alloc('bpf', size, { caller: 'bpf_trampoline' });
-        b.write(at.id, 0, size, 'code');
-        b.finalize(at.id);
+        emitWhole(this.place(ev, size, 'bpf'), 'code', { caller: 'bpf_trampoline' });
         return;
       }
       default:
@@ -228,11 +240,12 @@ class RecordImporter {
         mod: ev.mod,
         lastType: -1,
         members: [],
-        flushed: false,
+        closed: false,
         roAfterInit: null,
         sealed: false,
       };
       this.openGroups.set(ev.tid, g);
+      this.queue.push(g);
     }
     g.lastType = ev.type as number;
     const at = this.place(ev, size, type, g, init);
@@ -240,11 +253,32 @@ class RecordImporter {
     if (type === 'module_ro_after_init') g.roAfterInit = at;
   }
 
-  /** Emit a load: every alloc under one module number, then the writes, the finalizes, a seal. */
+  /** Queue a builder call behind any load still open. */
+  private emit(fn: () => void): void {
+    this.queue.push(fn);
+    this.drain();
+  }
+
+  private drain(): void {
+    while (this.queue.length > 0) {
+      const head = this.queue[0];
+      if (typeof head !== 'function' && !head.closed) return;
+      this.queue.shift();
+      if (typeof head === 'function') head();
+      else this.emitLoad(head);
+    }
+  }
+
+  /** No region joins `g` any more: it is emitted as soon as what precedes it is. */
   private flush(g: ModuleGroup): void {
-    if (g.flushed) return;
-    g.flushed = true;
+    if (g.closed) return;
+    g.closed = true;
     if (this.openGroups.get(g.tid) === g) this.openGroups.delete(g.tid);
+    this.drain();
+  }
+
+  /** Emit a load: every alloc under one module number, then the writes, the finalizes, a seal. */
+  private emitLoad(g: ModuleGroup): void {
     const b = this.builder;
     const module = b.newModule();
     this.moduleLoads++;
@@ -275,12 +309,13 @@ class RecordImporter {
       return;
     }
     const at = this.live[i];
-    if (at.group !== null) {
-      this.flush(at.group);
-      if (at.init) this.seal(at.group);
+    const g = at.group;
+    if (g !== null) {
+      this.flush(g);
+      if (at.init) this.emit(() => this.seal(g));
     }
     this.live.splice(i, 1);
-    this.builder.free(at.id as number);
+    this.emit(() => this.builder.free(at.id as number));
     this.frees++;
   }
 
@@ -307,7 +342,7 @@ class RecordImporter {
         );
       }
       this.live.splice(j, 1);
-      this.builder.free(old.id as number);
+      this.emit(() => this.builder.free(old.id as number));
       this.frees++;
       this.count('implicitFrees');
     }
@@ -343,6 +378,7 @@ class RecordImporter {
 
   finish(): void {
     for (const g of [...this.openGroups.values()]) this.flush(g);
+    assert(this.queue.length === 0, 'every queued event emitted');
   }
 
   get liveCount(): number {

@@ -115,8 +115,10 @@ export function importBpftool(text: string, opts: ImportOptions): SnapshotImport
   return { trace: b.build(), inputRecords: list.length, moduleLoads: 0, notes };
 }
 
-/** JSON.parse's "at position N" as a line number, when the message carries one. */
+/** JSON.parse's "(line N" or "at position N" as a line number, when the message has one. */
 function lineOfJsonError(text: string, e: Error): string | null {
+  const line = /\(line (\d+)/.exec(e.message);
+  if (line) return `line ${line[1]}`;
   const m = /position (\d+)/.exec(e.message);
   if (!m) return null;
   return `line ${text.slice(0, Number(m[1])).split('\n').length}`;
@@ -175,33 +177,34 @@ export function rowCoreBytes(bytes: readonly number[]): number[] {
 
 /**
  * Split a module's total size over the core types in whole pages, in proportion to `weights`
- * (largest remainder), every type with weight > 0 at least one page while pages last (the
- * heavier first); a remainder below a page (a pre-6.4 or unusual size) goes to text.
+ * (largest remainder), then every type with weight > 0 gets at least one page while pages last,
+ * taken from the type with the most (the heavier types first); a remainder below a page (a
+ * pre-6.4 or unusual size) goes to text.
  */
 export function splitModuleSize(totalBytes: number, weights: readonly number[]): number[] {
   assert(totalBytes > 0 && weights.length === CORE_TYPES.length, 'splitModuleSize arguments');
   const pages = Math.floor(totalBytes / PAGE_BYTES);
   const rest = totalBytes - pages * PAGE_BYTES;
-  const out = CORE_TYPES.map(() => 0);
   const w = weights.some((x) => x > 0) ? [...weights] : [1, 0, 0, 0];
-  const present = w.map((x, i) => [x, i] as const).filter(([x]) => x > 0);
-  present.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
-  const kept = present.slice(0, Math.max(1, Math.min(pages, present.length)));
-  let left = pages;
-  for (const [, i] of kept) {
-    if (left === 0) break;
-    out[i] = 1;
-    left--;
+  const sum = w.reduce((s, x) => s + x, 0);
+  const exact = w.map((x) => (pages * x) / sum);
+  const out = exact.map(Math.floor);
+  const byRemainder = exact
+    .map((x, i) => ({ i, frac: x - Math.floor(x) }))
+    .sort((a, b) => b.frac - a.frac || a.i - b.i);
+  for (let k = 0, given = out.reduce((s, x) => s + x, 0); given < pages; k++, given++)
+    out[byRemainder[k].i]++;
+  const needy = w
+    .map((x, i) => ({ x, i }))
+    .filter(({ x }) => x > 0)
+    .sort((a, b) => b.x - a.x || a.i - b.i);
+  for (const { i } of needy) {
+    if (out[i] > 0) continue;
+    const donor = out.indexOf(Math.max(...out));
+    if (out[donor] <= 1) break;
+    out[donor]--;
+    out[i]++;
   }
-  const sum = kept.reduce((s, [x]) => s + x, 0);
-  const shares = kept.map(([x, i]) => ({ i, exact: (left * x) / sum }));
-  let given = 0;
-  for (const s of shares) {
-    out[s.i] += Math.floor(s.exact);
-    given += Math.floor(s.exact);
-  }
-  shares.sort((a, b) => b.exact - Math.floor(b.exact) - (a.exact - Math.floor(a.exact)) || a.i - b.i);
-  for (let k = 0; given < left; k++, given++) out[shares[k % shares.length].i]++;
   const bytes = out.map((p) => p * PAGE_BYTES);
   bytes[0] += rest;
   assert(
