@@ -593,7 +593,10 @@ describe('/proc/modules', () => {
     );
     for (const e of a) assert.equal(e.sizeBytes % 4096, 0);
     const withRoAfterInit = a.filter((e) => e.type === 'module_ro_after_init');
-    assert.ok(withRoAfterInit.some((e) => e.module === 2), 'xfs has ro_after_init');
+    assert.ok(
+      withRoAfterInit.some((e) => e.module === 2),
+      'xfs has ro_after_init',
+    );
     assert.equal(ops(trace).seal, withRoAfterInit.length, 'every ro_after_init sealed');
     assert.deepEqual(
       report.notes.map((n) => [n.kind, n.count]),

@@ -230,7 +230,7 @@ const FORMAT_NAMES: Readonly<Record<ImportFormat, string>> = {
 
 export function importSummary(file: string, r: ImportReport, trace: Trace, out: string | null): string[] {
   const allocs = Object.values(r.allocsByType).reduce((s, n) => s + (n ?? 0), 0);
-  const unit = r.format === 'bpftool' ? 'programs' : 'lines';
+  const unit = { bpftrace: 'events', bpftool: 'programs', 'proc-modules': 'modules' }[r.format];
   const lines = [
     `imported ${file} (${FORMAT_NAMES[r.format]}, ${r.inputRecords.toLocaleString('en-US')} ${unit}) as trace '${trace.name}': ` +
       `${allocs.toLocaleString('en-US')} allocations, ${r.frees.toLocaleString('en-US')} frees, ` +

@@ -30,7 +30,7 @@ export class ImportError extends Error {
 /** What an import did, for the user to judge the trace by (printed by `execmem trace import`). */
 export interface ImportReport {
   readonly format: ImportFormat;
-  /** Lines (bpftrace, proc-modules) or programs (bpftool) read. */
+  /** Events (bpftrace lines that are events), modules (/proc/modules) or programs (bpftool) read. */
   readonly inputRecords: number;
   /** Allocations in the trace, by execmem type. */
   readonly allocsByType: Partial<Record<ExecmemType, number>>;
