@@ -633,7 +633,11 @@ describe('/proc/modules', () => {
             if (weights[i] === 0 && weights.some((w) => w > 0)) assert.equal(i === 0 ? x - rest : x, 0);
           });
           const present = weights.filter((w) => w > 0).length;
-          if (pages >= present) weights.forEach((w, i) => w > 0 && assert.ok(split[i] >= 4096));
+          if (pages >= present) {
+            weights.forEach((w, i) => {
+              if (w > 0) assert.ok(split[i] >= 4096, `type ${i} has a page`);
+            });
+          }
         },
       ),
     );
