@@ -168,6 +168,13 @@ describe('execmem trace import / compare --trace / report --trace', () => {
       );
       assertUsageError(execmem(['trace', 'import', odd, '--format', 'perf']), /argument 'perf' is invalid/);
       assertUsageError(execmem(['trace', 'import', missing]), /cannot read .*nope\.json \(ENOENT\)/);
+      const mixed = join(dir, 'mixed.json');
+      writeFileSync(rec, RECORDING);
+      assert.equal(execmem(['trace', 'import', rec, '--name', 'mixed', '--out', mixed]).status, 0);
+      assertUsageError(
+        execmem(['report', '--trace', mixed, '--workloads', 'mixed', '--out', join(dir, 'r')]),
+        /two workloads of this report are named 'mixed'/,
+      );
       assertUsageError(execmem(['trace', 'import', rec, '--out', '/proc/x']), /not under \/proc or \/sys/);
     });
   });
