@@ -39,13 +39,30 @@ function genRecord(rng: Rng): Uint8Array {
   // sethostname; the rest any number, x32 numbers, or -1.
   const watched = [41, 435, 272, 56, 9, 10, 144, 135, 90, 2, 257, 308, 103, 170];
   const r = rng.next();
-  const nr = r < 0.5 ? rng.pick(watched) : r < 0.6 ? (0x40000000 | rng.int(0, 547)) >>> 0 : r < 0.62 ? 0xffffffff : rng.int(0, 460);
+  const nr =
+    r < 0.5
+      ? rng.pick(watched)
+      : r < 0.6
+        ? (0x40000000 | rng.int(0, 547)) >>> 0
+        : r < 0.62
+          ? 0xffffffff
+          : rng.int(0, 460);
   dv.setUint32(0, nr, true);
-  dv.setUint32(4, rng.pick([AUDIT_ARCH_X86_64, AUDIT_ARCH_X86_64, AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, 0xdeadbeef]), true);
+  dv.setUint32(
+    4,
+    rng.pick([AUDIT_ARCH_X86_64, AUDIT_ARCH_X86_64, AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, 0xdeadbeef]),
+    true,
+  );
   dv.setBigUint64(8, BigInt(rng.int(0, 2 ** 31)) << 12n, true);
   for (let a = 0; a < 6; a++) {
-    const interesting = [0, 1, 2, 3, 4, 5, 6, 7, 10, 16, 17, 45, 0o4000, 0o2000, 0o6755, 64, 0x8000, 0x20000, 0x10000000, 0x40000000, 0x80];
-    const lo = rng.next() < 0.6 ? rng.pick(interesting) | (rng.next() < 0.3 ? rng.pick(interesting) : 0) : rng.int(0, 0xffffffff);
+    const interesting = [
+      0, 1, 2, 3, 4, 5, 6, 7, 10, 16, 17, 45, 0o4000, 0o2000, 0o6755, 64, 0x8000, 0x20000, 0x10000000,
+      0x40000000, 0x80,
+    ];
+    const lo =
+      rng.next() < 0.6
+        ? rng.pick(interesting) | (rng.next() < 0.3 ? rng.pick(interesting) : 0)
+        : rng.int(0, 0xffffffff);
     const hi = rng.next() < 0.85 ? 0 : rng.int(0, 0xffffffff);
     dv.setUint32(16 + a * 8, lo >>> 0, true);
     dv.setUint32(20 + a * 8, hi >>> 0, true);
@@ -70,7 +87,10 @@ describe('seccomp filters: our JIT on the host agrees with the classic interpret
     h.close();
   });
 
-  function agree(programs: readonly { label: string; prog: ClassicInsn[] }[], seed: number): Map<number, number> {
+  function agree(
+    programs: readonly { label: string; prog: ClassicInsn[] }[],
+    seed: number,
+  ): Map<number, number> {
     const loaded = programs.map((p) => ({ ...p, f: runner.load(p.prog, 'seccomp') }));
     const rng = new Rng(seed);
     const actions = new Map<number, number>();
@@ -80,7 +100,11 @@ describe('seccomp filters: our JIT on the host agrees with the classic interpret
       for (const x of loaded) {
         const got = x.f.call(ctx);
         const want = runClassic(x.prog, { kind: 'seccomp', bytes: rec });
-        assert.equal(got, want, `${x.label}, record ${r}: JIT 0x${got.toString(16)}, interpreter 0x${want.toString(16)}`);
+        assert.equal(
+          got,
+          want,
+          `${x.label}, record ${r}: JIT 0x${got.toString(16)}, interpreter 0x${want.toString(16)}`,
+        );
         actions.set(got, (actions.get(got) ?? 0) + 1);
       }
     }
@@ -89,13 +113,18 @@ describe('seccomp filters: our JIT on the host agrees with the classic interpret
   }
 
   test('the 253 filters of data/bpf-real.json (systemd 252 units, libseccomp 2.5.4)', () => {
-    const data = JSON.parse(readFileSync(BPF_REAL_DATA, 'utf8')) as { seccomp: { label: string; program: string }[] };
+    const data = JSON.parse(readFileSync(BPF_REAL_DATA, 'utf8')) as {
+      seccomp: { label: string; program: string }[];
+    };
     const programs = data.seccomp.map((s) => ({ label: s.label, prog: parseClassicText(s.program) }));
     assert.ok(programs.length >= 200);
     const actions = agree(programs, 3);
     // The records reach every outcome: allow, errno (EPERM, EAFNOSUPPORT, ENOSYS) and kill.
     for (const a of [0x7fff0000, 0x00050001, 0x00050061, 0x00050026, 0x00000000]) {
-      assert.ok((actions.get(a) ?? 0) > 0, `action 0x${a.toString(16)} never returned: ${[...actions.keys()].map((k) => k.toString(16))}`);
+      assert.ok(
+        (actions.get(a) ?? 0) > 0,
+        `action 0x${a.toString(16)} never returned: ${[...actions.keys()].map((k) => k.toString(16))}`,
+      );
     }
     assertNoWxInArena(h);
   });
@@ -103,10 +132,27 @@ describe('seccomp filters: our JIT on the host agrees with the classic interpret
   test('filters built live by libseccomp (gcc -lseccomp scripts/seccomp-export.c)', () => {
     withTempDir('bpf-seccomp-', (dir) => {
       const exe = join(dir, 'seccomp-export');
-      execFileSync('gcc', ['-O2', '-o', exe, join(process.cwd(), 'scripts', 'seccomp-export.c'), '-lseccomp']);
+      execFileSync('gcc', [
+        '-O2',
+        '-o',
+        exe,
+        join(process.cwd(), 'scripts', 'seccomp-export.c'),
+        '-lseccomp',
+      ]);
       const specs = systemdFilterSpecs({
         name: 'test.service',
-        allow: ['read', 'write', 'openat', 'close', 'mmap', 'exit_group', 'futex', 'socket', 'clone', 'unshare'],
+        allow: [
+          'read',
+          'write',
+          'openat',
+          'close',
+          'mmap',
+          'exit_group',
+          'futex',
+          'socket',
+          'clone',
+          'unshare',
+        ],
         nativeOnly: true,
         memoryDenyWriteExecute: true,
         restrictNamespaces: true,
@@ -115,10 +161,16 @@ describe('seccomp filters: our JIT on the host agrees with the classic interpret
         lockPersonality: true,
         addressFamilies: [1, 2, 10, 16],
       });
-      const text = execFileSync(exe, { input: specs.map((s) => s.spec).join(''), stdio: ['pipe', 'pipe', 'ignore'] }).toString();
+      const text = execFileSync(exe, {
+        input: specs.map((s) => s.spec).join(''),
+        stdio: ['pipe', 'pipe', 'ignore'],
+      }).toString();
       const progs = text.split(/\n(?=\d+\n)/).map((t) => parseClassicText(t));
       assert.equal(progs.length, specs.length);
-      agree(progs.map((prog, i) => ({ label: specs[i].label, prog })), 4);
+      agree(
+        progs.map((prog, i) => ({ label: specs[i].label, prog })),
+        4,
+      );
     });
   });
 });

@@ -9,11 +9,14 @@
  * so a refused program (typed BpfError) never reaches the allocator, and the size the allocator is
  * asked for is known from `jitClassic(...).proglenBytes` alone (packImageBytes()).
  */
+
+import type { Rng } from '../../base/rng.js';
+import type { Execmem } from '../../execmem/execmem.js';
 import { checkClassic, seccompCheckFilter } from './classic.js';
 import { type ConvertedProgram, convertClassic } from './convert.js';
-import { packImageBytes } from './image.js';
+import { type LoadedImage, loadImage, packImageBytes } from './image.js';
 import type { ClassicInsn } from './insn.js';
-import { DEBIAN_6_1_JIT, type JitConfig, type JitSized, jitX86 } from './jit-x86.js';
+import { type CallTarget, DEBIAN_6_1_JIT, type JitConfig, type JitSized, jitX86 } from './jit-x86.js';
 
 export type ClassicKind = 'socket' | 'seccomp';
 
@@ -43,4 +46,21 @@ export function jitClassic(
     config,
   );
   return { converted, sized, imageBytes: packImageBytes(sized.proglenBytes) };
+}
+
+/**
+ * The whole kernel path onto an allocator: check, convert, JIT to convergence, then
+ * bpf_jit_binary_pack_alloc() (execmem type `bpf`), the final pass at the image address and
+ * one write (image.ts). A refused program throws before anything is allocated.
+ */
+export function loadClassic(
+  em: Execmem,
+  prog: readonly ClassicInsn[],
+  kind: ClassicKind,
+  rng: Rng,
+  callTarget: CallTarget,
+  config: JitConfig = DEBIAN_6_1_JIT,
+): LoadedImage & { readonly jit: ClassicJit } {
+  const jit = jitClassic(prog, kind, config);
+  return { ...loadImage(em, jit.sized, rng, callTarget), jit };
 }
