@@ -6,6 +6,7 @@
  * takes only the common options (seed, scale); the generator functions themselves take more.
  */
 import { bpfAaronLu, bpfChurn } from './bpf.js';
+import { bpfReal } from './bpf-real.js';
 import type { WorkloadOptions } from './builder.js';
 import { debianModules } from './dataset/workload.js';
 import { mixed } from './mixed.js';
@@ -54,6 +55,11 @@ export const WORKLOADS: Readonly<Record<string, WorkloadSpec>> = {
       why: "Aaron Lu's 8 GB VM: boots fresh, then runs until free memory is scattered (one 2 MiB block in five holds a page in use) before the test",
     },
     generate: (opts) => bpfAaronLu(opts),
+  },
+  'bpf-real': {
+    describe:
+      'real BPF programs of one Debian machine (systemd seccomp filters, tcpdump sessions, libxdp XDP programs), sizes from our x86 JIT (Linux 6.1), loaded and unloaded as services start and exit',
+    generate: (opts) => bpfReal(opts),
   },
   trampolines: {
     describe:
