@@ -27,7 +27,9 @@
  *   poking_init does for text_poke), so no write can fail for memory. `generic` has no alias,
  *   so hasAliasWrite is false there and execmem flips instead.
  * - unmapBlock of a block with pages in the open session's window first ends the session's
- *   chunk (unmap + one local flush), so no alias outlives the frames it maps.
+ *   chunk (unmap + one local flush), so no alias outlives the frames it maps (the machine refuses
+ *   such a vfree). If the vfree then fails (ENOMEM), the block, its protections and contents are
+ *   unchanged; the early teardown is work done, like a cost counter, and the session goes on.
  * - modulesStart -> the machine's module start, randomised once at boot; execmem builds its
  *   range table from it rather than drawing a second offset of its own.
  * - read -> CPU loads. counters -> the machine's counters (the machine is shared with nothing
