@@ -18,11 +18,13 @@
  * switch to the poking mm (counted as one `pokeSteps`: the CR3 switch pair use_temporary_mm /
  * unuse_temporary_mm), copy through this CPU's data TLB, switch back, verify the bytes through the
  * primary mapping's frames (BUG_ON(memcmp) in __text_poke). At the end of the session: clear the
- * PTEs and flush the poking mm's range once (flush_tlb_mm_range on text_poke_mm: one local flush,
- * no IPI, "the PTEs do not need to be flushed in remote page-tables",
- * <20190426232303.28381-4-nadav.amit@gmail.com>). Above tlb_single_page_flush_ceiling that
- * becomes a full flush of the poking mm's PCID, still one event; only poking-mm entries carry
- * that PCID (the kernel's are global), so the machine flushes exactly the window.
+ * PTEs and flush the poking mm once, locally (no IPI: "the PTEs do not need to be flushed in
+ * remote page-tables", <20190426232303.28381-4-nadav.amit@gmail.com>). We flush the poking mm's
+ * whole context, one instruction whatever the pages (INVPCID single-context on its PCID,
+ * invpcid_flush_single_context in arch/x86/include/asm/invpcid.h; flush_tlb_mm_range does the
+ * same above tlb_single_page_flush_ceiling), so the one `localFlushes` event is one flush and not
+ * N INVLPGs. Only poking-mm entries carry that PCID (the kernel's are global), so the machine
+ * drops exactly the window's entries.
  *
  * arm64: Linux has no temporary mm for patching; ours is designed after two things arm64 Linux
  * does have. (1) A private mm loaded in TTBR0 by the kernel: EFI runtime services run on efi_mm
@@ -33,8 +35,8 @@
  * the IS suffix invalidates this CPU only ("Stale TLB entries may remain in remote CPUs",
  * local_flush_tlb_page in Huang Ying's "arm64, tlbflush: don't TLBI broadcast if page reused in
  * write fault", <20251023013524.100517-3-ying.huang@linux.alibaba.com>; DSB NSH completes it).
- * Since only this CPU ever loaded the session mm, a local TLBI of its ASID at the end is enough:
- * one `localFlushes`, no broadcast. After each write the I-cache is cleaned/invalidated by VA to
+ * Since only this CPU ever loaded the session mm, a local TLBI of its whole ASID (TLBI ASIDE1,
+ * one instruction whatever the pages) at the end is enough: one `localFlushes`, no broadcast. After each write the I-cache is cleaned/invalidated by VA to
  * the PoU over the written kernel range, once (caches_clean_inval_pou, as aarch64_insn_copy does
  * after its whole copy): IC IVAU / DC CVAU by VA act on every CPU of the address's shareability
  * domain (Arm ARM, IC IVAU "Invalidate instruction cache by address to Point of Unification";
@@ -240,9 +242,9 @@ export class WriteSession {
   }
 
   /**
-   * End the current chunk: clear every window PTE and flush the window once on this CPU (x86
-   * flush_tlb_mm_range on the poking mm; arm64 TLBI ASIDE1 + DSB NSH). Nothing to do (and nothing
-   * counted) when the chunk maps nothing. The session stays open.
+   * End the current chunk: clear every window PTE and flush the session mm's context once on this
+   * CPU (x86 INVPCID single-context on the poking mm's PCID; arm64 TLBI ASIDE1 + DSB NSH). Nothing
+   * to do (and nothing counted) when the chunk maps nothing. The session stays open.
    */
   flush(): void {
     this.assertOpen();
