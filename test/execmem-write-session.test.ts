@@ -82,8 +82,12 @@ for (const arch of ['x86_64', 'arm64'] as const) {
       const doomed = Array.from({ length: 5 }, () => em.allocVa('bpf', 700));
       for (const va of doomed) em.updateVa(va, code(700, 9));
       const work = (): void => {
-        texts.forEach((va, k) => em.updateVa(va, code(3000 + k * 5000, k)));
-        rodata.forEach((va, k) => em.updateVa(va, code(2000, 40 + k)));
+        texts.forEach((va, k) => {
+          em.updateVa(va, code(3000 + k * 5000, k));
+        });
+        rodata.forEach((va, k) => {
+          em.updateVa(va, code(2000, 40 + k));
+        });
         for (const va of doomed) {
           em.freeVa(va);
           // The trap fill is in memory before free returns (only the alias teardown waits).
@@ -99,7 +103,9 @@ for (const arch of ['x86_64', 'arm64'] as const) {
       assert.equal(d.pokes, writes);
       assert.equal(d.pokeSteps, writes, 'one switch into the session mm per write');
       assert.equal(d.icacheFlushes, arch === 'arm64' ? writes : 0);
-      texts.forEach((va, k) => assert.deepEqual(em.readVa(va, 3000 + k * 5000), code(3000 + k * 5000, k)));
+      texts.forEach((va, k) => {
+        assert.deepEqual(em.readVa(va, 3000 + k * 5000), code(3000 + k * 5000, k));
+      });
       assertNoSession(m);
       assert.equal(m.wxViolationCount(), 0);
       assert.equal(m.wxFullScan().length, 0);
