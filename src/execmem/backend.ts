@@ -144,10 +144,25 @@ export interface Backend {
    */
   protect(block: BackendBlock, va: number, sizeBytes: number, prot: Prot): void;
 
-  /** Write through the alias (never making the primary mapping writable). Requires hasAliasWrite. */
+  /**
+   * Write through the alias (never making the primary mapping writable). Requires hasAliasWrite.
+   * The bytes are in place, verified and (arm64) I-cache coherent when it returns, inside a write
+   * session too; only the alias's teardown may be deferred to the session's end.
+   */
   poke(va: number, bytes: Uint8Array): void;
-  /** Fill through the alias with a repeating pattern. Requires hasAliasWrite. */
+  /** Fill through the alias with a repeating pattern. Requires hasAliasWrite. Same guarantees. */
   pokeSet(va: number, sizeBytes: number, pattern: Uint8Array): void;
+  /**
+   * Optional, both or neither (sim: the machine's write session, machine/write-session.ts): from
+   * beginWriteSession() until endWriteSession(), poke/pokeSet share one alias mapping, torn down
+   * with one flush at the end instead of one per call. Outside a session each poke/pokeSet is
+   * its own session. execmem's batch() holds one session open across its updates and frees.
+   * beginWriteSession() may be called only with no session open; endWriteSession() only with
+   * one open, and must not fail. The host backend has neither: its RW view is permanent and needs
+   * no teardown and no flush.
+   */
+  beginWriteSession?(): void;
+  endWriteSession?(): void;
 
   read(va: number, sizeBytes: number): Uint8Array;
   counters(): BackendCounters;

@@ -14,8 +14,22 @@
  * - write / fill -> CPU stores through the primary mapping (faults if it is not writable).
  * - protect -> machine.setMemory (set_memory_*: splits, alias changes, shootdowns as the machine
  *   models them).
- * - poke / pokeSet -> the machine's text_poke (x86 temporary mm) or fixmap (arm64) patching;
- *   `generic` has none, so hasAliasWrite is false there and execmem flips instead.
+ * - poke / pokeSet -> the machine's write session (machine/write-session.ts; Linux does not do
+ *   this: its rows patch with text_poke / fixmap, machine/patch.ts): every page of the
+ *   destination mapped at once in a private mm (x86's poking mm; on arm64 a TTBR0 mm with its own
+ *   ASID), written, verified, and the alias torn down with ONE local flush (arm64: a local TLBI,
+ *   plus one I-cache clean/invalidate per write, broadcast by hardware, no TLB broadcast).
+ *   Outside a session each poke/pokeSet is one session; between beginWriteSession() and
+ *   endWriteSession() (execmem's batch()) every poke/pokeSet shares one, so a module load's
+ *   writes, or an unload's trap fills, cost one flush. The bytes are written and verified before
+ *   each call returns; only the alias teardown waits for the session's end. The window's page
+ *   tables are allocated when this backend is made (machine.prepareWriteSessions(), as
+ *   poking_init does for text_poke), so no write can fail for memory. `generic` has no alias,
+ *   so hasAliasWrite is false there and execmem flips instead.
+ * - unmapBlock of a block with pages in the open session's window first ends the session's
+ *   chunk (unmap + one local flush), so no alias outlives the frames it maps (the machine refuses
+ *   such a vfree). If the vfree then fails (ENOMEM), the block, its protections and contents are
+ *   unchanged; the early teardown is work done, like a cost counter, and the session goes on.
  * - modulesStart -> the machine's module start, randomised once at boot; execmem builds its
  *   range table from it rather than drawing a second offset of its own.
  * - read -> CPU loads. counters -> the machine's counters (the machine is shared with nothing
@@ -28,10 +42,12 @@
  */
 import type { ArchSpec, Prot } from '../arch/types.js';
 import { SZ_2M, SZ_4K } from '../base/addr.js';
+import { assert } from '../base/assert.js';
 import { realBytes } from '../base/bytes.js';
 import { MachineError } from '../machine/errors.js';
 import type { Machine } from '../machine/machine.js';
 import type { VmArea } from '../machine/types.js';
+import type { WriteSession } from '../machine/write-session.js';
 import {
   type Backend,
   type BackendBlock,
@@ -67,6 +83,8 @@ export class SimBackend implements Backend {
   private blocksUnmapped = 0;
   private hugeFallbacks = 0;
   private readonly fillBuffers = new Map<string, Uint8Array>();
+  /** The session beginWriteSession() opened, or null. */
+  private session: WriteSession | null = null;
 
   constructor(
     readonly machine: Machine,
@@ -80,6 +98,13 @@ export class SimBackend implements Backend {
     this.arch = machine.arch;
     this.hasAliasWrite = machine.arch.patch !== 'none';
     this.modulesStart = machine.modulesStart;
+    if (this.hasAliasWrite) {
+      try {
+        machine.prepareWriteSessions();
+      } catch (e) {
+        throw translate(e);
+      }
+    }
   }
 
   mapBlock(req: MapBlockRequest): BackendBlock {
@@ -103,6 +128,8 @@ export class SimBackend implements Backend {
   }
 
   unmapBlock(block: BackendBlock): void {
+    // The teardown the session would do at its end, done now: the frames are about to go.
+    if (this.session?.holds(block.va, block.sizeBytes)) this.session.flush();
     try {
       this.machine.vfree(block.va);
     } catch (e) {
@@ -137,12 +164,27 @@ export class SimBackend implements Backend {
 
   poke(va: number, bytes: Uint8Array): void {
     if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', `${this.arch.name} has no alias write`);
-    this.machine.poke(this.cpu, va, plain(bytes, 'poke'));
+    const data = plain(bytes, 'poke');
+    this.inSession((s) => s.write(va, data));
   }
 
   pokeSet(va: number, sizeBytes: number, pattern: Uint8Array): void {
     if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', `${this.arch.name} has no alias write`);
-    this.machine.pokeSet(this.cpu, va, sizeBytes, plain(pattern, 'pokeSet'));
+    const pat = plain(pattern, 'pokeSet');
+    this.inSession((s) => s.fill(va, sizeBytes, pat));
+  }
+
+  beginWriteSession(): void {
+    if (!this.hasAliasWrite) throw new BackendError('ENOTSUP', `${this.arch.name} has no alias write`);
+    assert(this.session === null, 'SimBackend: a write session is already open');
+    this.session = this.machine.openWriteSession(this.cpu);
+  }
+
+  endWriteSession(): void {
+    const s = this.session;
+    assert(s !== null, 'SimBackend: no write session open');
+    this.session = null;
+    s.close();
   }
 
   read(va: number, sizeBytes: number): Uint8Array {
@@ -163,6 +205,20 @@ export class SimBackend implements Backend {
       blocksUnmapped: this.blocksUnmapped,
       hugeFallbacks: this.hugeFallbacks,
     };
+  }
+
+  /** Run `fn` in the open session, else in a session of its own (one flush for this call). */
+  private inSession(fn: (s: WriteSession) => void): void {
+    if (this.session !== null) {
+      fn(this.session);
+      return;
+    }
+    const s = this.machine.openWriteSession(this.cpu);
+    try {
+      fn(s);
+    } finally {
+      s.close();
+    }
   }
 
   private vmallocIn(

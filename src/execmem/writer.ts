@@ -18,6 +18,15 @@
  *   is asserted, never left as an open, writable block.
  * - Free space is made safe on free: traps for text, zeros for data; a sealed ro_after_init
  *   object is unsealed first (the free's one fallible step, one set_memory_rw call).
+ * - On alias arches every update and every free's trap fill is one write session of the backend
+ *   (sim: machine/write-session.ts: the destination mapped at once, one local flush), and inside
+ *   batch() ONE session is held open across all of them, begun at the first alias write and ended
+ *   by closeAll() when the outermost batch ends, also when its callback threw (execmem.ts calls
+ *   closeAll in a finally). Nothing else is deferred: each update's bytes and each free's trap
+ *   fill are written and verified before the call returns; only the alias's teardown (unmap and
+ *   its one flush) waits for the batch's end. A session's writes cannot fail for memory (its
+ *   tables exist from the backend's creation), so "failed calls change nothing" holds as before,
+ *   and ending a session cannot fail.
  */
 import type { Prot } from '../arch/types.js';
 import { assert } from '../base/assert.js';
@@ -31,6 +40,8 @@ export class Writer {
   /** batch() nesting depth (Execmem keeps it here so windows know whether to stay open). */
   batchDepth = 0;
   private readonly openBlocks: Block[] = [];
+  /** A backend write session is open for this batch (alias arches with sessions). */
+  private sessionOpen = false;
 
   constructor(private readonly backend: Backend) {}
 
@@ -46,6 +57,7 @@ export class Writer {
   /** The one write helper for memory callers may not write plainly (text, rodata). */
   helperWrite(block: Block, dst: number, bytes: Uint8Array): void {
     if (this.backend.hasAliasWrite) {
+      this.joinSession();
       try {
         this.backend.poke(dst, bytes);
       } catch (e) {
@@ -91,9 +103,22 @@ export class Writer {
     }
   }
 
-  /** Close every window a batch opened (the end of the outermost batch). */
+  /** Close every window and the write session a batch opened (the end of the outermost batch). */
   closeAll(): void {
     while (this.openBlocks.length > 0) this.closeWindow(this.openBlocks.pop()!);
+    if (this.sessionOpen) {
+      this.sessionOpen = false;
+      try {
+        this.backend.endWriteSession!();
+      } catch (e) {
+        assert(false, `backend failed to end a write session: ${String(e)}`);
+      }
+    }
+  }
+
+  /** Is a batch's write session open (tests, audit)? */
+  writeSessionOpen(): boolean {
+    return this.sessionOpen;
   }
 
   /** A block with an open window was unmapped (its protections went with it). */
@@ -109,6 +134,7 @@ export class Writer {
 
   private helperFill(block: Block, va: number, sizeBytes: number, pattern: Uint8Array): void {
     if (this.backend.hasAliasWrite) {
+      this.joinSession();
       try {
         this.backend.pokeSet(va, sizeBytes, pattern);
       } catch (e) {
@@ -124,6 +150,19 @@ export class Writer {
       fromBackend(e, 'free: invalidate');
     }
     this.closeUnlessBatched(block);
+  }
+
+  /** Inside a batch, open the backend's write session at the first alias write (if it has them). */
+  private joinSession(): void {
+    if (this.batchDepth === 0 || this.sessionOpen) return;
+    const b = this.backend;
+    if (b.beginWriteSession === undefined || b.endWriteSession === undefined) return;
+    try {
+      b.beginWriteSession();
+    } catch (e) {
+      fromBackend(e, 'update: opening the write session');
+    }
+    this.sessionOpen = true;
   }
 
   private plainFill(va: number, sizeBytes: number): void {

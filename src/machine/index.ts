@@ -12,4 +12,5 @@ export type { CpuTlb, TlbSide, TlbStats } from './tlb.js';
 export type { TlbProfile } from './tlb-profiles.js';
 export { TLB_PROFILES } from './tlb-profiles.js';
 export * from './types.js';
+export { WRITE_SESSION_PAGES, type WriteSession, writeSessionWindow } from './write-session.js';
 export type { WxViolation } from './wx.js';

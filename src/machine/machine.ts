@@ -9,6 +9,9 @@
  * every flush goes through the CPU layer that counts it and tells the audit which stale entries
  * died; TLB evictions tell the audit too. Nothing else can change a mapping.
  *
+ * Write sessions (write-session.ts) are our allocator's alias write, used only by execmem's
+ * SimBackend; the Linux rows patch through `poke`/`pokeSet` (patch.ts) as Linux does.
+ *
  * Counters start at zero when boot has finished (boot's own splits show in directMapStats()).
  * Everything is deterministic from `seed` (KASLR offsets).
  */
@@ -43,6 +46,7 @@ import type {
 } from './types.js';
 import { newCounters } from './types.js';
 import { Vmalloc } from './vmalloc.js';
+import { type WriteSession, WriteSessions, writeSessionWindow } from './write-session.js';
 import type { WxViolation } from './wx.js';
 import { WxAudit } from './wx.js';
 
@@ -64,8 +68,9 @@ export interface FrameAccounting {
   totalFrames: number;
   freeFrames: number;
   /**
-   * Page-table frames of the kernel table, (x86) the poking mm and (arm64) the 4 KiB linear map's
-   * tables set aside at boot (machine/cpa.ts, linear-map expansions).
+   * Page-table frames of the kernel table, (x86) the poking mm, (arm64) the 4 KiB linear map's
+   * tables set aside at boot (machine/cpa.ts, linear-map expansions) and, once execmem's
+   * SimBackend prepared them, the arm64 write-session mm (write-session.ts).
    */
   tableFrames: number;
   /** Frames owned by vmalloc areas, the kernel image and pages pinned by aging. */
@@ -103,6 +108,7 @@ export class Machine {
   private readonly cpa: Cpa;
   private readonly vm: Vmalloc;
   private readonly patcher: Patcher;
+  private readonly sessions: WriteSessions;
   private readonly markers: ReturnType<typeof ptdumpMarkers>;
 
   constructor(config: MachineConfig = {}) {
@@ -164,10 +170,17 @@ export class Machine {
       throw new MachineError('EINVAL', 'memory larger than the direct map region');
     }
     this.kernelPt = new PageTable(this.phys, this.counters, 'kernel');
+    // Outside the kernel's address space: x86's poking mm (text_poke and our write sessions) and
+    // arm64's write-session mm (write-session.ts), unless the linear map reaches its number.
+    const sessionWindow = writeSessionWindow(arch);
     this.audit = new WxAudit(
       this.kernelPt,
       this.phys.totalFrames,
-      arch.patch === 'temporary_mm' ? l.pokeArea : null,
+      arch.patch === 'temporary_mm'
+        ? l.pokeArea
+        : sessionWindow !== null && this.phys.totalFrames * 4096 <= sessionWindow.start
+          ? sessionWindow
+          : null,
     );
     this.dmap = new DirectMapTracker(l.directMapStart, l.directMapEnd, arch.directMapPageGranular);
     this.kernelPt.addListener(this.audit);
@@ -218,6 +231,15 @@ export class Machine {
       this.cpus,
       this.vm,
     );
+    this.sessions = new WriteSessions(
+      arch,
+      this.kernelPt,
+      this.pokingPt,
+      this.phys,
+      this.counters,
+      this.cpus,
+      this.vm,
+    );
     this.markers = ptdumpMarkers(arch, this.modulesStart, this.kernelTextStart);
     for (const t of tlbs) t.flushAll();
     Object.assign(this.counters, newCounters());
@@ -255,6 +277,16 @@ export class Machine {
   }
 
   vfree(va: number): void {
+    const s = this.sessions.openSession;
+    if (s !== null) {
+      const area = this.vm.findArea(va);
+      if (area !== undefined && s.holds(area.va, area.sizeBytes)) {
+        throw new MachineError(
+          'EBUSY',
+          `vfree of 0x${va.toString(16)}: its pages are mapped in the open write session (end the chunk first)`,
+        );
+      }
+    }
     this.vm.vfree(va);
   }
 
@@ -284,12 +316,44 @@ export class Machine {
     this.vm.purgeLazy(true);
   }
 
+  /** text_poke_copy (x86) / aarch64_insn_copy (arm64), as Linux does it (patch.ts). */
   poke(cpu: number, va: number, bytes: Uint8Array): void {
+    this.refuseDuringSession('poke');
     this.patcher.poke(cpu, va, bytes);
   }
 
+  /** text_poke_set (x86) / the arm64 fixmap fill, as Linux does it (patch.ts). */
   pokeSet(cpu: number, va: number, sizeBytes: number, pattern: Uint8Array): void {
+    this.refuseDuringSession('pokeSet');
     this.patcher.pokeSet(cpu, va, sizeBytes, pattern);
+  }
+
+  /**
+   * Allocate the write-session window's page tables now (write-session.ts; our allocator's
+   * poking_init). Only execmem's SimBackend uses sessions; Linux designs never call this.
+   */
+  prepareWriteSessions(): void {
+    this.sessions.prepare();
+  }
+
+  /** Open the one write session on `cpu` (write-session.ts): EBUSY while one is open. */
+  openWriteSession(cpu: number): WriteSession {
+    return this.sessions.open(cpu);
+  }
+
+  /** The open write session, or null. */
+  openedWriteSession(): WriteSession | null {
+    return this.sessions.openSession;
+  }
+
+  /** The session mm's leaf at `va` (tests: the window is empty after every session). */
+  writeSessionLeaf(va: number): Translation | null {
+    return this.sessions.windowLeaf(va);
+  }
+
+  /** text_poke and a write session share x86's poking mm; text_mutex would serialise them. */
+  private refuseDuringSession(op: string): void {
+    if (this.sessions.openSession !== null) throw new MachineError('EBUSY', `${op}: a write session is open`);
   }
 
   // ---- audit and reporting ----
@@ -322,6 +386,7 @@ export class Machine {
       tableFrames:
         this.kernelPt.tableFrameCount() +
         (this.pokingPt?.tableFrameCount() ?? 0) +
+        this.sessions.tableFrameCount() +
         this.cpa.reservedTableFrames().length,
       mappedFrames: this.vm.mappedFrameCount() + agedFrames,
       agedFrames,
@@ -341,6 +406,7 @@ export class Machine {
     };
     for (const pfn of this.kernelPt.tableFrames()) own(pfn, 1, 'kernel page table');
     for (const pfn of this.pokingPt?.tableFrames() ?? []) own(pfn, 1, 'poking_mm page table');
+    for (const pfn of this.sessions.tableFrames()) own(pfn, 1, 'write-session mm page table');
     for (const pfn of this.cpa.reservedTableFrames()) own(pfn, 1, 'linear-map page table (boot)');
     for (const a of this.vm.liveAreas())
       for (const pfn of a.leafPfns) own(pfn, a.leafBytes / 4096, 'vmalloc area');

@@ -312,6 +312,21 @@ export class PageTable {
     }
   }
 
+  /**
+   * Free every table, the root included, of a table that maps nothing (a private mm given up, e.g.
+   * a write session mm whose preparation failed half way). The table is unusable afterwards.
+   */
+  destroy(): void {
+    const visit = (t: Table): void => {
+      for (const s of t.slots) {
+        assert(s === undefined || s instanceof Table, `${this.name}: destroy with a leaf mapped`);
+        if (s instanceof Table) visit(s);
+      }
+      this.freeTableFrame(t);
+    };
+    visit(this.root);
+  }
+
   /** Frames of every table, for the no-double-ownership check in tests. */
   tableFrames(): number[] {
     const out: number[] = [];

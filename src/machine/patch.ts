@@ -85,7 +85,7 @@ export class Patcher {
       );
     }
     this.cpus.checkCpu(cpu);
-    this.checkTarget(va, sizeBytes);
+    checkPokeTarget(this.vm, this.kernelPt, va, sizeBytes);
     if (this.arch.patch === 'temporary_mm') this.textPoke(cpu, va, sizeBytes, write, check);
     else this.fixmapPoke(cpu, va, sizeBytes, write, check);
     this.counters.pokes++;
@@ -168,27 +168,32 @@ export class Patcher {
     assert(t !== null, 'poke target unmapped after the check');
     return t.pfn + (pageVa - t.va) / PAGE;
   }
+}
 
-  private checkTarget(va: number, sizeBytes: number): void {
-    if (!Number.isInteger(va) || va < 0 || !Number.isInteger(sizeBytes) || sizeBytes <= 0) {
-      throw new MachineError('EINVAL', `poke: bad range 0x${Number(va).toString(16)}+${sizeBytes}`);
-    }
-    const area = this.vm.findArea(va);
-    if (area === undefined)
-      throw new MachineError('ENOENT', `poke: 0x${va.toString(16)} is not in a live vmalloc area`);
-    if (area.kernelImage) throw new MachineError('EINVAL', 'poke: refusing to patch core kernel text');
-    if (va + sizeBytes > area.va + area.sizeBytes) {
-      throw new MachineError('EINVAL', `poke: 0x${va.toString(16)}+${sizeBytes} crosses the end of its area`);
-    }
-    for (let p = va - (va % PAGE); p < va + sizeBytes; p += PAGE) {
-      if (this.kernelPt.walk(p) === null)
-        throw new MachineError('ENOENT', `poke: 0x${p.toString(16)} is not mapped`);
-    }
+/**
+ * What every alias write checks first (text_poke and the write session alike): a range inside one
+ * live vmalloc/module area (ENOENT), not the kernel image (EINVAL: Linux refuses core kernel text
+ * for text_poke_copy/text_poke_set), every page mapped. Nothing has changed when it throws.
+ */
+export function checkPokeTarget(vm: Vmalloc, kernelPt: PageTable, va: number, sizeBytes: number): void {
+  if (!Number.isInteger(va) || va < 0 || !Number.isInteger(sizeBytes) || sizeBytes <= 0) {
+    throw new MachineError('EINVAL', `poke: bad range 0x${Number(va).toString(16)}+${sizeBytes}`);
+  }
+  const area = vm.findArea(va);
+  if (area === undefined)
+    throw new MachineError('ENOENT', `poke: 0x${va.toString(16)} is not in a live vmalloc area`);
+  if (area.kernelImage) throw new MachineError('EINVAL', 'poke: refusing to patch core kernel text');
+  if (va + sizeBytes > area.va + area.sizeBytes) {
+    throw new MachineError('EINVAL', `poke: 0x${va.toString(16)}+${sizeBytes} crosses the end of its area`);
+  }
+  for (let p = va - (va % PAGE); p < va + sizeBytes; p += PAGE) {
+    if (kernelPt.walk(p) === null)
+      throw new MachineError('ENOENT', `poke: 0x${p.toString(16)} is not mapped`);
   }
 }
 
 /** The pattern starting at phase `done`. */
-function rotate(pattern: Uint8Array, done: number): Uint8Array {
+export function rotate(pattern: Uint8Array, done: number): Uint8Array {
   const phase = done % pattern.length;
   if (phase === 0) return pattern;
   const out = new Uint8Array(pattern.length);

@@ -107,9 +107,13 @@ export interface MachineCounters {
   /** Alias writes (text_poke / fixmap) and their bytes. */
   pokes: number;
   pokeBytes: number;
-  /** Steps of at most arch.pokeMaxPages pages each. */
+  /**
+   * Linux patching: steps of at most arch.pokeMaxPages pages each. Write sessions (ours,
+   * write-session.ts): one per write, plus one per window chunk a write crosses; each is one
+   * switch into the session mm and back, whatever the pages.
+   */
   pokeSteps: number;
-  /** I-cache maintenance operations (arm64). */
+  /** I-cache maintenance operations (arm64): one per patch copy or per write-session write. */
   icacheFlushes: number;
   /** vmalloc calls, 4 KiB fallbacks after a failed 2 MiB physical allocation, and vfrees. */
   vmallocs: number;

@@ -28,7 +28,9 @@
  *
  * `fullScan()` recomputes from scratch (every leaf plus every TLB entry of every CPU) for tests; the
  * two must agree. The x86 poking mm is a different address space: the audit does not include it
- * (its TLB entries live at user-half addresses and are flushed before text_poke returns).
+ * (its TLB entries live at user-half addresses and are flushed before text_poke returns, or when
+ * a write session ends), nor does it include arm64's write-session mm (write-session.ts), for the
+ * same reason.
  */
 import { assert } from '../base/assert.js';
 import type { LeafBulkListener, PageTable } from './pagetable.js';

@@ -324,7 +324,12 @@ function createMachineInfo(
 class TimedAllocator implements ExecAllocator {
   elapsedMs = 0;
   ops = 0;
-  constructor(private readonly inner: ExecAllocator) {}
+  /** Forwarded where the design batches (replay.ts); the calls inside are timed one by one. */
+  readonly batch?: (fn: () => void) => void;
+  constructor(private readonly inner: ExecAllocator) {
+    const b = inner.batch;
+    if (b !== undefined) this.batch = (fn) => b.call(inner, fn);
+  }
   get name(): string {
     return this.inner.name;
   }

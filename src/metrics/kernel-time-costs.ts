@@ -247,7 +247,9 @@ export const COST_TABLE: readonly CostEntry[] = [
     key: 'pokeSteps',
     label: 'text_poke step (temporary mm)',
     labelOn: { arm64: 'fixmap poke step' },
-    counter: 'MachineCounters.pokeSteps: one __text_poke step of at most two pages (x86)',
+    counter:
+      'MachineCounters.pokeSteps: one __text_poke step of at most two pages (x86); for our write sessions ' +
+      '(machine/write-session.ts) one switch into the session mm and back per write, whatever its pages',
     costNs: 139,
     arches: ['x86_64'],
     derivation:

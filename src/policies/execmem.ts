@@ -11,6 +11,9 @@
  * - write -> updateVa: the one write path (alias write or the locked unprotect/memcpy/protect).
  * - finalize -> nothing: execmem never has a "publish" step; memory was final from the start.
  * - seal -> sealVa; free -> freeVa; shrink -> shrink().
+ * - batch -> execmem.batch: a module load's writes (or an unload's frees) handed over together
+ *   share one write session (one alias mapping, one local flush; execmem/writer.ts). The Linux
+ *   designs have no batch: their kernels write section by section.
  * It remembers only what the harness asks of every policy (live extents by type, requested
  * bytes); execmem keeps its own metadata in its side tables.
  */
@@ -67,6 +70,10 @@ export class ExecmemPolicy implements InstrumentedAllocator {
 
   shrink(): void {
     this.execmem.shrink();
+  }
+
+  batch(fn: () => void): void {
+    this.execmem.batch(fn);
   }
 
   usage(): { liveBytes: number; mappedBytes: number } {

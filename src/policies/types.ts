@@ -63,6 +63,20 @@ export interface ExecAllocator {
   shrink(): void;
   /** Bytes currently allocated to callers and bytes the design keeps mapped for them. */
   usage(): { liveBytes: number; mappedBytes: number };
+  /**
+   * Optional: run `fn`, whose calls (writes, finalizes, frees) form one hand-over, as one batch
+   * (ours: execmem.batch, one write session for all of them). Absent for the Linux designs: their
+   * kernels write section by section and free region by region, each call on its own. Callers
+   * use `inBatch`, which runs `fn` plainly where there is no batch. The calls inside keep their
+   * own failure semantics; an exception from `fn` ends the batch and propagates.
+   */
+  batch?(fn: () => void): void;
+}
+
+/** Run `fn` as one batch where the allocator has batch(), else plainly. */
+export function inBatch(allocator: ExecAllocator, fn: () => void): void {
+  if (allocator.batch !== undefined) allocator.batch(fn);
+  else fn();
 }
 
 /**

@@ -13,8 +13,10 @@
  * with probability proportional to its remaining events, so all three progress evenly and each
  * keeps its own order (which keeps every stream's lifecycle valid). Streams are merged in
  * segments that end where the stream has no load in flight (every allocation it made is
- * finalized or freed): a module's regions stay one batch, and between segments the whole machine
- * is quiescent. The streams' own exec hints are dropped and replaced by one hint over all live
+ * finalized or freed) and no module's frees are half done: a module load (allocs, writes,
+ * finalizes) and a module's frees (its unload, or its init frees) each stay together, as
+ * load_module and delete_module / do_free_init do them in one step, so a design that batches them
+ * (replay.ts) sees them whole; between segments the whole machine is quiescent. The streams' own exec hints are dropped and replaced by one hint over all live
  * code after the first segment that ends at or past every `execEveryEvents` merged events, so a
  * sample never sees a load half done (Linux runs nothing from a load in flight).
  */
@@ -52,15 +54,34 @@ interface Stream {
   readonly nextModule: number;
 }
 
+/**
+ * Is event `i` a free of a module's region followed directly by another free of that module (an
+ * unload, or the init frees after init, still under way)?
+ */
+function insideModuleFrees(
+  events: readonly TraceEvent[],
+  i: number,
+  moduleOf: ReadonlyMap<number, number>,
+): boolean {
+  const ev = events[i];
+  const next = events[i + 1];
+  if (ev.op !== 'free' || next === undefined || next.op !== 'free') return false;
+  const module = moduleOf.get(ev.id);
+  return module !== undefined && moduleOf.get(next.id) === module;
+}
+
 /** Events of `trace` without hints, ids shifted, cut into quiescent segments. */
 function stream(trace: Trace, offset: number, moduleOffset: number): Stream {
   const segments: TraceEvent[][] = [];
   const inFlight = new Set<number>();
+  const moduleOf = new Map<number, number>();
   let current: TraceEvent[] = [];
   let bootSegments = 0;
   let maxId = -1;
   let maxModule = -1;
-  for (const ev of trace.events) {
+  const events = trace.events;
+  for (let i = 0; i < events.length; i++) {
+    const ev = events[i];
     if (ev.op === 'phase') {
       if (ev.name === 'runtime') bootSegments = segments.length;
       continue;
@@ -70,9 +91,10 @@ function stream(trace: Trace, offset: number, moduleOffset: number): Stream {
       maxId = Math.max(maxId, ev.id);
       maxModule = Math.max(maxModule, ev.module ?? -1);
       inFlight.add(ev.id);
+      if (ev.module !== undefined) moduleOf.set(ev.id, ev.module);
     } else if (ev.op === 'finalize' || ev.op === 'free') inFlight.delete(ev.id);
     current.push(shiftIds(ev, offset, moduleOffset));
-    if (inFlight.size === 0) {
+    if (inFlight.size === 0 && !insideModuleFrees(events, i, moduleOf)) {
       segments.push(current);
       current = [];
     }

@@ -20,6 +20,12 @@
  *   batch (allocModuleSections), as load_module allocates every region before copying; if the
  *   batch fails, every id of the load is lost. An alloc's `caller` reaches the allocator as a hint.
  * - A code write's `functions` (default: the whole write) are what the fetch model may call.
+ * - For a design with `batch()` (ours), the consecutive write/finalize events into the regions of
+ *   one module load are run as one batch, and so are the consecutive frees of one module's regions
+ *   (an unload, or the init frees after init): load_module copies every section in one step and
+ *   delete_module frees every region in one step, so a design may hand them over together. Each
+ *   event keeps its own failure handling inside the batch. Designs without batch() (the Linux
+ *   rows: their kernels write section by section) replay exactly as before, event by event.
  *
  * Hot-path note: each write gets a fresh buffer rather than a reused scratch one, because a
  * design may legitimately keep the caller's buffer until finalize (bpf_prog_pack's RW image).
@@ -182,7 +188,7 @@ export function replay(
     return out;
   };
 
-  for (let i = 0; i < events.length; i++) {
+  const step = (i: number): void => {
     const ev = events[i];
     let ok = true;
     let va: number | null = null;
@@ -275,6 +281,22 @@ export function replay(
     }
     if (hooks.onEvent) hooks.onEvent(ev, i, ok, va);
     if (hooks.progress && (i + 1) % progressEvery === 0) hooks.progress(i + 1, events.length);
+  };
+
+  // Designs with batch(): each run of one module's writes/finalizes, or of its frees, is one batch.
+  const batch = allocator.batch?.bind(allocator);
+  const moduleOf = batch === undefined ? null : moduleNumbers(events);
+  for (let i = 0; i < events.length; ) {
+    const end = moduleOf === null ? i : batchEnd(events, i, moduleOf);
+    if (end === i || batch === undefined) {
+      step(i++);
+      continue;
+    }
+    const from = i;
+    batch(() => {
+      for (let k = from; k < end; k++) step(k);
+    });
+    i = end;
   }
   if (hooks.progress && events.length % progressEvery !== 0) hooks.progress(events.length, events.length);
 
@@ -299,6 +321,42 @@ export function replay(
     peakMappedBytes: Math.max(peakMappedBytes, usage.mappedBytes),
     liveBytesByType,
   };
+}
+
+/** Module number of every id allocated as part of a module load. */
+function moduleNumbers(events: readonly TraceEvent[]): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const ev of events) if (ev.op === 'alloc' && ev.module !== undefined) out.set(ev.id, ev.module);
+  return out;
+}
+
+/**
+ * The end (exclusive) of the batch that starts at event `start`, or `start` when none does: the
+ * consecutive write/finalize events into the regions of one module load (its publish step), or
+ * the consecutive frees of one module's regions (its unload, or do_init_module's init frees).
+ */
+function batchEnd(
+  events: readonly TraceEvent[],
+  start: number,
+  moduleOf: ReadonlyMap<number, number>,
+): number {
+  const kind = (ev: TraceEvent): string | null => {
+    if (ev.op === 'write' || ev.op === 'finalize') return 'load';
+    if (ev.op === 'free') return 'free';
+    return null;
+  };
+  const first = events[start];
+  const k = kind(first);
+  if (k === null || !('id' in first)) return start;
+  const module = moduleOf.get(first.id);
+  if (module === undefined) return start;
+  let end = start + 1;
+  while (end < events.length) {
+    const ev = events[end];
+    if (kind(ev) !== k || !('id' in ev) || moduleOf.get(ev.id) !== module) break;
+    end++;
+  }
+  return end;
 }
 
 /** The allocs of the module load that starts at event `start` (consecutive, one module number). */

@@ -51,6 +51,13 @@
  *   is between its alloc and its finalize. Linux runs nothing from a load in flight, and a
  *   sample taken mid-load would measure a half-written module (its text still RW, its block split).
  * A trace need not free everything: a run ends with what is live, as a machine keeps running.
+ *
+ * Batches (replay.ts): for a design that batches (ExecAllocator.batch, ours), the consecutive
+ * write and finalize events into the regions of one module load (ids allocated with the same
+ * `module` number) are one batch, and so are the consecutive frees of one module's regions (its
+ * unload, or its init frees after init). Generators emit them consecutively (modules.ts), and
+ * `mixed` keeps each together in one segment. Designs that do not batch (the Linux rows, whose
+ * kernels write section by section) replay the same events one by one.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { EXECMEM_TYPES, type ExecmemType, typeIsText } from '../arch/types.js';

@@ -31,10 +31,12 @@
  *
  * init() is do_init_module() after the module's init function: ro_after_init is sealed and
  * init memory freed. unload() frees everything, refusing while another module uses this one.
+ * The publish step, the init frees and an unload's frees are each handed to the allocator as
+ * one batch where it has batch() (ours); the Linux designs get the same calls one by one.
  * Function symbols (with sizes) are kept so the instruction-fetch model can run real functions.
  */
 import type { ExecmemType } from '../../arch/types.js';
-import { allocModuleSections, type ExecAllocator } from '../../policies/types.js';
+import { allocModuleSections, type ExecAllocator, inBatch } from '../../policies/types.js';
 import { parseElf, parseModinfo, SHF_ALLOC, SHT_NOBITS, stripModuleSignature } from './elf.js';
 import {
   buildImages,
@@ -178,12 +180,15 @@ export class ModuleLoader {
       throw new ModuleLoadError('EINVAL', name, `module ${name} is already initialised`);
     const rai = mod.mems.ro_after_init;
     if (rai) inPhase('allocator', name, () => this.allocator.seal(rai.va));
-    for (const t of MOD_MEM_TYPES) {
-      const m = mod.mems[t];
-      if (!m || !memTypeIsInit(t)) continue;
-      inPhase('allocator', name, () => this.allocator.free(m.va));
-      delete mod.mems[t];
-    }
+    // do_free_init frees every init region in one go: one batch for a design that batches.
+    inBatch(this.allocator, () => {
+      for (const t of MOD_MEM_TYPES) {
+        const m = mod.mems[t];
+        if (!m || !memTypeIsInit(t)) continue;
+        inPhase('allocator', name, () => this.allocator.free(m.va));
+        delete mod.mems[t];
+      }
+    });
     mod.functions = mod.functions.filter((f) => !f.init);
     mod.state = 'live';
   }
@@ -195,10 +200,13 @@ export class ModuleLoader {
     const users = [...this.modules.values()].filter((m) => m.uses.has(name)).map((m) => m.name);
     if (users.length > 0)
       throw new ModuleLoadError('EBUSY', name, `Module ${name} is in use by: ${users.join(' ')}`);
-    for (const t of MOD_MEM_TYPES) {
-      const m = mod.mems[t];
-      if (m) inPhase('allocator', name, () => this.allocator.free(m.va));
-    }
+    // free_module frees every region in one go: one batch for a design that batches.
+    inBatch(this.allocator, () => {
+      for (const t of MOD_MEM_TYPES) {
+        const m = mod.mems[t];
+        if (m) inPhase('allocator', name, () => this.allocator.free(m.va));
+      }
+    });
     if (mod.percpuOffset !== null) this.percpu.free(mod.percpuOffset);
     for (const n of mod.exports.keys()) this.moduleExports.delete(n);
     this.modules.delete(name);
@@ -376,13 +384,18 @@ export class ModuleLoader {
     }
   }
 
-  /** Write every image through the allocator and finalize it (text/rodata become RO(X) here). */
+  /**
+   * Write every image through the allocator and finalize it (text/rodata become RO(X) here), as
+   * one batch where the allocator batches (ours: one write session for the whole module).
+   */
   private publish(mems: Mems, images: Images): void {
-    for (const t of MOD_MEM_TYPES) {
-      const m = mems[t];
-      if (!m) continue;
-      this.allocator.write(m.va, images[t]!);
-      this.allocator.finalize(m.va);
-    }
+    inBatch(this.allocator, () => {
+      for (const t of MOD_MEM_TYPES) {
+        const m = mems[t];
+        if (!m) continue;
+        this.allocator.write(m.va, images[t]!);
+        this.allocator.finalize(m.va);
+      }
+    });
   }
 }
