@@ -45,6 +45,49 @@ test('ptdump shows the module area after a workload', async (_t) => {
   assert.ok(mapped.length > 0, `no module-area lines in:\n${r.stdout.slice(0, 2000)}`);
 });
 
+test('ptdump without a workload: nothing mapped yet, said so, and the markers of the area', async () => {
+  const [x86, arm, json] = await Promise.all([
+    execmemAsync(['ptdump']),
+    execmemAsync(['ptdump', '--arch', 'arm64']),
+    execmemAsync(['ptdump', '--json']),
+  ]);
+  assert.equal(x86.status, 0, x86.stderr);
+  assert.deepEqual(x86.stdout.split('\n').slice(1), [
+    '# nothing is mapped in the module area yet: no workload ran (try --workload bpf-churn)',
+    '---[ Modules ]---',
+    '---[ End Modules ]---',
+    '',
+  ]);
+  // arm64 names the area as arch/arm64/mm/ptdump.c does (PAGE_END and MODULES_VADDR coincide).
+  assert.match(arm.stdout, /\("Modules start" to "Modules end"\)/);
+  assert.match(arm.stdout, /---\[ Modules start \]---\n---\[ Modules end \]---/);
+  const doc = parseJson(json);
+  assert.equal(doc.mapped, false);
+  assert.deepEqual(doc.lines, ['---[ Modules ]---', '---[ End Modules ]---']);
+});
+
+test("ptdump prints Linux's large-page column: PSE on x86 (2 MiB leaves), BLK on arm64", async () => {
+  const [ours, linux, arm] = await Promise.all([
+    execmemAsync(['ptdump', '--workload', 'bpf-churn', '--scale', '0.05']),
+    execmemAsync(['ptdump', '--workload', 'bpf-churn', '--scale', '0.05', '--policy', 'module_alloc']),
+    // arm64 BPF lives in vmalloc space; modules fill the module area.
+    execmemAsync(['ptdump', '--workload', 'modules-synthetic', '--scale', '0.05', '--arch', 'arm64']),
+  ]);
+  // arch/x86/mm/dump_pagetables.c printk_prot(): USR RW PWT PCD PSE PAT GLB NX level.
+  assert.match(ours.stdout, /\n0x[0-9a-f]{16}-0x[0-9a-f]{16} {11}2M {5}ro {9}PSE {5}GLB x {2}pmd\n/);
+  assert.match(linux.stdout, /\n0x[0-9a-f]{16}-0x[0-9a-f]{16} +\d+K {5}ro {17}GLB x {2}pte\n/);
+  assert.doesNotMatch(linux.stdout, /PSE/, 'module_alloc maps BPF code with 4K pages');
+  // arch/arm64/mm/ptdump.c: level, then pte_bits; BLK for a block mapping.
+  assert.match(
+    arm.stdout,
+    /\n0x[0-9a-f]{16}-0x[0-9a-f]{16} {11}2M PMD {7}ro x {2}SHD AF {8}BLK UXN {4}MEM\/NORMAL\n/,
+  );
+});
+
+test('ptdump refuses an unknown policy even without a workload', async () => {
+  assertUsageError(await execmemAsync(['ptdump', '--policy', 'nosuch']), /unknown policy 'nosuch'/);
+});
+
 test('ptdump --json has the documented keys', async (_t) => {
   const r = await execmemAsync([
     'ptdump',
@@ -58,7 +101,7 @@ test('ptdump --json has the documented keys', async (_t) => {
   ]);
   assertAvailable(r);
   const doc = parseJson(r);
-  assertKeys(doc, ['arch', 'seed', 'workload', 'policy', 'range', 'lines', 'failures']);
+  assertKeys(doc, ['arch', 'seed', 'workload', 'policy', 'range', 'mapped', 'lines', 'failures']);
   assert.equal(doc.policy, 'module_alloc');
   assert.ok(Array.isArray(doc.lines) && doc.lines.length > 0);
 });
