@@ -43,9 +43,9 @@ test("other engineers' commands: --help when written, else an honest 'not availa
   }
 });
 
-test("--json and --quiet are listed in every command's --help, subcommands included", () => {
-  const visit = (path: string[]): number => {
-    const r = execmem([...path, '--help']);
+test("--json and --quiet are listed in every command's --help, subcommands included", async () => {
+  const visit = async (path: string[]): Promise<number> => {
+    const r = await execmemAsync([...path, '--help']);
     assert.equal(r.status, 0, path.join(' '));
     const where = `execmem ${path.join(' ')} --help`;
     if (path.length > 0) {
@@ -58,9 +58,10 @@ test("--json and --quiet are listed in every command's --help, subcommands inclu
     }
     const section = /\nCommands:\n([\s\S]*?)(\n\n|$)/.exec(r.stdout)?.[1] ?? '';
     const subs = [...section.matchAll(/^ {2}([a-z][\w-]*)/gm)].map((m) => m[1]).filter((c) => c !== 'help');
-    return 1 + subs.reduce((n, c) => n + visit([...path, c]), 0);
+    const counts = await Promise.all(subs.map((c) => visit([...path, c])));
+    return 1 + counts.reduce((n, c) => n + c, 0);
   };
-  assert.ok(visit([]) >= 12, 'every command and subcommand visited');
+  assert.ok((await visit([])) >= 12, 'every command and subcommand visited');
 });
 
 test('--version prints the package version', () => {

@@ -21,7 +21,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { describe, it, test } from 'node:test';
 import { defaultCacheDir, findCachedDataset } from '../src/workloads/dataset/dataset.js';
 import { CLI, execmem } from './cli-helpers.js';
 
@@ -97,11 +97,15 @@ export function jqPath(doc: unknown, filter: string): unknown {
   return v ?? null;
 }
 
+/** The --help text of every command, by its path ("", "report", "dataset fetch"...). */
+const helpTexts = new Map<string, string>();
+
 function collectExamples(): Example[] {
   const seen = new Map<string, Example>();
   const visit = (path: string[]): void => {
     const r = execmem([...path, '--help']);
     assert.equal(r.status, 0, `execmem ${path.join(' ')} --help: ${r.stderr}`);
+    helpTexts.set(path.join(' '), r.stdout);
     const { examples, commands } = parseHelp(r.stdout);
     const help = ['execmem', ...path].join(' ');
     for (const e of examples) {
@@ -168,19 +172,11 @@ function run(args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Prom
 }
 
 const examples = collectExamples();
-const helpScales = new Map<string, boolean>();
-
+/** Does the example's command take --scale (its own --help lists it)? */
 function takesScale(ex: Example): boolean {
-  const key = ex.args
-    .filter((a) => !a.startsWith('-'))
-    .slice(0, 2)
-    .join(' ');
-  if (!helpScales.has(key)) {
-    const sub =
-      ex.args[0] === 'dataset' || ex.args[0] === 'modules' ? ex.args.slice(0, 2) : ex.args.slice(0, 1);
-    helpScales.set(key, /--scale <x>/.test(execmem([...sub, '--help']).stdout));
-  }
-  return helpScales.get(key) === true;
+  const sub =
+    ex.args[0] === 'dataset' || ex.args[0] === 'modules' ? ex.args.slice(0, 2) : ex.args.slice(0, 1);
+  return /--scale <x>/.test(helpTexts.get(sub.join(' ')) ?? '');
 }
 
 test('the help texts have examples, each with a known promise or at least an output', () => {
@@ -201,33 +197,36 @@ test('stats --help shows a jq path that selects something (issue 13: .types.bpf 
   assert.equal(jqPath({ stats: {} }, '.types.bpf'), null);
 });
 
-for (const ex of examples) {
-  test(`help example runs: ${ex.line} (from ${ex.help} --help)`, async (t) => {
-    const why = skipReason(ex);
-    if (why !== null) {
-      t.skip(why);
-      return;
-    }
-    const cwd = mkdtempSync(join(tmpdir(), 'execmem-example-'));
-    const env: NodeJS.ProcessEnv = { ...process.env };
-    if (ex.args[0] === 'dataset' && ex.args[1] === 'clean') {
-      // Never the user's cache: a scratch one holding what fetch would have left.
-      const cache = join(cwd, 'cache');
-      mkdirSync(join(cache, 'downloads'), { recursive: true });
-      writeFileSync(join(cache, 'downloads', 'linux-image-test_1.0_amd64.deb'), Buffer.alloc(4096));
-      env.EXECMEM_CACHE_DIR = cache;
-    }
-    const args = [...ex.args];
-    if (!args.includes('--scale') && takesScale(ex)) args.push('--scale', '0.01');
-    const r = await run(['--quiet', ...args], cwd, env);
-    assert.equal(r.status, 0, `${ex.line}: exit ${r.status}\n${r.stderr}`);
-    assert.notEqual(r.stdout.trim(), '', `${ex.line}: printed nothing`);
-    if (ex.jq !== null) {
-      const value = jqPath(JSON.parse(r.stdout), ex.jq);
-      assert.notEqual(value, null, `${ex.line}: jq ${ex.jq} selects null`);
-    }
-    const promise = PROMISES[ex.line];
-    if (promise !== undefined)
-      assert.match(r.stdout, promise, `${ex.line}: output:\n${r.stdout.slice(0, 3000)}`);
-  });
-}
+// Two at a time: most of an example's time is a child process starting and waiting.
+describe('every --help example', { concurrency: 2 }, () => {
+  for (const ex of examples) {
+    it(`runs: ${ex.line} (from ${ex.help} --help)`, async (t) => {
+      const why = skipReason(ex);
+      if (why !== null) {
+        t.skip(why);
+        return;
+      }
+      const cwd = mkdtempSync(join(tmpdir(), 'execmem-example-'));
+      const env: NodeJS.ProcessEnv = { ...process.env };
+      if (ex.args[0] === 'dataset' && ex.args[1] === 'clean') {
+        // Never the user's cache: a scratch one holding what fetch would have left.
+        const cache = join(cwd, 'cache');
+        mkdirSync(join(cache, 'downloads'), { recursive: true });
+        writeFileSync(join(cache, 'downloads', 'linux-image-test_1.0_amd64.deb'), Buffer.alloc(4096));
+        env.EXECMEM_CACHE_DIR = cache;
+      }
+      const args = [...ex.args];
+      if (!args.includes('--scale') && takesScale(ex)) args.push('--scale', '0.01');
+      const r = await run(['--quiet', ...args], cwd, env);
+      assert.equal(r.status, 0, `${ex.line}: exit ${r.status}\n${r.stderr}`);
+      assert.notEqual(r.stdout.trim(), '', `${ex.line}: printed nothing`);
+      if (ex.jq !== null) {
+        const value = jqPath(JSON.parse(r.stdout), ex.jq);
+        assert.notEqual(value, null, `${ex.line}: jq ${ex.jq} selects null`);
+      }
+      const promise = PROMISES[ex.line];
+      if (promise !== undefined)
+        assert.match(r.stdout, promise, `${ex.line}: output:\n${r.stdout.slice(0, 3000)}`);
+    });
+  }
+});
