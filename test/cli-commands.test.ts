@@ -207,3 +207,32 @@ test('host --json: real JIT functions give the right answers, no W+X mapping, tr
 test('host refuses an unknown mode as bad usage', async () => {
   assertUsageError(await execmemAsync(['host', '--mode', 'rwx']), /unknown mode 'rwx'/);
 });
+
+test('compare and report print the same columns, units and legend (issue 13 item 9)', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'execmem-cli-legend-'));
+  const common = ['--policies', 'module_alloc,execmem', '--scale', '0.01'];
+  const [compare, report] = await Promise.all([
+    execmemAsync(['compare', '--workload', 'bpf-churn', ...common]),
+    execmemAsync(['report', '--workloads', 'bpf-churn', ...common, '--out', out], 120_000),
+  ]);
+  assert.equal(compare.status, 0, compare.stderr);
+  assert.equal(report.status, 0, report.stderr);
+  const header = (text: string) =>
+    (text.split('\n').find((l) => l.startsWith('policy ')) ?? '').split(/ {2,}/).filter((c) => c !== '');
+  const compareColumns = header(compare.stdout);
+  const reportColumns = header(report.stdout);
+  assert.ok(reportColumns.length >= 8, reportColumns.join('|'));
+  for (const c of reportColumns)
+    assert.ok(compareColumns.includes(c), `report column '${c}' is compare's too`);
+  const row = (text: string, name: string) => text.split('\n').find((l) => l.startsWith(`${name} `)) ?? '';
+  // The same figure is printed the same way (units, thousands separators).
+  for (const unit of [/\d+\.\d{2}x/, /\d+\.\d%/, /\d(\.\d)? (B|KiB|MiB)\b/]) {
+    assert.match(row(compare.stdout, 'module_alloc'), unit);
+    assert.match(row(report.stdout, 'module_alloc'), unit);
+  }
+  assert.doesNotMatch(compare.stdout, /^module_alloc\*/m, 'no marker the report does not use');
+  for (const legend of [/^Columns: kernel = the Linux version/m, /^iTLB miss\/M = misses per million/m]) {
+    assert.match(compare.stdout, legend);
+    assert.match(report.stdout, legend);
+  }
+});
