@@ -14,7 +14,7 @@ import { policyByName } from '../src/policies/index.js';
 import type { ExecAllocator } from '../src/policies/types.js';
 import { datasetKernelSymbols, findCachedDataset, openDataset } from '../src/workloads/dataset/dataset.js';
 import { loadDatasetModules } from '../src/workloads/dataset/load.js';
-import type { BenchResult } from './types.js';
+import type { BenchResult, BenchRow } from './types.js';
 
 // execmem-rox is left out: it took ~100 s for the package (about 14x execmem) when measured; run it via
 // `execmem modules load --all --policy execmem-rox`.
@@ -42,15 +42,13 @@ function nullAllocator(): ExecAllocator {
   };
 }
 
-export async function benchModules(): Promise<BenchResult[]> {
+export async function benchModules(): Promise<BenchRow[]> {
   const root = findCachedDataset();
   if (!root) {
     return [
       {
         name: 'modules: load whole package',
-        value: 0,
-        unit: 'modules/s',
-        note: 'skipped: Debian dataset not in the cache (scripts/fetch-dataset.sh)',
+        fact: 'skipped: the Debian dataset is not in the cache (scripts/fetch-dataset.sh)',
       },
     ];
   }

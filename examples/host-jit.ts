@@ -6,13 +6,12 @@
  * allocate by type, write through the one update path, call, free) in a page of code, and prints
  * the facts a reader should check for themselves: which mode the probe chose and why, the
  * /proc/self/maps lines (an RX view and, in dualmap mode, a separate RW alias; never W and X in
- * one mapping), and the trap fill (0xcc) that replaces freed code.
+ * one mapping), and the trap fill (0xcc) that replaces freed code. It imports only the package's
+ * public API, by the package's own name, as a user's program would.
  *
- * Run (x86-64 Linux): compile with the project (examples/ must be in tsconfig's include), then
- *   node dist/examples/host-jit.js [auto|dualmap|mprotect]
+ * Run (x86-64 Linux): `npm run build && node dist/examples/host-jit.js [auto|dualmap|mprotect]`
  */
-import { Execmem } from '../src/execmem/execmem.js';
-import { genLinear, genSum, type HostMode, openHost, readMaps } from '../src/host/index.js';
+import { Execmem, genLinear, genSum, type HostMode, openHost, readMaps } from 'execmem';
 
 const MiB = 1024 * 1024;
 
@@ -24,11 +23,11 @@ function main(mode: HostMode): void {
     const em = new Execmem(host);
 
     // int f(int a, int b) { return a * 3 + b + 7; } and a loop summing an int32 buffer.
-    const linear = em.allocVa('bpf', 16);
-    const sum = em.allocVa('bpf', 32);
+    const linear = em.alloc('bpf', 16);
+    const sum = em.alloc('bpf', 32);
     em.batch(() => {
-      em.updateVa(linear, genLinear(3, 7));
-      em.updateVa(sum, genSum());
+      em.update(linear, genLinear(3, 7));
+      em.update(sum, genSum());
     });
     const f = host.fn(linear, 'int (int, int)');
     const s = host.fn(sum, 'int (const int32_t *, int)');
@@ -51,12 +50,13 @@ function main(mode: HostMode): void {
     const wx = ours.filter((m) => m.perms[1] === 'w' && m.perms[2] === 'x');
     console.log(`mappings both writable and executable: ${wx.length}`);
 
-    em.freeVa(linear);
-    const after = [...host.read(linear, 8)].map((b) => b.toString(16)).join(' ');
+    em.free(linear);
+    // read() inspects mapped memory, freed ranges included: the trap fill replaced the code.
+    const after = [...em.read(linear, 8)].map((b) => b.toString(16)).join(' ');
     console.log(
       `\nafter free, the first bytes of f read: ${after} (int3 traps; calling f now would SIGTRAP)`,
     );
-    em.freeVa(sum);
+    em.free(sum);
     em.shrink({ keepSpare: false });
     console.log(`stats: ${JSON.stringify(em.stats().counters)}`);
   } finally {

@@ -176,7 +176,7 @@ export function reentrant(rng: Rng, em: Execmem, va: number, shape: 'bytes' | 'o
     ['free', () => em.freeVa(va)],
     ['alloc', () => em.allocVa('bpf', 64)],
     ['update', () => em.updateVa(va, Uint8Array.of(1))],
-    ['sizeOf', () => em.sizeOf(va)],
+    ['sizeOf', () => em.sizeOfVa(va)],
     ['batch', () => em.batch(() => em.freeVa(va))],
     ['shrink', () => em.shrink()],
   ];

@@ -123,7 +123,7 @@ class Case {
     for (const t of Object.values(em.stats().types)) live += t.liveObjects;
     if (live !== model.live.size) throw new Finding(`${live} live objects, the model has ${model.live.size}`);
     for (const [va, o] of model.live) {
-      if (em.sizeOf(va) !== o.sizeBytes || em.typeOf(va) !== o.type || em.isSealed(va) !== o.sealed)
+      if (em.sizeOfVa(va) !== o.sizeBytes || em.typeOfVa(va) !== o.type || em.isSealedVa(va) !== o.sealed)
         throw new Finding(`live object at 0x${va.toString(16)} changed size, type or seal`);
     }
   }
@@ -333,9 +333,9 @@ class Case {
           return { label: a.label, value: a.va as unknown };
         })();
     const [name, run] = this.rng.pick([
-      ['sizeOf', () => em.sizeOf(value as number)],
-      ['typeOf', () => em.typeOf(value as number)],
-      ['isSealed', () => em.isSealed(value as number)],
+      ['sizeOf', () => em.sizeOfVa(value as number)],
+      ['typeOf', () => em.typeOfVa(value as number)],
+      ['isSealed', () => em.isSealedVa(value as number)],
       ['readVa', () => em.readVa(value as number, this.rng.pick([1, 64, 5000]))],
       ['toBig', () => em.toBig(value as number)],
       ['stats', () => em.stats()],

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fetch and index the default Debian kernel-module dataset (linux-image-*-cloud-amd64, ~27 MB
-# download, ~110 MB extracted) into the execmem cache ($EXECMEM_CACHE_DIR, $XDG_CACHE_HOME/execmem
+# Fetch and index the default Debian kernel-module dataset (linux-image-*-cloud-amd64; the download
+# and extracted sizes are printed, as measured) into the execmem cache ($EXECMEM_CACHE_DIR, $XDG_CACHE_HOME/execmem
 # or ~/.cache/execmem). Idempotent: a second run only re-reads the index. Needs apt-get and
 # dpkg-deb (Debian/Ubuntu); runs 'apt-get update' once if the package is unknown to apt.
 set -euo pipefail

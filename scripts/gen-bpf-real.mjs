@@ -26,11 +26,15 @@ execFileSync('gcc', ['-O2', '-o', exporter, join(root, 'scripts', 'seccomp-expor
 const groups = {};
 let cur = null;
 for (const line of execFileSync('systemd-analyze', ['syscall-filter']).toString().split('\n')) {
-  if (/^@\S+/.test(line)) groups[(cur = line.trim())] = [];
-  else if (cur && line.trim() && !line.trim().startsWith('#')) groups[cur].push(line.trim());
+  if (/^@\S+/.test(line)) {
+    cur = line.trim();
+    groups[cur] = [];
+  } else if (cur && line.trim() && !line.trim().startsWith('#')) groups[cur].push(line.trim());
 }
 const resolve = (names, seen = new Set()) =>
-  names.flatMap((n) => (n.startsWith('@') ? (seen.has(n) ? [] : (seen.add(n), resolve(groups[n] ?? [], seen))) : [n]));
+  names.flatMap((n) =>
+    n.startsWith('@') ? (seen.has(n) ? [] : (seen.add(n), resolve(groups[n] ?? [], seen))) : [n],
+  );
 
 const AF = { AF_UNIX: 1, AF_INET: 2, AF_INET6: 10, AF_NETLINK: 16, AF_PACKET: 17 };
 const yes = (v) => v !== undefined && /^(yes|true|1|on)$/i.test(v.at(-1));
@@ -44,16 +48,22 @@ for (const f of readdirSync(unitDir).sort()) {
   const d = {};
   for (const line of readFileSync(real, 'utf8').split('\n')) {
     const m = /^(\w+)=(.*)$/.exec(line.trim());
-    if (m) (d[m[1]] ??= []).push(m[2].trim());
+    if (m) {
+      d[m[1]] ??= [];
+      d[m[1]].push(m[2].trim());
+    }
   }
   if (!d.SystemCallFilter) continue;
   seen.add(real);
   const allowLines = d.SystemCallFilter.filter((v) => !v.startsWith('~')).flatMap((v) => v.split(/\s+/));
-  const denyLines = d.SystemCallFilter.filter((v) => v.startsWith('~')).flatMap((v) => v.slice(1).split(/\s+/));
+  const denyLines = d.SystemCallFilter.filter((v) => v.startsWith('~')).flatMap((v) =>
+    v.slice(1).split(/\s+/),
+  );
   const deny = new Set(resolve(denyLines));
   const allow = [...new Set(resolve(allowLines))].filter((n) => !deny.has(n)).sort();
   const denySets = [];
-  if (yes(d.ProtectKernelModules)) denySets.push({ label: 'ProtectKernelModules', syscalls: resolve(['@module']) });
+  if (yes(d.ProtectKernelModules))
+    denySets.push({ label: 'ProtectKernelModules', syscalls: resolve(['@module']) });
   if (yes(d.ProtectClock)) denySets.push({ label: 'ProtectClock', syscalls: resolve(['@clock']) });
   if (yes(d.PrivateDevices)) denySets.push({ label: 'PrivateDevices', syscalls: resolve(['@raw-io']) });
   services.push({
@@ -66,7 +76,12 @@ for (const f of readdirSync(unitDir).sort()) {
     lockPersonality: yes(d.LockPersonality),
     restrictRealtime: yes(d.RestrictRealtime),
     restrictSuidSgid: yes(d.RestrictSUIDSGID),
-    addressFamilies: d.RestrictAddressFamilies ? d.RestrictAddressFamilies.at(-1).split(/\s+/).map((a) => AF[a]).filter((x) => x) : undefined,
+    addressFamilies: d.RestrictAddressFamilies
+      ? d.RestrictAddressFamilies.at(-1)
+          .split(/\s+/)
+          .map((a) => AF[a])
+          .filter((x) => x)
+      : undefined,
     protectHostname: yes(d.ProtectHostname),
     protectKernelLogs: yes(d.ProtectKernelLogs),
     protectKernelTunables: yes(d.ProtectKernelTunables),
@@ -77,14 +92,33 @@ for (const f of readdirSync(unitDir).sort()) {
 const seccomp = [];
 for (const s of services) {
   const specs = systemdFilterSpecs(s);
-  const text = execFileSync(exporter, { input: specs.map((x) => x.spec).join(''), stdio: ['pipe', 'pipe', 'ignore'] }).toString();
-  const progs = text.split(/\n(?=\d+\n)/).map((t) => t.trim()).filter(Boolean);
-  if (progs.length !== specs.length) throw new Error(`${s.name}: ${specs.length} specs, ${progs.length} programs`);
-  specs.forEach((x, i) => seccomp.push({ service: s.name, label: x.label, program: `${progs[i]}\n` }));
+  const text = execFileSync(exporter, {
+    input: specs.map((x) => x.spec).join(''),
+    stdio: ['pipe', 'pipe', 'ignore'],
+  }).toString();
+  const progs = text
+    .split(/\n(?=\d+\n)/)
+    .map((t) => t.trim())
+    .filter(Boolean);
+  if (progs.length !== specs.length)
+    throw new Error(`${s.name}: ${specs.length} specs, ${progs.length} programs`);
+  specs.forEach((x, i) => {
+    seccomp.push({ service: s.name, label: x.label, program: `${progs[i]}\n` });
+  });
 }
 
-const TCPDUMP = ['tcp port 22', 'port 53', 'icmp or icmp6', 'host 10.0.0.1 and tcp', 'not port 22', 'vlan and udp port 4789'];
-const tcpdump = TCPDUMP.map((expr) => ({ expr, program: execFileSync('tcpdump', ['-ddd', expr], { stdio: ['ignore', 'pipe', 'ignore'] }).toString() }));
+const TCPDUMP = [
+  'tcp port 22',
+  'port 53',
+  'icmp or icmp6',
+  'host 10.0.0.1 and tcp',
+  'not port 22',
+  'vlan and udp port 4789',
+];
+const tcpdump = TCPDUMP.map((expr) => ({
+  expr,
+  program: execFileSync('tcpdump', ['-ddd', expr], { stdio: ['ignore', 'pipe', 'ignore'] }).toString(),
+}));
 
 const xdpDir = '/usr/lib/x86_64-linux-gnu/bpf';
 const xdp = [];
@@ -94,12 +128,20 @@ for (const f of existsSync(xdpDir) ? readdirSync(xdpDir).sort() : []) {
       object: f,
       program: p.name,
       section: p.section,
-      functions: p.functions.map((fn, i) => ({ name: fn.name, insns: fn.insns.length, proglenBytes: jitX86(functionForJit(fn, i)).proglenBytes })),
+      functions: p.functions.map((fn, i) => ({
+        name: fn.name,
+        insns: fn.insns.length,
+        proglenBytes: jitX86(functionForJit(fn, i)).proglenBytes,
+      })),
     });
   }
 }
 
-const version = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString().split('\n')[0].trim();
+const version = (cmd, args) =>
+  execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    .toString()
+    .split('\n')[0]
+    .trim();
 const out = {
   format: 'execmem-bpf-real/1',
   sources: {
@@ -107,7 +149,9 @@ const out = {
     libseccomp: execFileSync('dpkg-query', ['-W', '-f=${Version}', 'libseccomp2']).toString(),
     tcpdump: execFileSync('dpkg-query', ['-W', '-f=${Version}', 'tcpdump']).toString(),
     libpcap: execFileSync('dpkg-query', ['-W', '-f=${Version}', 'libpcap0.8']).toString(),
-    libxdp: existsSync(xdpDir) ? execFileSync('dpkg-query', ['-W', '-f=${Version}', 'libxdp1']).toString() : null,
+    libxdp: existsSync(xdpDir)
+      ? execFileSync('dpkg-query', ['-W', '-f=${Version}', 'libxdp1']).toString()
+      : null,
   },
   services: services.map((s) => s.name),
   seccomp,
@@ -115,4 +159,6 @@ const out = {
   xdp,
 };
 writeFileSync(join(root, 'data', 'bpf-real.json'), `${JSON.stringify(out, null, 1)}\n`);
-console.log(`data/bpf-real.json: ${services.length} services, ${seccomp.length} seccomp filters, ${tcpdump.length} tcpdump programs, ${xdp.length} XDP programs`);
+console.log(
+  `data/bpf-real.json: ${services.length} services, ${seccomp.length} seccomp filters, ${tcpdump.length} tcpdump programs, ${xdp.length} XDP programs`,
+);

@@ -19,10 +19,23 @@
  *
  * @example On real memory of this process (Linux x86-64):
  * ```ts
- * import { Execmem, openHost, X86Asm } from 'execmem';
+ * import { EAX, EDI, Execmem, openHost, X86Asm } from 'execmem';
  * const host = openHost({ mode: 'auto' });        // dualmap (memfd RX view + RW alias) or mprotect
  * const em = new Execmem(host);
+ * const code = new X86Asm().mov(EAX, EDI).addImm(EAX, 1).ret().bytes(); // int f(int x) { return x + 1; }
+ * const p = em.alloc('bpf', code.length);
+ * em.update(p, code);
+ * const f = host.fn(p, 'int (int)');
+ * f(41);                                          // 42, run from real executable memory
+ * host.close();
  * ```
+ *
+ * Addresses: every method of `Execmem` that takes an address takes what `alloc` returns, a
+ * bigint in the architecture's 64-bit form (kernel addresses exceed 2^53). The `*Va` methods
+ * (`allocVa`, `updateVa`, `sizeOfVa`...) are the same calls with the 48-bit form as a number, for
+ * hot loops; `toVa` / `toBigAddr` (x86-64 form) and `archToVa` / `archToBig` (any arch) convert.
+ * The simulated machine (`createMachine`) works in 48-bit numbers throughout, as its page tables
+ * do.
  */
 
 export type { ArchName, ArchSpec, ExecmemType, Prot } from './arch/index.js';
@@ -49,8 +62,35 @@ export {
   formatStats,
 } from './execmem/index.js';
 export { SimBackend } from './execmem/sim-backend.js';
-export type { HostMode, HostOptions, HostReport } from './host/index.js';
-export { HostBackend, HostError, openHost, X86Asm } from './host/index.js';
+export type {
+  HostErrorCode,
+  HostFunction,
+  HostMode,
+  HostOptions,
+  HostReport,
+  Label,
+  MapsEntry,
+  Reg,
+} from './host/index.js';
+export {
+  EAX,
+  EBX,
+  ECX,
+  EDI,
+  EDX,
+  ESI,
+  genConst,
+  genDiffTimesSum,
+  genLinear,
+  genSized,
+  genSum,
+  HostBackend,
+  HostError,
+  INT3,
+  openHost,
+  readMaps,
+  X86Asm,
+} from './host/index.js';
 export type { DirectMapStats, MachineConfig, MachineCounters, VmArea } from './machine/index.js';
 export { createMachine, Machine, MachineError, MachineFault, TLB_PROFILES } from './machine/index.js';
 export type { PolicyName } from './policies/index.js';

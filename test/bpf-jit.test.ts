@@ -326,7 +326,7 @@ describe('bad input: a typed error, nothing allocated', () => {
     assert.deepEqual(live(em.stats()), live(before), 'the image was freed again (the block may stay cached)');
     // A helper in kernel text near the image (x86 module space is within 2 GiB of the kernel).
     const ok = loadClassic(em, prog, 'socket', rng, () => 0xffffff810000);
-    assert.equal(em.sizeOf(ok.va), ok.layout.imageBytes);
+    assert.equal(em.sizeOfVa(ok.va), ok.layout.imageBytes);
     em.freeVa(ok.va);
   });
   test('checkClassic accepts every shipped real program', () => {

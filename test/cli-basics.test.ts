@@ -15,7 +15,7 @@ test('--help lists every subcommand, the exit codes and examples', () => {
   const r = execmem(['--help']);
   assert.equal(r.status, 0);
   for (const c of [...OWN_COMMANDS, ...OTHER_COMMANDS]) assert.match(r.stdout, new RegExp(`\\n  ${c}\\b`));
-  assert.match(r.stdout, /Exit codes: 0 ok, 1 the work failed, 2 bad usage/);
+  assert.match(r.stdout, /Exit codes: 0 ok, 1 the work failed, 2 bad usage, 130 interrupted \(Ctrl-C\)/);
   assert.match(r.stdout, /Examples:\n {2}\$ execmem report/);
   assert.equal(r.stderr, '');
 });
@@ -41,6 +41,27 @@ test("other engineers' commands: --help when written, else an honest 'not availa
       assert.match(r.stderr, new RegExp(`^error: 'execmem ${c}' is not available yet: .+\\n$`));
     }
   }
+});
+
+test("--json and --quiet are listed in every command's --help, subcommands included", async () => {
+  const visit = async (path: string[]): Promise<number> => {
+    const r = await execmemAsync([...path, '--help']);
+    assert.equal(r.status, 0, path.join(' '));
+    const where = `execmem ${path.join(' ')} --help`;
+    if (path.length > 0) {
+      assert.match(
+        r.stdout,
+        /\nGlobal Options:\n[\s\S]*--json +print the result as one JSON document/,
+        where,
+      );
+      assert.match(r.stdout, /-q, --quiet/, where);
+    }
+    const section = /\nCommands:\n([\s\S]*?)(\n\n|$)/.exec(r.stdout)?.[1] ?? '';
+    const subs = [...section.matchAll(/^ {2}([a-z][\w-]*)/gm)].map((m) => m[1]).filter((c) => c !== 'help');
+    const counts = await Promise.all(subs.map((c) => visit([...path, c])));
+    return 1 + counts.reduce((n, c) => n + c, 0);
+  };
+  assert.ok((await visit([])) >= 12, 'every command and subcommand visited');
 });
 
 test('--version prints the package version', () => {

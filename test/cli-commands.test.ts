@@ -45,6 +45,49 @@ test('ptdump shows the module area after a workload', async (_t) => {
   assert.ok(mapped.length > 0, `no module-area lines in:\n${r.stdout.slice(0, 2000)}`);
 });
 
+test('ptdump without a workload: nothing mapped yet, said so, and the markers of the area', async () => {
+  const [x86, arm, json] = await Promise.all([
+    execmemAsync(['ptdump']),
+    execmemAsync(['ptdump', '--arch', 'arm64']),
+    execmemAsync(['ptdump', '--json']),
+  ]);
+  assert.equal(x86.status, 0, x86.stderr);
+  assert.deepEqual(x86.stdout.split('\n').slice(1), [
+    '# nothing is mapped in the module area yet: no workload ran (try --workload bpf-churn)',
+    '---[ Modules ]---',
+    '---[ End Modules ]---',
+    '',
+  ]);
+  // arm64 names the area as arch/arm64/mm/ptdump.c does (PAGE_END and MODULES_VADDR coincide).
+  assert.match(arm.stdout, /\("Modules start" to "Modules end"\)/);
+  assert.match(arm.stdout, /---\[ Modules start \]---\n---\[ Modules end \]---/);
+  const doc = parseJson(json);
+  assert.equal(doc.mapped, false);
+  assert.deepEqual(doc.lines, ['---[ Modules ]---', '---[ End Modules ]---']);
+});
+
+test("ptdump prints Linux's large-page column: PSE on x86 (2 MiB leaves), BLK on arm64", async () => {
+  const [ours, linux, arm] = await Promise.all([
+    execmemAsync(['ptdump', '--workload', 'bpf-churn', '--scale', '0.05']),
+    execmemAsync(['ptdump', '--workload', 'bpf-churn', '--scale', '0.05', '--policy', 'module_alloc']),
+    // arm64 BPF lives in vmalloc space; modules fill the module area.
+    execmemAsync(['ptdump', '--workload', 'modules-synthetic', '--scale', '0.05', '--arch', 'arm64']),
+  ]);
+  // arch/x86/mm/dump_pagetables.c printk_prot(): USR RW PWT PCD PSE PAT GLB NX level.
+  assert.match(ours.stdout, /\n0x[0-9a-f]{16}-0x[0-9a-f]{16} {11}2M {5}ro {9}PSE {5}GLB x {2}pmd\n/);
+  assert.match(linux.stdout, /\n0x[0-9a-f]{16}-0x[0-9a-f]{16} +\d+K {5}ro {17}GLB x {2}pte\n/);
+  assert.doesNotMatch(linux.stdout, /PSE/, 'module_alloc maps BPF code with 4K pages');
+  // arch/arm64/mm/ptdump.c: level, then pte_bits; BLK for a block mapping.
+  assert.match(
+    arm.stdout,
+    /\n0x[0-9a-f]{16}-0x[0-9a-f]{16} {11}2M PMD {7}ro x {2}SHD AF {8}BLK UXN {4}MEM\/NORMAL\n/,
+  );
+});
+
+test('ptdump refuses an unknown policy even without a workload', async () => {
+  assertUsageError(await execmemAsync(['ptdump', '--policy', 'nosuch']), /unknown policy 'nosuch'/);
+});
+
 test('ptdump --json has the documented keys', async (_t) => {
   const r = await execmemAsync([
     'ptdump',
@@ -58,7 +101,7 @@ test('ptdump --json has the documented keys', async (_t) => {
   ]);
   assertAvailable(r);
   const doc = parseJson(r);
-  assertKeys(doc, ['arch', 'seed', 'workload', 'policy', 'range', 'lines', 'failures']);
+  assertKeys(doc, ['arch', 'seed', 'workload', 'policy', 'range', 'mapped', 'lines', 'failures']);
   assert.equal(doc.policy, 'module_alloc');
   assert.ok(Array.isArray(doc.lines) && doc.lines.length > 0);
 });
@@ -163,4 +206,33 @@ test('host --json: real JIT functions give the right answers, no W+X mapping, tr
 
 test('host refuses an unknown mode as bad usage', async () => {
   assertUsageError(await execmemAsync(['host', '--mode', 'rwx']), /unknown mode 'rwx'/);
+});
+
+test('compare and report print the same columns, units and legend (issue 13 item 9)', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'execmem-cli-legend-'));
+  const common = ['--policies', 'module_alloc,execmem', '--scale', '0.01'];
+  const [compare, report] = await Promise.all([
+    execmemAsync(['compare', '--workload', 'bpf-churn', ...common]),
+    execmemAsync(['report', '--workloads', 'bpf-churn', ...common, '--out', out], 120_000),
+  ]);
+  assert.equal(compare.status, 0, compare.stderr);
+  assert.equal(report.status, 0, report.stderr);
+  const header = (text: string) =>
+    (text.split('\n').find((l) => l.startsWith('policy ')) ?? '').split(/ {2,}/).filter((c) => c !== '');
+  const compareColumns = header(compare.stdout);
+  const reportColumns = header(report.stdout);
+  assert.ok(reportColumns.length >= 8, reportColumns.join('|'));
+  for (const c of reportColumns)
+    assert.ok(compareColumns.includes(c), `report column '${c}' is compare's too`);
+  const row = (text: string, name: string) => text.split('\n').find((l) => l.startsWith(`${name} `)) ?? '';
+  // The same figure is printed the same way (units, thousands separators).
+  for (const unit of [/\d+\.\d{2}x/, /\d+\.\d%/, /\d(\.\d)? (B|KiB|MiB)\b/]) {
+    assert.match(row(compare.stdout, 'module_alloc'), unit);
+    assert.match(row(report.stdout, 'module_alloc'), unit);
+  }
+  assert.doesNotMatch(compare.stdout, /^module_alloc\*/m, 'no marker the report does not use');
+  for (const legend of [/^Columns: kernel = the Linux version/m, /^iTLB miss\/M = misses per million/m]) {
+    assert.match(compare.stdout, legend);
+    assert.match(report.stdout, legend);
+  }
 });

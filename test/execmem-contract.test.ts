@@ -73,7 +73,7 @@ test('re-entrancy: a Uint8Array subclass whose length getter frees the target ->
     }
     const err = refused(em, fb, () => em.updateVa(p, new Evil(16)));
     assert.equal(err.code, 'EBUSY', `${arch}: ${err.message}`);
-    assert.equal(em.sizeOf(p), 64, 'p is still live');
+    assert.equal(em.sizeOfVa(p), 64, 'p is still live');
     em.freeVa(p);
   }
 });
@@ -95,7 +95,7 @@ test('re-entrancy: a getter on the alloc context that calls back in -> EBUSY, no
     },
   };
   assert.equal(refused(em, fb, () => em.shrink(opts)).code, 'EBUSY');
-  assert.equal(em.sizeOf(p), 64);
+  assert.equal(em.sizeOfVa(p), 64);
 });
 
 test('re-entrancy: batch() from inside a call -> EBUSY; forEachRun callbacks cannot free', () => {
@@ -113,7 +113,7 @@ test('re-entrancy: batch() from inside a call -> EBUSY; forEachRun callbacks can
     if (used && va === p) code = execmemErrorCode(() => em.freeVa(p));
   });
   assert.equal(code, 'EBUSY');
-  assert.equal(em.sizeOf(p), 64);
+  assert.equal(em.sizeOfVa(p), 64);
 });
 
 test('bytes: a Proxy, a lying length, other typed arrays, a detached buffer -> EINVAL, nothing changes', () => {
@@ -179,9 +179,9 @@ test('validation: every address argument that is not a non-negative integer -> E
   const p = em.allocVa('module_ro_after_init', 100);
   const bad: unknown[] = [Number.NaN, 1.5, 'abc', -1, undefined, null, {}, 2n, 2 ** 60, Infinity];
   const calls: [string, (a: number) => unknown][] = [
-    ['isSealed', (a) => em.isSealed(a)],
-    ['sizeOf', (a) => em.sizeOf(a)],
-    ['typeOf', (a) => em.typeOf(a)],
+    ['isSealed', (a) => em.isSealedVa(a)],
+    ['sizeOf', (a) => em.sizeOfVa(a)],
+    ['typeOf', (a) => em.typeOfVa(a)],
     ['freeVa', (a) => em.freeVa(a)],
     ['sealVa', (a) => em.sealVa(a)],
     ['updateVa', (a) => em.updateVa(a, Uint8Array.of(1))],
@@ -200,10 +200,25 @@ test('validation: every address argument that is not a non-negative integer -> E
       () => em.free(a as bigint),
       () => em.seal(a as bigint),
       () => em.read(a as bigint, 4),
-    ])
-      assert.equal(refused(em, fb, call).code, 'EINVAL');
+      () => em.sizeOf(a as bigint),
+      () => em.typeOf(a as bigint),
+      () => em.isSealed(a as bigint),
+    ]) {
+      const err = refused(em, fb, call);
+      assert.equal(err.code, 'EINVAL');
+      // Issue 13 item 17: the message says which form was expected.
+      if (typeof a !== 'bigint') assert.match(err.message, /must be a bigint \(what alloc returns\)/);
+    }
   }
-  assert.equal(em.isSealed(p), false);
+  assert.equal(em.isSealedVa(p), false);
+  // Every method that takes an address takes what alloc returns (issue 13 item 17).
+  const q = em.alloc('module_ro_after_init', 64);
+  assert.equal(em.sizeOf(q), 64);
+  assert.equal(em.typeOf(q), 'module_ro_after_init');
+  assert.equal(em.isSealed(q), false);
+  em.seal(q);
+  assert.equal(em.isSealed(q), true);
+  assert.equal(em.read(q, 4).length, 4);
 });
 
 test('validation: sizes, contexts, options and callbacks of the wrong type -> EINVAL', () => {
@@ -339,8 +354,8 @@ test('contract: update past the REQUESTED size is ERANGE (not only past the roun
   const bpf = em.allocVa('bpf', 1000);
   const rai = em.allocVa('module_ro_after_init', 1);
   const big = em.allocVa('module_text', 3 * SZ_2M + 5);
-  assert.equal(em.sizeOf(bpf), 1000, 'sizeOf is the requested size');
-  assert.equal(em.sizeOf(rai), 1);
+  assert.equal(em.sizeOfVa(bpf), 1000, 'sizeOf is the requested size');
+  assert.equal(em.sizeOfVa(rai), 1);
   em.updateVa(bpf + 999, Uint8Array.of(1));
   em.updateVa(rai, Uint8Array.of(1));
   em.updateVa(big + 3 * SZ_2M + 4, Uint8Array.of(1));

@@ -51,7 +51,7 @@ function emState(em: Execmem): string {
  */
 function fullState(w: World, live: readonly number[]): string {
   const probe = simProbe(w.m);
-  const contents = live.map((va) => Buffer.from(probe.raw(va, w.em.sizeOf(va))).toString('base64'));
+  const contents = live.map((va) => Buffer.from(probe.raw(va, w.em.sizeOfVa(va))).toString('base64'));
   return `${emState(w.em)}|${machineSnapshot(w.m)}|${contents.join(',')}`;
 }
 
@@ -322,7 +322,7 @@ test('faults: the issue reproduction, step by step (sealed 4 MiB ro_after_init, 
     (e: unknown) => e instanceof ExecmemError && e.code === 'ENOMEM',
   );
   m.phys.clearInjectedFailures();
-  assert.equal(em.isSealed(archToVa(m.arch, p)), true, 'still live and sealed');
+  assert.equal(em.isSealedVa(archToVa(m.arch, p)), true, 'still live and sealed');
   em.free(p);
   const q = em.alloc('module_ro_after_init', 4 * MIB);
   assert.equal(em.stats().types.module_ro_after_init.liveObjects, 1);

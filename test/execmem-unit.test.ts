@@ -312,7 +312,7 @@ test('data types: module_data plain RW+NX, rodata RO written via the helper, ro_
   assert.equal(fb.counters().pokes, pokes + 1, 'rodata goes through the alias write');
   const rai = em.allocVa('module_ro_after_init', 100);
   assert.equal(rai % SZ_4K, 0, 'ro_after_init is page aligned');
-  assert.equal(em.sizeOf(rai), 100, 'sizeOf is the requested size');
+  assert.equal(em.sizeOfVa(rai), 100, 'sizeOf is the requested size');
   assert.equal(em.stats().types.module_ro_after_init.liveBytes, SZ_4K, 'it occupies a whole page');
   const rai2 = em.allocVa('module_ro_after_init', 5000);
   em.updateVa(rai, Uint8Array.of(1, 2, 3));
@@ -386,7 +386,7 @@ test('shrink never releases a block in use', () => {
   const { em } = setup();
   const a = em.allocVa('bpf', 100);
   em.shrink({ keepSpare: false });
-  assert.equal(em.sizeOf(a), 100, 'the allocation is still live');
+  assert.equal(em.sizeOfVa(a), 100, 'the allocation is still live');
   assert.equal(em.stats().types.bpf.liveBytes, 128, '100 B occupy two 64 B granules');
   assert.equal(em.stats().pools['kprobes+ftrace+bpf'].blocks, 1);
 });
@@ -418,7 +418,7 @@ test('updates at interior addresses of a long allocation find it; free space aro
     execmemErrorCode(() => em.freeVa(va)),
     'EFREE',
   );
-  assert.equal(em.sizeOf(after), 100);
+  assert.equal(em.sizeOfVa(after), 100);
 });
 
 test('objects larger than a block get their own mapping, released on free', () => {
@@ -426,7 +426,7 @@ test('objects larger than a block get their own mapping, released on free', () =
   const size = 5 * 1024 * 1024 + 3;
   const va = em.allocVa('module_text', size);
   assert.equal(va % SZ_2M, 0);
-  assert.equal(em.sizeOf(va), size);
+  assert.equal(em.sizeOfVa(va), size);
   assert.equal(em.stats().types.module_text.liveBytes, Math.ceil(size / 64) * 64, 'usable: granule-rounded');
   em.updateVa(va + 4 * 1024 * 1024, Uint8Array.of(0x90));
   assert.equal(em.readVa(va + 4 * 1024 * 1024, 1)[0], 0x90);

@@ -137,13 +137,13 @@ for (const mode of ['dualmap', 'mprotect'] as const) {
               case 'free': {
                 if (live.length === 0) return;
                 const [l] = live.splice(c.pick % live.length, 1);
-                const usable = em.sizeOf(l.va);
+                const usable = em.sizeOfVa(l.va);
                 em.freeVa(l.va);
                 assert.ok(
                   h.read(l.va, usable).every((x) => x === 0xcc),
                   'freed space reads back as the trap pattern',
                 );
-                assert.throws(() => em.sizeOf(l.va), { code: 'EFREE' });
+                assert.throws(() => em.sizeOfVa(l.va), { code: 'EFREE' });
                 return;
               }
               case 'batch':

@@ -268,7 +268,7 @@ if (process.argv[2] === '--host-child') {
           evil.set(genConst(6));
           const code = codeOf(() => em.updateVa(p, evil));
           for (const a of attempts) assert.ok(a === 'EBUSY' || a === 'EDEADLK', `a free from inside: ${a}`);
-          assert.equal(em.sizeOf(p), 64, 'the allocation is still live');
+          assert.equal(em.sizeOfVa(p), 64, 'the allocation is still live');
           const after = h.read(p, 64);
           if (code === 'no error') {
             assert.deepEqual(after.subarray(0, 6), genConst(6), 'the real 6 bytes');

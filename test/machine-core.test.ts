@@ -181,7 +181,7 @@ test('CPA on a huge area: partial change splits, set_memory_rox collapses back t
   assert.equal(m.counters.splitsVmalloc2M, 0, 'a whole 2 MiB leaf changes in place');
   const range = { start: h.va, end: h.va + SZ_2M };
   const dumpRox = m.ptdump(range);
-  assert.match(dumpRox, /2M +ro +GLB x {2}pmd/);
+  assert.match(dumpRox, /2M +ro +PSE +GLB x {2}pmd/);
   const tables = m.frameAccounting().tableFrames;
   m.setMemory(h.va + 4 * PAGE, 1, 'rw');
   assert.equal(m.counters.splitsVmalloc2M, 1);
@@ -540,21 +540,22 @@ test('ptdump reads like /sys/kernel/debug/page_tables/kernel', () => {
   assert.ok(lines.includes('---[ Modules ]---'));
   assert.ok(lines.includes('---[ High Kernel Mapping ]---'));
   assert.ok(
-    lines.includes('0xffffffffa0000000-0xffffffffa0002000        8K     ro                 GLB x  pte'),
+    lines.includes('0xffffffffa0000000-0xffffffffa0002000           8K     ro                 GLB x  pte'),
   );
   assert.ok(
-    lines.includes('0xffffffff81000000-0xffffffff82000000       16M     ro                 GLB x  pmd'),
+    lines.includes('0xffffffff81000000-0xffffffff82000000          16M     ro         PSE     GLB x  pmd'),
   );
   for (const line of lines) {
     assert.match(
       line,
-      /^(---\[ .+ \]---|0x[0-9a-f]{16}-0x[0-9a-f]{16} +\d+[KMG] +(RW|ro) +(GLB| {3}) (x |NX) (pte|pmd|pud))$/,
+      // printk_prot() of arch/x86/mm/dump_pagetables.c: USR RW PWT PCD PSE PAT GLB NX level.
+      /^(---\[ .+ \]---|0x[0-9a-f]{16}-0x[0-9a-f]{16} {3} *\d+[BKMG] {5}(RW|ro) {9}(PSE| {3}) {5}(GLB| {3}) (x |NX) (pte|pmd|pud))$/,
     );
   }
   const part = m.ptdump({ start: a.va, end: a.va + PAGE });
   assert.equal(
     part,
-    `---[ Modules ]---\n${archHex(m.arch, a.va)}-${archHex(m.arch, a.va + PAGE)}        4K     ro                 GLB x  pte\n`,
+    `---[ Modules ]---\n${archHex(m.arch, a.va)}-${archHex(m.arch, a.va + PAGE)}           4K     ro                 GLB x  pte\n`,
   );
   assert.equal(LEVEL_BYTES[1], PAGE);
   assert.ok(!dump.includes(`\n${archHex(m.arch, a.va + 2 * PAGE)}-`), 'guard page not printed');

@@ -220,9 +220,11 @@ describe('corrupt dataset cache files', () => {
     for (const [file, , content, field] of variants) {
       restore();
       writeFileSync(file, content);
+      // --cache-dir tree: the tree is a cache root, so its own index.json is the one used (a tree
+      // outside the cache is only read; its index is kept in the cache, treeIndexDir).
       const [fetch, load] = await Promise.all([
-        execmemAsync(['dataset', 'fetch', '--dir', tree]),
-        execmemAsync(['modules', 'load', '--all', '--dir', tree]),
+        execmemAsync(['dataset', 'fetch', '--dir', tree, '--cache-dir', tree]),
+        execmemAsync(['modules', 'load', '--all', '--dir', tree, '--cache-dir', tree]),
       ]);
       assertNamedFailure(fetch, file, field);
       assertNamedFailure(load, file, field);
@@ -233,11 +235,15 @@ describe('corrupt dataset cache files', () => {
     const bytes = readFileSync(ko);
     unlinkSync(ko);
     try {
-      assertNamedFailure(await execmemAsync(['modules', 'load', '--all', '--dir', tree]), ko, null);
+      assertNamedFailure(
+        await execmemAsync(['modules', 'load', '--all', '--dir', tree, '--cache-dir', tree]),
+        ko,
+        null,
+      );
     } finally {
       writeFileSync(ko, bytes);
     }
-    const ok = await execmemAsync(['--json', 'modules', 'load', '--all', '--dir', tree]);
+    const ok = await execmemAsync(['--json', 'modules', 'load', '--all', '--dir', tree, '--cache-dir', tree]);
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(JSON.parse(ok.stdout).loaded, 1);
   });

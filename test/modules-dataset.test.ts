@@ -102,6 +102,8 @@ describe('synthetic package tree', { skip: hasTool('gcc') ? false : 'gcc not ins
   });
 
   it('the CLI loads the tree (--json) and rejects unknown module names with exit 2', () => {
+    // A scratch cache: the index of a --dir tree goes to the cache, never into the tree.
+    const cache = mkdtempSync(join(tmpdir(), 'execmem-ds-cache-'));
     const ok = execmem([
       '--json',
       'modules',
@@ -109,6 +111,8 @@ describe('synthetic package tree', { skip: hasTool('gcc') ? false : 'gcc not ins
       '--all',
       '--dir',
       tree,
+      '--cache-dir',
+      cache,
       '--policy',
       'execmem-rox',
       '--fetch-calls',
@@ -122,11 +126,12 @@ describe('synthetic package tree', { skip: hasTool('gcc') ? false : 'gcc not ins
     assert.equal(r.fetch.calls, 2000);
     assert.equal(r.fetch.faults, 0, 'real relocated functions run without faults');
     assert.ok(r.fetch.functions >= 5 && r.fetch.fetches > 2000);
-    const bad = execmem(['modules', 'load', 'nosuch', '--dir', tree]);
+    const bad = execmem(['modules', 'load', 'nosuch', '--dir', tree, '--cache-dir', cache]);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /unknown module\(s\): nosuch/);
-    const none = execmem(['modules', 'load', '--dir', tree]);
+    const none = execmem(['modules', 'load', '--dir', tree, '--cache-dir', cache]);
     assert.equal(none.status, 2);
+    rmSync(cache, { recursive: true, force: true });
   });
 
   it('the derived table has the layout sizes, round-trips, and samples real rows', () => {

@@ -144,7 +144,7 @@ describe('policies: bad input is refused and changes nothing', () => {
     const { m, p } = fresh('execmem');
     const va = p.alloc('module_text', 200);
     // execmem bounds writes by the requested size, which sizeOf reports (200 here).
-    const usable = (p as unknown as { execmem: { sizeOf(va: number): number } }).execmem.sizeOf(va);
+    const usable = (p as unknown as { execmem: { sizeOfVa(va: number): number } }).execmem.sizeOfVa(va);
     assert.equal(usable, 200);
     for (const call of [
       () => p.alloc('bpf', 0),

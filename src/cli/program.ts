@@ -126,14 +126,17 @@ export async function buildProgram(io: CliIo, version: string): Promise<Command>
         'kernel machine (the default; modelled) and on real memory of this process (the host demo; real).',
     )
     .version(version, '-V, --version')
-    .option('--json', 'print data as one JSON document on stdout (where the command outputs data)')
-    .option('-q, --quiet', 'no progress bars (also off when stderr is not a terminal)')
+    .option('--json', 'print the result as one JSON document on stdout (2-space indented)')
+    .option('-q, --quiet', 'no progress on stderr (a bar on a terminal, else a line per finished step)')
     .showSuggestionAfterError(true)
+    // Every command's --help lists --json and --quiet under "Global Options" (inherited by the
+    // subcommands registered below).
+    .configureHelp({ showGlobalOptions: true })
     .addHelpText(
       'after',
       [
         '',
-        'Exit codes: 0 ok, 1 the work failed, 2 bad usage.',
+        'Exit codes: 0 ok, 1 the work failed, 2 bad usage, 130 interrupted (Ctrl-C).',
         '',
         'Examples:',
         '  $ execmem report                      # the main job: report/index.html + report/summary.md',
@@ -155,6 +158,12 @@ export async function buildProgram(io: CliIo, version: string): Promise<Command>
   }
   configureTree(program, io);
   return program;
+}
+
+/** An error from a system call (Node's fs, child_process): it carries an errno code and the call. */
+function isSystemError(error: Error): boolean {
+  const e = error as NodeJS.ErrnoException;
+  return typeof e.code === 'string' && /^E[A-Z0-9]+$/.test(e.code) && typeof e.syscall === 'string';
 }
 
 /** Map an error escaping a command to its exit code, printing one line (never a stack for users). */
@@ -184,6 +193,13 @@ export function reportError(error: unknown, io: CliIo): number {
     return EXIT_FAILED;
   }
   const err = error instanceof Error ? error : new Error(String(error));
+  if (isSystemError(err)) {
+    // A file or process the system refused (ENOENT, EACCES, ENOSPC, EROFS...): the message names
+    // the call and the path, which is what the user needs; it is not a bug in execmem.
+    io.err(`error: ${oneLine(err.message)}`);
+    if (process.env.EXECMEM_DEBUG === '1' && err.stack) io.err(err.stack);
+    return EXIT_FAILED;
+  }
   // Typed errors of the layers below (ExecmemError, MachineError, ElfError...) carry their own
   // clear message; anything else (an AssertionError, a TypeError) is a bug in execmem.
   const typed = err.name !== 'Error' && err.name !== 'AssertionError' && !(err instanceof TypeError);

@@ -62,8 +62,11 @@
  *   operation counters count completed calls only; `batches` counts batches whose callback
  *   returned.
  *
- * Addresses: the public API uses bigint (kernel addresses exceed 2^53); the `*Va` twins use
- * 48-bit numbers for hot paths (base/addr.ts).
+ * Addresses: the public API uses bigint (kernel addresses exceed 2^53): every method that takes
+ * an address takes what `alloc` returns. The `*Va` twins (allocVa, updateVa, freeVa, sealVa,
+ * readVa, sizeOfVa, typeOfVa, isSealedVa) take and return the 48-bit form as a number, for hot
+ * paths and the layers below (base/addr.ts); their name says so. A bigint where a number is
+ * expected, or the reverse, is EINVAL with a message naming the form the method takes.
  *
  * Files: this one is the public surface (argument checks, the lock, the re-entrancy guard, the
  * order of each call's steps); args.ts checks arguments; store.ts maps blocks, places objects
@@ -187,8 +190,31 @@ export class Execmem {
     this.sealVa(this.toNum(ptr, 'seal'));
   }
 
+  /**
+   * An inspection of mapped memory, for debugging and tests: the `sizeBytes` bytes at `ptr` as the
+   * backend holds them, whatever lies there. The range may start inside an object and cross its
+   * end, into free space (which reads as the trap fill, 0xcc on x86, after a free) or a
+   * neighbour, so the README's quickstart reads a freed object to show its trap fill. It must lie
+   * in one block this allocator mapped: a range that is not mapped (never was, or its block was
+   * released by shrink) is ERANGE. Not a way to fetch an object's contents: keep your own copy.
+   */
   read(ptr: bigint, sizeBytes: number): Uint8Array {
     return this.readVa(this.toNum(ptr, 'read'), sizeBytes);
+  }
+
+  /** The requested size of the live allocation starting at `ptr`: update() may write up to it. */
+  sizeOf(ptr: bigint): number {
+    return this.sizeOfVa(this.toNum(ptr, 'sizeOf'));
+  }
+
+  /** The type of the live allocation containing `ptr`. */
+  typeOf(ptr: bigint): ExecmemType {
+    return this.typeOfVa(this.toNum(ptr, 'typeOf'));
+  }
+
+  /** Is the (module_ro_after_init) allocation starting at `ptr` sealed? */
+  isSealed(ptr: bigint): boolean {
+    return this.isSealedVa(this.toNum(ptr, 'isSealed'));
   }
 
   /** The 64-bit form of a 48-bit address as this backend's callers see it. */
@@ -325,33 +351,35 @@ export class Execmem {
     }
   }
 
-  /** The requested size of the live allocation starting at va: update() may write up to it. */
-  sizeOf(ptr: number): number {
+  /** sizeOf() with the 48-bit address as a number. */
+  sizeOfVa(ptr: number): number {
     this.lookup(ptr, true, 'sizeOf');
     return this.store.hit.requested;
   }
 
-  /** The type of the live allocation containing va (tests, consumers). */
-  typeOf(ptr: number): ExecmemType {
+  /** typeOf() with the 48-bit address as a number. */
+  typeOfVa(ptr: number): ExecmemType {
     this.lookup(ptr, false, 'typeOf');
     return EXECMEM_TYPES[this.store.hit.kind & KIND_TYPE_MASK];
   }
 
-  /** Is the allocation starting at va sealed (tests)? */
-  isSealed(ptr: number): boolean {
+  /** isSealed() with the 48-bit address as a number. */
+  isSealedVa(ptr: number): boolean {
     this.lookup(ptr, true, 'isSealed');
     return (this.store.hit.kind & KIND_SEALED) !== 0;
   }
 
-  /** Raw bytes of mapped execmem memory, live or free (a block's contents, not an object's). */
+  /** read() with the 48-bit address as a number (see read: mapped memory, ERANGE otherwise). */
   readVa(ptr: number, sizeBytes: number): Uint8Array {
     this.begin('read');
     try {
       const va = checkAddress(ptr, 'read');
       const n = checkReadSize(sizeBytes);
       const block = this.store.blockAt(va);
-      if (block === undefined) this.store.missing(va, 'read');
-      if (va + n > block.va + block.sizeBytes) fail('ERANGE', `read crosses the end of the block`);
+      if (block === undefined)
+        fail('ERANGE', `read: ${this.hex(va)} is not in memory this allocator has mapped`);
+      if (va + n > block.va + block.sizeBytes)
+        fail('ERANGE', `read of ${n} bytes at ${this.hex(va)} crosses the end of its block`);
       try {
         return this.backend.read(va, n);
       } catch (e) {
@@ -540,10 +568,20 @@ export class Execmem {
   }
 
   private toNum(addr: bigint, op: string): number {
-    if (typeof addr !== 'bigint')
-      fail('EINVAL', `${op}: the address must be a bigint, got ${describe(addr)}`);
+    if (typeof addr !== 'bigint') {
+      fail(
+        'EINVAL',
+        `${op}: the address must be a bigint (what alloc returns), got ${describe(addr)}; ` +
+          `the 48-bit number form goes to ${op}Va`,
+      );
+    }
     if (this.backend.kind === 'host') {
-      if (addr < 0n || addr >= 1n << 53n) fail('EINVAL', `${op}: bad host address 0x${addr.toString(16)}`);
+      if (addr < 0n || addr >= 1n << 53n) {
+        fail(
+          'EINVAL',
+          `${op}: 0x${addr.toString(16)} is not a host address (expected a user-space address below 2^53, as alloc returns)`,
+        );
+      }
       return Number(addr);
     }
     try {

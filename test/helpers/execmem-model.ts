@@ -76,7 +76,7 @@ export class ExecmemModel {
           return;
         }
         if (this.live.has(va)) throw new Error(`alloc returned a live address 0x${va.toString(16)}`);
-        const usable = em.sizeOf(va);
+        const usable = em.sizeOfVa(va);
         const text = typeIsText(op.type);
         const content = new Uint8Array(usable);
         if (text) fillPattern(content, 0, usable, em.backend.arch.trapPattern);
@@ -192,9 +192,9 @@ export class ExecmemModel {
       if (va % o.alignBytes !== 0) throw new Error(`0x${va.toString(16)} not aligned to ${o.alignBytes}`);
       if (va < prevEnd) throw new Error(`allocations overlap at 0x${va.toString(16)}`);
       prevEnd = va + o.content.length;
-      if (em.sizeOf(va) !== o.content.length || em.sizeOf(va) < o.sizeBytes)
+      if (em.sizeOfVa(va) !== o.content.length || em.sizeOfVa(va) < o.sizeBytes)
         throw new Error('usable size changed');
-      if (em.typeOf(va) !== o.type) throw new Error('type changed');
+      if (em.typeOfVa(va) !== o.type) throw new Error('type changed');
       const got = em.readVa(va, o.content.length);
       if (!bytesEqual(got, o.content))
         throw new Error(`contents of 0x${va.toString(16)} differ from what was written`);

@@ -1,6 +1,7 @@
 /**
  * `execmem compare`: one workload through every design on identical fresh simulated machines,
- * printed as a table (or with --json the CompareResult object of src/metrics/compare.ts).
+ * printed as a table (or with --json the CompareResult object of src/metrics/compare.ts), with the
+ * same columns, units and legend as the report's terminal summary (../legend.ts).
  *
  * Why it is thin: everything measured lives in runCompare so that the report (engineer C) and
  * this command print the very same numbers. This module only parses flags, shows progress on
@@ -14,10 +15,11 @@ import type { ArchName } from '../../arch/types.js';
 import { CompareError, type CompareResult, runCompare } from '../../metrics/compare.js';
 import { runCsv } from '../../metrics/csv.js';
 import { TEXT_ROW_HEADER, tableColumns, textRow, textTable } from '../../metrics/report/format.js';
-import { flushLegend, kernelTimeLegend, sameAsRows, wxHoleNotes } from '../../metrics/report/vocabulary.js';
+import { kernelTimeLegend, sameAsRows, wxHoleNotes } from '../../metrics/report/vocabulary.js';
 import { POLICY_NAMES } from '../../policies/index.js';
 import { WORKLOADS } from '../../workloads/registry.js';
 import { type CliIo, UsageError } from '../io.js';
+import { tableLegend } from '../legend.js';
 import { addRunOptions, checkName, parseList } from '../options.js';
 import { loadTraceOption } from './trace.js';
 
@@ -63,7 +65,7 @@ export function register(program: Command, io: CliIo): void {
         'Examples:',
         '  $ execmem compare --workload mixed',
         '  $ execmem compare --workload bpf-aaronlu --policies module_alloc,bpf_prog_pack,execmem --age 0.2',
-        '  $ execmem compare --workload bpf-churn --arch arm64 --scale 0.1 --json | jq .policies[0].metrics',
+        "  $ execmem compare --workload bpf-churn --arch arm64 --json | jq '.policies[0].metrics'",
         '  $ execmem compare --trace rec.trace.json --csv > rec.csv   # a recorded machine (docs/TRACES.md)',
         '',
         'Everything runs on the simulated kernel machine; the Linux designs are re-implementations.',
@@ -110,14 +112,14 @@ function runCompareCommand(opts: CompareCliOptions, io: CliIo): void {
   } finally {
     (bar as ReturnType<CliIo['progress']> | null)?.done();
   }
-  if (io.json) io.out(JSON.stringify(result, null, 2));
+  if (io.json) io.outJson(result);
   else if (opts.csv) io.out(runCsv(result));
   else io.out(formatCompare(result));
 }
 
 /**
  * The terminal table: one row per policy with the kernel version each Linux design models,
- * modelled designs marked with '*', columns and headings in the run's arch's words, the same
+ * columns and headings in the run's arch's words, the same
  * ones the report uses (src/metrics/report/format.ts, vocabulary.ts). A design that is another
  * on this arch prints "= other on arch" instead of a second copy of its figures. The simulator's
  * own speed is not printed: it is in --json only (simulatorOpsPerSecond), see simulatorSpeedNote.
@@ -125,7 +127,7 @@ function runCompareCommand(opts: CompareCliOptions, io: CliIo): void {
 export function formatCompare(r: CompareResult): string {
   const columns = tableColumns(r);
   const same = sameAsRows(r.arch, r.policies);
-  const rows = r.policies.map((p, i) => textRow(p, columns, same[i], `${p.name}${p.modelled ? '*' : ''}`));
+  const rows = r.policies.map((p, i) => textRow(p, columns, same[i]));
   const gib = (r.machine.memoryBytes / 1024 ** 3).toFixed(0);
   return [
     `workload ${r.workload}, arch ${r.arch}, seed ${r.seed}, scale ${r.scale}; machine ${gib} GiB, ${r.machine.cpus} CPUs, ` +
@@ -134,9 +136,8 @@ export function formatCompare(r: CompareResult): string {
     textTable([...TEXT_ROW_HEADER, ...columns.map((c) => c.heading)], rows, TEXT_ROW_HEADER.length),
     '',
     kernelTimeLegend(r.kernelTime.sensitivity.summary),
-    '* re-implementation of a Linux design on the simulated machine.',
     ...wxHoleNotes(r.workload, r.policies),
-    `iTLB misses per million fetches, lower bound in parentheses (infinite TLB, same flushes, per CPU). ${flushLegend(r.arch)}`,
+    ...tableLegend(r.arch),
     r.modelledNote,
   ].join('\n');
 }

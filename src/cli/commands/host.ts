@@ -60,7 +60,7 @@ export function register(program: Command, io: CliIo): void {
         'Examples:',
         '  $ execmem host                  # auto: dualmap if the kernel allows an executable memfd mapping',
         '  $ execmem host --mode mprotect  # the fallback mode',
-        '  $ execmem host --json',
+        '  $ execmem host --json | jq .functions      # each function: address, size, result, expected',
         '',
         'Linux x86-64 only (arm64 would need I-cache maintenance after every write; not faked).',
       ].join('\n'),
@@ -187,7 +187,7 @@ async function runHost(opts: HostOptions, io: CliIo): Promise<void> {
       wxMappings: wxLines.length,
       freed: { address: `0x${freedVa.toString(16)}`, firstBytes: Array.from(after), trapPattern: trapped },
     };
-    if (io.json) io.out(JSON.stringify(out, null, 2));
+    if (io.json) io.outJson(out);
     else printHost(out, io);
     if (wrong.length > 0) {
       throw new CliFailure(

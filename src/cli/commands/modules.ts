@@ -7,17 +7,26 @@
  * uses, and the kernel image is placed where that machine's KASLR put it (kernel exports are
  * shifted by machine.kernelTextStart - link address), so rel32 reach is checked for real.
  * Logic: src/workloads/dataset/load.ts; this file parses options and prints.
+ *
+ * Every option is checked before the dataset is touched (a misspelt policy is a usage error,
+ * exit 2, even when no dataset is fetched), and the report names the package and version it
+ * loaded and says when that is not the kernel of the shipped table (data/debian-modules.json,
+ * which the debian-modules workload and the report use). A --dir tree is only read: its index is
+ * kept in the cache.
  */
 import type { Command } from 'commander';
 import { Rng } from '../../base/rng.js';
 import { MOD_MEM_TYPES } from '../../consumers/modules/layout.js';
 import { type FetchReport, type FetchTarget, runFetchModel } from '../../metrics/fetch-model.js';
-import { DatasetError, datasetKernelSymbols, openDataset } from '../../workloads/dataset/dataset.js';
+import { DatasetError, datasetKernelSymbols, dependencyOrder } from '../../workloads/dataset/dataset.js';
 import { loadDatasetModules, type ModulesLoadReport } from '../../workloads/dataset/load.js';
+import { readModuleTable } from '../../workloads/dataset/table.js';
+import { DEFAULT_MODULE_TABLE } from '../../workloads/dataset/workload.js';
+import { datasetLocation, packageFacts, packageLabel, tableDifference } from '../dataset-cache.js';
 import { CliFailure, type CliIo, UsageError } from '../io.js';
-import { parsePositiveInt, parseSeed } from '../options.js';
-import { datasetRoot } from './dataset.js';
-import { createPolicy, newMachine } from './shared.js';
+import { checkName, parsePositiveInt, parseSeed } from '../options.js';
+import { openLocated, requireRoot } from './dataset.js';
+import { createPolicy, newMachine, policyNames } from './shared.js';
 
 interface LoadOpts {
   fetchCalls: number;
@@ -36,6 +45,16 @@ export interface ModulesCliReport extends ModulesLoadReport {
   readonly wxViolations: number;
   /** The instruction-fetch model run over the loaded modules' real functions (when asked). */
   readonly fetch: (FetchReport & { readonly functions: number }) | null;
+  /** The package loaded: name, Debian version (from the kept .deb) and where it is. */
+  readonly dataset: {
+    readonly packageName: string | null;
+    readonly version: string | null;
+    readonly root: string;
+    readonly indexDir: string;
+  };
+  /** The shipped table's kernel, and a note when it is not the one loaded here. */
+  readonly shippedTable: { readonly packageName: string | null; readonly kernelRelease: string };
+  readonly tableNote: string | null;
 }
 
 /** A corrupt or unreadable dataset file (named, with its field) fails the command: exit 1. */
@@ -51,8 +70,13 @@ function datasetStep<T>(fn: () => T): T {
 export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo): Promise<ModulesCliReport> {
   if (!opts.all && names.length === 0) throw new UsageError('name modules to load, or pass --all');
   if (opts.all && names.length > 0) throw new UsageError('--all and module names exclude each other');
-  const index = datasetStep(() => openDataset(datasetRoot(opts)));
-  const kernel = datasetStep(() => datasetKernelSymbols(index));
+  checkName('policy', opts.policy, await policyNames());
+  const loc = datasetLocation(opts);
+  const located = requireRoot(loc);
+  const index = datasetStep(() => openLocated(located, io));
+  const kernel = datasetStep(() => datasetKernelSymbols(index, located.indexDir));
+  const facts = packageFacts(index, { cacheDir: loc.cacheDir, indexDir: located.indexDir });
+  const table = datasetStep(() => readModuleTable(DEFAULT_MODULE_TABLE));
   const known = new Set(index.modules.map((m) => m.name));
   const unknown = names.filter((n) => !known.has(n.replaceAll('-', '_')));
   if (unknown.length > 0)
@@ -62,7 +86,11 @@ export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo)
   const textStart = (machine as { kernelTextStart?: number }).kernelTextStart;
   const offset = textStart === undefined ? 0 : textStart - machine.arch.layout.kernelImage.textStart;
   const requested = opts.all ? undefined : names.map((n) => n.replaceAll('-', '_'));
-  const bar = io.progress('loading modules', requested ? requested.length : index.modules.length);
+  // Named modules load with their depends= first: the bar counts them all.
+  const total = requested
+    ? datasetStep(() => dependencyOrder(index, requested)).length
+    : index.modules.length;
+  const bar = io.progress('loading modules', total);
   const { report, loader } = datasetStep(() =>
     loadDatasetModules(index, kernel.withKaslrOffset(offset), allocator, {
       names: requested,
@@ -89,11 +117,20 @@ export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo)
     machineCounters: { ...machine.counters },
     wxViolations: machine.wxViolationCount(),
     fetch,
+    dataset: {
+      packageName: facts.packageName,
+      version: facts.version,
+      root: facts.root,
+      indexDir: facts.indexDir,
+    },
+    shippedTable: { packageName: table.packageName, kernelRelease: table.kernelRelease },
+    tableNote: tableDifference(facts, table),
   };
 }
 
 function human(r: ModulesCliReport): string {
   const lines = [
+    `package ${packageLabel({ ...r.dataset, kernelRelease: r.kernelRelease })} from ${r.dataset.root}`,
     `kernel ${r.kernelRelease}: ${r.kernelExports} exports from ${r.symbolsSource}, KASLR offset 0x${r.kaslrOffsetBytes.toString(16)}`,
     `allocator ${r.allocator}: ${r.loaded}/${r.requested} modules loaded, ${r.failed.length} failed, ${r.unresolvedSymbols} unresolved symbols, ${r.relocOverflows} relocation overflows`,
     `relocations: ${Object.entries(r.relocsByType)
@@ -113,6 +150,7 @@ function human(r: ModulesCliReport): string {
       `fetch model: ${f.calls} Zipf(1) calls over ${f.functions} real functions: ${f.missesPerMillion.toFixed(1)} iTLB misses per million fetches (infinite-TLB lower bound ${f.lowerBoundPerMillion.toFixed(1)}), ${f.faults} faulting fetches`,
     );
   }
+  if (r.tableNote !== null) lines.push(`note: ${r.tableNote}`);
   for (const f of r.failed) lines.push(`  FAILED ${f.name} (${f.file}, ${f.source}): ${f.reason}`);
   return lines.join('\n');
 }
@@ -128,7 +166,7 @@ export function register(program: Command, io: CliIo): void {
     )
     .option('--all', 'every module of the dataset, in dependency order')
     .option('--dir <path>', 'dataset root (an extracted linux-image package; default: the fetched one)')
-    .option('--cache-dir <path>', 'cache directory')
+    .option('--cache-dir <path>', 'cache directory (default $EXECMEM_CACHE_DIR or ~/.cache/execmem)')
     .option('-p, --policy <name>', 'allocator design (see execmem compare --help)', 'execmem')
     .option('-s, --seed <n>', 'machine seed (KASLR placement)', parseSeed, 1)
     .option('--no-init', 'do not run init (keep init memory, leave ro_after_init writable)')
@@ -143,13 +181,17 @@ export function register(program: Command, io: CliIo): void {
       [
         '',
         'Examples:',
-        '  $ execmem modules load --all',
-        '  $ execmem modules load xfs btrfs --policy module_alloc --json',
+        '  $ execmem modules load --all                                  # every module, through execmem',
+        '  $ execmem modules load xfs btrfs --policy module_alloc --json | jq .loaded',
+        '',
+        "Needs the package: 'execmem dataset fetch' first (or --dir). --json: the load report, with",
+        'allocatorCounters, machineCounters, wxViolations, fetch, dataset and tableNote.',
       ].join('\n'),
     )
     .action(async (names: string[], opts: LoadOpts) => {
       const r = await runModulesLoad(names, opts, io);
-      io.out(io.json ? JSON.stringify(r) : human(r));
+      if (io.json) io.outJson(r);
+      else io.out(human(r));
       if (r.failed.length > 0) throw new CliFailure(`${r.failed.length} module(s) failed to load`);
     });
 }

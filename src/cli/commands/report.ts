@@ -13,7 +13,7 @@
  * harness did not measure: a missing metric is an error, not a zero.
  */
 import { writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { ARCHES, type ArchName } from '../../arch/index.js';
 import { SZ_2M, toVa } from '../../base/addr.js';
@@ -29,8 +29,11 @@ import {
 } from '../../metrics/report/types.js';
 import { WORKLOADS } from '../../workloads/registry.js';
 import type { Trace } from '../../workloads/trace.js';
+import { reportDatasetNote } from '../dataset-cache.js';
 import { CliFailure, type CliIo, UsageError } from '../io.js';
+import { tableLegend } from '../legend.js';
 import { addRunOptions, checkName, parseList } from '../options.js';
+import { checkOutputDir } from '../paths.js';
 import { loadSubsystem } from '../subsystems.js';
 import { policyNames } from './shared.js';
 import { loadTraceOption } from './trace.js';
@@ -79,12 +82,14 @@ export function register(program: Command, io: CliIo): void {
         '',
         'Examples:',
         '  $ execmem report                         # everything, into ./report/',
-        '  $ execmem report --scale 0.1 --out /tmp/r # a quick small run',
+        '  $ execmem report --scale 0.01 --out /tmp/execmem-report --no-modules   # a quick small run',
         '  $ execmem report --workloads mixed,bpf-churn --policies execmem,bpf_prog_pack',
         '  $ execmem report --trace rec.trace.json --csv   # a recorded machine (docs/TRACES.md)',
         '',
         'debian-modules uses the section sizes of a real Debian kernel package (shipped table);',
         '`execmem dataset fetch` downloads the package itself for `execmem modules load`.',
+        '--json: {html, markdown, generatedAt, runs, notes, command}; runs[i].policies[j].metrics are',
+        'the figures of the tables. --out is checked before the run: it must be a writable directory.',
       ].join('\n'),
     )
     .action(async (opts: ReportOptions) => {
@@ -93,6 +98,8 @@ export function register(program: Command, io: CliIo): void {
 }
 
 async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
+  // Before any work: a bad --out found after the run wastes it (and /proc/... never returns).
+  const outDir = checkOutputDir('--out', opts.out);
   const registered = Object.keys(WORKLOADS);
   const known = registered.includes(DEBIAN_WORKLOAD) ? registered : [...registered, DEBIAN_WORKLOAD];
   const notes: string[] = [];
@@ -121,9 +128,10 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   // One tick per (workload, policy) run; the harness reports which policy it is on.
   const policyCount = (opts.policies ?? knownPolicies).length;
   const sources: (string | Trace)[] = [...workloads, ...traces];
-  const bar = io.progress('report', sources.length * policyCount);
+  const bar = io.progress('report', sources.length * policyCount, { steps: true });
   try {
     for (const source of sources) {
+      const workload = typeof source === 'string' ? source : source.name;
       let ticked = 0;
       const result = compare.runCompare({
         workload: typeof source === 'string' ? await workloadSource(source, registered, opts) : source,
@@ -134,7 +142,7 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
         progress: (p) => {
           const finished = p.policyIndex + (p.eventsDone >= p.eventsTotal ? 1 : 0);
           if (finished > ticked) {
-            bar.tick(finished - ticked);
+            bar.tick(finished - ticked, p.eventsDone >= p.eventsTotal ? `${workload}/${p.policy}` : workload);
             ticked = finished;
           }
         },
@@ -156,14 +164,15 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   // Loaded here, not at the top: ECharts takes about a second to import, which every other
   // `execmem` invocation (help, usage errors) should not pay.
   const { renderTerminalSummary, writeReport } = await import('../../metrics/report/index.js');
-  const written = writeReport(data, resolve(opts.out));
+  const written = writeReport(data, outDir);
   const csv = opts.csv ? writeCsvTables(data.runs, dirname(written.htmlPath)) : [];
   if (io.json) {
     const files = { html: written.htmlPath, markdown: written.markdownPath, ...(opts.csv ? { csv } : {}) };
-    io.out(JSON.stringify({ ...files, ...data }, null, 2));
+    io.outJson({ ...files, ...data });
     return;
   }
   io.out(renderTerminalSummary(data));
+  io.out(tableLegend(opts.arch).join('\n'));
   for (const note of notes) io.out(`note: ${note}`);
   io.out(`\nreport: ${written.htmlPath}\nsummary: ${written.markdownPath}`);
   for (const path of csv) io.out(`csv: ${path}`);
@@ -196,10 +205,6 @@ function reproduceCommand(opts: ReportOptions): string {
 interface DebianWorkloadModule {
   debianModules(opts: { seed: number; scale: number }): Trace;
   DEFAULT_MODULE_TABLE: string;
-}
-
-interface DebianDatasetModule {
-  findCachedDataset(): string | null;
 }
 
 interface DebianTableModule {
@@ -245,19 +250,8 @@ async function debianNotes(): Promise<string[]> {
       'measured from the real .ko files (data/debian-modules.json), loaded in dependency order; the code ' +
       'bytes written are synthetic.',
   );
-  const dataset = await loadSubsystem<DebianDatasetModule>(
-    'workloads/dataset/dataset.js',
-    'the Debian dataset',
-    ['findCachedDataset'],
-  );
-  const root = dataset.findCachedDataset();
-  notes.push(
-    root === null
-      ? 'The Debian package itself is not fetched. `execmem dataset fetch` downloads it (about 50 MB, with ' +
-          'apt-get); `execmem modules load --all` then loads every real .ko with its relocations.'
-      : 'The Debian package is fetched (in the local cache); `execmem modules load --all` loads every real .ko ' +
-          'with its relocations.',
-  );
+  // Which package is fetched, its measured sizes, and whether it is the table's kernel.
+  notes.push(reportDatasetNote(t));
   return notes;
 }
 

@@ -40,9 +40,11 @@ export function register(program: Command, io: CliIo): void {
       [
         '',
         'Examples:',
-        '  $ execmem stats                        # after the mixed workload',
-        '  $ execmem stats --workload bpf-churn --json | jq .types.bpf',
+        '  $ execmem stats                        # per-pool table after the mixed workload',
+        "  $ execmem stats --workload bpf-churn --json | jq .stats.types.bpf   # the bpf type's figures",
         '  $ execmem stats --arch arm64 --scale 0.1',
+        '',
+        '--json: {workload, arch, seed, failures, stats}; stats is Execmem.stats() (types, pools, counters).',
       ].join('\n'),
     )
     .action(async (opts: StatsOptions) => {
@@ -63,13 +65,13 @@ async function runStats(opts: StatsOptions, io: CliIo): Promise<void> {
   const result = replayWorkload(opts.workload, allocator, opts, io);
   const stats = allocator.execmem.stats();
   if (io.json) {
-    io.out(
-      JSON.stringify(
-        { workload: opts.workload, arch: opts.arch, seed: opts.seed, failures: result.failureCount, stats },
-        null,
-        2,
-      ),
-    );
+    io.outJson({
+      workload: opts.workload,
+      arch: opts.arch,
+      seed: opts.seed,
+      failures: result.failureCount,
+      stats,
+    });
     return;
   }
   if (opts.csv) {

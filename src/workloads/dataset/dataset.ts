@@ -14,8 +14,14 @@
  * and depends=. Kernel exports come from a real System.map when the tree has one, else from the
  * __ksymtab of the vmlinuz (kernel-image.ts; Debian's System.map is a stub) and are cached as
  * kernel-exports.json next to the index.
+ *
+ * Where the index lives: in the tree for a package fetched into the cache (the tree is ours);
+ * for any other tree (`--dir`) in the cache, under trees/ (treeIndexDir), because a directory the
+ * user passed is an input and is never written to. The functions take that directory as an
+ * optional last argument (default: the tree itself).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
@@ -27,7 +33,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { homedir } from 'node:os';
-import { basename, join, relative } from 'node:path';
+import { basename, join, relative, resolve, sep } from 'node:path';
 import { parseElf, parseModinfo, stripModuleSignature } from '../../consumers/modules/elf.js';
 import { KSYM_NAME_LEN } from '../../consumers/modules/names.js';
 import { type KernelExport, KernelSymbols } from '../../consumers/modules/symbols.js';
@@ -219,11 +225,25 @@ function firstFile(dir: string, prefix: string): string | null {
   return f ? join(dir, f) : null;
 }
 
-/** Scan an extracted package tree and write index.json (and return it). */
+/**
+ * Where the index (and the kernel-exports cache) of the tree at `root` is kept: the tree itself
+ * when it lies inside `cacheDir` (a fetched package), else cacheDir/trees/<name>-<hash of the
+ * absolute path>, so a tree the user passed with --dir is never written to.
+ */
+export function treeIndexDir(root: string, cacheDir: string): string {
+  const abs = resolve(root);
+  const cache = resolve(cacheDir);
+  if (abs === cache || abs.startsWith(`${cache}${sep}`)) return abs;
+  const key = createHash('sha256').update(abs).digest('hex').slice(0, 16);
+  return join(cache, 'trees', `${basename(abs) || 'root'}-${key}`);
+}
+
+/** Scan an extracted package tree and write index.json into `indexDir` (and return it). */
 export function buildIndex(
   root: string,
   packageName: string | null,
   progress?: DatasetProgress,
+  indexDir = root,
 ): DatasetIndex {
   const modRoot = join(root, 'lib', 'modules');
   if (!existsSync(modRoot))
@@ -271,9 +291,10 @@ export function buildIndex(
     vmlinuz: firstFile(boot, 'vmlinuz'),
     config: firstFile(boot, 'config'),
   };
-  const file = join(root, 'index.json');
+  const file = join(indexDir, 'index.json');
   // What is written must read back: a module name that is no module name is refused here.
   checkIndex(file, index, 'from the files of the tree: see the module named in the field');
+  mkdirSync(indexDir, { recursive: true });
   writeFileSync(file, `${JSON.stringify(index, null, 1)}\n`);
   return index;
 }
@@ -283,15 +304,15 @@ export function buildIndex(
  * another root (the tree was moved), is rebuilt; a corrupt one is refused with a DatasetError
  * naming the file and field, since rebuilding silently would hide what damaged it.
  */
-export function openDataset(root: string, progress?: DatasetProgress): DatasetIndex {
-  const p = join(root, 'index.json');
+export function openDataset(root: string, progress?: DatasetProgress, indexDir = root): DatasetIndex {
+  const p = join(indexDir, 'index.json');
   if (existsSync(p)) {
     const remedy = `remove it and run 'execmem dataset fetch --dir ${root}' to rebuild it`;
     const raw = readJson(p, remedy);
     const head = checkFile(p, remedy, () => indexHead(raw, ''));
     if (head.version === INDEX_VERSION && head.root === root) return checkIndex(p, raw, remedy);
   }
-  return buildIndex(root, null, progress);
+  return buildIndex(root, null, progress, indexDir);
 }
 
 /** The default dataset's root in the cache, or null when it has not been fetched. */
@@ -345,9 +366,10 @@ function fromTreeFile<T>(file: string, what: string, fn: () => T): T {
 
 /**
  * Kernel exports of a dataset: a real System.map if present, else the vmlinuz __ksymtab
- * (cached in kernel-exports.json). KASLR offset 0; use withKaslrOffset() to place the kernel.
+ * (cached in kernel-exports.json in `indexDir`, where the index is kept). KASLR offset 0; use
+ * withKaslrOffset() to place the kernel.
  */
-export function datasetKernelSymbols(index: DatasetIndex): KernelSymbols {
+export function datasetKernelSymbols(index: DatasetIndex, indexDir = index.root): KernelSymbols {
   const systemMap = index.systemMap;
   if (systemMap) {
     // Debian's is a one-line stub; a real one lists __ksymtab_* entries.
@@ -357,7 +379,7 @@ export function datasetKernelSymbols(index: DatasetIndex): KernelSymbols {
         KernelSymbols.fromSystemMap(map, basename(systemMap)),
       );
   }
-  const cache = join(index.root, 'kernel-exports.json');
+  const cache = join(indexDir, 'kernel-exports.json');
   if (existsSync(cache)) {
     const remedy = 'remove it: it is rebuilt from the vmlinuz on the next run';
     const raw = readJson(cache, remedy);
@@ -383,6 +405,7 @@ export function datasetKernelSymbols(index: DatasetIndex): KernelSymbols {
     perCpuEndBytes: ks.perCpuEndBytes,
     exports: [...ks.exports()],
   };
+  mkdirSync(indexDir, { recursive: true });
   writeFileSync(cache, JSON.stringify(out));
   return ks;
 }
