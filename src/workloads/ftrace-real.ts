@@ -18,7 +18,10 @@
  *   part of the loader's one text write, so they cost no event;
  * - per cycle: `echo function_graph > current_tracer` filtered to the subsystem: one ftrace
  *   trampoline (207 B: ftrace_caller's 194 + RET 5 + ops pointer 8, x86.ts) and every site
- *   re-pointed; two bpftrace-style sessions, each a BPF fentry trampoline on each hot function
+ *   re-pointed (graph_ops, kernel/trace/fgraph.c, has no preset trampoline on x86 with
+ *   DYNAMIC_FTRACE_WITH_ARGS: FTRACE_GRAPH_TRAMP_ADDR is defined only without it since "x86/ftrace:
+ *   Make function graph use ftrace directly", 5.16, so __register_ftrace_function() ->
+ *   arch_ftrace_update_trampoline() creates one from ftrace_caller, no SAVE_REGS); two bpftrace-style sessions, each a BPF fentry trampoline on each hot function
  *   (89 + 8 x args bytes, x86.ts) attached, run, detached (one register_ftrace_direct each, so one
  *   batch per function); the graph tracer off; one more BPF session without it.
  * Each site update is three writes into the module's text allocation: 1 byte (int3), 4 bytes

@@ -13,7 +13,11 @@
  * arch/x86/kernel/ftrace_64.S (Linux 6.1) are found by their instructions: the op pointer load is
  * `48 8b 15 disp32` (movq function_trace_op(%rip), %rdx), ftrace_call / ftrace_regs_call the
  * `call ftrace_stub`, ftrace_regs_caller_jmp the 2-byte `jnz 1f` (75 35), and the *_end labels
- * the RET (jmp __x86_return_thunk, e9) right after restore_mcount_regs (and popfq).
+ * the RET (jmp __x86_return_thunk, e9) right after restore_mcount_regs (and popfq). In that build
+ * __fentry__ is at 0xffffffff8106b730 (exported), ftrace_stub at ...b710, ftrace_caller at ...b740
+ * (op ptr ...b7a7, ftrace_call ...b7be, end ...b802), ftrace_regs_caller at ...b810 (op ptr
+ * ...b868, ftrace_regs_call ...b8d3, jmp ...b925, end ...b957). Offsets are kept relative to
+ * __fentry__, so they follow the machine's KASLR through the export table.
  */
 import { assert } from '../../base/assert.js';
 
