@@ -31,6 +31,7 @@ export const SUBCOMMANDS: readonly { name: string; summary: string; owner: strin
   { name: 'report', summary: 'run every policy on every workload and write report/index.html', owner: 'C' },
   { name: 'compare', summary: 'run the Linux designs and execmem on one workload, side by side', owner: 'P' },
   { name: 'modules', summary: 'load real Linux kernel modules (.ko) through an allocator', owner: 'E' },
+  { name: 'ftrace', summary: 'attach ftrace ops to real module functions (x86 live patching)', owner: 'F' },
   {
     name: 'dataset',
     summary: 'fetch and index a Debian kernel package for the modules workload',

@@ -356,6 +356,17 @@ export class Machine {
     if (this.sessions.openSession !== null) throw new MachineError('EBUSY', `${op}: a write session is open`);
   }
 
+  /**
+   * text_poke_sync() (arch/x86/kernel/alternative.c): on_each_cpu(do_sync_core, NULL, 1), a
+   * serialising instruction on every CPU, by IPI to the others, so no CPU keeps executing stale
+   * instruction bytes. No TLB or page-table effect; counted in syncCores / syncCoreIpis.
+   */
+  syncCores(cpu: number): void {
+    this.cpus.checkCpu(cpu);
+    this.counters.syncCores++;
+    this.counters.syncCoreIpis += this.cpuCount - 1;
+  }
+
   // ---- audit and reporting ----
   wxViolationCount(): number {
     return this.audit.violationCount();

@@ -115,6 +115,14 @@ export interface MachineCounters {
   pokeSteps: number;
   /** I-cache maintenance operations (arm64): one per patch copy or per write-session write. */
   icacheFlushes: number;
+  /**
+   * text_poke_sync() calls (x86 arch/x86/kernel/alternative.c: on_each_cpu(do_sync_core, NULL, 1)):
+   * each serialises every CPU, the others by IPI. Live code patching (text_poke_bp_batch) issues
+   * three per batch. Counted apart from shootdowns and `ipis`: they flush no TLB.
+   */
+  syncCores: number;
+  /** IPIs those calls sent (cpus - 1 each: on_each_cpu runs the function locally without one). */
+  syncCoreIpis: number;
   /** vmalloc calls, 4 KiB fallbacks after a failed 2 MiB physical allocation, and vfrees. */
   vmallocs: number;
   vmallocHugeFallbacks: number;
@@ -146,6 +154,8 @@ export function newCounters(): MachineCounters {
     pokeBytes: 0,
     pokeSteps: 0,
     icacheFlushes: 0,
+    syncCores: 0,
+    syncCoreIpis: 0,
     vmallocs: 0,
     vmallocHugeFallbacks: 0,
     vfrees: 0,

@@ -9,6 +9,7 @@ import { bpfAaronLu, bpfChurn } from './bpf.js';
 import { bpfReal } from './bpf-real.js';
 import type { WorkloadOptions } from './builder.js';
 import { debianModules } from './dataset/workload.js';
+import { FTRACE_REAL } from './ftrace-real.js';
 import { mixed } from './mixed.js';
 import { modulesSynthetic } from './modules.js';
 import type { Trace } from './trace.js';
@@ -61,6 +62,7 @@ export const WORKLOADS: Readonly<Record<string, WorkloadSpec>> = {
       'real BPF programs of one Debian machine (systemd seccomp filters, tcpdump sessions, libxdp XDP programs), sizes from our x86 JIT (Linux 6.1), loaded and unloaded as services start and exit',
     generate: (opts) => bpfReal(opts),
   },
+  'ftrace-real': FTRACE_REAL,
   trampolines: {
     describe:
       'ftrace and BPF trampolines and 16 B kprobe instruction slots attached and detached (mix assumed)',
