@@ -1,0 +1,66 @@
+/**
+ * The real consumers' own figures for the report: what the real BPF programs look like beside the
+ * published size mix the synthetic workload draws from, and what the ftrace-real run patched.
+ *
+ * Why a producer of its own: these figures describe the workloads, not a design, so they are the
+ * same for every row and belong beside the tables, computed once from the same generators the
+ * runs replay (bpf-real's JIT sizes, bpf-churn's published mix, ftrace-real's summary). Both
+ * histograms count alloc events of type `bpf` in the trace, bucketed by image size, so the two
+ * columns are measured the same way.
+ */
+import { assert } from '../base/assert.js';
+import { bpfChurn } from '../workloads/bpf.js';
+import { BPF_SIZE_BUCKETS, bpfReal } from '../workloads/bpf-real.js';
+import { type FtraceRealSummary, ftraceRealSummary } from '../workloads/ftrace-real.js';
+import type { Trace } from '../workloads/trace.js';
+
+/** Image sizes of one trace's BPF loads, bucketed by BPF_SIZE_BUCKETS upper bounds. */
+export interface BpfImageHistogram {
+  readonly loads: readonly number[];
+  readonly totalLoads: number;
+  readonly medianImageBytes: number;
+}
+
+export interface BpfSizeComparison {
+  readonly bucketsBytes: readonly number[];
+  /** bpf-real: programs of one Debian machine, sizes from our x86 JIT. */
+  readonly real: BpfImageHistogram;
+  /** bpf-churn: the published mix (Song Liu: 50% < 500 B, 75% < 2 KiB) with JIT overhead. */
+  readonly published: BpfImageHistogram;
+}
+
+export interface ConsumerFigures {
+  readonly seed: number;
+  readonly scale: number;
+  readonly bpf: BpfSizeComparison;
+  readonly ftrace: FtraceRealSummary;
+}
+
+/** Bucket every `bpf` alloc of a trace by its size (the image the allocator is asked for). */
+export function bpfImageHistogram(trace: Trace): BpfImageHistogram {
+  const loads = BPF_SIZE_BUCKETS.map(() => 0);
+  const sizes: number[] = [];
+  for (const ev of trace.events) {
+    if (ev.op !== 'alloc' || ev.type !== 'bpf') continue;
+    const i = BPF_SIZE_BUCKETS.findIndex((bound) => ev.sizeBytes <= bound);
+    loads[i < 0 ? loads.length - 1 : i]++;
+    sizes.push(ev.sizeBytes);
+  }
+  assert(sizes.length > 0, `trace ${trace.name} has no bpf allocations`);
+  sizes.sort((a, b) => a - b);
+  return { loads, totalLoads: sizes.length, medianImageBytes: sizes[Math.floor(sizes.length / 2)] };
+}
+
+/** The figures the report's "real consumers" section shows, for one seed and scale. */
+export function consumerFigures(opts: { seed: number; scale: number }): ConsumerFigures {
+  return {
+    seed: opts.seed,
+    scale: opts.scale,
+    bpf: {
+      bucketsBytes: BPF_SIZE_BUCKETS,
+      real: bpfImageHistogram(bpfReal(opts)),
+      published: bpfImageHistogram(bpfChurn(opts)),
+    },
+    ftrace: ftraceRealSummary(opts),
+  };
+}
