@@ -5,6 +5,7 @@
  */
 export * from './errors.js';
 export * from './ftrace.js';
+export * from './host-run.js';
 export * from './mcount.js';
 export * from './module-init.js';
 export * from './patch.js';
