@@ -20,7 +20,6 @@ import {
   DatasetError,
   datasetKernelSymbols,
   dependencyOrder,
-  openDataset,
   readModuleFile,
 } from '../../workloads/dataset/dataset.js';
 import { datasetLocation } from '../dataset-cache.js';

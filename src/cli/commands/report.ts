@@ -160,6 +160,7 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
     runs,
     notes,
     command: reproduceCommand(opts),
+    ...(await consumersFor(workloads, opts)),
   };
   // Loaded here, not at the top: ECharts takes about a second to import, which every other
   // `execmem` invocation (help, usage errors) should not pay.
@@ -189,6 +190,13 @@ function writeCsvTables(runs: readonly WorkloadRun[], dir: string): string[] {
     }
     return path;
   });
+}
+
+/** The real-consumers section, when bpf-real or ftrace-real is among the report's workloads. */
+async function consumersFor(workloads: readonly string[], opts: ReportOptions): Promise<Partial<ReportData>> {
+  if (!workloads.includes('bpf-real') && !workloads.includes('ftrace-real')) return {};
+  const { consumerFigures } = await import('../../metrics/consumers.js');
+  return { consumers: consumerFigures({ seed: opts.seed, scale: opts.scale }) };
 }
 
 function reproduceCommand(opts: ReportOptions): string {

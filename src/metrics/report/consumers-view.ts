@@ -40,8 +40,8 @@ function ftraceLine(c: ConsumerFigures): string {
   return (
     `ftrace-real (${f.packageName}, seed ${c.seed}, scale ${c.scale}): ${formatCount(f.modulesLoaded)} modules loaded ` +
     `with ${formatCount(f.packageSites)} \`__mcount_loc\` call sites; a function_graph tracer on ${f.subsystem} ` +
-    `covers ${formatCount(f.graphSites)} of them. Per run: ${f.ftraceTrampolines} ftrace trampolines ` +
-    `(${formatBytes(f.ftraceTrampolineBytes)} each) and ${f.bpfTrampolines} BPF trampolines, ` +
+    `covers ${formatCount(f.graphSites)} of them. Per run, trampolines: ${f.ftraceTrampolines} ftrace ` +
+    `(${formatBytes(f.ftraceTrampolineBytes)} each) and ${f.bpfTrampolines} BPF; ` +
     `${formatCount(f.sitePatches)} site patches (${formatCount(f.pokes)} text_pokes) in ${formatCount(f.batches)} ` +
     `text_poke_bp batches (${formatCount(f.syncs)} sync_core rounds, the same in every design and not in the figures below).`
   );

@@ -11,6 +11,7 @@
 import { hexAddr } from '../../base/addr.js';
 import { areaLegendHtml, renderAreaMap } from './area-map.js';
 import { type RenderedChart, renderCharts } from './charts.js';
+import { consumersHtml } from './consumers-view.js';
 import { bestRows, escapeHtml, formatBytes, tableColumns } from './format.js';
 import { OUR_POLICY } from './glance.js';
 import { costTableHtml, glanceHtml, kernelTimeSectionHtml } from './kernel-time-view.js';
@@ -133,6 +134,7 @@ export function renderHtml(data: ReportData): RenderedReport {
     '<p class="meta">Each tile is one 2 MiB block of the area after the run, in address order (48 per row); hover a tile for its figures.</p>',
     areaLegendHtml(),
     areas.html,
+    data.consumers ? consumersHtml(data, data.consumers) : '',
     costTableHtml(first.arch),
     '<h2>What is modelled and what is real</h2>',
     `<ul class="provenance">${modelledVsReal(first.arch, first.tlb)

@@ -9,6 +9,8 @@
  * (modelled kernel time and how robust its ranking is) and every workload at a glance come first,
  * the cost table behind the kernel time last.
  */
+
+import { consumersMarkdown } from './consumers-view.js';
 import { bestRows, TEXT_ROW_HEADER, tableColumns, terminalColumns, textRow, textTable } from './format.js';
 import { costTableMarkdown, glanceMarkdown, kernelTimeMarkdown } from './kernel-time-view.js';
 import { modelledVsReal } from './provenance.js';
@@ -71,6 +73,7 @@ export function renderMarkdown(data: ReportData): string {
     out.push(kernelTimeLegend(run.kernelTimeSensitivity.summary), '');
     for (const note of wxHoleNotes(run.workload, run.policies)) out.push(`> ${note}`, '');
   }
+  if (data.consumers) out.push(consumersMarkdown(data, data.consumers));
   out.push('## The cost table', '');
   out.push(
     'Every counted event, its cost and the published figure behind it (docs/KERNEL-TIME.md, ' +

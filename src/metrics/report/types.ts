@@ -11,6 +11,7 @@
 
 import { EXECMEM_TYPES, type ExecmemType } from '../../arch/types.js';
 import { assert } from '../../base/assert.js';
+import type { ConsumerFigures } from '../consumers.js';
 import type { KernelTimeBreakdown, Sensitivity } from '../kernel-time.js';
 import { KERNEL_EVENT_KEYS } from '../kernel-time-costs.js';
 
@@ -107,6 +108,8 @@ export interface ReportData {
   readonly notes: readonly string[];
   /** The command that regenerates this report. */
   readonly command: string;
+  /** The real consumers' figures (bpf-real's sizes, ftrace-real's patches) when those ran. */
+  readonly consumers?: ConsumerFigures;
 }
 
 function checkNumber(value: unknown, what: string): void {
