@@ -37,6 +37,7 @@ import { basename, join, relative, resolve, sep } from 'node:path';
 import { parseElf, parseModinfo, stripModuleSignature } from '../../consumers/modules/elf.js';
 import { KSYM_NAME_LEN } from '../../consumers/modules/names.js';
 import { type KernelExport, KernelSymbols } from '../../consumers/modules/symbols.js';
+import { arm64KernelSymbols, isArm64Image } from './arm64-image.js';
 import { extractVmlinux } from './kernel-image.js';
 import {
   arrayOf,
@@ -396,9 +397,12 @@ export function datasetKernelSymbols(index: DatasetIndex, indexDir = index.root)
   const vmlinuz = index.vmlinuz;
   if (!vmlinuz)
     throw new DatasetError(`${index.root}: no usable System.map and no vmlinuz to read exports from`);
-  const ks = fromTreeFile(vmlinuz, 'cannot read the kernel exports', () =>
-    KernelSymbols.fromVmlinux(extractVmlinux(readModuleFile(vmlinuz)), `${basename(vmlinuz)} __ksymtab`),
-  );
+  const ks = fromTreeFile(vmlinuz, 'cannot read the kernel exports', () => {
+    const bytes = readModuleFile(vmlinuz);
+    return vmlinuzArch(bytes) === 'arm64'
+      ? arm64KernelSymbols(bytes, `${basename(vmlinuz)} __ksymtab`)
+      : KernelSymbols.fromVmlinux(extractVmlinux(bytes), `${basename(vmlinuz)} __ksymtab`);
+  });
   const out: ExportsFile = {
     version: EXPORTS_VERSION,
     source: ks.source,
@@ -408,6 +412,39 @@ export function datasetKernelSymbols(index: DatasetIndex, indexDir = index.root)
   mkdirSync(indexDir, { recursive: true });
   writeFileSync(cache, JSON.stringify(out));
   return ks;
+}
+
+/** The architectures a dataset can hold (a Debian amd64 or arm64 linux-image package). */
+export type DatasetArch = 'x86_64' | 'arm64';
+
+/** ELF e_machine values of the module files: EM_X86_64 and EM_AARCH64. */
+const EM_ARCH: Readonly<Record<number, DatasetArch>> = { 62: 'x86_64', 183: 'arm64' };
+
+/** An arm64 Image (raw, or gzip of one) or else an x86 bzImage. */
+function vmlinuzArch(bytes: Uint8Array): DatasetArch {
+  if (isArm64Image(bytes)) return 'arm64';
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b && bytes.length > 0x206) {
+    // Image.gz: no bzImage starts with the gzip magic (its boot sector does).
+    return 'arm64';
+  }
+  return 'x86_64';
+}
+
+/**
+ * The architecture of a dataset: the e_machine of its first module file (every module of a
+ * package is built for one machine), else the kind of its vmlinuz.
+ */
+export function datasetArch(index: DatasetIndex): DatasetArch {
+  const first = index.modules[0];
+  if (first) {
+    const bytes = readModuleFile(join(index.root, first.path));
+    if (bytes.length >= 20 && bytes[0] === 0x7f) {
+      const arch = EM_ARCH[bytes[18] | (bytes[19] << 8)];
+      if (arch) return arch;
+    }
+  }
+  if (index.vmlinuz) return vmlinuzArch(readModuleFile(index.vmlinuz));
+  return 'x86_64';
 }
 
 /** Module names in dependency order (depends= first), restricted to `names` and their deps. */
