@@ -50,7 +50,9 @@ export interface Arm64ImageInfo {
 /** Is this an arm64 Image (the header magic at 56)? */
 export function isArm64Image(bytes: Uint8Array): boolean {
   if (bytes.length < HEADER_BYTES) return false;
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(56, true) === ARM64_IMAGE_MAGIC;
+  return (
+    new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(56, true) === ARM64_IMAGE_MAGIC
+  );
 }
 
 /** The raw Image of a vmlinuz: as is, or gunzipped (Image.gz). Throws when it is neither. */
@@ -69,7 +71,9 @@ export function arm64ImageInfo(image: Uint8Array): Arm64ImageInfo {
   const textOffsetBytes = Number(v.getBigUint64(8, true));
   const imageSizeBytes = Number(v.getBigUint64(16, true));
   if (imageSizeBytes < image.length || imageSizeBytes > 1 << 30)
-    throw new KernelImageError(`arm64 Image: image_size ${imageSizeBytes} is not plausible for a ${image.length}-byte file`);
+    throw new KernelImageError(
+      `arm64 Image: image_size ${imageSizeBytes} is not plausible for a ${image.length}-byte file`,
+    );
   return { textOffsetBytes, imageSizeBytes };
 }
 
@@ -160,5 +164,9 @@ export function arm64KernelSymbols(vmlinuz: Uint8Array, source = 'Image __ksymta
       percpu: false,
     });
   }
-  return new KernelSymbols(out, 0, `${source} (${gplStart} + ${count - gplStart} GPL-only entries at image offset 0x${start.toString(16)})`);
+  return new KernelSymbols(
+    out,
+    0,
+    `${source} (${gplStart} + ${count - gplStart} GPL-only entries at image offset 0x${start.toString(16)})`,
+  );
 }

@@ -149,7 +149,35 @@ export function resolvePackage(metaPackage = DEFAULT_META_PACKAGE): string {
       `${metaPackage} depends on no linux-image-* package (apt-cache output: ${r.stdout.trim().slice(0, 200)})`,
     );
   }
-  return dep.slice('Depends: '.length).trim();
+  // A foreign-architecture dependency reads "linux-image-...:arm64": the package name is before ':'.
+  return dep
+    .slice('Depends: '.length)
+    .trim()
+    .replace(/:[a-z0-9]+$/, '');
+}
+
+/** Debian's architecture names for the two dataset architectures. */
+export const DEBIAN_ARCH: Readonly<Record<DatasetArch, string>> = { x86_64: 'amd64', arm64: 'arm64' };
+
+/**
+ * The meta-package of a Debian kernel flavour: `generic` is linux-image-ARCH (the full
+ * flavour), any other (cloud, rt) linux-image-FLAVOUR-ARCH; a foreign architecture is asked for
+ * as PKG:ARCH, which apt knows once `dpkg --add-architecture ARCH && apt-get update` ran.
+ */
+export function flavourMetaPackage(arch: DatasetArch, flavour: string, hostDebArch: string): string {
+  if (!/^[a-z0-9][a-z0-9-]*$/.test(flavour))
+    throw new DatasetError(`'${flavour}' is not a kernel flavour name`);
+  const deb = DEBIAN_ARCH[arch];
+  const name = flavour === 'generic' ? `linux-image-${deb}` : `linux-image-${flavour}-${deb}`;
+  return deb === hostDebArch ? name : `${name}:${deb}`;
+}
+
+/** dpkg --print-architecture, and whether ARCH is the host's or one of its foreign ones. */
+export function dpkgKnowsArch(deb: string): { host: string; known: boolean } {
+  const host = spawnSync('dpkg', ['--print-architecture'], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  if (deb === host) return { host, known: true };
+  const foreign = spawnSync('dpkg', ['--print-foreign-architectures'], { encoding: 'utf8' }).stdout ?? '';
+  return { host, known: foreign.split('\n').some((l) => l.trim() === deb) };
 }
 
 function packageDir(cacheDir: string, pkg: string): string {
@@ -160,7 +188,13 @@ function packageDir(cacheDir: string, pkg: string): string {
  * Download and extract a package into the cache (idempotent). Returns the dataset root.
  * `log` receives one line per step, so the user sees what is done.
  */
-export function fetchPackage(cacheDir: string, pkg: string, log: (line: string) => void): string {
+export function fetchPackage(
+  cacheDir: string,
+  pkg: string,
+  log: (line: string) => void,
+  /** Debian architecture to download for, when it is not the host's (apt-get download PKG:ARCH). */
+  foreignArch: string | null = null,
+): string {
   const root = packageDir(cacheDir, pkg);
   if (existsSync(join(root, 'index.json'))) {
     log(`${pkg}: already fetched and indexed in ${root}`);
@@ -176,8 +210,9 @@ export function fetchPackage(cacheDir: string, pkg: string, log: (line: string) 
   mkdirSync(dl, { recursive: true });
   let deb = readdirSync(dl).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
   if (!deb) {
-    log(`${pkg}: apt-get download into ${dl}`);
-    const r = spawnSync('apt-get', ['download', pkg], { cwd: dl, encoding: 'utf8' });
+    const target = foreignArch ? `${pkg}:${foreignArch}` : pkg;
+    log(`${target}: apt-get download into ${dl}`);
+    const r = spawnSync('apt-get', ['download', target], { cwd: dl, encoding: 'utf8' });
     if (r.status !== 0)
       throw new DatasetError(
         `apt-get download ${pkg} failed: ${r.stderr.trim().split('\n').pop()} (try 'apt-get update')`,
@@ -264,7 +299,9 @@ export function buildIndex(
       .replaceAll('-', '_');
     let depends: string[] = [];
     try {
-      const info = parseModinfo(parseElf(stripModuleSignature(bytes).bytes));
+      // Either architecture's modules: the machine is the file's own (the loader checks it).
+      const machine = bytes.length >= 20 ? bytes[18] | (bytes[19] << 8) : undefined;
+      const info = parseModinfo(parseElf(stripModuleSignature(bytes).bytes, { machine }));
       const infoName = info.get('name')?.[0] ?? name;
       const infoDepends = (info.get('depends')?.[0] ?? '')
         .split(',')
@@ -316,15 +353,19 @@ export function openDataset(root: string, progress?: DatasetProgress, indexDir =
   return buildIndex(root, null, progress, indexDir);
 }
 
-/** The default dataset's root in the cache, or null when it has not been fetched. */
-export function findCachedDataset(cacheDir = defaultCacheDir()): string | null {
+/**
+ * A fetched dataset's root in the cache, or null when none has been fetched. `flavour` picks
+ * the package by its name's ending (default "cloud-amd64", the default dataset; "cloud-arm64",
+ * "amd64" for the full flavour: a name ending in "-amd64" with no other flavour before it); of
+ * several versions the highest-sorting one is taken.
+ */
+export function findCachedDataset(cacheDir = defaultCacheDir(), flavour = 'cloud-amd64'): string | null {
   const dir = join(cacheDir, 'debian');
   if (!existsSync(dir)) return null;
+  // linux-image-<version>-<abi>-<flavour>: the version part is digits, dots and dashes only.
+  const pattern = new RegExp(`^linux-image-[0-9][0-9.]*-[0-9]+-${flavour.replace(/[^a-z0-9-]/g, '')}$`);
   const roots = readdirSync(dir)
-    .filter(
-      (d) =>
-        d.startsWith('linux-image-') && !d.endsWith('.partial') && existsSync(join(dir, d, 'index.json')),
-    )
+    .filter((d) => pattern.test(d) && existsSync(join(dir, d, 'index.json')))
     .sort();
   return roots.length > 0 ? join(dir, roots[roots.length - 1]) : null;
 }
