@@ -240,6 +240,8 @@ export function register(program: Command, io: CliIo): void {
     )
     .option('--dir <path>', 'dataset root (default: the fetched one in the cache)')
     .option('--cache-dir <path>', CACHE_DIR_HELP)
+    .option('--arch <arch>', 'which fetched package: amd64 (default) or arm64')
+    .option('--flavour <name>', 'which fetched package: cloud (default), generic, rt')
     .option('--out <file>', 'output file', 'data/debian-modules.json')
     .addHelpText(
       'after',
@@ -249,9 +251,10 @@ export function register(program: Command, io: CliIo): void {
         '  $ execmem dataset table --out /tmp/modules.json   # the table of the fetched package',
       ].join('\n'),
     )
-    .action((opts: { dir?: string; cacheDir?: string; out: string }) => {
+    .action((opts: { dir?: string; cacheDir?: string; out: string; arch?: string; flavour?: string }) => {
       const out = checkOutputFile('--out', opts.out);
-      const index = openLocated(requireRoot(datasetLocation(opts)), io);
+      const loc = datasetLocation({ ...opts, flavour: flavourSuffix(opts.arch, opts.flavour) });
+      const index = openLocated(requireRoot(loc), io);
       const table = buildModuleTable(index);
       writeModuleTable(out, table);
       if (io.json) io.outJson({ out, modules: table.modules.length, kernelRelease: table.kernelRelease });

@@ -162,13 +162,22 @@ export function frobArm64Sections(elf: ElfFile, moduleName: string): { elf: ElfF
   };
 }
 
-/** get_plt_entry(dst, pc): ADRP x16, dst; ADD x16, x16, #dst % 4K; BR x16. */
+/** AARCH64_BREAK_FAULT: what aarch64_insn_gen_adr() returns for an offset beyond +-4 GiB. */
+const AARCH64_BREAK_FAULT = 0xd4202000;
+
+/**
+ * get_plt_entry(dst, pc): ADRP x16, dst; ADD x16, x16, #dst % 4K; BR x16. Beyond ADRP reach
+ * (+-4 GiB) aarch64_insn_gen_adr() logs and returns AARCH64_BREAK_FAULT, which Linux writes as
+ * the entry's first word: the module loads and traps when it takes that branch.
+ */
 export function pltEntryWords(dst: number, pc: number): [number, number, number] {
   const pages = Math.floor(dst / 4096) - Math.floor(pc / 4096);
-  const imm = ((pages % 2 ** 21) + 2 ** 21) % 2 ** 21;
-  const adrp = (0x90000010 | ((imm & 3) << 29) | (((imm >>> 2) & 0x7ffff) << 5)) >>> 0;
+  const offset = pages * 4096;
   const lo12 = ((dst % 4096) + 4096) % 4096;
   const add = (0x91000210 | (lo12 << 10)) >>> 0;
+  if (offset < -(2 ** 32) || offset >= 2 ** 32) return [AARCH64_BREAK_FAULT, add, 0xd61f0200];
+  const imm = ((pages % 2 ** 21) + 2 ** 21) % 2 ** 21;
+  const adrp = (0x90000010 | ((imm & 3) << 29) | (((imm >>> 2) & 0x7ffff) << 5)) >>> 0;
   return [adrp, add, 0xd61f0200];
 }
 
