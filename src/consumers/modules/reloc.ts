@@ -182,7 +182,11 @@ function decodeEntry(
   }
   if (type === R_X86_64_NONE) return { offset: offLo, type, symIdx, size: 0, val: 0 };
   if (!(SUPPORTED_RELOC_TYPES as readonly number[]).includes(type))
-    throw new RelocError('unknown-type', type, `${opts.moduleName}: Unknown rela relocation: ${type}`);
+    throw new RelocError(
+      'unknown-type',
+      type,
+      `${opts.moduleName}: Unknown rela relocation: ${type} (${rela.name}[${i}] at offset 0x${offLo.toString(16)})`,
+    );
   const size = type === R_X86_64_64 || type === R_X86_64_PC64 ? 8 : 4;
   if (offHi !== 0 || offLo + size > targetSectionBytes) {
     throw new ElfError(

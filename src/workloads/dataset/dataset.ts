@@ -355,18 +355,26 @@ export function openDataset(root: string, progress?: DatasetProgress, indexDir =
 
 /**
  * A fetched dataset's root in the cache, or null when none has been fetched. `flavour` picks
- * the package by its name's ending (default "cloud-amd64", the default dataset; "cloud-arm64",
- * "amd64" for the full flavour: a name ending in "-amd64" with no other flavour before it); of
- * several versions the highest-sorting one is taken.
+ * the package by its name's ending ("cloud-arm64"; "amd64" is the full flavour: the ABI number
+ * right before it). Without `flavour`: the default package's kind (cloud-amd64) when one is
+ * fetched, else any package (a tree fetched with --package). Of several versions the
+ * highest-sorting one is taken.
  */
-export function findCachedDataset(cacheDir = defaultCacheDir(), flavour = 'cloud-amd64'): string | null {
+export function findCachedDataset(cacheDir = defaultCacheDir(), flavour?: string): string | null {
   const dir = join(cacheDir, 'debian');
   if (!existsSync(dir)) return null;
-  // linux-image-<version>-<abi>-<flavour>: the version part is digits, dots and dashes only.
-  const pattern = new RegExp(`^linux-image-[0-9][0-9.]*-[0-9]+-${flavour.replace(/[^a-z0-9-]/g, '')}$`);
-  const roots = readdirSync(dir)
-    .filter((d) => pattern.test(d) && existsSync(join(dir, d, 'index.json')))
+  const all = readdirSync(dir)
+    .filter(
+      (d) =>
+        d.startsWith('linux-image-') && !d.endsWith('.partial') && existsSync(join(dir, d, 'index.json')),
+    )
     .sort();
+  // linux-image-<version>-<abi>-<flavour>: the version part is digits and dots only.
+  const of = (f: string) => {
+    const pattern = new RegExp(`^linux-image-[0-9][0-9.]*-[0-9]+-${f.replace(/[^a-z0-9-]/g, '')}$`);
+    return all.filter((d) => pattern.test(d));
+  };
+  const roots = flavour !== undefined ? of(flavour) : of('cloud-amd64').length > 0 ? of('cloud-amd64') : all;
   return roots.length > 0 ? join(dir, roots[roots.length - 1]) : null;
 }
 
