@@ -25,13 +25,13 @@ import { createMachine } from '../src/machine/machine.js';
 import { POLICY_NAMES, policyByName } from '../src/policies/index.js';
 import type { ExecAllocator } from '../src/policies/types.js';
 import {
-  datasetArch,
   datasetKernelSymbols,
   dependencyOrder,
   findCachedDataset,
   openDataset,
   readModuleFile,
 } from '../src/workloads/dataset/dataset.js';
+import { datasetArch } from '../src/workloads/dataset/flavour.js';
 import { loadDatasetModules } from '../src/workloads/dataset/load.js';
 import { hasTool } from './helpers/toolchain.js';
 

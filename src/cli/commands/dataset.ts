@@ -15,16 +15,18 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import {
   buildIndex,
-  type DatasetArch,
   type DatasetIndex,
-  DEBIAN_ARCH,
   datasetKernelSymbols,
-  dpkgKnowsArch,
   fetchPackage,
-  flavourMetaPackage,
   openDataset,
   resolvePackage,
 } from '../../workloads/dataset/dataset.js';
+import {
+  type DatasetArch,
+  DEBIAN_ARCH,
+  dpkgKnowsArch,
+  flavourMetaPackage,
+} from '../../workloads/dataset/flavour.js';
 import { buildModuleTable, writeModuleTable } from '../../workloads/dataset/table.js';
 import {
   aptSizes,

@@ -19,12 +19,8 @@ import { Rng } from '../../base/rng.js';
 import { toSigned } from '../../consumers/modules/image.js';
 import { MOD_MEM_TYPES } from '../../consumers/modules/layout.js';
 import { type FetchReport, type FetchTarget, runFetchModel } from '../../metrics/fetch-model.js';
-import {
-  DatasetError,
-  datasetArch,
-  datasetKernelSymbols,
-  dependencyOrder,
-} from '../../workloads/dataset/dataset.js';
+import { DatasetError, datasetKernelSymbols, dependencyOrder } from '../../workloads/dataset/dataset.js';
+import { datasetArch } from '../../workloads/dataset/flavour.js';
 import { loadDatasetModules, type ModulesLoadReport } from '../../workloads/dataset/load.js';
 import { readModuleTable } from '../../workloads/dataset/table.js';
 import { DEFAULT_MODULE_TABLE } from '../../workloads/dataset/workload.js';

@@ -55,6 +55,16 @@ export function isArm64Image(bytes: Uint8Array): boolean {
   );
 }
 
+/** An arm64 Image (raw, or gzip of one) or else an x86 bzImage. */
+export function vmlinuzArch(bytes: Uint8Array): 'x86_64' | 'arm64' {
+  if (isArm64Image(bytes)) return 'arm64';
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b && bytes.length > 0x206) {
+    // Image.gz: no bzImage starts with the gzip magic (its boot sector does).
+    return 'arm64';
+  }
+  return 'x86_64';
+}
+
 /** The raw Image of a vmlinuz: as is, or gunzipped (Image.gz). Throws when it is neither. */
 export function arm64ImageOf(vmlinuz: Uint8Array): Uint8Array {
   if (isArm64Image(vmlinuz)) return vmlinuz;

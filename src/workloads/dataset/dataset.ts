@@ -37,7 +37,7 @@ import { basename, join, relative, resolve, sep } from 'node:path';
 import { parseElf, parseModinfo, stripModuleSignature } from '../../consumers/modules/elf.js';
 import { KSYM_NAME_LEN } from '../../consumers/modules/names.js';
 import { type KernelExport, KernelSymbols } from '../../consumers/modules/symbols.js';
-import { arm64KernelSymbols, isArm64Image } from './arm64-image.js';
+import { arm64KernelSymbols, vmlinuzArch } from './arm64-image.js';
 import { extractVmlinux } from './kernel-image.js';
 import {
   arrayOf,
@@ -154,30 +154,6 @@ export function resolvePackage(metaPackage = DEFAULT_META_PACKAGE): string {
     .slice('Depends: '.length)
     .trim()
     .replace(/:[a-z0-9]+$/, '');
-}
-
-/** Debian's architecture names for the two dataset architectures. */
-export const DEBIAN_ARCH: Readonly<Record<DatasetArch, string>> = { x86_64: 'amd64', arm64: 'arm64' };
-
-/**
- * The meta-package of a Debian kernel flavour: `generic` is linux-image-ARCH (the full
- * flavour), any other (cloud, rt) linux-image-FLAVOUR-ARCH; a foreign architecture is asked for
- * as PKG:ARCH, which apt knows once `dpkg --add-architecture ARCH && apt-get update` ran.
- */
-export function flavourMetaPackage(arch: DatasetArch, flavour: string, hostDebArch: string): string {
-  if (!/^[a-z0-9][a-z0-9-]*$/.test(flavour))
-    throw new DatasetError(`'${flavour}' is not a kernel flavour name`);
-  const deb = DEBIAN_ARCH[arch];
-  const name = flavour === 'generic' ? `linux-image-${deb}` : `linux-image-${flavour}-${deb}`;
-  return deb === hostDebArch ? name : `${name}:${deb}`;
-}
-
-/** dpkg --print-architecture, and whether ARCH is the host's or one of its foreign ones. */
-export function dpkgKnowsArch(deb: string): { host: string; known: boolean } {
-  const host = spawnSync('dpkg', ['--print-architecture'], { encoding: 'utf8' }).stdout?.trim() ?? '';
-  if (deb === host) return { host, known: true };
-  const foreign = spawnSync('dpkg', ['--print-foreign-architectures'], { encoding: 'utf8' }).stdout ?? '';
-  return { host, known: foreign.split('\n').some((l) => l.trim() === deb) };
 }
 
 function packageDir(cacheDir: string, pkg: string): string {
@@ -461,39 +437,6 @@ export function datasetKernelSymbols(index: DatasetIndex, indexDir = index.root)
   mkdirSync(indexDir, { recursive: true });
   writeFileSync(cache, JSON.stringify(out));
   return ks;
-}
-
-/** The architectures a dataset can hold (a Debian amd64 or arm64 linux-image package). */
-export type DatasetArch = 'x86_64' | 'arm64';
-
-/** ELF e_machine values of the module files: EM_X86_64 and EM_AARCH64. */
-const EM_ARCH: Readonly<Record<number, DatasetArch>> = { 62: 'x86_64', 183: 'arm64' };
-
-/** An arm64 Image (raw, or gzip of one) or else an x86 bzImage. */
-function vmlinuzArch(bytes: Uint8Array): DatasetArch {
-  if (isArm64Image(bytes)) return 'arm64';
-  if (bytes[0] === 0x1f && bytes[1] === 0x8b && bytes.length > 0x206) {
-    // Image.gz: no bzImage starts with the gzip magic (its boot sector does).
-    return 'arm64';
-  }
-  return 'x86_64';
-}
-
-/**
- * The architecture of a dataset: the e_machine of its first module file (every module of a
- * package is built for one machine), else the kind of its vmlinuz.
- */
-export function datasetArch(index: DatasetIndex): DatasetArch {
-  const first = index.modules[0];
-  if (first) {
-    const bytes = readModuleFile(join(index.root, first.path));
-    if (bytes.length >= 20 && bytes[0] === 0x7f) {
-      const arch = EM_ARCH[bytes[18] | (bytes[19] << 8)];
-      if (arch) return arch;
-    }
-  }
-  if (index.vmlinuz) return vmlinuzArch(readModuleFile(index.vmlinuz));
-  return 'x86_64';
 }
 
 /** Module names in dependency order (depends= first), restricted to `names` and their deps. */
