@@ -33,6 +33,7 @@ import {
 } from '../src/workloads/dataset/dataset.js';
 import { datasetArch } from '../src/workloads/dataset/flavour.js';
 import { loadDatasetModules } from '../src/workloads/dataset/load.js';
+import { execmem } from './cli-helpers.js';
 import { hasTool } from './helpers/toolchain.js';
 
 const root = findCachedDataset(undefined, 'cloud-arm64');
@@ -114,6 +115,29 @@ describe('the Debian arm64 package (linux-image-cloud-arm64)', {
       assert.equal(report.relocOverflows, 0, policy);
       assert.equal(machine.wxViolationCount(), 0, policy);
       assert.ok((report.relocsByType.R_AARCH64_CALL26 ?? 0) > 100_000, policy);
+    }
+  });
+
+  it('the CLI: modules load --arch arm64 --policy all --json gives every design its relocations per type and PLT entries', () => {
+    const r = execmem(['--json', 'modules', 'load', 'af_key', '--arch', 'arm64', '--policy', 'all'], 300_000);
+    assert.equal(r.status, 0, r.stderr);
+    const reports = JSON.parse(r.stdout) as {
+      allocator: string;
+      arch: string;
+      loaded: number;
+      pltEntries: number;
+      relocsByType: Record<string, number>;
+    }[];
+    assert.deepEqual(
+      reports.map((x) => x.allocator),
+      [...POLICY_NAMES],
+    );
+    for (const x of reports) {
+      assert.equal(x.arch, 'arm64');
+      assert.ok(x.loaded >= 1, x.allocator);
+      assert.equal(x.pltEntries, 0, `${x.allocator}: in the direct window, no PLT entry`);
+      assert.ok((x.relocsByType.R_AARCH64_CALL26 ?? 0) > 0, x.allocator);
+      assert.ok((x.relocsByType.R_AARCH64_ADR_PREL_PG_HI21 ?? 0) > 0, x.allocator);
     }
   });
 
