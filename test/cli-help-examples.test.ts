@@ -162,11 +162,17 @@ const requireDataset = process.env.EXECMEM_REQUIRE_DATASET === '1';
 /** The package `dataset fetch [--package P]` would fetch, if apt knows it (as resolvePackage does). */
 function resolvedPackage(args: readonly string[]): string | null {
   const i = args.indexOf('--package');
-  const meta = i >= 0 ? args[i + 1] : 'linux-image-cloud-amd64';
+  const a = args.indexOf('--arch');
+  const f = args.indexOf('--flavour');
+  const deb = a >= 0 ? args[a + 1] : 'amd64';
+  const flavour = f >= 0 ? args[f + 1] : 'cloud';
+  const host = spawnSync('dpkg', ['--print-architecture'], { encoding: 'utf8' }).stdout?.trim();
+  const name = flavour === 'generic' ? `linux-image-${deb}` : `linux-image-${flavour}-${deb}`;
+  const meta = i >= 0 ? args[i + 1] : deb === host ? name : `${name}:${deb}`;
   const r = spawnSync('apt-cache', ['depends', meta], { encoding: 'utf8' });
   if (r.status !== 0) return null;
   return (
-    /Depends: (linux-image-\S+)/.exec(r.stdout ?? '')?.[1] ?? (/^linux-image-\d/.test(meta) ? meta : null)
+    /Depends: (linux-image-[^\s:]+)/.exec(r.stdout ?? '')?.[1] ?? (/^linux-image-\d/.test(meta) ? meta : null)
   );
 }
 

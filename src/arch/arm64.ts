@@ -11,6 +11,14 @@
  *   at kernel_end - 128M and kernel_end - 2G. EXECMEM_DEFAULT = {direct window, PAGE_KERNEL,
  *   alignment 1, fallback = PLT window}; KPROBES = {vmalloc, PAGE_KERNEL_ROX}; BPF = {vmalloc,
  *   PAGE_KERNEL}. No ROX cache on arm64.
+ *   Modelled: the !kaslr_enabled() branch. With KASLR, module_init_limits() puts the direct
+ *   window at random_bounding_box(SZ_128M, _text, _end) and the PLT window around it, and with
+ *   CONFIG_RANDOMIZE_MODULE_REGION_FULL (Debian) there is no direct window at all, only a random
+ *   2 GiB box; 6.1 (Debian 12) did the same in kaslr_init(): module_alloc_base random within
+ *   [_end - 2G, _text), module_alloc() trying base + 128M then base + 2G. Not modelled (no arm64
+ *   KASLR here); what it costs in module PLTs is measured in test/modules-arm64.test.ts.
+ * - Branch reach drives module PLTs (consumers/modules/plt-arm64.ts): a CALL26/JUMP26 from
+ *   module text beyond +-128 MiB of its target costs a 12-byte PLT entry; ADRP reaches +-4 GiB.
  * - Trap fill: AARCH64_BREAK_FAULT = AARCH64_BREAK_MON (0xd4200000) | FAULT_BRK_IMM (0x100) << 5
  *   = 0xd4202000, a BRK that faults on purpose (arch/arm64/include/asm/insn-def.h); BPF's
  *   jit_fill_hole() fills with it.

@@ -46,12 +46,17 @@ export interface DatasetLocation {
  * Check --dir and the cache directory (--cache-dir, else $EXECMEM_CACHE_DIR, else the default)
  * and find the tree: --dir, else the newest fetched package in the cache.
  */
-export function datasetLocation(opts: { dir?: string; cacheDir?: string }): DatasetLocation {
+export function datasetLocation(opts: {
+  dir?: string;
+  cacheDir?: string;
+  flavour?: string;
+}): DatasetLocation {
   const cacheDir = checkOutputDir(
     opts.cacheDir !== undefined ? '--cache-dir' : 'the cache directory',
     opts.cacheDir ?? defaultCacheDir(),
   );
-  const root = opts.dir !== undefined ? checkInputDir('--dir', opts.dir) : findCachedDataset(cacheDir);
+  const root =
+    opts.dir !== undefined ? checkInputDir('--dir', opts.dir) : findCachedDataset(cacheDir, opts.flavour);
   return { cacheDir, root, indexDir: root === null ? null : treeIndexDir(root, cacheDir) };
 }
 

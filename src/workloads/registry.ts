@@ -8,7 +8,7 @@
 import { bpfAaronLu, bpfChurn } from './bpf.js';
 import { bpfReal } from './bpf-real.js';
 import type { WorkloadOptions } from './builder.js';
-import { debianModules } from './dataset/workload.js';
+import { debianModules, debianModulesArm64 } from './dataset/workload.js';
 import { FTRACE_REAL } from './ftrace-real.js';
 import { mixed } from './mixed.js';
 import { modulesSynthetic } from './modules.js';
@@ -77,6 +77,11 @@ export const WORKLOADS: Readonly<Record<string, WorkloadSpec>> = {
     describe:
       'the 1121 modules of a Debian linux-image-cloud-amd64 package (section sizes measured from the real .ko files, shipped table): boot in dependency order, init, then unload/reload churn',
     generate: (opts) => debianModules(opts),
+  },
+  'debian-modules-arm64': {
+    describe:
+      'the modules of a Debian linux-image-cloud-arm64 package (sizes measured from the real .ko files with the PLT room arm64 reserves, shipped table): boot in dependency order, init, then unload/reload churn',
+    generate: (opts) => debianModulesArm64(opts),
   },
   mixed: {
     describe: 'modules boot, then modules, BPF churn and trampolines interleaved over a long run',

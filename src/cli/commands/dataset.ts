@@ -21,6 +21,12 @@ import {
   openDataset,
   resolvePackage,
 } from '../../workloads/dataset/dataset.js';
+import {
+  type DatasetArch,
+  DEBIAN_ARCH,
+  dpkgKnowsArch,
+  flavourMetaPackage,
+} from '../../workloads/dataset/flavour.js';
 import { buildModuleTable, writeModuleTable } from '../../workloads/dataset/table.js';
 import {
   aptSizes,
@@ -33,13 +39,30 @@ import {
   packageFacts,
   packageLabel,
 } from '../dataset-cache.js';
-import { CliFailure, type CliIo } from '../io.js';
+import { CliFailure, type CliIo, UsageError } from '../io.js';
 import { checkOutputFile } from '../paths.js';
 
 interface FetchOptions {
   package?: string;
   dir?: string;
   cacheDir?: string;
+  arch?: string;
+  flavour?: string;
+}
+
+/** --arch: Debian's or the kernel's name of an architecture. */
+export function parseArch(v: string | undefined): DatasetArch {
+  if (v === undefined || v === 'amd64' || v === 'x86_64') return 'x86_64';
+  if (v === 'arm64' || v === 'aarch64') return 'arm64';
+  throw new UsageError(`--arch must be amd64 or arm64, got '${v}'`);
+}
+
+/** The cached dataset a --arch/--flavour pair names (findCachedDataset's flavour suffix). */
+export function flavourSuffix(arch: string | undefined, flavour: string | undefined): string | undefined {
+  if (arch === undefined && flavour === undefined) return undefined;
+  const deb = DEBIAN_ARCH[parseArch(arch)];
+  const f = flavour ?? 'cloud';
+  return f === 'generic' ? deb : `${f}-${deb}`;
 }
 
 const CACHE_DIR_HELP =
@@ -92,10 +115,16 @@ export function runFetch(opts: FetchOptions, io: CliIo): FetchReport {
     root = requireRoot(loc).root;
     io.err(`indexing the extracted package tree ${root} (read only; the index goes to ${loc.cacheDir})`);
   } else {
-    pkg = resolvePackage(opts.package);
-    io.err(
-      `package: ${pkg}${opts.package ? '' : ' (what linux-image-cloud-amd64 depends on)'}; cache: ${loc.cacheDir}`,
-    );
+    const arch = parseArch(opts.arch);
+    const deb = DEBIAN_ARCH[arch];
+    const apt = dpkgKnowsArch(deb);
+    if (!apt.known)
+      throw new CliFailure(
+        `apt does not know the ${deb} architecture on this ${apt.host} system: run 'dpkg --add-architecture ${deb} && apt-get update' (as root) first`,
+      );
+    const meta = opts.package ?? flavourMetaPackage(arch, opts.flavour ?? 'cloud', apt.host);
+    pkg = resolvePackage(meta);
+    io.err(`package: ${pkg}${opts.package ? '' : ` (what ${meta} depends on)`}; cache: ${loc.cacheDir}`);
     if (!existsSync(join(loc.cacheDir, 'debian', pkg, 'index.json'))) {
       const sizes = aptSizes(pkg);
       if (sizes !== null) {
@@ -104,7 +133,7 @@ export function runFetch(opts: FetchOptions, io: CliIo): FetchReport {
         );
       }
     }
-    root = fetchPackage(loc.cacheDir, pkg, (line) => io.err(line));
+    root = fetchPackage(loc.cacheDir, pkg, (line) => io.err(line), deb === apt.host ? null : deb);
   }
   const located = { root, indexDir: datasetLocation({ dir: root, cacheDir: loc.cacheDir }).indexDir! };
   const index = openLocated(located, io, pkg);
@@ -138,6 +167,11 @@ export function register(program: Command, io: CliIo): void {
   ds.command('fetch')
     .description('download (apt-get download) and extract (dpkg-deb -x) a linux-image package, then index it')
     .option('--package <name>', 'package or meta-package (default: what linux-image-cloud-amd64 depends on)')
+    .option(
+      '--arch <arch>',
+      'amd64 (default) or arm64 (needs dpkg --add-architecture arm64 && apt-get update)',
+    )
+    .option('--flavour <name>', 'cloud (default), generic (the full linux-image-ARCH), rt, ...')
     .option('--dir <path>', 'index an already extracted package tree instead of downloading (read only)')
     .option('--cache-dir <path>', CACHE_DIR_HELP)
     .addHelpText(
@@ -148,7 +182,10 @@ export function register(program: Command, io: CliIo): void {
         '  $ execmem dataset fetch                        # the current cloud kernel, into the cache',
         '  $ execmem dataset fetch --json | jq .version   # the Debian version of the package',
         '',
-        'Another flavour: --package linux-image-amd64 (about three times the download).',
+        '  $ execmem dataset fetch --arch arm64 --flavour cloud   # linux-image-cloud-arm64:arm64',
+        '',
+        'Another flavour: --flavour generic (linux-image-amd64, about three times the download), or',
+        '--package NAME for any package or meta-package.',
         'Prints the measured sizes of the download and of the extracted tree and where they are kept;',
         "'execmem dataset clean' removes them. Needs apt-get and dpkg-deb (Debian or Ubuntu).",
       ].join('\n'),
@@ -205,6 +242,8 @@ export function register(program: Command, io: CliIo): void {
     )
     .option('--dir <path>', 'dataset root (default: the fetched one in the cache)')
     .option('--cache-dir <path>', CACHE_DIR_HELP)
+    .option('--arch <arch>', 'which fetched package: amd64 (default) or arm64')
+    .option('--flavour <name>', 'which fetched package: cloud (default), generic, rt')
     .option('--out <file>', 'output file', 'data/debian-modules.json')
     .addHelpText(
       'after',
@@ -214,9 +253,10 @@ export function register(program: Command, io: CliIo): void {
         '  $ execmem dataset table --out /tmp/modules.json   # the table of the fetched package',
       ].join('\n'),
     )
-    .action((opts: { dir?: string; cacheDir?: string; out: string }) => {
+    .action((opts: { dir?: string; cacheDir?: string; out: string; arch?: string; flavour?: string }) => {
       const out = checkOutputFile('--out', opts.out);
-      const index = openLocated(requireRoot(datasetLocation(opts)), io);
+      const loc = datasetLocation({ ...opts, flavour: flavourSuffix(opts.arch, opts.flavour) });
+      const index = openLocated(requireRoot(loc), io);
       const table = buildModuleTable(index);
       writeModuleTable(out, table);
       if (io.json) io.outJson({ out, modules: table.modules.length, kernelRelease: table.kernelRelease });

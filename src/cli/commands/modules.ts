@@ -16,16 +16,18 @@
  */
 import type { Command } from 'commander';
 import { Rng } from '../../base/rng.js';
+import { toSigned } from '../../consumers/modules/image.js';
 import { MOD_MEM_TYPES } from '../../consumers/modules/layout.js';
 import { type FetchReport, type FetchTarget, runFetchModel } from '../../metrics/fetch-model.js';
 import { DatasetError, datasetKernelSymbols, dependencyOrder } from '../../workloads/dataset/dataset.js';
+import { datasetArch } from '../../workloads/dataset/flavour.js';
 import { loadDatasetModules, type ModulesLoadReport } from '../../workloads/dataset/load.js';
 import { readModuleTable } from '../../workloads/dataset/table.js';
 import { DEFAULT_MODULE_TABLE } from '../../workloads/dataset/workload.js';
 import { datasetLocation, packageFacts, packageLabel, tableDifference } from '../dataset-cache.js';
 import { CliFailure, type CliIo, UsageError } from '../io.js';
 import { checkName, parsePositiveInt, parseSeed } from '../options.js';
-import { openLocated, requireRoot } from './dataset.js';
+import { flavourSuffix, openLocated, requireRoot } from './dataset.js';
 import { createPolicy, newMachine, policyNames } from './shared.js';
 
 interface LoadOpts {
@@ -34,6 +36,8 @@ interface LoadOpts {
   dir?: string;
   cacheDir?: string;
   policy: string;
+  arch?: string;
+  flavour?: string;
   seed: number;
   init: boolean;
 }
@@ -70,8 +74,9 @@ function datasetStep<T>(fn: () => T): T {
 export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo): Promise<ModulesCliReport> {
   if (!opts.all && names.length === 0) throw new UsageError('name modules to load, or pass --all');
   if (opts.all && names.length > 0) throw new UsageError('--all and module names exclude each other');
-  checkName('policy', opts.policy, await policyNames());
-  const loc = datasetLocation(opts);
+  checkName('policy', opts.policy, [...(await policyNames()), 'all']);
+  if (opts.policy === 'all') throw new UsageError("--policy all is handled by 'modules load' itself");
+  const loc = datasetLocation({ ...opts, flavour: flavourSuffix(opts.arch, opts.flavour) });
   const located = requireRoot(loc);
   const index = datasetStep(() => openLocated(located, io));
   const kernel = datasetStep(() => datasetKernelSymbols(index, located.indexDir));
@@ -81,10 +86,18 @@ export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo)
   const unknown = names.filter((n) => !known.has(n.replaceAll('-', '_')));
   if (unknown.length > 0)
     throw new UsageError(`unknown module(s): ${unknown.join(', ')} (not in ${index.root})`);
-  const machine = await newMachine('x86_64', opts.seed);
+  const arch = datasetStep(() => datasetArch(index));
+  const machine = await newMachine(arch, opts.seed);
   const allocator = await createPolicy(opts.policy, machine, opts.seed);
   const textStart = (machine as { kernelTextStart?: number }).kernelTextStart;
-  const offset = textStart === undefined ? 0 : textStart - machine.arch.layout.kernelImage.textStart;
+  const image = machine.arch.layout.kernelImage;
+  const offset = textStart === undefined ? 0 : textStart - image.textStart;
+  // arm64: a module's per-CPU reservation is an address in the kernel image's per-CPU chunk
+  // (no zero-based per-CPU section there); modelled as the end of the simulated image.
+  const percpuBaseAddr =
+    arch === 'arm64'
+      ? toSigned((textStart ?? image.textStart) + image.textBytes + image.rodataBytes + image.dataBytes)
+      : 0;
   const requested = opts.all ? undefined : names.map((n) => n.replaceAll('-', '_'));
   // Named modules load with their depends= first: the bar counts them all.
   const total = requested
@@ -95,6 +108,8 @@ export async function runModulesLoad(names: string[], opts: LoadOpts, io: CliIo)
     loadDatasetModules(index, kernel.withKaslrOffset(offset), allocator, {
       names: requested,
       init: opts.init,
+      arch,
+      percpuBaseAddr,
       onModule: () => bar.tick(),
     }),
   );
@@ -133,6 +148,7 @@ function human(r: ModulesCliReport): string {
     `package ${packageLabel({ ...r.dataset, kernelRelease: r.kernelRelease })} from ${r.dataset.root}`,
     `kernel ${r.kernelRelease}: ${r.kernelExports} exports from ${r.symbolsSource}, KASLR offset 0x${r.kaslrOffsetBytes.toString(16)}`,
     `allocator ${r.allocator}: ${r.loaded}/${r.requested} modules loaded, ${r.failed.length} failed, ${r.unresolvedSymbols} unresolved symbols, ${r.relocOverflows} relocation overflows`,
+    `PLT entries emitted (${r.arch}): ${r.pltEntries}`,
     `relocations: ${Object.entries(r.relocsByType)
       .map(([t, n]) => `${t} ${n}`)
       .join(', ')}`,
@@ -167,7 +183,13 @@ export function register(program: Command, io: CliIo): void {
     .option('--all', 'every module of the dataset, in dependency order')
     .option('--dir <path>', 'dataset root (an extracted linux-image package; default: the fetched one)')
     .option('--cache-dir <path>', 'cache directory (default $EXECMEM_CACHE_DIR or ~/.cache/execmem)')
-    .option('-p, --policy <name>', 'allocator design (see execmem compare --help)', 'execmem')
+    .option('--arch <arch>', 'which fetched package: amd64 (default) or arm64')
+    .option('--flavour <name>', 'which fetched package: cloud (default), generic, rt')
+    .option(
+      '-p, --policy <name>',
+      "allocator design (see execmem compare --help), or 'all': every design",
+      'execmem',
+    )
     .option('-s, --seed <n>', 'machine seed (KASLR placement)', parseSeed, 1)
     .option('--no-init', 'do not run init (keep init memory, leave ro_after_init writable)')
     .option(
@@ -189,9 +211,32 @@ export function register(program: Command, io: CliIo): void {
       ].join('\n'),
     )
     .action(async (names: string[], opts: LoadOpts) => {
-      const r = await runModulesLoad(names, opts, io);
-      if (io.json) io.outJson(r);
-      else io.out(human(r));
-      if (r.failed.length > 0) throw new CliFailure(`${r.failed.length} module(s) failed to load`);
+      if (opts.policy !== 'all') {
+        const r = await runModulesLoad(names, opts, io);
+        if (io.json) io.outJson(r);
+        else io.out(human(r));
+        if (r.failed.length > 0) throw new CliFailure(`${r.failed.length} module(s) failed to load`);
+        return;
+      }
+      // Every design on its own fresh machine, same seed: one report each, in registry order.
+      const reports: ModulesCliReport[] = [];
+      for (const policy of await policyNames()) {
+        const r = await runModulesLoad(names, { ...opts, policy }, io);
+        reports.push(r);
+        if (!io.json) io.out(`== ${policy}\n${human(r)}`);
+      }
+      if (io.json) io.outJson(reports);
+      else {
+        io.out(
+          '\nsummary: design, loaded/requested, failed, unresolved symbols, relocation overflows, PLT entries',
+        );
+        for (const r of reports)
+          io.out(
+            `  ${r.allocator}: ${r.loaded}/${r.requested}, ${r.failed.length}, ${r.unresolvedSymbols}, ${r.relocOverflows}, ${r.pltEntries}`,
+          );
+      }
+      const bad = reports.filter((r) => r.failed.length > 0);
+      if (bad.length > 0)
+        throw new CliFailure(`modules failed to load under ${bad.map((r) => r.allocator).join(', ')}`);
     });
 }

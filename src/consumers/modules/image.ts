@@ -32,7 +32,9 @@ import type { ModMemType, ModuleLayout } from './layout.js';
 import { MOD_MEM_TYPES } from './layout.js';
 import { ModuleLoadError } from './load-errors.js';
 import { type ParseStats, SYMBOL_NAME_LIMIT } from './names.js';
+import { type Arm64Plts, PltSection } from './plt-arm64.js';
 import { applyRelaSection, checkRelaEntries, checkRelaSection, type RelocTarget } from './reloc.js';
+import { applyRelaSectionArm64, checkRelaEntriesArm64 } from './reloc-arm64.js';
 import type { ExportLookup } from './resolve.js';
 import type { KernelExport } from './symbols.js';
 
@@ -77,6 +79,8 @@ export interface Prepared {
   /** Values of the undefined symbols (resolve.ts); defined ones are filled in per placement. */
   readonly symValues: Float64Array;
   readonly uses: Set<string>;
+  /** arm64: the PLT sections module_frob_arch_sections() sized (plt-arm64.ts); null on x86. */
+  readonly plts: Arm64Plts | null;
 }
 
 /** Private copies of each memory type with section contents in place (NOBITS stay zero). */
@@ -172,18 +176,41 @@ export function checkRelocations(prep: Prepared, stats?: ParseStats): void {
   const provisional = symbolValues(prep, provisionalSectionAddr(prep));
   for (const { rela, target } of list) {
     checkRelaSection(elf, rela);
-    checkRelaEntries(
-      elf,
-      rela,
-      elf.sections[target].sizeBytes,
-      provisional,
-      { moduleName: prep.name },
-      stats,
-    );
+    if (prep.plts)
+      checkRelaEntriesArm64(elf, rela, elf.sections[target].sizeBytes, provisional, prep.name, stats);
+    else
+      checkRelaEntries(
+        elf,
+        rela,
+        elf.sections[target].sizeBytes,
+        provisional,
+        { moduleName: prep.name },
+        stats,
+      );
   }
 }
 
-/** apply_relocations(): every applied RELA section into the images. */
+/** The arm64 PLT sections of a placed module, ready to be filled (null where there is none). */
+function pltSections(
+  prep: Prepared,
+  mems: Mems,
+  images: Images,
+): { core: PltSection | null; init: PltSection | null } {
+  const make = (index: number, max: number): PltSection | null => {
+    const p = prep.layout.placement[index];
+    if (!p) return null;
+    const img = images[p.memType]!;
+    const view = new DataView(img.buffer, img.byteOffset, img.byteLength);
+    return new PltSection(toSigned(mems[p.memType]!.va) + p.offset, max, view, p.offset);
+  };
+  const plts = prep.plts!;
+  return { core: make(plts.coreIndex, plts.coreMaxEntries), init: make(plts.initIndex, plts.initMaxEntries) };
+}
+
+/**
+ * apply_relocations(): every applied RELA section into the images. Returns the PLT entries
+ * emitted (arm64; 0 on x86).
+ */
 export function relocate(
   prep: Prepared,
   mems: Mems,
@@ -191,7 +218,8 @@ export function relocate(
   symValues: Float64Array,
   counts: Uint32Array,
   opts: { checkPc32: boolean; stats?: ParseStats },
-): void {
+): number {
+  const plt = prep.plts ? pltSections(prep, mems, images) : null;
   for (const { rela, target: info } of relaSectionsToApply(prep)) {
     const p = prep.layout.placement[info]!;
     checkRelaSection(prep.elf, rela);
@@ -203,16 +231,36 @@ export function relocate(
       sectionBytes: prep.elf.sections[info].sizeBytes,
       sectionAddr: toSigned(mems[p.memType]!.va) + p.offset,
     };
+    if (plt) {
+      const init = p.memType.startsWith('init');
+      applyRelaSectionArm64(
+        prep.elf,
+        rela,
+        target,
+        prep.elf.sections[info].name,
+        symValues,
+        counts,
+        {
+          moduleName: prep.name,
+          initTarget: init,
+          order: prep.plts!.order.get(rela.index),
+          emitPlt: (_loc, val, inInit) => (inInit ? plt.init : plt.core)?.emit(val) ?? 0,
+        },
+        opts.stats,
+      );
+      continue;
+    }
     applyRelaSection(
       prep.elf,
       rela,
       target,
       symValues,
       counts,
-      { moduleName: prep.name, checkPc32: opts.checkPc32 },
+      { moduleName: prep.name, checkPc32: opts.checkPc32, targetName: prep.elf.sections[info].name },
       opts.stats,
     );
   }
+  return plt ? (plt.core?.numEntries ?? 0) + (plt.init?.numEntries ?? 0) : 0;
 }
 
 /** Locate a runtime address inside the images: [memType, offset] or undefined. */

@@ -37,7 +37,7 @@
  */
 import type { ExecmemType } from '../../arch/types.js';
 import { allocModuleSections, type ExecAllocator, inBatch } from '../../policies/types.js';
-import { parseElf, parseModinfo, SHF_ALLOC, SHT_NOBITS, stripModuleSignature } from './elf.js';
+import { EM_X86_64, parseElf, parseModinfo, SHF_ALLOC, SHT_NOBITS, stripModuleSignature } from './elf.js';
 import {
   buildImages,
   checkRelocations,
@@ -56,7 +56,9 @@ import { layoutModule, MOD_MEM_TYPES, type ModMemType, memTypeIsInit } from './l
 import { inPhase, labelError, ModuleLoadError } from './load-errors.js';
 import { newParseStats, type ParseStats } from './names.js';
 import { PercpuArea } from './percpu.js';
-import { RELOC_TYPE_LIMIT, relocTypeName } from './reloc.js';
+import { frobArm64Sections } from './plt-arm64.js';
+import { RELOC_TYPE_LIMIT } from './reloc.js';
+import { anyRelocTypeName as relocTypeName } from './reloc-arm64.js';
 import { type FoundExport, firstInfo, resolveSymbols } from './resolve.js';
 import type { KernelExport, KernelSymbols } from './symbols.js';
 
@@ -94,6 +96,8 @@ export interface LoadedModule {
   readonly uses: ReadonlySet<string>;
   /** Relocations applied, by type name. */
   readonly relocCounts: Readonly<Record<string, number>>;
+  /** arm64: PLT entries emitted for branches out of CALL26/JUMP26 reach (0 on x86). */
+  readonly pltEntries: number;
   readonly warnings: readonly string[];
 }
 
@@ -106,7 +110,18 @@ export interface ModuleLoaderOptions {
   readonly checkPc32?: boolean;
   /** Work counters to accumulate into (names.ts ParseStats); default a private one. */
   readonly parseStats?: ParseStats;
+  /** The modules' architecture (default x86_64): e_machine, relocations, PLTs. */
+  readonly arch?: 'x86_64' | 'arm64';
+  /**
+   * Address the per-CPU offsets are relative to (signed; default 0). x86-64 links the per-CPU
+   * section at 0 (offsets are addresses); arm64 has no zero-based per-CPU section, so a module's
+   * per-CPU reservation is an address in the kernel image (see modules load).
+   */
+  readonly percpuBaseAddr?: number;
 }
+
+/** EM_AARCH64 (include/uapi/linux/elf-em.h). */
+const EM_AARCH64 = 183;
 
 export interface LoaderStats {
   readonly modulesLive: number;
@@ -114,6 +129,8 @@ export interface LoaderStats {
   readonly modulesFailed: number;
   readonly modulesUnloaded: number;
   readonly relocsByType: Record<string, number>;
+  /** PLT entries emitted over all loads (arm64). */
+  readonly pltEntries: number;
   readonly liveBytesByMemType: Record<ModMemType, number>;
   readonly percpu: { usedBytes: number; reserveBytes: number; slices: number };
   /** Work done parsing and relocating, over all loads (bounded per file, names.ts). */
@@ -134,6 +151,9 @@ export class ModuleLoader {
    */
   private readonly moduleExports = new Map<string, { exp: KernelExport; owner: string }>();
   private readonly relocTotals = new Uint32Array(RELOC_TYPE_LIMIT);
+  private readonly arch: 'x86_64' | 'arm64';
+  private readonly percpuBaseAddr: number;
+  private pltTotal = 0;
   private failed = 0;
   private unloaded = 0;
   private loadedTotal = 0;
@@ -144,6 +164,8 @@ export class ModuleLoader {
     this.percpu = opts.percpu ?? new PercpuArea(opts.kernel.perCpuEndBytes);
     this.checkPc32 = opts.checkPc32 ?? true;
     this.parseStats = opts.parseStats ?? newParseStats();
+    this.arch = opts.arch ?? 'x86_64';
+    this.percpuBaseAddr = opts.percpuBaseAddr ?? 0;
   }
 
   get(name: string): LoadedModule | undefined {
@@ -236,6 +258,7 @@ export class ModuleLoader {
       modulesFailed: this.failed,
       modulesUnloaded: this.unloaded,
       relocsByType,
+      pltEntries: this.pltTotal,
       liveBytesByMemType,
       percpu: this.percpu.usage(),
       parse: { ...this.parseStats },
@@ -245,12 +268,14 @@ export class ModuleLoader {
   /** Steps 1-4: everything that needs no address. Nothing is allocated; nothing changes. */
   private prepare(fileBytes: Uint8Array, nameHint: string): Prepared {
     const stats = this.parseStats;
-    const { elf, modinfo } = inPhase('elf', nameHint, () => {
-      const parsed = parseElf(stripModuleSignature(fileBytes).bytes, { stats });
-      return { elf: parsed, modinfo: parseModinfo(parsed) };
+    const machine = this.arch === 'arm64' ? EM_AARCH64 : EM_X86_64;
+    const parsed = inPhase('elf', nameHint, () => {
+      const file = parseElf(stripModuleSignature(fileBytes).bytes, { stats, machine });
+      return { elf: file, modinfo: parseModinfo(file) };
     });
+    const modinfo = parsed.modinfo;
     const name = firstInfo(modinfo, 'name') ?? nameHint;
-    const thisMod = elf.sections.filter((s) => s.name === '.gnu.linkonce.this_module');
+    const thisMod = parsed.elf.sections.filter((s) => s.name === '.gnu.linkonce.this_module');
     if (thisMod.length !== 1 || thisMod[0].type === SHT_NOBITS || (thisMod[0].flags & SHF_ALLOC) === 0) {
       throw new ModuleLoadError(
         'ENOEXEC',
@@ -262,12 +287,16 @@ export class ModuleLoader {
       );
     }
     if (this.modules.has(name)) throw new ModuleLoadError('EEXIST', name, `module ${name} is already loaded`);
+    // module_frob_arch_sections() runs before layout (layout_and_allocate()).
+    const frob =
+      this.arch === 'arm64' ? inPhase('layout', name, () => frobArm64Sections(parsed.elf, name)) : null;
+    const elf = frob ? frob.elf : parsed.elf;
     const layout = inPhase('layout', name, () => layoutModule(elf, name));
     const uses = new Set<string>();
     const symValues = inPhase('symbols', name, () =>
       resolveSymbols(elf, name, modinfo, uses, (n) => this.findExport(n)),
     );
-    const prep: Prepared = { name, elf, layout, modinfo, symValues, uses };
+    const prep: Prepared = { name, elf, layout, modinfo, symValues, uses, plts: frob?.plts ?? null };
     inPhase('relocation', name, () => checkRelocations(prep, stats));
     return prep;
   }
@@ -347,8 +376,9 @@ export class ModuleLoader {
     try {
       const images = buildImages(prep, mems);
       const counts = new Uint32Array(RELOC_TYPE_LIMIT);
-      const values = symbolValues(prep, placedSectionAddr(prep, mems, percpuOffset));
-      inPhase('relocation', name, () =>
+      const percpuAddr = percpuOffset === null ? null : this.percpuBaseAddr + percpuOffset;
+      const values = symbolValues(prep, placedSectionAddr(prep, mems, percpuAddr));
+      const pltEntries = inPhase('relocation', name, () =>
         relocate(prep, mems, images, values, counts, { checkPc32: this.checkPc32, stats: this.parseStats }),
       );
       const exports = inPhase('exports', name, () =>
@@ -356,6 +386,7 @@ export class ModuleLoader {
       );
       inPhase('allocator', name, () => this.publish(mems, images));
       for (let t = 0; t < RELOC_TYPE_LIMIT; t++) this.relocTotals[t] += counts[t];
+      this.pltTotal += pltEntries;
       const relocCounts: Record<string, number> = {};
       counts.forEach((n, t) => {
         if (n > 0) relocCounts[relocTypeName(t)] = n;
@@ -376,6 +407,7 @@ export class ModuleLoader {
         depends,
         uses: prep.uses,
         relocCounts,
+        pltEntries,
         warnings,
       };
     } catch (e) {

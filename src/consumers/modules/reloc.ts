@@ -45,7 +45,7 @@ export const SUPPORTED_RELOC_TYPES = [
   R_X86_64_PC64,
 ] as const;
 /** Counters are kept per type number below this bound. */
-export const RELOC_TYPE_LIMIT = 64;
+export const RELOC_TYPE_LIMIT = 320;
 
 const NAMES: Record<number, string> = {
   0: 'R_X86_64_NONE',
@@ -61,7 +61,13 @@ export function relocTypeName(type: number): string {
   return NAMES[type] ?? `type ${type}`;
 }
 
-export type RelocErrorKind = 'overflow' | 'unknown-type' | 'nonzero-target' | 'bad-entry' | 'unrepresentable';
+export type RelocErrorKind =
+  | 'overflow'
+  | 'unknown-type'
+  | 'nonzero-target'
+  | 'bad-entry'
+  | 'unrepresentable'
+  | 'plt-full';
 
 export class RelocError extends Error {
   override name = 'RelocError';
@@ -99,6 +105,13 @@ export interface RelocOptions {
   readonly moduleName: string;
   /** Check PC32/PLT32 for rel32 overflow (Linux does not; see header). Default true. */
   readonly checkPc32?: boolean;
+  /** The target section's name, for messages (a failure names section, offset and type). */
+  readonly targetName?: string;
+}
+
+/** " at SECTION+0xOFF (R_X86_64_...)": where a relocation failed. */
+function placeOf(opts: RelocOptions, offset: number, type: number): string {
+  return ` at ${opts.targetName ?? 'section'}+0x${offset.toString(16)} (${relocTypeName(type)})`;
 }
 
 /** Validate a RELA section header against the file (Linux apply_relocations() preconditions). */
@@ -114,11 +127,11 @@ export function checkRelaSection(elf: ElfFile, rela: ElfSection): void {
     );
 }
 
-function overflow(type: number, val: number, opts: RelocOptions): RelocError {
+function overflow(type: number, val: number, opts: RelocOptions, offset: number): RelocError {
   return new RelocError(
     'overflow',
     type,
-    `overflow in relocation type ${type} val ${hexU64(val)}; \`${opts.moduleName}' likely not compiled with -mcmodel=kernel`,
+    `overflow in relocation type ${type} val ${hexU64(val)}; \`${opts.moduleName}' likely not compiled with -mcmodel=kernel${placeOf(opts, offset, type)}`,
   );
 }
 
@@ -169,7 +182,11 @@ function decodeEntry(
   }
   if (type === R_X86_64_NONE) return { offset: offLo, type, symIdx, size: 0, val: 0 };
   if (!(SUPPORTED_RELOC_TYPES as readonly number[]).includes(type))
-    throw new RelocError('unknown-type', type, `${opts.moduleName}: Unknown rela relocation: ${type}`);
+    throw new RelocError(
+      'unknown-type',
+      type,
+      `${opts.moduleName}: Unknown rela relocation: ${type} (${rela.name}[${i}] at offset 0x${offLo.toString(16)})`,
+    );
   const size = type === R_X86_64_64 || type === R_X86_64_PC64 ? 8 : 4;
   if (offHi !== 0 || offLo + size > targetSectionBytes) {
     throw new ElfError(
@@ -238,15 +255,15 @@ export function applyRelaSection(
       case R_X86_64_64:
         break;
       case R_X86_64_32:
-        if (val < 0 || val >= TWO32) throw overflow(type, val, opts);
+        if (val < 0 || val >= TWO32) throw overflow(type, val, opts, r.offset);
         break;
       case R_X86_64_32S:
-        if (val < S32_MIN || val >= S32_END) throw overflow(type, val, opts);
+        if (val < S32_MIN || val >= S32_END) throw overflow(type, val, opts, r.offset);
         break;
       case R_X86_64_PC32:
       case R_X86_64_PLT32:
         val -= loc;
-        if (checkPc32 && (val < S32_MIN || val >= S32_END)) throw overflow(type, val, opts);
+        if (checkPc32 && (val < S32_MIN || val >= S32_END)) throw overflow(type, val, opts, r.offset);
         break;
       case R_X86_64_PC64:
         val -= loc;
@@ -257,7 +274,7 @@ export function applyRelaSection(
       throw new RelocError(
         'nonzero-target',
         type,
-        `x86/modules: Invalid relocation target, existing value is nonzero for type ${type}, loc ${hexU64(loc)}, val ${hexU64(val)}`,
+        `x86/modules: Invalid relocation target, existing value is nonzero for type ${type}, loc ${hexU64(loc)}, val ${hexU64(val)}${placeOf(opts, r.offset, type)}`,
       );
     }
     if (r.size === 8) writeU64(target.view, at, val);

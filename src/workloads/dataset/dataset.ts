@@ -37,6 +37,7 @@ import { basename, join, relative, resolve, sep } from 'node:path';
 import { parseElf, parseModinfo, stripModuleSignature } from '../../consumers/modules/elf.js';
 import { KSYM_NAME_LEN } from '../../consumers/modules/names.js';
 import { type KernelExport, KernelSymbols } from '../../consumers/modules/symbols.js';
+import { arm64KernelSymbols, vmlinuzArch } from './arm64-image.js';
 import { extractVmlinux } from './kernel-image.js';
 import {
   arrayOf,
@@ -148,7 +149,11 @@ export function resolvePackage(metaPackage = DEFAULT_META_PACKAGE): string {
       `${metaPackage} depends on no linux-image-* package (apt-cache output: ${r.stdout.trim().slice(0, 200)})`,
     );
   }
-  return dep.slice('Depends: '.length).trim();
+  // A foreign-architecture dependency reads "linux-image-...:arm64": the package name is before ':'.
+  return dep
+    .slice('Depends: '.length)
+    .trim()
+    .replace(/:[a-z0-9]+$/, '');
 }
 
 function packageDir(cacheDir: string, pkg: string): string {
@@ -159,7 +164,13 @@ function packageDir(cacheDir: string, pkg: string): string {
  * Download and extract a package into the cache (idempotent). Returns the dataset root.
  * `log` receives one line per step, so the user sees what is done.
  */
-export function fetchPackage(cacheDir: string, pkg: string, log: (line: string) => void): string {
+export function fetchPackage(
+  cacheDir: string,
+  pkg: string,
+  log: (line: string) => void,
+  /** Debian architecture to download for, when it is not the host's (apt-get download PKG:ARCH). */
+  foreignArch: string | null = null,
+): string {
   const root = packageDir(cacheDir, pkg);
   if (existsSync(join(root, 'index.json'))) {
     log(`${pkg}: already fetched and indexed in ${root}`);
@@ -175,8 +186,9 @@ export function fetchPackage(cacheDir: string, pkg: string, log: (line: string) 
   mkdirSync(dl, { recursive: true });
   let deb = readdirSync(dl).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
   if (!deb) {
-    log(`${pkg}: apt-get download into ${dl}`);
-    const r = spawnSync('apt-get', ['download', pkg], { cwd: dl, encoding: 'utf8' });
+    const target = foreignArch ? `${pkg}:${foreignArch}` : pkg;
+    log(`${target}: apt-get download into ${dl}`);
+    const r = spawnSync('apt-get', ['download', target], { cwd: dl, encoding: 'utf8' });
     if (r.status !== 0)
       throw new DatasetError(
         `apt-get download ${pkg} failed: ${r.stderr.trim().split('\n').pop()} (try 'apt-get update')`,
@@ -263,7 +275,9 @@ export function buildIndex(
       .replaceAll('-', '_');
     let depends: string[] = [];
     try {
-      const info = parseModinfo(parseElf(stripModuleSignature(bytes).bytes));
+      // Either architecture's modules: the machine is the file's own (the loader checks it).
+      const machine = bytes.length >= 20 ? bytes[18] | (bytes[19] << 8) : undefined;
+      const info = parseModinfo(parseElf(stripModuleSignature(bytes).bytes, { machine }));
       const infoName = info.get('name')?.[0] ?? name;
       const infoDepends = (info.get('depends')?.[0] ?? '')
         .split(',')
@@ -315,16 +329,28 @@ export function openDataset(root: string, progress?: DatasetProgress, indexDir =
   return buildIndex(root, null, progress, indexDir);
 }
 
-/** The default dataset's root in the cache, or null when it has not been fetched. */
-export function findCachedDataset(cacheDir = defaultCacheDir()): string | null {
+/**
+ * A fetched dataset's root in the cache, or null when none has been fetched. `flavour` picks
+ * the package by its name's ending ("cloud-arm64"; "amd64" is the full flavour: the ABI number
+ * right before it). Without `flavour`: the default package's kind (cloud-amd64) when one is
+ * fetched, else any package (a tree fetched with --package). Of several versions the
+ * highest-sorting one is taken.
+ */
+export function findCachedDataset(cacheDir = defaultCacheDir(), flavour?: string): string | null {
   const dir = join(cacheDir, 'debian');
   if (!existsSync(dir)) return null;
-  const roots = readdirSync(dir)
+  const all = readdirSync(dir)
     .filter(
       (d) =>
         d.startsWith('linux-image-') && !d.endsWith('.partial') && existsSync(join(dir, d, 'index.json')),
     )
     .sort();
+  // linux-image-<version>-<abi>-<flavour>: the version part is digits and dots only.
+  const of = (f: string) => {
+    const pattern = new RegExp(`^linux-image-[0-9][0-9.]*-[0-9]+-${f.replace(/[^a-z0-9-]/g, '')}$`);
+    return all.filter((d) => pattern.test(d));
+  };
+  const roots = flavour !== undefined ? of(flavour) : of('cloud-amd64').length > 0 ? of('cloud-amd64') : all;
   return roots.length > 0 ? join(dir, roots[roots.length - 1]) : null;
 }
 
@@ -396,9 +422,12 @@ export function datasetKernelSymbols(index: DatasetIndex, indexDir = index.root)
   const vmlinuz = index.vmlinuz;
   if (!vmlinuz)
     throw new DatasetError(`${index.root}: no usable System.map and no vmlinuz to read exports from`);
-  const ks = fromTreeFile(vmlinuz, 'cannot read the kernel exports', () =>
-    KernelSymbols.fromVmlinux(extractVmlinux(readModuleFile(vmlinuz)), `${basename(vmlinuz)} __ksymtab`),
-  );
+  const ks = fromTreeFile(vmlinuz, 'cannot read the kernel exports', () => {
+    const bytes = readModuleFile(vmlinuz);
+    return vmlinuzArch(bytes) === 'arm64'
+      ? arm64KernelSymbols(bytes, `${basename(vmlinuz)} __ksymtab`)
+      : KernelSymbols.fromVmlinux(extractVmlinux(bytes), `${basename(vmlinuz)} __ksymtab`);
+  });
   const out: ExportsFile = {
     version: EXPORTS_VERSION,
     source: ks.source,

@@ -12,8 +12,20 @@
  * payload_length (0x24c) locate the compressed vmlinux relative to it. Debian 6.1 cloud kernels
  * use CONFIG_KERNEL_LZ4, the LZ4 *legacy* frame (magic 0x184c2102, then blocks of a 32-bit LE
  * compressed length and raw LZ4 block data, each decoding to at most 8 MiB), decoded below in
- * plain TypeScript so no lz4 tool is needed. gzip uses node:zlib; xz and zstd payloads are piped
- * through the `xz` / `zstd` commands when present.
+ * plain TypeScript so no lz4 tool is needed. gzip uses node:zlib; xz, zstd, bzip2 and lzma
+ * payloads are piped through the `xz` / `zstd` / `bzip2` commands when present.
+ *
+ * The size trailer: arch/x86/boot/compressed/Makefile (6.1) builds every payload but gzip with a
+ * `*_with_size` rule (scripts/Makefile.lib size_append: the uncompressed size as 4 little-endian
+ * bytes after the compressed stream; xzkern_with_size, lz4_with_size, zstd22_with_size,
+ * bzip2_with_size, lzma_with_size). To `xz -dc` those 4 bytes are a truncated second stream
+ * ("Unexpected end of input"), which is how the full Debian flavour (CONFIG_KERNEL_XZ) failed.
+ * So the trailer is read, checked against the decompressed size, and kept away from the tool
+ * (xz --single-stream; the others get the payload without it). gzip's own ISIZE ends its stream.
+ *
+ * arm64 has no bzImage: Debian's arm64 vmlinuz is the raw `Image` (arch/arm64/kernel/head.S
+ * header, magic "ARM\x64" at offset 56), or a gzip of it on other distributions; that image is
+ * read by arm64-image.ts, not here.
  */
 import { Buffer } from 'node:buffer';
 import { spawnSync } from 'node:child_process';
@@ -104,14 +116,73 @@ export function lz4LegacyDecode(src: Uint8Array): Uint8Array {
   return out;
 }
 
-function viaTool(tool: string, payload: Uint8Array): Uint8Array {
-  const r = spawnSync(tool, ['-dc'], { input: payload, maxBuffer: MAX_OUTPUT_BYTES });
+function viaTool(tool: string, args: readonly string[], payload: Uint8Array): Uint8Array {
+  const r = spawnSync(tool, [...args], { input: payload, maxBuffer: MAX_OUTPUT_BYTES });
   if (r.error || r.status !== 0) {
     throw new KernelImageError(
-      `the payload is ${tool}-compressed and '${tool} -dc' failed: ${r.error?.message ?? r.stderr.toString().trim()}`,
+      `the payload is ${tool}-compressed and '${tool} ${args.join(' ')}' failed: ${r.error?.message ?? r.stderr.toString().trim()}`,
     );
   }
   return new Uint8Array(r.stdout.buffer, r.stdout.byteOffset, r.stdout.byteLength);
+}
+
+/** The compression of a kernel payload, by its magic (null when unknown). */
+export type PayloadCompression = 'lz4' | 'gzip' | 'xz' | 'zstd' | 'bzip2' | 'lzma';
+
+export function payloadCompression(p: Uint8Array): PayloadCompression | null {
+  if (p.length < 4) return null;
+  if (p[0] === 0x02 && p[1] === 0x21 && p[2] === 0x4c && p[3] === 0x18) return 'lz4';
+  if (p[0] === 0x1f && p[1] === 0x8b) return 'gzip';
+  if (p[0] === 0xfd && p[1] === 0x37 && p[2] === 0x7a && p[3] === 0x58) return 'xz';
+  if (p[0] === 0x28 && p[1] === 0xb5 && p[2] === 0x2f && p[3] === 0xfd) return 'zstd';
+  if (p[0] === 0x42 && p[1] === 0x5a && p[2] === 0x68) return 'bzip2';
+  // lzma_alone: properties byte 0x5d (lc=3, lp=0, pb=2), then a little-endian dictionary size.
+  if (p[0] === 0x5d && p[1] === 0x00 && p[2] === 0x00) return 'lzma';
+  return null;
+}
+
+/**
+ * Decompress a kernel payload of any compression the x86 boot code supports. `sizeTrailer`:
+ * the payload ends with the 4-byte uncompressed size (the *_with_size rules; see the header),
+ * which is checked against what came out.
+ */
+export function decompressPayload(p: Uint8Array, sizeTrailer: boolean): Uint8Array {
+  const kind = payloadCompression(p);
+  if (kind === null)
+    throw new KernelImageError(
+      `unsupported kernel compression (magic ${Buffer.from(p.subarray(0, 4)).toString('hex')})`,
+    );
+  const trailer = sizeTrailer && kind !== 'gzip' && p.length > 8;
+  const body = trailer ? p.subarray(0, p.length - 4) : p;
+  let out: Uint8Array;
+  switch (kind) {
+    case 'lz4':
+      out = lz4LegacyDecode(body);
+      break;
+    case 'gzip':
+      out = new Uint8Array(gunzipSync(p));
+      break;
+    case 'xz':
+      out = viaTool('xz', ['-dc', '--single-stream'], body);
+      break;
+    case 'zstd':
+      out = viaTool('zstd', ['-dc'], body);
+      break;
+    case 'bzip2':
+      out = viaTool('bzip2', ['-dc'], body);
+      break;
+    case 'lzma':
+      out = viaTool('xz', ['-dc', '--format=lzma', '--single-stream'], body);
+      break;
+  }
+  if (trailer) {
+    const want = new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(p.length - 4, true);
+    if (want !== out.length % 2 ** 32)
+      throw new KernelImageError(
+        `${kind} payload: decompressed ${out.length} bytes, but its size trailer says ${want}`,
+      );
+  }
+  return out;
 }
 
 /** The compressed payload of a bzImage. */
@@ -137,16 +208,7 @@ export function bzImagePayload(bz: Uint8Array): Uint8Array {
 
 /** Decompress the bzImage payload to the kernel ELF. */
 export function extractVmlinux(bz: Uint8Array): Uint8Array {
-  const p = bzImagePayload(bz);
-  let elf: Uint8Array;
-  if (p[0] === 0x02 && p[1] === 0x21 && p[2] === 0x4c && p[3] === 0x18) elf = lz4LegacyDecode(p);
-  else if (p[0] === 0x1f && p[1] === 0x8b) elf = new Uint8Array(gunzipSync(p));
-  else if (p[0] === 0xfd && p[1] === 0x37 && p[2] === 0x7a) elf = viaTool('xz', p);
-  else if (p[0] === 0x28 && p[1] === 0xb5 && p[2] === 0x2f && p[3] === 0xfd) elf = viaTool('zstd', p);
-  else
-    throw new KernelImageError(
-      `unsupported bzImage compression (magic ${Buffer.from(p.subarray(0, 4)).toString('hex')})`,
-    );
+  const elf = decompressPayload(bzImagePayload(bz), true);
   if (elf[0] !== 0x7f || elf[1] !== 0x45)
     throw new KernelImageError('decompressed payload is not an ELF file');
   return elf;

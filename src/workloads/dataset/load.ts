@@ -40,6 +40,10 @@ export interface ModulesLoadReport {
   readonly unresolvedSymbols: number;
   readonly relocOverflows: number;
   readonly relocsByType: Record<string, number>;
+  /** arm64: PLT entries emitted for CALL26/JUMP26 beyond +-128 MiB (placement's cost; 0 on x86). */
+  readonly pltEntries: number;
+  /** The modules' architecture. */
+  readonly arch: 'x86_64' | 'arm64';
   /** Bytes requested per memory type over all loads (init types included, before init frees them). */
   readonly requestedBytesByMemType: Record<ModMemType, number>;
   /** Bytes still allocated per memory type after init. */
@@ -57,6 +61,9 @@ export interface LoadOptions {
   /** Run init after each load (default true). */
   readonly init?: boolean;
   readonly checkPc32?: boolean;
+  /** The modules' architecture (default x86_64) and, for arm64, the per-CPU base (loader.ts). */
+  readonly arch?: 'x86_64' | 'arm64';
+  readonly percpuBaseAddr?: number;
   readonly onModule?: (name: string, ok: boolean) => void;
 }
 
@@ -79,7 +86,13 @@ export function loadDatasetModules(
   const byName = new Map(index.modules.map((m) => [m.name, m]));
   // Read (and decompress) first, so the timed part is the load itself.
   const files = order.map((n) => readModuleFile(join(index.root, byName.get(n)!.path)));
-  const loader = new ModuleLoader({ allocator, kernel, checkPc32: opts.checkPc32 });
+  const loader = new ModuleLoader({
+    allocator,
+    kernel,
+    checkPc32: opts.checkPc32,
+    arch: opts.arch,
+    percpuBaseAddr: opts.percpuBaseAddr,
+  });
   const failed: ModuleFailure[] = [];
   const requested = emptyBytes();
   let unresolvedSymbols = 0;
@@ -124,6 +137,8 @@ export function loadDatasetModules(
       unresolvedSymbols,
       relocOverflows,
       relocsByType: stats.relocsByType,
+      pltEntries: stats.pltEntries,
+      arch: opts.arch ?? 'x86_64',
       requestedBytesByMemType: requested,
       liveBytesByMemType: stats.liveBytesByMemType,
       functions,

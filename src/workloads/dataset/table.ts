@@ -21,7 +21,8 @@ import {
   stripModuleSignature,
 } from '../../consumers/modules/elf.js';
 import { layoutModule, MOD_MEM_TYPES, type ModMemType } from '../../consumers/modules/layout.js';
-import { relocTypeName } from '../../consumers/modules/reloc.js';
+import { frobArm64Sections } from '../../consumers/modules/plt-arm64.js';
+import { anyRelocTypeName as relocTypeName } from '../../consumers/modules/reloc-arm64.js';
 import type { ModuleSizes } from '../sizes.js';
 import { type DatasetIndex, readModuleFile } from './dataset.js';
 import {
@@ -40,6 +41,7 @@ import {
 } from './validate.js';
 
 export const MODULE_TABLE_VERSION = 1;
+const EM_AARCH64 = 183;
 
 export interface ModuleTableRow {
   readonly name: string;
@@ -62,7 +64,12 @@ export interface ModuleTable {
 }
 
 function rowOf(name: string, bytes: Uint8Array, depends: readonly string[]): ModuleTableRow {
-  const elf = parseElf(stripModuleSignature(bytes).bytes);
+  const raw = stripModuleSignature(bytes).bytes;
+  // Either architecture: an arm64 module's sizes include the PLT room module_frob_arch_sections()
+  // reserves before layout (plt-arm64.ts), as Linux allocates them.
+  const machine = raw.length >= 20 ? raw[18] | (raw[19] << 8) : undefined;
+  const parsed = parseElf(raw, { machine });
+  const elf = machine === EM_AARCH64 ? frobArm64Sections(parsed, name).elf : parsed;
   const layout = layoutModule(elf, name);
   const relocs: Record<string, number> = {};
   for (const s of elf.sections) {

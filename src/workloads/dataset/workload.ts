@@ -24,12 +24,27 @@ import { type ModuleTable, readModuleTable, rowSizes } from './table.js';
 export const DEFAULT_MODULE_TABLE = fileURLToPath(
   new URL('../../../../data/debian-modules.json', import.meta.url),
 );
+/** The same table of a Debian arm64 package (linux-image-cloud-arm64: PLT room included). */
+export const ARM64_MODULE_TABLE = fileURLToPath(
+  new URL('../../../../data/debian-modules-arm64.json', import.meta.url),
+);
 const MIN_TEXT_BYTES = 16;
 const EXEC_CALLS = 10_000;
 
 export interface DebianModulesOptions extends WorkloadOptions {
   /** Table to use; default the shipped data/debian-modules.json. */
   readonly table?: ModuleTable;
+  /** The trace's workload name (default debian-modules). */
+  readonly traceName?: string;
+}
+
+/** `debian-modules-arm64`: the same boot and churn over the arm64 package's table. */
+export function debianModulesArm64(opts: WorkloadOptions = {}): Trace {
+  return debianModules({
+    ...opts,
+    table: readModuleTable(ARM64_MODULE_TABLE),
+    traceName: 'debian-modules-arm64',
+  });
 }
 
 /** Table rows in dependency order (depends= first), names sorted otherwise. */
@@ -60,7 +75,7 @@ export function debianModules(opts: DebianModulesOptions = {}): Trace {
   const bootCount = Math.min(order.length, scaled(order.length, scale, 4));
   const churn = scaled(Math.round(order.length * 0.2), scale, 2);
   const initCalls = EXEC_CALLS / 100;
-  const b = new TraceBuilder('debian-modules', seed);
+  const b = new TraceBuilder(opts.traceName ?? 'debian-modules', seed);
   const live = new Map<number, LoadedModule>();
   const load = (i: number): void => {
     const s = rowSizes(table.modules[i]);
