@@ -14,6 +14,7 @@
  */
 import { benchExecmem } from './execmem.js';
 import { benchHost } from './host.js';
+import { benchLead } from './lead.js';
 import { benchMachine } from './machine.js';
 import { benchModules } from './modules.js';
 import {
@@ -31,6 +32,7 @@ export const BENCHES: readonly { readonly name: string; readonly run: BenchModul
   { name: 'execmem', run: benchExecmem },
   { name: 'host', run: benchHost },
   { name: 'modules', run: benchModules },
+  { name: 'lead', run: benchLead },
 ];
 
 export const LINE_COLUMNS = 120;
@@ -52,6 +54,9 @@ Modules: ${BENCHES.map((b) => b.name).join(', ')}
                                        "met": boolean|null } }],
             "facts": [{ "name", "fact" }] }]
 --help   this text
+
+Module lead (issue 12's targets, ours against the best other design) runs at scale 0.25 and
+seeds 1-3 unless EXECMEM_BENCH_LEAD_SCALE / EXECMEM_BENCH_LEAD_SEEDS (comma-separated) say otherwise.
 
 Exit codes: 0 ok (targets not met are reported, not failures), 1 a benchmark failed, 2 bad usage.`;
 
