@@ -91,7 +91,7 @@ import type { Backend, BackendCounters, ExecLock } from './backend.js';
 import { fail, fromBackend } from './errors.js';
 import { BLOCK_BYTES, DEFAULT_GRANULE_BYTES, MAX_ALLOC_BYTES, type PoolSharing } from './limits.js';
 import { KIND_SEALED, KIND_TYPE_MASK, poolStats } from './pools.js';
-import { buildRangeTable, type TypeRange } from './ranges.js';
+import { buildRangeTable, type TypeClass, type TypeRange } from './ranges.js';
 import type { ExecmemCounters, ExecmemPoolStats, ExecmemStats, ExecmemTypeStats } from './stats.js';
 import { BlockStore, type RunVisitor } from './store.js';
 import { Writer } from './writer.js';
@@ -99,6 +99,7 @@ import { Writer } from './writer.js';
 export {
   BLOCK_BYTES,
   DEFAULT_GRANULE_BYTES,
+  LARGE_TIER_FROM_BYTES,
   MAX_ALIGN_BYTES,
   MAX_ALLOC_BYTES,
   type PoolSharing,
@@ -121,6 +122,12 @@ export interface ExecmemOptions {
    * default); 0 turns the segregation off. A measurement knob like `sharing`.
    */
   smallObjectBytes?: number;
+  /**
+   * Per class, the live bytes from which a family's objects go to 2 MiB blocks instead of its
+   * 4 KiB-leaf tier (LARGE_TIER_FROM_BYTES, the default; 0: large blocks from the start). A
+   * measurement knob like `sharing`.
+   */
+  largeFromBytes?: Partial<Record<TypeClass, number>>;
 }
 
 export interface AllocContext {
@@ -149,6 +156,8 @@ export class Execmem {
   readonly granuleBytes: number;
   readonly sharing: PoolSharing;
   readonly smallObjectBytes: number;
+  /** Per class, the family live bytes from which objects go to large-page blocks (limits.ts). */
+  readonly largeFromBytes: Readonly<Record<TypeClass, number>>;
   private readonly lock: ExecLock;
   private readonly store: BlockStore;
   private readonly writer: Writer;
@@ -167,7 +176,16 @@ export class Execmem {
     this.lock = checked.lock ?? new LocalLock();
     this.ranges = buildRangeTable(backend.arch, o.kaslr, o.seed, backend.modulesStart);
     const hex = (va: number): string => this.hex(va);
-    this.store = new BlockStore(backend, this.ranges, o.sharing, o.granuleBytes, o.smallObjectBytes, hex);
+    this.largeFromBytes = o.largeFromBytes;
+    this.store = new BlockStore(
+      backend,
+      this.ranges,
+      o.sharing,
+      o.granuleBytes,
+      o.smallObjectBytes,
+      o.largeFromBytes,
+      hex,
+    );
     this.writer = new Writer(backend);
     this.baseline = { ...backend.counters() };
   }
@@ -228,7 +246,7 @@ export class Execmem {
     this.begin('alloc');
     try {
       const { ti, atomic, alignBytes } = checkAlloc(type, sizeBytes, ctx);
-      const pool = this.store.poolOfType[ti];
+      const pool = this.store.poolFor(ti);
       const rangeBytes = Math.max(
         pool.range.end - pool.range.start,
         pool.fallback ? pool.fallback.end - pool.fallback.start : 0,
@@ -314,7 +332,10 @@ export class Execmem {
         }
         this.store.liveBytes[ti] -= bytes;
         this.store.liveObjects[ti]--;
+        this.store.noteLive(block.pool, -bytes);
         this.counts.frees++;
+        // The free is done; the clean after it is best effort and cannot fail (store.ts).
+        this.store.releaseEmptied(block);
       } finally {
         this.leave();
       }
@@ -452,17 +473,20 @@ export class Execmem {
     for (const pool of store.pools) pools[pool.name] = poolStats(pool, hex);
     const types = {} as Record<ExecmemType, ExecmemTypeStats>;
     EXECMEM_TYPES.forEach((type, ti) => {
-      const p = pools[store.poolOfType[ti].name];
+      const family = store.poolOfType[ti];
+      const p = pools[family.name];
+      // The family's figures: its large-page blocks plus its small tier, if it has one.
+      const t = family.small === null ? undefined : pools[family.small.name];
       types[type] = {
-        pool: store.poolOfType[ti].name,
+        pool: family.name,
         liveBytes: store.liveBytes[ti],
         liveObjects: store.liveObjects[ti],
-        mappedBytes: p.mappedBytes,
-        largeMappedBytes: p.largeMappedBytes,
-        freeBytes: p.freeBytes,
-        largestFreeBytes: p.largestFreeBytes,
-        blocks: p.blocks,
-        fallbackBlocks: p.fallbackBlocks,
+        mappedBytes: p.mappedBytes + (t?.mappedBytes ?? 0),
+        largeMappedBytes: p.largeMappedBytes + (t?.largeMappedBytes ?? 0),
+        freeBytes: p.freeBytes + (t?.freeBytes ?? 0),
+        largestFreeBytes: Math.max(p.largestFreeBytes, t?.largestFreeBytes ?? 0),
+        blocks: p.blocks + (t?.blocks ?? 0),
+        fallbackBlocks: p.fallbackBlocks + (t?.fallbackBlocks ?? 0),
       };
     });
     const now = this.backend.counters();

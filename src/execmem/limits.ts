@@ -7,6 +7,7 @@
  * answer in one place.
  */
 import { SZ_2M, SZ_4K } from '../base/addr.js';
+import type { TypeClass } from './ranges.js';
 
 /** How types share pools (a measurement knob; 'family' is the design). */
 export type PoolSharing = 'family' | 'type' | 'kind';
@@ -58,8 +59,31 @@ export const SMALL_OBJECT_BYTES = 2048;
  * workload where it was.
  */
 export const SPLIT_MIN_BLOCKS = 16;
+/**
+ * Blocks of a family's small tier: 16 KiB mapped with 4 KiB leaves (the rule: LARGE_TIER_FROM_BYTES).
+ */
+export const SMALL_TIER_BLOCK_BYTES = 16 * 1024;
+/**
+ * Live bytes from which a family's new objects go to its large-page blocks instead of its small
+ * tier (0: large blocks from the start; see docs/MEMORY.md for the measurements). Below the
+ * threshold a family maps 4 KiB leaves in SMALL_TIER_BLOCK_BYTES blocks; it goes back to the
+ * small tier when its live bytes fall below half the threshold.
+ */
+export const LARGE_TIER_FROM_BYTES: Readonly<Record<TypeClass, number>> = {
+  text: 0,
+  rodata: 8 * SZ_2M,
+  ro_after_init: 8 * SZ_2M,
+  data: 8 * SZ_2M,
+};
+/**
+ * The spare: after a free empties a block, the allocator keeps that one empty block mapped (one
+ * for all pools, the last emptied) and releases the previous one, unless the block is more than
+ * 1/SPARE_MAX_SHARE of all it maps, in which case it goes at once, as Linux's execmem_cache_clean
+ * work releases every empty PMD area after each free (mm/execmem.c, 6.17). See docs/MEMORY.md.
+ */
+export const SPARE_MAX_SHARE = 16;
 /** Block look-up granule: the smallest block size, so no two blocks share a look-up slot. */
-export const CHUNK_BYTES = RO_AFTER_INIT_BLOCK_BYTES;
+export const CHUNK_BYTES = SMALL_TIER_BLOCK_BYTES;
 /** Address span of one block-directory table (execmem.blockAt): 4096 entries of CHUNK_BYTES. */
 export const DIR_SPAN_BYTES = 2 ** 30;
 export const DIR_ENTRIES = DIR_SPAN_BYTES / CHUNK_BYTES;
