@@ -25,6 +25,7 @@ import {
   LARGE_TIER_FROM_BYTES,
   MAX_ALIGN_BYTES,
   type PoolSharing,
+  RELEASE_DELAY_CALLS,
   SMALL_OBJECT_BYTES,
 } from './limits.js';
 import type { TypeClass } from './ranges.js';
@@ -135,6 +136,7 @@ export interface CheckedOptions {
   readonly sharing: PoolSharing;
   readonly smallObjectBytes: number;
   readonly largeFromBytes: Readonly<Record<TypeClass, number>>;
+  readonly releaseDelayCalls: number;
 }
 
 /** new Execmem's options, with their defaults. */
@@ -164,7 +166,18 @@ export function checkOptions(options: unknown, defaultGranule: 16 | 64): Checked
       fail('EINVAL', `largeFromBytes.${cls} must be a non-negative integer, got ${describe(v)}`);
     largeFromBytes[cls] = v;
   }
-  return { seed, kaslr, granuleBytes: granule, sharing, smallObjectBytes: small, largeFromBytes };
+  const delay = readProp(o, 'releaseDelayCalls', 'options') ?? RELEASE_DELAY_CALLS;
+  if (typeof delay !== 'number' || !Number.isSafeInteger(delay) || delay < 0)
+    fail('EINVAL', `releaseDelayCalls must be a non-negative integer, got ${describe(delay)}`);
+  return {
+    seed,
+    kaslr,
+    granuleBytes: granule,
+    sharing,
+    smallObjectBytes: small,
+    largeFromBytes,
+    releaseDelayCalls: delay,
+  };
 }
 
 const BACKEND_METHODS = [

@@ -103,6 +103,7 @@ export {
   MAX_ALIGN_BYTES,
   MAX_ALLOC_BYTES,
   type PoolSharing,
+  RELEASE_DELAY_CALLS,
   RO_AFTER_INIT_BLOCK_BYTES,
   SMALL_OBJECT_BYTES,
   SPLIT_MIN_BLOCKS,
@@ -128,6 +129,11 @@ export interface ExecmemOptions {
    * measurement knob like `sharing`.
    */
   largeFromBytes?: Partial<Record<TypeClass, number>>;
+  /**
+   * Allocator calls an emptied block stays mapped as its pool's spare before the clean releases
+   * it (RELEASE_DELAY_CALLS, the default; 0: at once, as Linux). A measurement knob.
+   */
+  releaseDelayCalls?: number;
 }
 
 export interface AllocContext {
@@ -184,6 +190,7 @@ export class Execmem {
       o.granuleBytes,
       o.smallObjectBytes,
       o.largeFromBytes,
+      o.releaseDelayCalls,
       hex,
     );
     this.writer = new Writer(backend);
@@ -264,6 +271,7 @@ export class Execmem {
             ? this.store.allocLarge(pool, ti, sizeBytes, atomic)
             : this.store.allocSmall(pool, ti, sizeBytes, alignBytes, atomic);
         this.counts.allocs++;
+        this.store.tick();
         return va;
       } finally {
         this.leave();
@@ -336,6 +344,7 @@ export class Execmem {
         this.counts.frees++;
         // The free is done; the clean after it is best effort and cannot fail (store.ts).
         this.store.releaseEmptied(block);
+        this.store.tick();
       } finally {
         this.leave();
       }

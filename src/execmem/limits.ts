@@ -60,9 +60,14 @@ export const SMALL_OBJECT_BYTES = 2048;
  */
 export const SPLIT_MIN_BLOCKS = 16;
 /**
- * Blocks of a family's small tier: 16 KiB mapped with 4 KiB leaves (the rule: LARGE_TIER_FROM_BYTES).
+ * Blocks of a family's small tier, mapped with 4 KiB leaves (the rule: LARGE_TIER_FROM_BYTES):
+ * 16 KiB for RW families (a new block needs no protection change), 64 KiB for read-only ones,
+ * where every new block costs a set_memory_ro (a CPA call, a flush, and a direct-map split when
+ * its frames lie in a 2 MiB region not yet split): four times fewer blocks for at most 48 KiB
+ * more in the last, partly filled one.
  */
 export const SMALL_TIER_BLOCK_BYTES = 16 * 1024;
+export const SMALL_TIER_RO_BLOCK_BYTES = 64 * 1024;
 /**
  * Live bytes from which a family's new objects go to its large-page blocks instead of its small
  * tier (0: large blocks from the start; see docs/MEMORY.md for the measurements). Below the
@@ -76,12 +81,20 @@ export const LARGE_TIER_FROM_BYTES: Readonly<Record<TypeClass, number>> = {
   data: 8 * SZ_2M,
 };
 /**
- * The spare: after a free empties a block, the allocator keeps that one empty block mapped (one
- * for all pools, the last emptied) and releases the previous one, unless the block is more than
- * 1/SPARE_MAX_SHARE of all it maps, in which case it goes at once, as Linux's execmem_cache_clean
- * work releases every empty PMD area after each free (mm/execmem.c, 6.17). See docs/MEMORY.md.
+ * The clean after a free. Linux's execmem_cache_clean work releases every empty PMD area right
+ * after each free (mm/execmem.c, 6.17): no spare, so a load/unload loop at a block boundary maps
+ * and unmaps each time (a CPA flush and a vfree flush per cycle). The old rule here, one spare per
+ * pool until shrink() (which the compare workloads never call), kept every block a peak had
+ * needed. Now: a free that empties a block releases it at once when the block is more than
+ * 1/SPARE_MAX_SHARE of all the allocator maps (on a small live set a spare is most of the
+ * mapping: ftrace-real's idle 2 MiB trampoline block made mapped/live 2.20 instead of 1.46);
+ * otherwise the block is its pool's one spare (the previous one goes), and a spare still empty
+ * RELEASE_DELAY_CALLS allocator calls (allocs and frees) later is released: a loop refills its
+ * spare within a few calls, an unloaded phase leaves it empty for thousands. Calls are the
+ * clock because the simulation has no time. Numbers in docs/MEMORY.md.
  */
 export const SPARE_MAX_SHARE = 16;
+export const RELEASE_DELAY_CALLS = 1024;
 /** Block look-up granule: the smallest block size, so no two blocks share a look-up slot. */
 export const CHUNK_BYTES = SMALL_TIER_BLOCK_BYTES;
 /** Address span of one block-directory table (execmem.blockAt): 4096 entries of CHUNK_BYTES. */

@@ -31,6 +31,7 @@ import {
   type PoolSharing,
   RO_AFTER_INIT_BLOCK_BYTES,
   SMALL_TIER_BLOCK_BYTES,
+  SMALL_TIER_RO_BLOCK_BYTES,
   SPLIT_MIN_BLOCKS,
 } from './limits.js';
 import type { TypeClass, TypeRange } from './ranges.js';
@@ -73,6 +74,12 @@ export interface Pool {
   familyLiveBytes: number;
   readonly largeFromBytes: number;
   useLarge: boolean;
+  /**
+   * The clean (store.ts releaseEmptied, tick): the empty block kept (null: none; it may have been
+   * refilled since, checked on use) and the allocator call at which it became the spare.
+   */
+  spare: Block | null;
+  spareSince: number;
 }
 
 export interface Block {
@@ -130,7 +137,8 @@ export function buildPools(
       byKey.set(key, pool);
       pools.push(pool);
       if (largeFrom[r.cls] > 0) {
-        pool.small = newPool(r, granule, SMALL_TIER_BLOCK_BYTES, SZ_4K, smallObjectBytes, pool, 0);
+        const tierBytes = r.prot === 'rw' ? SMALL_TIER_BLOCK_BYTES : SMALL_TIER_RO_BLOCK_BYTES;
+        pool.small = newPool(r, granule, tierBytes, SZ_4K, smallObjectBytes, pool, 0);
         pools.push(pool.small);
       }
     }
@@ -177,6 +185,8 @@ function newPool(
     familyLiveBytes: 0,
     largeFromBytes,
     useLarge: largeFromBytes === 0,
+    spare: null,
+    spareSince: 0,
   };
   (pool as { family: Pool }).family = family ?? pool;
   return pool;

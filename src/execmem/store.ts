@@ -72,13 +72,11 @@ export class BlockStore {
   blocksReleased = 0;
   /** Bytes of every block and large-object mapping the store holds (strays not included). */
   mappedBytes = 0;
+  /** Allocator calls so far (tick), and when the next spare is due for release (-1: none). */
+  private clock = 0;
+  private nextExpiry = -1;
   atomicRefusals = 0;
   private readonly dir = new BlockDirectory();
-  /**
-   * The one empty shared block kept mapped for the whole allocator (limits.ts SPARE_BLOCKS), the
-   * one a free emptied last; null when none. It may have been refilled since: checked on use.
-   */
-  private spare: Block | null = null;
   /** Mappings of failed growths whose undo could not unmap them either (see the header). */
   private readonly strays: BackendBlock[] = [];
 
@@ -89,6 +87,7 @@ export class BlockStore {
     granuleBytes: number,
     smallObjectBytes: number,
     largeFrom: Readonly<Record<TypeClass, number>>,
+    private readonly releaseDelayCalls: number,
     private readonly hex: (va: number) => string,
   ) {
     const { pools, poolOfType } = buildPools(ranges, sharing, granuleBytes, smallObjectBytes, largeFrom);
@@ -270,35 +269,66 @@ export class BlockStore {
   }
 
   /**
-   * The clean after a free (limits.ts SPARE_BLOCKS, the rule and its numbers): a free that left
-   * its block empty makes that block the allocator's one spare, and the previous spare, if still
-   * empty, is released. Best effort, as shrink: a block whose unmap fails (any backend error) or
-   * whose write window is open (a batch on a non-alias arch) stays mapped, empty and consistent,
-   * and the next clean or shrink tries again; the free itself has already succeeded.
+   * The clean after a free (limits.ts SPARE_MAX_SHARE, RELEASE_DELAY_CALLS: the rule and its
+   * numbers). A free that left its block empty releases it at once when it is more than
+   * 1/SPARE_MAX_SHARE of all the allocator maps; otherwise makes it its pool's one spare,
+   * releasing the previous spare; a spare still empty RELEASE_DELAY_CALLS allocator calls later
+   * is released (tick). Best effort, as
+   * shrink: a block whose unmap fails (any backend error) or whose write window is open (a batch
+   * on a non-alias arch) stays mapped, empty and consistent, and a later clean or shrink tries
+   * again; the free itself has already succeeded.
    */
   releaseEmptied(block: Block): void {
-    if (block.slot < 0 || !block.pool.heap.isBlockEmpty(block.slot)) return;
-    const old = this.spare;
-    this.spare = block;
+    const pool = block.pool;
+    if (block.slot < 0 || !pool.heap.isBlockEmpty(block.slot)) return;
+    if (block.sizeBytes * SPARE_MAX_SHARE > this.mappedBytes) {
+      // Most of what is mapped: released at once, as Linux's clean does (limits.ts).
+      if (!block.open) this.releaseBlock(block, true);
+      return;
+    }
+    const old = pool.spare;
+    pool.spare = block;
+    pool.spareSince = this.clock;
+    if (this.nextExpiry < 0) this.nextExpiry = this.clock + this.releaseDelayCalls;
     if (old !== null && old !== block && this.isEmptyShared(old) && !old.open) this.releaseBlock(old, true);
-    // A spare larger than a SPARE_MAX_SHARE of what the allocator maps goes at once (Linux's clean).
-    if (block.sizeBytes * SPARE_MAX_SHARE > this.mappedBytes && !block.open) this.releaseBlock(block, true);
   }
 
-  /** Release empty blocks beyond the allocator's one spare (none with keepSpare false); bytes released. */
+  /**
+   * One allocator call (alloc or free) has passed: the clock of the release delay. When the
+   * oldest spare has waited RELEASE_DELAY_CALLS calls, release every spare that has and is still
+   * empty (a spare refilled since is simply forgotten). O(1) but for that scan, once per expiry.
+   */
+  tick(): void {
+    this.clock++;
+    if (this.nextExpiry < 0 || this.clock < this.nextExpiry) return;
+    this.nextExpiry = -1;
+    for (const pool of this.pools) {
+      const spare = pool.spare;
+      if (spare === null) continue;
+      if (!this.isEmptyShared(spare)) pool.spare = null;
+      else if (this.clock - pool.spareSince >= this.releaseDelayCalls && !spare.open) {
+        if (this.releaseBlock(spare, true) === 0) pool.spareSince = this.clock;
+      }
+      if (pool.spare !== null) {
+        const due = pool.spareSince + this.releaseDelayCalls;
+        if (this.nextExpiry < 0 || due < this.nextExpiry) this.nextExpiry = Math.max(due, this.clock + 1);
+      }
+    }
+  }
+
+  /** Release empty blocks beyond one spare per pool (none with keepSpare false); bytes released. */
   shrink(keepSpare: boolean): number {
     let released = this.releaseStrays();
-    const keep = keepSpare && this.spare !== null && this.isEmptyShared(this.spare) ? this.spare : null;
-    let kept = keep !== null;
     for (const pool of this.pools) {
+      const spare = pool.spare !== null && this.isEmptyShared(pool.spare) ? pool.spare : null;
+      let kept = !keepSpare || spare !== null;
       for (const slot of pool.heap.slots()) {
         if (!pool.heap.isBlockEmpty(slot)) continue;
         const block = pool.blocks[slot]!;
-        if (block === keep) continue;
-        if (keepSpare && !kept) {
-          // No spare recorded (blocks emptied before this allocator kept one): the first stays.
+        if (keepSpare && block === spare) continue;
+        if (!kept) {
           kept = true;
-          this.spare = block;
+          pool.spare = block;
           continue;
         }
         released += this.releaseBlock(block, false);
@@ -325,7 +355,7 @@ export class BlockStore {
       if (e instanceof BackendError && (e.code === 'ENOMEM' || anyError)) return 0;
       fromBackend(e, `shrink: unmapping the block at ${this.hex(block.va)}`);
     }
-    if (this.spare === block) this.spare = null;
+    if (pool.spare === block) pool.spare = null;
     pool.heap.removeBlock(block.slot);
     pool.blocks[block.slot] = undefined;
     this.dir.unregister(block);
