@@ -15,6 +15,7 @@
 import { benchExecmem } from './execmem.js';
 import { benchHost } from './host.js';
 import { benchMachine } from './machine.js';
+import { benchMemory } from './memory.js';
 import { benchModules } from './modules.js';
 import {
   type BenchModule,
@@ -31,6 +32,7 @@ export const BENCHES: readonly { readonly name: string; readonly run: BenchModul
   { name: 'execmem', run: benchExecmem },
   { name: 'host', run: benchHost },
   { name: 'modules', run: benchModules },
+  { name: 'memory', run: benchMemory },
 ];
 
 export const LINE_COLUMNS = 120;

@@ -27,6 +27,7 @@ import {
   type PoolSharing,
   RELEASE_DELAY_CALLS,
   SMALL_OBJECT_BYTES,
+  SPARE_MAX_SHARE,
 } from './limits.js';
 import type { TypeClass } from './ranges.js';
 
@@ -137,6 +138,7 @@ export interface CheckedOptions {
   readonly smallObjectBytes: number;
   readonly largeFromBytes: Readonly<Record<TypeClass, number>>;
   readonly releaseDelayCalls: number;
+  readonly spareMaxShare: number;
 }
 
 /** new Execmem's options, with their defaults. */
@@ -169,8 +171,12 @@ export function checkOptions(options: unknown, defaultGranule: 16 | 64): Checked
   const delay = readProp(o, 'releaseDelayCalls', 'options') ?? RELEASE_DELAY_CALLS;
   if (typeof delay !== 'number' || !Number.isSafeInteger(delay) || delay < 0)
     fail('EINVAL', `releaseDelayCalls must be a non-negative integer, got ${describe(delay)}`);
+  const share = readProp(o, 'spareMaxShare', 'options') ?? SPARE_MAX_SHARE;
+  if (typeof share !== 'number' || !Number.isSafeInteger(share) || share < 0)
+    fail('EINVAL', `spareMaxShare must be a non-negative integer, got ${describe(share)}`);
   return {
     seed,
+    spareMaxShare: share,
     kaslr,
     granuleBytes: granule,
     sharing,

@@ -134,6 +134,11 @@ export interface ExecmemOptions {
    * it (RELEASE_DELAY_CALLS, the default; 0: at once, as Linux). A measurement knob.
    */
   releaseDelayCalls?: number;
+  /**
+   * A block a free empties is released at once when it is more than 1/spareMaxShare of all the
+   * allocator maps (SPARE_MAX_SHARE, the default, is 0: never). A measurement knob.
+   */
+  spareMaxShare?: number;
 }
 
 export interface AllocContext {
@@ -191,6 +196,7 @@ export class Execmem {
       o.smallObjectBytes,
       o.largeFromBytes,
       o.releaseDelayCalls,
+      o.spareMaxShare,
       hex,
     );
     this.writer = new Writer(backend);

@@ -85,16 +85,19 @@ export const LARGE_TIER_FROM_BYTES: Readonly<Record<TypeClass, number>> = {
  * after each free (mm/execmem.c, 6.17): no spare, so a load/unload loop at a block boundary maps
  * and unmaps each time (a CPA flush and a vfree flush per cycle). The old rule here, one spare per
  * pool until shrink() (which the compare workloads never call), kept every block a peak had
- * needed. Now: a free that empties a block releases it at once when the block is more than
- * 1/SPARE_MAX_SHARE of all the allocator maps (on a small live set a spare is most of the
- * mapping: ftrace-real's idle 2 MiB trampoline block made mapped/live 2.20 instead of 1.46);
- * otherwise the block is its pool's one spare (the previous one goes), and a spare still empty
- * RELEASE_DELAY_CALLS allocator calls (allocs and frees) later is released: a loop refills its
- * spare within a few calls, an unloaded phase leaves it empty for thousands. Calls are the
- * clock because the simulation has no time. Numbers in docs/MEMORY.md.
+ * needed. Chosen: a release delay. A free that empties a block makes it its pool's one spare
+ * (the previous one goes), and a spare still empty RELEASE_DELAY_CALLS allocator calls (allocs
+ * and frees) later is released: a loop refills its spare within a few calls, an unloaded phase
+ * leaves it empty for thousands. Calls are the clock because the simulation has no time.
+ * SPARE_MAX_SHARE (a knob, off by default) also releases at once a block that is more than
+ * 1/share of all the allocator maps, as Linux does: ftrace-real at scale 1 then maps 1.46x its
+ * live bytes instead of 2.20x (its idle 2 MiB trampoline block goes), but every free that empties
+ * a pool's only block unmaps it, so a freed object no longer reads as traps, a BPF load/unload
+ * loop on one block pays two shootdowns per cycle, and an atomic allocation after it finds no
+ * block. Numbers in docs/MEMORY.md.
  */
-export const SPARE_MAX_SHARE = 16;
 export const RELEASE_DELAY_CALLS = 1024;
+export const SPARE_MAX_SHARE = 0;
 /** Block look-up granule: the smallest block size, so no two blocks share a look-up slot. */
 export const CHUNK_BYTES = SMALL_TIER_BLOCK_BYTES;
 /** Address span of one block-directory table (execmem.blockAt): 4096 entries of CHUNK_BYTES. */

@@ -24,7 +24,7 @@ import type { Backend, BackendBlock } from './backend.js';
 import { BackendError } from './backend.js';
 import { fail, fromBackend } from './errors.js';
 import type { BlockClass } from './heap.js';
-import { type PoolSharing, SPARE_MAX_SHARE } from './limits.js';
+import type { PoolSharing } from './limits.js';
 import {
   type Block,
   BlockDirectory,
@@ -88,6 +88,7 @@ export class BlockStore {
     smallObjectBytes: number,
     largeFrom: Readonly<Record<TypeClass, number>>,
     private readonly releaseDelayCalls: number,
+    private readonly spareMaxShare: number,
     private readonly hex: (va: number) => string,
   ) {
     const { pools, poolOfType } = buildPools(ranges, sharing, granuleBytes, smallObjectBytes, largeFrom);
@@ -271,7 +272,7 @@ export class BlockStore {
   /**
    * The clean after a free (limits.ts SPARE_MAX_SHARE, RELEASE_DELAY_CALLS: the rule and its
    * numbers). A free that left its block empty releases it at once when it is more than
-   * 1/SPARE_MAX_SHARE of all the allocator maps; otherwise makes it its pool's one spare,
+   * 1/spareMaxShare of all the allocator maps (0: never); otherwise makes it its pool's one spare,
    * releasing the previous spare; a spare still empty RELEASE_DELAY_CALLS allocator calls later
    * is released (tick). Best effort, as
    * shrink: a block whose unmap fails (any backend error) or whose write window is open (a batch
@@ -281,7 +282,7 @@ export class BlockStore {
   releaseEmptied(block: Block): void {
     const pool = block.pool;
     if (block.slot < 0 || !pool.heap.isBlockEmpty(block.slot)) return;
-    if (block.sizeBytes * SPARE_MAX_SHARE > this.mappedBytes) {
+    if (this.spareMaxShare > 0 && block.sizeBytes * this.spareMaxShare > this.mappedBytes) {
       // Most of what is mapped: released at once, as Linux's clean does (limits.ts).
       if (!block.open) this.releaseBlock(block, true);
       return;
