@@ -69,14 +69,27 @@ export const SPLIT_MIN_BLOCKS = 16;
 export const SMALL_TIER_BLOCK_BYTES = 16 * 1024;
 export const SMALL_TIER_RO_BLOCK_BYTES = 64 * 1024;
 /**
- * Live bytes from which a family's new objects go to its large-page blocks instead of its small
- * tier (0: large blocks from the start; see docs/MEMORY.md for the measurements). Below the
- * threshold a family maps 4 KiB leaves in SMALL_TIER_BLOCK_BYTES blocks; it goes back to the
- * small tier when its live bytes fall below half the threshold.
+ * Live bytes from which a family's new objects go to its 2 MiB blocks instead of its small tier
+ * (4 KiB leaves, SMALL_TIER_*_BLOCK_BYTES blocks; 0: 2 MiB blocks from the first byte). A family
+ * goes back to its small tier below half its threshold (hysteresis), and either tier fills the
+ * other's holes before mapping a block. Chosen per class (numbers: docs/MEMORY.md, cli compare,
+ * x86_64, seed 1):
+ * - text 0: a large page pays for itself in iTLB reach from the first bytes. jit_alloc-2023 packs
+ *   BPF on 4 KiB pages and takes 12,699 iTLB misses per million fetches on bpf-aaronlu (640 KiB
+ *   live) where one 2 MiB block takes 69, and 348 against 1.4 on bpf-real (100 KiB live): far
+ *   above what any memory saving is worth, and above the issue's iTLB target. So text maps at
+ *   least its live bytes rounded up to 2 MiB per pool: the bound the bench reports.
+ * - rodata 2 MiB: every new read-only block is a set_memory_ro (a CPA call, a shootdown, and a
+ *   direct-map split where its frames share a 2 MiB leaf with others), which 2 MiB-aligned frames
+ *   avoid. With 16 MiB, debian-modules took 803 shootdowns and 14 splits (507 and 1 before);
+ *   with 2 MiB 656 and 8, for mapped/live 1.111 instead of 1.092.
+ * - data and ro_after_init 16 MiB: a RW block needs no protection change and ro_after_init is
+ *   sealed page by page whatever its block, so the small tier costs little; above 16 MiB a 2 MiB
+ *   block's last, partly filled part is at most 1/8 of the family.
  */
 export const LARGE_TIER_FROM_BYTES: Readonly<Record<TypeClass, number>> = {
   text: 0,
-  rodata: 8 * SZ_2M,
+  rodata: SZ_2M,
   ro_after_init: 8 * SZ_2M,
   data: 8 * SZ_2M,
 };
