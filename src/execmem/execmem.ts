@@ -34,8 +34,13 @@
  *   blocks the churn used pins them).
  * - Trap-fill free space and invalidate on free (x86 0xcc, arm64 BRK): free() re-fills through
  *   the alias (text_poke_set), so no flip and no global flush on alias arches.
- * - shrink() with hysteresis: keep one empty block per pool so a load/unload loop does not map
- *   and unmap each time (Linux frees a bpf pack the moment it is empty, kernel/bpf/core.c).
+ * - Memory that fits small live sets (issue 12 item 2; limits.ts, docs/MEMORY.md): a free that
+ *   empties a block keeps it as its pool's one spare, released once it has stayed empty for
+ *   RELEASE_DELAY_CALLS calls (a release delay, where Linux's execmem_cache_clean releases at
+ *   once and the old rule here kept every block until shrink()); data, rodata and ro_after_init
+ *   families start in 4 KiB-leaf small blocks and move to 2 MiB blocks at LARGE_TIER_FROM_BYTES;
+ *   text is on 2 MiB from its first byte (iTLB). shrink() releases empty blocks beyond one
+ *   spare per pool (Linux frees a bpf pack the moment it is empty, kernel/bpf/core.c).
  * - Metadata never lives in executable memory: tags and bitmaps are side tables (heap.ts).
  * - A failed call changes nothing (DESIGN.md section 5; issue 16). Arguments are checked before
  *   the lock is taken (args.ts). Every call makes its one fallible step first, and that step is

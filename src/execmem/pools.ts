@@ -8,6 +8,10 @@
  * producers). Each pool has a TLSF heap (heap.ts) over its shared blocks, and a set of large
  * objects, each on its own mapping.
  *
+ * Tiers: a family (pool) whose class has a LARGE_TIER_FROM_BYTES threshold gets a second pool in
+ * front of it, `<name>/small`, of 4 KiB-leaf blocks of 16 or 64 KiB, which takes the family's new
+ * objects while its live bytes are below the threshold (store.ts poolFor, noteLive).
+ *
  * Why a directory and not a Map: locate() runs on every free and update, so the block holding
  * an address is found with one typed-array read: per 1 GiB of address space that holds blocks,
  * a table with one entry per CHUNK_BYTES (block id + 1, 0 = none); the table last used is
