@@ -60,7 +60,12 @@ test('properties: 4 KiB fallback blocks behave like huge ones', () => {
 test('properties: small tiers, tier moves and the clean after a free keep every invariant', () => {
   const threshold = fc.constantFrom(0, 4096, 16 * 1024, 64 * 1024, 1024 * 1024);
   const options = fc.record({
-    largeFromBytes: fc.record({ text: threshold, rodata: threshold, ro_after_init: threshold, data: threshold }),
+    largeFromBytes: fc.record({
+      text: threshold,
+      rodata: threshold,
+      ro_after_init: threshold,
+      data: threshold,
+    }),
     releaseDelayCalls: fc.constantFrom(0, 1, 3, 1024),
     spareMaxShare: fc.constantFrom(0, 2, 16),
   });
