@@ -67,50 +67,52 @@ function runOurs(workload: string, scale: number): Ours {
   return { boundBytes: bound };
 }
 
+/** One workload at one scale: the ratio row, and the large-live-set row where it applies. */
+export function measureMemory(workload: string, scale: number): BenchResult[] {
+  const rows: BenchResult[] = [];
+  const started = Date.now();
+  const cmp = runCompare({ workload, scale, seed: SEED, arch: 'x86_64', fetch: false });
+  const ours = runOurs(workload, scale);
+  const mine = cmp.policies.find((p) => p.name === 'execmem')!;
+  let best = cmp.policies.find((p) => p.name !== 'execmem')!;
+  for (const p of cmp.policies)
+    if (p.name !== 'execmem' && p.metrics.overhead < best.metrics.overhead) best = p;
+  const live = mine.metrics.liveBytes;
+  const oursRatio = mine.metrics.overhead;
+  const bestRatio = best.metrics.overhead;
+  const boundRatio = live > 0 ? ours.boundBytes / live : 0;
+  const reach = boundRatio <= bestRatio * TARGET_OF_BEST;
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(2)} MiB`;
+  rows.push({
+    name: `memory: ${workload} x${scale} mapped/live ours / best`,
+    value: bestRatio > 0 ? oursRatio / bestRatio : 0,
+    unit: 'x best',
+    baseline: `${best.name} (mapped/live ${bestRatio.toFixed(3)})`,
+    note:
+      `ours ${oursRatio.toFixed(3)} (${mib(mine.metrics.mappedBytes)} for ${mib(live)} live); our bound ` +
+      `${boundRatio.toFixed(3)} (text on 2 MiB leaves)` +
+      (reach
+        ? ''
+        : `: the target is out of reach, the bound is ${(boundRatio / bestRatio).toFixed(3)} x best`) +
+      `; ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    target: { of: 'value', op: '<=', bound: TARGET_OF_BEST, source: SOURCE },
+  });
+  if (live >= LARGE_LIVE_BYTES) {
+    rows.push({
+      name: `memory: ${workload} x${scale} mapped/live ours (large live set)`,
+      value: oursRatio,
+      unit: 'mapped/live',
+      note: `live ${mib(live)} >= ${mib(LARGE_LIVE_BYTES)}: at the end of the run`,
+      target: { of: 'value', op: '<=', bound: TARGET_LARGE, source: SOURCE },
+    });
+  }
+  return rows;
+}
+
 export async function benchMemory(): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  for (const workload of Object.keys(WORKLOADS)) {
-    for (const scale of SCALES) {
-      const started = Date.now();
-      const cmp = runCompare({ workload, scale, seed: SEED, arch: 'x86_64', fetch: false });
-      const ours = runOurs(workload, scale);
-      const mine = cmp.policies.find((p) => p.name === 'execmem')!;
-      let best = cmp.policies.find((p) => p.name !== 'execmem')!;
-      for (const p of cmp.policies)
-        if (p.name !== 'execmem' && p.metrics.overhead < best.metrics.overhead) best = p;
-      const live = mine.metrics.liveBytes;
-      const oursRatio = mine.metrics.overhead;
-      const bestRatio = best.metrics.overhead;
-      const boundRatio = live > 0 ? ours.boundBytes / live : 0;
-      const reach = boundRatio <= bestRatio * TARGET_OF_BEST;
-      const name = `memory: ${workload} x${scale} mapped/live ours / best`;
-      const mib = (b: number) => `${(b / 2 ** 20).toFixed(2)} MiB`;
-      const row: BenchResult = {
-        name,
-        value: bestRatio > 0 ? oursRatio / bestRatio : 0,
-        unit: 'x best',
-        baseline: `${best.name} (mapped/live ${bestRatio.toFixed(3)})`,
-        note:
-          `ours ${oursRatio.toFixed(3)} (${mib(mine.metrics.mappedBytes)} for ${mib(live)} live); our bound ` +
-          `${boundRatio.toFixed(3)} (text on 2 MiB leaves)` +
-          (reach
-            ? ''
-            : `: the target is out of reach, the bound is ${(boundRatio / bestRatio).toFixed(3)} x best`) +
-          `; ${((Date.now() - started) / 1000).toFixed(1)} s`,
-        target: { of: 'value', op: '<=', bound: TARGET_OF_BEST, source: SOURCE },
-      };
-      rows.push(row);
-      if (live >= LARGE_LIVE_BYTES) {
-        rows.push({
-          name: `memory: ${workload} x${scale} mapped/live ours (large live set)`,
-          value: oursRatio,
-          unit: 'mapped/live',
-          note: `live ${mib(live)} >= ${mib(LARGE_LIVE_BYTES)}: at the end of the run`,
-          target: { of: 'value', op: '<=', bound: TARGET_LARGE, source: SOURCE },
-        });
-      }
-    }
-  }
+  for (const workload of Object.keys(WORKLOADS))
+    for (const scale of SCALES) rows.push(...measureMemory(workload, scale));
   rows.push({
     name: 'memory: how',
     fact: 'x86_64, seed 1, every design on an identical fresh simulated machine (runCompare, fetch model off); mapped bytes from the page tables at the end of each run',
