@@ -16,6 +16,7 @@ import { benchExecmem } from './execmem.js';
 import { benchHost } from './host.js';
 import { benchLead } from './lead.js';
 import { benchMachine } from './machine.js';
+import { benchMemory } from './memory.js';
 import { benchModules } from './modules.js';
 import {
   type BenchModule,
@@ -33,6 +34,7 @@ export const BENCHES: readonly { readonly name: string; readonly run: BenchModul
   { name: 'host', run: benchHost },
   { name: 'modules', run: benchModules },
   { name: 'lead', run: benchLead },
+  { name: 'memory', run: benchMemory },
 ];
 
 export const LINE_COLUMNS = 120;

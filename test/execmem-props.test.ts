@@ -50,3 +50,40 @@ test('properties: 4 KiB fallback blocks behave like huge ones', () => {
     { numRuns: 20, seed: 42 },
   );
 });
+
+/**
+ * The pool behaviour of issue 12 item 2: families that start in 4 KiB-leaf blocks and move to
+ * 2 MiB blocks at a threshold (and back below half of it), and the clean after a free (release
+ * delay, at-once release of a block that is most of the mapping), with thresholds and delays
+ * small enough that random sequences cross them in both directions.
+ */
+test('properties: small tiers, tier moves and the clean after a free keep every invariant', () => {
+  const threshold = fc.constantFrom(0, 4096, 16 * 1024, 64 * 1024, 1024 * 1024);
+  const options = fc.record({
+    largeFromBytes: fc.record({
+      text: threshold,
+      rodata: threshold,
+      ro_after_init: threshold,
+      data: threshold,
+    }),
+    releaseDelayCalls: fc.constantFrom(0, 1, 3, 1024),
+    spareMaxShare: fc.constantFrom(0, 2, 16),
+  });
+  fc.assert(
+    fc.property(
+      fc.array(opArb, { maxLength: 60 }),
+      options,
+      fc.constantFrom<keyof typeof ARCHES>('x86_64', 'arm64', 'generic'),
+      (ops, opts, arch) => {
+        const fb = new FakeBackend(ARCHES[arch]);
+        const model = new ExecmemModel(new Execmem(fb, opts), fakeProbe(fb));
+        for (const op of ops) {
+          model.apply(op);
+          model.check();
+        }
+        model.drain();
+      },
+    ),
+    { numRuns: 60, seed: 0x12_2 },
+  );
+});

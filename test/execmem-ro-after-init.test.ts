@@ -33,7 +33,8 @@ function fakeWorld() {
     requests.push({ ...req });
     return map(req);
   };
-  const em = new Execmem(fb, { seed: 5 });
+  // These tests are about the large tier (256 KiB blocks): the 4 KiB-leaf small tier is off.
+  const em = new Execmem(fb, { seed: 5, largeFromBytes: { rodata: 0, ro_after_init: 0, data: 0 } });
   return { fb, em, requests };
 }
 
@@ -121,16 +122,16 @@ test('ro_after_init objects above a block get their own 4K-leaf mapping rounded 
   em.audit();
 });
 
-test('ro_after_init shrink releases 256 KiB blocks beyond one spare; a load/unload loop then maps nothing', () => {
+test('ro_after_init: the frees keep one 256 KiB spare (the clean releases the rest); a load/unload loop then maps nothing', () => {
   const { fb, em } = fakeWorld();
   const vas = Array.from({ length: 3 * PAGES_PER_BLOCK + 10 }, () => em.allocVa(RAI, 3000));
+  assert.equal(em.stats().pools[POOL].blocks, 4);
   em.sealVa(vas[0]);
   for (const va of vas) em.freeVa(va);
-  const before = em.stats().pools[POOL].blocks;
-  assert.equal(before, 4);
-  assert.equal(em.stats().pools[POOL].emptyBlocks, 4);
-  assert.equal(em.shrink(), (before - 1) * RO_AFTER_INIT_BLOCK_BYTES);
   assert.equal(em.stats().pools[POOL].blocks, 1);
+  assert.equal(em.stats().pools[POOL].emptyBlocks, 1);
+  assert.equal(em.stats().counters.blocksReleased, 3);
+  assert.equal(em.shrink(), 0, 'shrink keeps the spare');
   const mappedCount = fb.counters().blocksMapped;
   for (let i = 0; i < 40; i++) {
     const va = em.allocVa(RAI, 8000);
@@ -146,7 +147,10 @@ test('ro_after_init shrink releases 256 KiB blocks beyond one spare; a load/unlo
 test('sim: ro_after_init blocks use 4 KiB leaves, seal page by page with W^X 0; text keeps 2 MiB leaves', () => {
   for (const arch of ['x86_64', 'arm64', 'generic'] as const) {
     const m = createMachine({ arch, memoryBytes: 2 ** 30, cpus: 4, seed: 2 });
-    const em = new Execmem(new SimBackend(m), { seed: 2 });
+    const em = new Execmem(new SimBackend(m), {
+      seed: 2,
+      largeFromBytes: { rodata: 0, ro_after_init: 0, data: 0 },
+    });
     const text = em.allocVa('module_text', 100);
     assert.equal(m.kernelPt.walk(text)?.level, 2, `${arch}: text on a 2 MiB leaf`);
     const vas = Array.from({ length: 12 }, (_, i) => em.allocVa(RAI, (1 + (i % 3)) * SZ_4K - 100));
@@ -178,7 +182,10 @@ test('sim: ro_after_init blocks use 4 KiB leaves, seal page by page with W^X 0; 
 
 test('sim: fail each physical allocation in turn while ro_after_init grows: ENOMEM and nothing left behind, else success', () => {
   const m = createMachine({ arch: 'x86_64', memoryBytes: 2 ** 30, cpus: 4, seed: 3 });
-  const em = new Execmem(new SimBackend(m), { seed: 3 });
+  const em = new Execmem(new SimBackend(m), {
+    seed: 3,
+    largeFromBytes: { rodata: 0, ro_after_init: 0, data: 0 },
+  });
   const filler = em.allocVa(RAI, RO_AFTER_INIT_BLOCK_BYTES - 2 * SZ_4K); // next 3-page object must grow
   let failed = 0;
   let ok = false;

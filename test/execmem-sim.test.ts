@@ -18,7 +18,7 @@ import fc from 'fast-check';
 import { type ArchName, EXECMEM_TYPES } from '../src/arch/index.js';
 import { Rng } from '../src/base/rng.js';
 import { ExecmemError } from '../src/execmem/errors.js';
-import { Execmem } from '../src/execmem/execmem.js';
+import { Execmem, type ExecmemOptions } from '../src/execmem/execmem.js';
 import { SimBackend } from '../src/execmem/sim-backend.js';
 import { MachineFault } from '../src/machine/errors.js';
 import { createMachine, type Machine } from '../src/machine/machine.js';
@@ -27,9 +27,9 @@ import { simProbe } from './helpers/sim-probe.js';
 
 const GIB = 2 ** 30;
 
-function simWorld(arch: ArchName, seed = 1) {
+function simWorld(arch: ArchName, seed = 1, opts: ExecmemOptions = {}) {
   const m = createMachine({ arch, memoryBytes: GIB, cpus: 4, seed });
-  const em = new Execmem(new SimBackend(m), { seed });
+  const em = new Execmem(new SimBackend(m), { seed, ...opts });
   return { m, em };
 }
 
@@ -124,7 +124,8 @@ test('sim: code written through update() executes; a freed pointer traps; W^X ho
 });
 
 test('sim: the 2 MiB blocks are mapped with 2 MiB leaves and, when aged memory has none, 4 KiB (counted)', () => {
-  const { m, em } = simWorld('x86_64');
+  // module_data's large tier from the first byte (its 4 KiB-leaf small tier off).
+  const { m, em } = simWorld('x86_64', 1, { largeFromBytes: { data: 0 } });
   const a = em.allocVa('module_text', 100);
   assert.equal(m.kernelPt.walk(a)?.level, 2);
   m.phys.injectFailure(9, 1);

@@ -8,8 +8,16 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { ARCHES, archToBig, type ExecmemType } from '../src/arch/index.js';
 import { SZ_2M, SZ_4K } from '../src/base/addr.js';
-import { BLOCK_BYTES, Execmem, SMALL_OBJECT_BYTES, SPLIT_MIN_BLOCKS } from '../src/execmem/execmem.js';
+import {
+  BLOCK_BYTES,
+  Execmem,
+  LARGE_TIER_FROM_BYTES,
+  RELEASE_DELAY_CALLS,
+  SMALL_OBJECT_BYTES,
+  SPLIT_MIN_BLOCKS,
+} from '../src/execmem/execmem.js';
 import { Heap, LARGE, SMALL } from '../src/execmem/heap.js';
+import { SMALL_TIER_BLOCK_BYTES } from '../src/execmem/limits.js';
 import { buildRangeTable } from '../src/execmem/ranges.js';
 import { formatStats } from '../src/execmem/stats.js';
 import { execmemErrorCode } from './helpers/execmem-error.js';
@@ -366,20 +374,102 @@ test('text and data never share a block; bpf+kprobes+ftrace share one pool by de
   assert.equal(arm.stats().types.ftrace.pool, 'ftrace');
 });
 
-test('shrink keeps one spare block per pool, so a load/unload loop maps nothing new', () => {
+test("a free that empties a block keeps it as the pool's one spare; a load/unload loop maps nothing new", () => {
   const { fb, em } = setup();
   const vas = Array.from({ length: 100 }, () => em.allocVa('bpf', 60000)); // ~3 blocks
+  const peak = em.stats().pools['kprobes+ftrace+bpf'].blocks;
+  assert.ok(peak >= 3);
   for (const va of vas) em.freeVa(va);
-  const before = em.stats().pools['kprobes+ftrace+bpf'].blocks;
-  assert.ok(before >= 3);
-  const released = em.shrink();
-  assert.equal(released, (before - 1) * BLOCK_BYTES);
+  // Each block emptied after the first released the spare before it: one stays.
   assert.equal(em.stats().pools['kprobes+ftrace+bpf'].blocks, 1);
+  assert.equal(em.stats().counters.blocksReleased, peak - 1);
+  assert.equal(em.shrink(), 0, 'shrink keeps the spare');
   const mapped = fb.counters().blocksMapped;
   for (let i = 0; i < 50; i++) em.freeVa(em.allocVa('bpf', 3000));
   assert.equal(fb.counters().blocksMapped, mapped, 'the spare serves the loop');
   em.shrink({ keepSpare: false });
   assert.equal(fb.mappedBytes(), 0);
+});
+
+test('release delay: a spare still empty RELEASE_DELAY_CALLS calls later is released, a refilled one is not', () => {
+  const { em } = setup('x86_64');
+  const spareOf = () => em.stats().pools['kprobes+ftrace+bpf'].blocks;
+  em.freeVa(em.allocVa('bpf', 100)); // the pool's block is now its empty spare
+  assert.equal(spareOf(), 1);
+  const text = em.allocVa('module_text', 100); // keeps module_text's block in use
+  // Calls since the spare was made: its free (1) and the alloc above (2), then D - 4 more.
+  for (let i = 0; i < (RELEASE_DELAY_CALLS - 4) / 2; i++) em.freeVa(em.allocVa('module_text', 64));
+  const last = em.allocVa('module_text', 64); // call D - 1
+  assert.equal(spareOf(), 1, 'not yet: the delay has not passed');
+  em.freeVa(last); // call D
+  assert.equal(spareOf(), 0, 'released once the delay passed');
+  assert.equal(em.stats().pools.module_text.blocks, 1, 'a block in use stays');
+  em.freeVa(text);
+  // A spare refilled within the delay stays mapped.
+  const b = em.allocVa('bpf', 100);
+  em.freeVa(b);
+  const keep = em.allocVa('bpf', 100);
+  for (let i = 0; i < RELEASE_DELAY_CALLS; i++) em.freeVa(em.allocVa('module_text', 64));
+  assert.equal(spareOf(), 1);
+  assert.equal(em.sizeOfVa(keep), 100);
+});
+
+test('release delay 0 releases at once; spareMaxShare releases a block that is most of the mapping', () => {
+  const now = new Execmem(new FakeBackend(ARCHES.x86_64), { releaseDelayCalls: 0 });
+  now.freeVa(now.allocVa('bpf', 100));
+  assert.equal(now.stats().pools['kprobes+ftrace+bpf'].blocks, 0);
+  const share = new Execmem(new FakeBackend(ARCHES.x86_64), { spareMaxShare: 16 });
+  share.freeVa(share.allocVa('bpf', 100));
+  assert.equal(share.stats().pools['kprobes+ftrace+bpf'].blocks, 0, '2 MiB of 2 MiB mapped: released');
+  const off = new Execmem(new FakeBackend(ARCHES.x86_64));
+  off.freeVa(off.allocVa('bpf', 100));
+  assert.equal(off.stats().pools['kprobes+ftrace+bpf'].blocks, 1, 'default: kept as the spare');
+});
+
+test('small tier: a data family maps 4 KiB-leaf blocks until its live bytes reach the threshold, then 2 MiB', () => {
+  const from = 64 * 1024;
+  const e = new Execmem(new FakeBackend(ARCHES.x86_64), { largeFromBytes: { data: from } });
+  const first = e.allocVa('module_data', 1000);
+  let s = e.stats();
+  assert.equal(s.pools['module_data/small'].blocks, 1);
+  assert.equal(s.pools['module_data/small'].blockBytes, SMALL_TIER_BLOCK_BYTES);
+  assert.equal(s.pools['module_data/small'].leafBytes, SZ_4K);
+  assert.equal(s.pools.module_data.blocks, 0, 'no 2 MiB block below the threshold');
+  assert.equal(s.types.module_data.mappedBytes, SMALL_TIER_BLOCK_BYTES);
+  const vas = [first];
+  while (e.stats().types.module_data.liveBytes < from) vas.push(e.allocVa('module_data', 4000));
+  // At the threshold: new objects go to a 2 MiB block (holes of the small tier first).
+  const smallBlocks = e.stats().pools['module_data/small'].blocks;
+  for (let i = 0; i < 8; i++) vas.push(e.allocVa('module_data', 4000));
+  s = e.stats();
+  assert.equal(s.pools.module_data.blocks, 1, 'the family moved to 2 MiB blocks');
+  assert.equal(s.pools['module_data/small'].blocks, smallBlocks, 'and maps no more small blocks');
+  // Below half the threshold it goes back to the small tier.
+  while (e.stats().types.module_data.liveBytes >= from / 2) e.freeVa(vas.pop()!);
+  const before = e.stats().pools.module_data.liveBytes;
+  e.allocVa('module_data', 100);
+  assert.equal(e.stats().pools.module_data.liveBytes, before, 'the new object went to the small tier');
+  e.audit();
+});
+
+test('small tier off (threshold 0): the family maps 2 MiB blocks from the first byte, as text always does', () => {
+  const e = new Execmem(new FakeBackend(ARCHES.x86_64), { largeFromBytes: { data: 0 } });
+  e.allocVa('module_data', 100);
+  e.allocVa('module_text', 100);
+  const s = e.stats();
+  assert.equal(s.pools.module_data.blocks, 1);
+  assert.equal(s.pools['module_data/small'], undefined);
+  assert.equal(s.pools.module_text.blocks, 1);
+  assert.equal(s.pools['module_text/small'], undefined, 'text has no small tier by default');
+  assert.equal(LARGE_TIER_FROM_BYTES.text, 0);
+  assert.equal(
+    execmemErrorCode(() => new Execmem(new FakeBackend(ARCHES.x86_64), { largeFromBytes: { data: -1 } })),
+    'EINVAL',
+  );
+  assert.equal(
+    execmemErrorCode(() => new Execmem(new FakeBackend(ARCHES.x86_64), { releaseDelayCalls: 1.5 })),
+    'EINVAL',
+  );
 });
 
 test('shrink never releases a block in use', () => {

@@ -20,7 +20,16 @@ import { realBytes } from '../base/bytes.js';
 import { describe } from '../base/describe.js';
 import type { Backend, ExecLock } from './backend.js';
 import { ExecmemError, fail } from './errors.js';
-import { BLOCK_BYTES, MAX_ALIGN_BYTES, type PoolSharing, SMALL_OBJECT_BYTES } from './limits.js';
+import {
+  BLOCK_BYTES,
+  LARGE_TIER_FROM_BYTES,
+  MAX_ALIGN_BYTES,
+  type PoolSharing,
+  RELEASE_DELAY_CALLS,
+  SMALL_OBJECT_BYTES,
+  SPARE_MAX_SHARE,
+} from './limits.js';
+import type { TypeClass } from './ranges.js';
 
 /** Node's Buffer prototype (a Uint8Array subclass that does not override length). */
 const BUFFER_PROTO: object | undefined =
@@ -127,6 +136,9 @@ export interface CheckedOptions {
   readonly granuleBytes: 16 | 64;
   readonly sharing: PoolSharing;
   readonly smallObjectBytes: number;
+  readonly largeFromBytes: Readonly<Record<TypeClass, number>>;
+  readonly releaseDelayCalls: number;
+  readonly spareMaxShare: number;
 }
 
 /** new Execmem's options, with their defaults. */
@@ -146,7 +158,32 @@ export function checkOptions(options: unknown, defaultGranule: 16 | 64): Checked
   const small = readProp(o, 'smallObjectBytes', 'options') ?? SMALL_OBJECT_BYTES;
   if (typeof small !== 'number' || !Number.isSafeInteger(small) || small < 0 || small >= BLOCK_BYTES)
     fail('EINVAL', `smallObjectBytes must be an integer in [0, ${BLOCK_BYTES}), got ${describe(small)}`);
-  return { seed, kaslr, granuleBytes: granule, sharing, smallObjectBytes: small };
+  const from = readProp(o, 'largeFromBytes', 'options') ?? {};
+  const largeFromBytes = { ...LARGE_TIER_FROM_BYTES };
+  if (typeof from !== 'object' || from === null)
+    fail('EINVAL', `largeFromBytes must be an object of byte counts per class, got ${describe(from)}`);
+  for (const cls of Object.keys(LARGE_TIER_FROM_BYTES) as TypeClass[]) {
+    const v = readProp(from, cls, 'options.largeFromBytes') ?? LARGE_TIER_FROM_BYTES[cls];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+      fail('EINVAL', `largeFromBytes.${cls} must be a non-negative integer, got ${describe(v)}`);
+    largeFromBytes[cls] = v;
+  }
+  const delay = readProp(o, 'releaseDelayCalls', 'options') ?? RELEASE_DELAY_CALLS;
+  if (typeof delay !== 'number' || !Number.isSafeInteger(delay) || delay < 0)
+    fail('EINVAL', `releaseDelayCalls must be a non-negative integer, got ${describe(delay)}`);
+  const share = readProp(o, 'spareMaxShare', 'options') ?? SPARE_MAX_SHARE;
+  if (typeof share !== 'number' || !Number.isSafeInteger(share) || share < 0)
+    fail('EINVAL', `spareMaxShare must be a non-negative integer, got ${describe(share)}`);
+  return {
+    seed,
+    spareMaxShare: share,
+    kaslr,
+    granuleBytes: granule,
+    sharing,
+    smallObjectBytes: small,
+    largeFromBytes,
+    releaseDelayCalls: delay,
+  };
 }
 
 const BACKEND_METHODS = [

@@ -34,8 +34,13 @@
  *   blocks the churn used pins them).
  * - Trap-fill free space and invalidate on free (x86 0xcc, arm64 BRK): free() re-fills through
  *   the alias (text_poke_set), so no flip and no global flush on alias arches.
- * - shrink() with hysteresis: keep one empty block per pool so a load/unload loop does not map
- *   and unmap each time (Linux frees a bpf pack the moment it is empty, kernel/bpf/core.c).
+ * - Memory that fits small live sets (issue 12 item 2; limits.ts, docs/MEMORY.md): a free that
+ *   empties a block keeps it as its pool's one spare, released once it has stayed empty for
+ *   RELEASE_DELAY_CALLS calls (a release delay, where Linux's execmem_cache_clean releases at
+ *   once and the old rule here kept every block until shrink()); data, rodata and ro_after_init
+ *   families start in 4 KiB-leaf small blocks and move to 2 MiB blocks at LARGE_TIER_FROM_BYTES;
+ *   text is on 2 MiB from its first byte (iTLB). shrink() releases empty blocks beyond one
+ *   spare per pool (Linux frees a bpf pack the moment it is empty, kernel/bpf/core.c).
  * - Metadata never lives in executable memory: tags and bitmaps are side tables (heap.ts).
  * - A failed call changes nothing (DESIGN.md section 5; issue 16). Arguments are checked before
  *   the lock is taken (args.ts). Every call makes its one fallible step first, and that step is
@@ -91,7 +96,7 @@ import type { Backend, BackendCounters, ExecLock } from './backend.js';
 import { fail, fromBackend } from './errors.js';
 import { BLOCK_BYTES, DEFAULT_GRANULE_BYTES, MAX_ALLOC_BYTES, type PoolSharing } from './limits.js';
 import { KIND_SEALED, KIND_TYPE_MASK, poolStats } from './pools.js';
-import { buildRangeTable, type TypeRange } from './ranges.js';
+import { buildRangeTable, type TypeClass, type TypeRange } from './ranges.js';
 import type { ExecmemCounters, ExecmemPoolStats, ExecmemStats, ExecmemTypeStats } from './stats.js';
 import { BlockStore, type RunVisitor } from './store.js';
 import { Writer } from './writer.js';
@@ -99,9 +104,11 @@ import { Writer } from './writer.js';
 export {
   BLOCK_BYTES,
   DEFAULT_GRANULE_BYTES,
+  LARGE_TIER_FROM_BYTES,
   MAX_ALIGN_BYTES,
   MAX_ALLOC_BYTES,
   type PoolSharing,
+  RELEASE_DELAY_CALLS,
   RO_AFTER_INIT_BLOCK_BYTES,
   SMALL_OBJECT_BYTES,
   SPLIT_MIN_BLOCKS,
@@ -121,6 +128,22 @@ export interface ExecmemOptions {
    * default); 0 turns the segregation off. A measurement knob like `sharing`.
    */
   smallObjectBytes?: number;
+  /**
+   * Per class, the live bytes from which a family's objects go to 2 MiB blocks instead of its
+   * 4 KiB-leaf tier (LARGE_TIER_FROM_BYTES, the default; 0: large blocks from the start). A
+   * measurement knob like `sharing`.
+   */
+  largeFromBytes?: Partial<Record<TypeClass, number>>;
+  /**
+   * Allocator calls an emptied block stays mapped as its pool's spare before the clean releases
+   * it (RELEASE_DELAY_CALLS, the default; 0: at once, as Linux). A measurement knob.
+   */
+  releaseDelayCalls?: number;
+  /**
+   * A block a free empties is released at once when it is more than 1/spareMaxShare of all the
+   * allocator maps (SPARE_MAX_SHARE, the default, is 0: never). A measurement knob.
+   */
+  spareMaxShare?: number;
 }
 
 export interface AllocContext {
@@ -149,6 +172,8 @@ export class Execmem {
   readonly granuleBytes: number;
   readonly sharing: PoolSharing;
   readonly smallObjectBytes: number;
+  /** Per class, the family live bytes from which objects go to large-page blocks (limits.ts). */
+  readonly largeFromBytes: Readonly<Record<TypeClass, number>>;
   private readonly lock: ExecLock;
   private readonly store: BlockStore;
   private readonly writer: Writer;
@@ -167,7 +192,18 @@ export class Execmem {
     this.lock = checked.lock ?? new LocalLock();
     this.ranges = buildRangeTable(backend.arch, o.kaslr, o.seed, backend.modulesStart);
     const hex = (va: number): string => this.hex(va);
-    this.store = new BlockStore(backend, this.ranges, o.sharing, o.granuleBytes, o.smallObjectBytes, hex);
+    this.largeFromBytes = o.largeFromBytes;
+    this.store = new BlockStore(
+      backend,
+      this.ranges,
+      o.sharing,
+      o.granuleBytes,
+      o.smallObjectBytes,
+      o.largeFromBytes,
+      o.releaseDelayCalls,
+      o.spareMaxShare,
+      hex,
+    );
     this.writer = new Writer(backend);
     this.baseline = { ...backend.counters() };
   }
@@ -228,7 +264,7 @@ export class Execmem {
     this.begin('alloc');
     try {
       const { ti, atomic, alignBytes } = checkAlloc(type, sizeBytes, ctx);
-      const pool = this.store.poolOfType[ti];
+      const pool = this.store.poolFor(ti);
       const rangeBytes = Math.max(
         pool.range.end - pool.range.start,
         pool.fallback ? pool.fallback.end - pool.fallback.start : 0,
@@ -246,6 +282,7 @@ export class Execmem {
             ? this.store.allocLarge(pool, ti, sizeBytes, atomic)
             : this.store.allocSmall(pool, ti, sizeBytes, alignBytes, atomic);
         this.counts.allocs++;
+        this.store.tick();
         return va;
       } finally {
         this.leave();
@@ -314,7 +351,11 @@ export class Execmem {
         }
         this.store.liveBytes[ti] -= bytes;
         this.store.liveObjects[ti]--;
+        this.store.noteLive(block.pool, -bytes);
         this.counts.frees++;
+        // The free is done; the clean after it is best effort and cannot fail (store.ts).
+        this.store.releaseEmptied(block);
+        this.store.tick();
       } finally {
         this.leave();
       }
@@ -452,17 +493,20 @@ export class Execmem {
     for (const pool of store.pools) pools[pool.name] = poolStats(pool, hex);
     const types = {} as Record<ExecmemType, ExecmemTypeStats>;
     EXECMEM_TYPES.forEach((type, ti) => {
-      const p = pools[store.poolOfType[ti].name];
+      const family = store.poolOfType[ti];
+      const p = pools[family.name];
+      // The family's figures: its large-page blocks plus its small tier, if it has one.
+      const t = family.small === null ? undefined : pools[family.small.name];
       types[type] = {
-        pool: store.poolOfType[ti].name,
+        pool: family.name,
         liveBytes: store.liveBytes[ti],
         liveObjects: store.liveObjects[ti],
-        mappedBytes: p.mappedBytes,
-        largeMappedBytes: p.largeMappedBytes,
-        freeBytes: p.freeBytes,
-        largestFreeBytes: p.largestFreeBytes,
-        blocks: p.blocks,
-        fallbackBlocks: p.fallbackBlocks,
+        mappedBytes: p.mappedBytes + (t?.mappedBytes ?? 0),
+        largeMappedBytes: p.largeMappedBytes + (t?.largeMappedBytes ?? 0),
+        freeBytes: p.freeBytes + (t?.freeBytes ?? 0),
+        largestFreeBytes: Math.max(p.largestFreeBytes, t?.largestFreeBytes ?? 0),
+        blocks: p.blocks + (t?.blocks ?? 0),
+        fallbackBlocks: p.fallbackBlocks + (t?.fallbackBlocks ?? 0),
       };
     });
     const now = this.backend.counters();

@@ -7,6 +7,7 @@
  * answer in one place.
  */
 import { SZ_2M, SZ_4K } from '../base/addr.js';
+import type { TypeClass } from './ranges.js';
 
 /** How types share pools (a measurement knob; 'family' is the design). */
 export type PoolSharing = 'family' | 'type' | 'kind';
@@ -58,8 +59,60 @@ export const SMALL_OBJECT_BYTES = 2048;
  * workload where it was.
  */
 export const SPLIT_MIN_BLOCKS = 16;
+/**
+ * Blocks of a family's small tier, mapped with 4 KiB leaves (the rule: LARGE_TIER_FROM_BYTES):
+ * 16 KiB for RW families (a new block needs no protection change), 64 KiB for read-only ones,
+ * where every new block costs a set_memory_ro (a CPA call, a flush, and a direct-map split when
+ * its frames lie in a 2 MiB region not yet split): four times fewer blocks for at most 48 KiB
+ * more in the last, partly filled one.
+ */
+export const SMALL_TIER_BLOCK_BYTES = 16 * 1024;
+export const SMALL_TIER_RO_BLOCK_BYTES = 64 * 1024;
+/**
+ * Live bytes from which a family's new objects go to its 2 MiB blocks instead of its small tier
+ * (4 KiB leaves, SMALL_TIER_*_BLOCK_BYTES blocks; 0: 2 MiB blocks from the first byte). A family
+ * goes back to its small tier below half its threshold (hysteresis), and either tier fills the
+ * other's holes before mapping a block. Chosen per class (numbers: docs/MEMORY.md, cli compare,
+ * x86_64, seed 1):
+ * - text 0: a large page pays for itself in iTLB reach from the first bytes. jit_alloc-2023 packs
+ *   BPF on 4 KiB pages and takes 12,699 iTLB misses per million fetches on bpf-aaronlu (640 KiB
+ *   live) where one 2 MiB block takes 69, and 348 against 1.4 on bpf-real (100 KiB live): far
+ *   above what any memory saving is worth, and above the issue's iTLB target. So text maps at
+ *   least its live bytes rounded up to 2 MiB per pool: the bound the bench reports.
+ * - rodata 2 MiB: every new read-only block is a set_memory_ro (a CPA call, a shootdown, and a
+ *   direct-map split where its frames share a 2 MiB leaf with others), which 2 MiB-aligned frames
+ *   avoid. With 16 MiB, debian-modules took 803 shootdowns and 14 splits (507 and 1 before);
+ *   with 2 MiB 656 and 8, for mapped/live 1.111 instead of 1.092.
+ * - data and ro_after_init 16 MiB: a RW block needs no protection change and ro_after_init is
+ *   sealed page by page whatever its block, so the small tier costs little; above 16 MiB a 2 MiB
+ *   block's last, partly filled part is at most 1/8 of the family.
+ */
+export const LARGE_TIER_FROM_BYTES: Readonly<Record<TypeClass, number>> = {
+  text: 0,
+  rodata: SZ_2M,
+  ro_after_init: 8 * SZ_2M,
+  data: 8 * SZ_2M,
+};
+/**
+ * The clean after a free. Linux's execmem_cache_clean work releases every empty PMD area right
+ * after each free (mm/execmem.c, 6.17): no spare, so a load/unload loop at a block boundary maps
+ * and unmaps each time (a CPA flush and a vfree flush per cycle). The old rule here, one spare per
+ * pool until shrink() (which the compare workloads never call), kept every block a peak had
+ * needed. Chosen: a release delay. A free that empties a block makes it its pool's one spare
+ * (the previous one goes), and a spare still empty RELEASE_DELAY_CALLS allocator calls (allocs
+ * and frees) later is released: a loop refills its spare within a few calls, an unloaded phase
+ * leaves it empty for thousands. Calls are the clock because the simulation has no time.
+ * SPARE_MAX_SHARE (a knob, off by default) also releases at once a block that is more than
+ * 1/share of all the allocator maps, as Linux does: ftrace-real at scale 1 then maps 1.46x its
+ * live bytes instead of 2.20x (its idle 2 MiB trampoline block goes), but every free that empties
+ * a pool's only block unmaps it, so a freed object no longer reads as traps, a BPF load/unload
+ * loop on one block pays two shootdowns per cycle, and an atomic allocation after it finds no
+ * block. Numbers in docs/MEMORY.md.
+ */
+export const RELEASE_DELAY_CALLS = 1024;
+export const SPARE_MAX_SHARE = 0;
 /** Block look-up granule: the smallest block size, so no two blocks share a look-up slot. */
-export const CHUNK_BYTES = RO_AFTER_INIT_BLOCK_BYTES;
+export const CHUNK_BYTES = SMALL_TIER_BLOCK_BYTES;
 /** Address span of one block-directory table (execmem.blockAt): 4096 entries of CHUNK_BYTES. */
 export const DIR_SPAN_BYTES = 2 ** 30;
 export const DIR_ENTRIES = DIR_SPAN_BYTES / CHUNK_BYTES;

@@ -8,6 +8,10 @@
  * producers). Each pool has a TLSF heap (heap.ts) over its shared blocks, and a set of large
  * objects, each on its own mapping.
  *
+ * Tiers: a family (pool) whose class has a LARGE_TIER_FROM_BYTES threshold gets a second pool in
+ * front of it, `<name>/small`, of 4 KiB-leaf blocks of 16 or 64 KiB, which takes the family's new
+ * objects while its live bytes are below the threshold (store.ts poolFor, noteLive).
+ *
  * Why a directory and not a Map: locate() runs on every free and update, so the block holding
  * an address is found with one typed-array read: per 1 GiB of address space that holds blocks,
  * a table with one entry per CHUNK_BYTES (block id + 1, 0 = none); the table last used is
@@ -30,6 +34,8 @@ import {
   MAX_BLOCKS_PER_POOL,
   type PoolSharing,
   RO_AFTER_INIT_BLOCK_BYTES,
+  SMALL_TIER_BLOCK_BYTES,
+  SMALL_TIER_RO_BLOCK_BYTES,
   SPLIT_MIN_BLOCKS,
 } from './limits.js';
 import type { TypeClass, TypeRange } from './ranges.js';
@@ -62,6 +68,22 @@ export interface Pool {
   /** [everStart, everEnd): the span of every address the pool has ever mapped (empty: 0, 0). */
   everStart: number;
   everEnd: number;
+  /**
+   * Tiers (limits.ts LARGE_TIER_FROM_BYTES): a family's large-page pool is its `family`; where the
+   * family starts in small blocks, `small` is its 4 KiB-leaf tier (whose own `small` is null).
+   */
+  readonly family: Pool;
+  small: Pool | null;
+  /** Family only: live bytes of both tiers, the threshold, and whether new objects go large. */
+  familyLiveBytes: number;
+  readonly largeFromBytes: number;
+  useLarge: boolean;
+  /**
+   * The clean (store.ts releaseEmptied, tick): the empty block kept (null: none; it may have been
+   * refilled since, checked on use) and the allocator call at which it became the spare.
+   */
+  spare: Block | null;
+  spareSince: number;
 }
 
 export interface Block {
@@ -82,12 +104,18 @@ export interface Block {
   open: boolean;
 }
 
-/** Build the pools for a range table: one per (family, range, fallback). */
+/**
+ * Build the pools for a range table: one per (family, range, fallback), and in front of each
+ * family whose class has a threshold (`largeFrom`, limits.ts LARGE_TIER_FROM_BYTES) a 4 KiB-leaf
+ * tier of SMALL_TIER_BLOCK_BYTES blocks that takes its objects until the family's live bytes
+ * reach the threshold.
+ */
 export function buildPools(
   ranges: Readonly<Record<ExecmemType, TypeRange>>,
   sharing: PoolSharing,
   granuleBytes: number,
   smallObjectBytes: number,
+  largeFrom: Readonly<Record<TypeClass, number>>,
 ): { pools: Pool[]; poolOfType: Pool[] } {
   const byKey = new Map<string, Pool>();
   const pools: Pool[] = [];
@@ -101,33 +129,71 @@ export function buildPools(
     if (pool === undefined) {
       const rai = r.cls === 'ro_after_init';
       const granule = rai ? SZ_4K : granuleBytes;
-      const blockBytes = rai ? RO_AFTER_INIT_BLOCK_BYTES : BLOCK_BYTES;
-      const small = Math.floor(smallObjectBytes / granule);
-      const max = maxBlocks(r, granule, blockBytes);
-      pool = {
-        name: type,
-        types: [],
-        cls: r.cls,
-        prot: r.prot,
-        range: r.range,
-        fallback: r.fallback,
-        granuleBytes: granule,
-        blockBytes,
-        leafBytes: rai ? SZ_4K : SZ_2M,
-        heap: new Heap(granule, blockBytes, max, small, SPLIT_MIN_BLOCKS),
-        blocks: [],
-        largeBlocks: new Set(),
-        everStart: 0,
-        everEnd: 0,
-      };
+      pool = newPool(
+        r,
+        granule,
+        rai ? RO_AFTER_INIT_BLOCK_BYTES : BLOCK_BYTES,
+        rai ? SZ_4K : SZ_2M,
+        smallObjectBytes,
+        null,
+        largeFrom[r.cls],
+      );
       byKey.set(key, pool);
       pools.push(pool);
+      if (largeFrom[r.cls] > 0) {
+        const tierBytes = r.prot === 'rw' ? SMALL_TIER_BLOCK_BYTES : SMALL_TIER_RO_BLOCK_BYTES;
+        pool.small = newPool(r, granule, tierBytes, SZ_4K, smallObjectBytes, pool, 0);
+        pools.push(pool.small);
+      }
     }
     pool.types.push(type);
     (pool as { name: string }).name = pool.types.join('+');
+    if (pool.small !== null) {
+      pool.small.types.push(type);
+      (pool.small as { name: string }).name = `${pool.name}/small`;
+    }
     poolOfType[ti] = pool;
   });
   return { pools, poolOfType };
+}
+
+function newPool(
+  r: TypeRange,
+  granule: number,
+  blockBytes: number,
+  leafBytes: number,
+  smallObjectBytes: number,
+  family: Pool | null,
+  largeFromBytes: number,
+): Pool {
+  const small =
+    blockBytes / granule > smallObjectBytes / granule ? Math.floor(smallObjectBytes / granule) : 0;
+  const max = maxBlocks(r, granule, blockBytes);
+  const pool: Pool = {
+    name: r.type,
+    types: [],
+    cls: r.cls,
+    prot: r.prot,
+    range: r.range,
+    fallback: r.fallback,
+    granuleBytes: granule,
+    blockBytes,
+    leafBytes,
+    heap: new Heap(granule, blockBytes, max, small, SPLIT_MIN_BLOCKS),
+    blocks: [],
+    largeBlocks: new Set(),
+    everStart: 0,
+    everEnd: 0,
+    family: null as unknown as Pool,
+    small: null,
+    familyLiveBytes: 0,
+    largeFromBytes,
+    useLarge: largeFromBytes === 0,
+    spare: null,
+    spareSince: 0,
+  };
+  (pool as { family: Pool }).family = family ?? pool;
+  return pool;
 }
 
 function familyOf(sharing: PoolSharing, type: ExecmemType, cls: TypeClass): string {

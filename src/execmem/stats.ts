@@ -52,7 +52,7 @@ export interface ExecmemPoolStats {
   smallLeafBlocks: number;
   /** Shared blocks that take only small objects (below Execmem's smallObjectBytes); the rest take any. */
   smallObjectBlocks: number;
-  /** Blocks with no live object (shrink keeps one per pool). */
+  /** Blocks with no live object (the spare a free left, or blocks shrink has not released). */
   emptyBlocks: number;
   /** Objects larger than a block, each on its own mapping; slack = mapped - usable there. */
   largeObjects: number;

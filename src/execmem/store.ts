@@ -35,7 +35,7 @@ import {
   noteMapped,
   type Pool,
 } from './pools.js';
-import type { TypeRange } from './ranges.js';
+import type { TypeClass, TypeRange } from './ranges.js';
 
 const ZERO = Uint8Array.of(0);
 
@@ -70,6 +70,11 @@ export class BlockStore {
   readonly hit: Hit = { block: undefined, start: 0, bytes: 0, requested: 0, kind: 0 };
   blocksMapped = 0;
   blocksReleased = 0;
+  /** Bytes of every block and large-object mapping the store holds (strays not included). */
+  mappedBytes = 0;
+  /** Allocator calls so far (tick), and when the next spare is due for release (-1: none). */
+  private clock = 0;
+  private nextExpiry = -1;
   atomicRefusals = 0;
   private readonly dir = new BlockDirectory();
   /** Mappings of failed growths whose undo could not unmap them either (see the header). */
@@ -81,14 +86,39 @@ export class BlockStore {
     sharing: PoolSharing,
     granuleBytes: number,
     smallObjectBytes: number,
+    largeFrom: Readonly<Record<TypeClass, number>>,
+    private readonly releaseDelayCalls: number,
+    private readonly spareMaxShare: number,
     private readonly hex: (va: number) => string,
   ) {
-    const { pools, poolOfType } = buildPools(ranges, sharing, granuleBytes, smallObjectBytes);
+    const { pools, poolOfType } = buildPools(ranges, sharing, granuleBytes, smallObjectBytes, largeFrom);
     this.pools = pools;
     this.poolOfType = poolOfType;
   }
 
   // ---------------------------------------------------------------- alloc
+
+  /**
+   * The tier a new object of type `ti` goes to: the family's small tier while its live bytes are
+   * below the threshold, else its large-page blocks (limits.ts LARGE_TIER_FROM_BYTES).
+   */
+  poolFor(ti: number): Pool {
+    const family = this.poolOfType[ti];
+    return family.small !== null && !family.useLarge ? family.small : family;
+  }
+
+  /**
+   * Count `deltaBytes` of live memory in `pool`'s family and move the family between its tiers:
+   * up once live bytes reach the threshold, down again below half of it (hysteresis, so a family
+   * near the threshold does not alternate between the tiers with every load and unload).
+   */
+  noteLive(pool: Pool, deltaBytes: number): void {
+    const family = pool.family;
+    family.familyLiveBytes += deltaBytes;
+    if (family.small === null) return;
+    if (!family.useLarge && family.familyLiveBytes >= family.largeFromBytes) family.useLarge = true;
+    else if (family.useLarge && family.familyLiveBytes < family.largeFromBytes / 2) family.useLarge = false;
+  }
 
   allocSmall(pool: Pool, ti: number, sizeBytes: number, alignBytes: number, atomic: boolean): number {
     const gb = pool.granuleBytes;
@@ -96,6 +126,12 @@ export class BlockStore {
     const alignGranules = alignBytes > gb ? alignBytes / gb : 1;
     const kind = ti | ((granules * gb - sizeBytes) << KIND_SLACK_SHIFT);
     let node = pool.heap.alloc(granules, alignGranules, kind);
+    // A hole in the family's other tier before a new block: those blocks are mapped anyway.
+    const other = pool.family === pool ? pool.small : pool.family;
+    if (node < 0 && other !== null && sizeBytes <= other.blockBytes) {
+      node = other.heap.alloc(granules, alignGranules, kind);
+      if (node >= 0) pool = other;
+    }
     if (node < 0) {
       if (atomic) {
         this.atomicRefusals++;
@@ -109,6 +145,7 @@ export class BlockStore {
     const block = pool.blocks[slot]!;
     this.liveBytes[ti] += granules * gb;
     this.liveObjects[ti]++;
+    this.noteLive(pool, granules * gb);
     return block.va + pool.heap.granuleOfNode(node) * gb;
   }
 
@@ -136,6 +173,7 @@ export class BlockStore {
     this.dir.register(block);
     this.liveBytes[ti] += usable;
     this.liveObjects[ti]++;
+    this.noteLive(pool, usable);
     return block.va;
   }
 
@@ -192,6 +230,7 @@ export class BlockStore {
     }
     noteMapped(pool, bb.va, bb.sizeBytes);
     this.blocksMapped++;
+    this.mappedBytes += bb.sizeBytes;
     return bb;
   }
 
@@ -227,40 +266,102 @@ export class BlockStore {
     block.pool.largeBlocks.delete(block);
     this.dir.unregister(block);
     this.blocksReleased++;
+    this.mappedBytes -= block.sizeBytes;
+  }
+
+  /**
+   * The clean after a free (limits.ts SPARE_MAX_SHARE, RELEASE_DELAY_CALLS: the rule and its
+   * numbers). A free that left its block empty releases it at once when it is more than
+   * 1/spareMaxShare of all the allocator maps (0: never); otherwise makes it its pool's one spare,
+   * releasing the previous spare; a spare still empty RELEASE_DELAY_CALLS allocator calls later
+   * is released (tick). Best effort, as
+   * shrink: a block whose unmap fails (any backend error) or whose write window is open (a batch
+   * on a non-alias arch) stays mapped, empty and consistent, and a later clean or shrink tries
+   * again; the free itself has already succeeded.
+   */
+  releaseEmptied(block: Block): void {
+    const pool = block.pool;
+    if (block.slot < 0 || !pool.heap.isBlockEmpty(block.slot)) return;
+    if (this.spareMaxShare > 0 && block.sizeBytes * this.spareMaxShare > this.mappedBytes) {
+      // Most of what is mapped: released at once, as Linux's clean does (limits.ts).
+      if (!block.open) this.releaseBlock(block, true);
+      return;
+    }
+    const old = pool.spare;
+    pool.spare = block;
+    pool.spareSince = this.clock;
+    if (this.nextExpiry < 0) this.nextExpiry = this.clock + this.releaseDelayCalls;
+    if (old !== null && old !== block && this.isEmptyShared(old) && !old.open) this.releaseBlock(old, true);
+  }
+
+  /**
+   * One allocator call (alloc or free) has passed: the clock of the release delay. When the
+   * oldest spare has waited RELEASE_DELAY_CALLS calls, release every spare that has and is still
+   * empty (a spare refilled since is simply forgotten). O(1) but for that scan, once per expiry.
+   */
+  tick(): void {
+    this.clock++;
+    if (this.nextExpiry < 0 || this.clock < this.nextExpiry) return;
+    this.nextExpiry = -1;
+    for (const pool of this.pools) {
+      const spare = pool.spare;
+      if (spare === null) continue;
+      if (!this.isEmptyShared(spare)) pool.spare = null;
+      else if (this.clock - pool.spareSince >= this.releaseDelayCalls && !spare.open) {
+        if (this.releaseBlock(spare, true) === 0) pool.spareSince = this.clock;
+      }
+      if (pool.spare !== null) {
+        const due = pool.spareSince + this.releaseDelayCalls;
+        if (this.nextExpiry < 0 || due < this.nextExpiry) this.nextExpiry = Math.max(due, this.clock + 1);
+      }
+    }
   }
 
   /** Release empty blocks beyond one spare per pool (none with keepSpare false); bytes released. */
   shrink(keepSpare: boolean): number {
     let released = this.releaseStrays();
     for (const pool of this.pools) {
-      let keptSpare = !keepSpare;
+      const spare = pool.spare !== null && this.isEmptyShared(pool.spare) ? pool.spare : null;
+      let kept = !keepSpare || spare !== null;
       for (const slot of pool.heap.slots()) {
         if (!pool.heap.isBlockEmpty(slot)) continue;
-        if (!keptSpare) {
-          keptSpare = true;
+        const block = pool.blocks[slot]!;
+        if (keepSpare && block === spare) continue;
+        if (!kept) {
+          kept = true;
+          pool.spare = block;
           continue;
         }
-        released += this.releaseBlock(pool.blocks[slot]!);
+        released += this.releaseBlock(block, false);
       }
     }
     return released;
   }
 
+  /** Is `block` a shared block still mapped and empty? */
+  private isEmptyShared(block: Block): boolean {
+    return (
+      block.slot >= 0 && block.pool.blocks[block.slot] === block && block.pool.heap.isBlockEmpty(block.slot)
+    );
+  }
+
   /** Unmap an empty shared block; 0 (and nothing changed) when the backend has no memory for it. */
-  private releaseBlock(block: Block): number {
+  private releaseBlock(block: Block, anyError: boolean): number {
     const pool = block.pool;
     assert(block.slot >= 0 && pool.heap.isBlockEmpty(block.slot), 'releaseBlock: block in use');
     assert(!block.open, 'releaseBlock: block has an open window');
     try {
       this.backend.unmapBlock(block.bb);
     } catch (e) {
-      if (e instanceof BackendError && e.code === 'ENOMEM') return 0;
+      if (e instanceof BackendError && (e.code === 'ENOMEM' || anyError)) return 0;
       fromBackend(e, `shrink: unmapping the block at ${this.hex(block.va)}`);
     }
+    if (pool.spare === block) pool.spare = null;
     pool.heap.removeBlock(block.slot);
     pool.blocks[block.slot] = undefined;
     this.dir.unregister(block);
     this.blocksReleased++;
+    this.mappedBytes -= block.sizeBytes;
     return block.sizeBytes;
   }
 
