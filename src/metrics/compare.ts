@@ -215,8 +215,34 @@ export class CompareError extends Error {
   readonly code = 'EINVAL';
 }
 
-/** Runs every requested policy on the workload. Bad options throw CompareError before any work. */
-export function runCompare(options: CompareOptions): CompareResult {
+/**
+ * A compare checked and resolved but not yet run: the policies, the trace, the machine config.
+ * Every (policy) run of a plan is independent of the others (a fresh machine each), which is what
+ * lets the CLI run them on worker threads (src/cli/pool.ts) and merge them with assembleCompare:
+ * runCompare is planCompare, runPlannedPolicy for each policy in order, then assembleCompare.
+ */
+export interface ComparePlan {
+  readonly arch: ArchName;
+  readonly seed: number;
+  readonly scale: number;
+  readonly ageFraction: number;
+  readonly agePhase: string | null;
+  readonly names: readonly PolicyName[];
+  readonly trace: Trace;
+  readonly config: MachineConfig;
+  /** Why the machine is in this state, when the workload's own preset chose it; else null. */
+  readonly presetWhy: string | null;
+  readonly fetch: CompareFetchOptions | false;
+}
+
+/** One policy's run of a plan, with the TLB profile its machine was built with. */
+export interface PlannedPolicyRun {
+  readonly result: PolicyResult;
+  readonly tlbProfile: string;
+}
+
+/** Check the options and resolve the workload (CompareError before any work). */
+export function planCompare(options: Omit<CompareOptions, 'progress'>): ComparePlan {
   const arch = options.arch ?? 'x86_64';
   if (!(arch in ARCHES))
     throw new CompareError(`unknown arch '${arch}' (known: ${Object.keys(ARCHES).join(', ')})`);
@@ -241,39 +267,69 @@ export function runCompare(options: CompareOptions): CompareResult {
     arch,
     seed,
   };
-
-  const results: PolicyResult[] = [];
-  let tlbProfile = '';
-  names.forEach((name, policyIndex) => {
-    const machine = createMachine(config);
-    tlbProfile ||= machine.tlbProfileName;
-    const age = () => machine.phys.age(ageFraction, new Rng(seed ^ 0x5eed));
-    if (ageFraction > 0 && agePhase === null) age();
-    const policy = policyByName(name).create(machine, seed);
-    const progress = options.progress;
-    const report = (eventsDone: number, eventsTotal: number) =>
-      progress?.({ policy: name, policyIndex, policyCount: names.length, eventsDone, eventsTotal });
-    const onPhase = (phase: string) => {
-      if (ageFraction > 0 && phase === agePhase) age();
-    };
-    results.push(runOne(machine, policy, name, trace, options.fetch ?? {}, seed, report, onPhase));
-  });
-  completeMetrics(results);
-
   const usesPreset =
     preset !== undefined && options.ageFraction === undefined && options.machine?.memoryBytes === undefined;
-  const m = { ...createMachineInfo(config, ageFraction, tlbProfile), state: usesPreset ? preset.why : null };
   return {
-    workload: trace.name,
     arch,
     seed,
     scale,
+    ageFraction,
+    agePhase,
+    names,
+    trace,
+    config,
+    presetWhy: usesPreset ? preset.why : null,
+    fetch: options.fetch ?? {},
+  };
+}
+
+/** Run one policy of a plan on its own fresh machine. */
+export function runPlannedPolicy(
+  plan: ComparePlan,
+  policyIndex: number,
+  progress?: (p: CompareProgress) => void,
+): PlannedPolicyRun {
+  const { ageFraction, agePhase, seed, names } = plan;
+  const name = names[policyIndex];
+  const machine = createMachine(plan.config);
+  const age = () => machine.phys.age(ageFraction, new Rng(seed ^ 0x5eed));
+  if (ageFraction > 0 && agePhase === null) age();
+  const policy = policyByName(name).create(machine, seed);
+  const report = (eventsDone: number, eventsTotal: number) =>
+    progress?.({ policy: name, policyIndex, policyCount: names.length, eventsDone, eventsTotal });
+  const onPhase = (phase: string) => {
+    if (ageFraction > 0 && phase === agePhase) age();
+  };
+  const result = runOne(machine, policy, name, plan.trace, plan.fetch, seed, report, onPhase);
+  return { result, tlbProfile: machine.tlbProfileName };
+}
+
+/** The result of a plan from its policy runs (in the plan's policy order). */
+export function assembleCompare(plan: ComparePlan, runs: readonly PlannedPolicyRun[]): CompareResult {
+  if (runs.length !== plan.names.length)
+    throw new CompareError(`${runs.length} policy runs for ${plan.names.length} policies`);
+  const results = runs.map((r) => r.result);
+  completeMetrics(results);
+  const tlbProfile = runs.find((r) => r.tlbProfile !== '')?.tlbProfile ?? '';
+  const m = { ...createMachineInfo(plan.config, plan.ageFraction, tlbProfile), state: plan.presetWhy };
+  return {
+    workload: plan.trace.name,
+    arch: plan.arch,
+    seed: plan.seed,
+    scale: plan.scale,
     machine: m,
     modelledNote: MODELLED_NOTE,
     simulatorSpeedNote: SIMULATOR_SPEED_NOTE,
-    kernelTime: runKernelTime(results, arch),
+    kernelTime: runKernelTime(results, plan.arch),
     policies: results,
   };
+}
+
+/** Runs every requested policy on the workload. Bad options throw CompareError before any work. */
+export function runCompare(options: CompareOptions): CompareResult {
+  const plan = planCompare(options);
+  const runs = plan.names.map((_, i) => runPlannedPolicy(plan, i, options.progress));
+  return assembleCompare(plan, runs);
 }
 
 function resolvePolicies(list: readonly string[] | undefined): PolicyName[] {
