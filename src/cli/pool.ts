@@ -64,7 +64,12 @@ export interface PoolTask {
 
 /** What a pool worker sends back. */
 export type PoolReply =
-  | { readonly kind: 'progress'; readonly id: number; readonly eventsDone: number; readonly eventsTotal: number }
+  | {
+      readonly kind: 'progress';
+      readonly id: number;
+      readonly eventsDone: number;
+      readonly eventsTotal: number;
+    }
   | { readonly kind: 'result'; readonly id: number; readonly run: PlannedPolicyRun }
   | { readonly kind: 'error'; readonly id: number; readonly message: string; readonly stack: string };
 
@@ -86,30 +91,52 @@ export async function runCompareJobs(
 }
 
 /** As runCompareJobs, for plans already made (planCompare). */
-export async function runPlans(plans: readonly ComparePlan[], options: PoolOptions = {}): Promise<CompareResult[]> {
+export async function runPlans(
+  plans: readonly ComparePlan[],
+  options: PoolOptions = {},
+): Promise<CompareResult[]> {
   const jobCount = options.jobs ?? defaultJobCount();
   if (!(Number.isInteger(jobCount) && jobCount >= 1 && jobCount <= POOL_JOBS_MAX))
     throw new RangeError(`jobs must be an integer in [1, ${POOL_JOBS_MAX}]: ${jobCount}`);
-  const tasks = plans.flatMap((plan, job) => plan.names.map((_, policyIndex) => ({ job, plan, policyIndex })));
+  const tasks = plans.flatMap((plan, job) =>
+    plan.names.map((_, policyIndex) => ({ job, plan, policyIndex })),
+  );
   const runs: PlannedPolicyRun[][] = plans.map(() => []);
   const progress = options.progress;
   if (jobCount === 1 || tasks.length <= 1) {
     for (const t of tasks) {
       const policy = t.plan.names[t.policyIndex];
       const run = runPlannedPolicy(t.plan, t.policyIndex, (p) =>
-        progress?.({ job: t.job, policy, eventsDone: p.eventsDone, eventsTotal: p.eventsTotal, finished: false }),
+        progress?.({
+          job: t.job,
+          policy,
+          eventsDone: p.eventsDone,
+          eventsTotal: p.eventsTotal,
+          finished: false,
+        }),
       );
       runs[t.job][t.policyIndex] = run;
-      progress?.({ job: t.job, policy, eventsDone: planEvents(t.plan), eventsTotal: planEvents(t.plan), finished: true });
+      progress?.({
+        job: t.job,
+        policy,
+        eventsDone: planEvents(t.plan),
+        eventsTotal: planEvents(t.plan),
+        finished: true,
+      });
     }
   } else {
-    await runOnWorkers(tasks, Math.min(jobCount, tasks.length), (id, run) => {
-      const t = tasks[id];
-      runs[t.job][t.policyIndex] = run;
-    }, (id, eventsDone, eventsTotal, finished) => {
-      const t = tasks[id];
-      progress?.({ job: t.job, policy: t.plan.names[t.policyIndex], eventsDone, eventsTotal, finished });
-    });
+    await runOnWorkers(
+      tasks,
+      Math.min(jobCount, tasks.length),
+      (id, run) => {
+        const t = tasks[id];
+        runs[t.job][t.policyIndex] = run;
+      },
+      (id, eventsDone, eventsTotal, finished) => {
+        const t = tasks[id];
+        progress?.({ job: t.job, policy: t.plan.names[t.policyIndex], eventsDone, eventsTotal, finished });
+      },
+    );
   }
   return plans.map((plan, job) => assembleCompare(plan, runs[job]));
 }
@@ -170,7 +197,8 @@ function runOnWorkers(
       });
       w.on('error', (e) => fail(e));
       w.on('exit', (code) => {
-        if (!failed && finished < tasks.length) fail(new Error(`a compare worker thread stopped (exit code ${code})`));
+        if (!failed && finished < tasks.length)
+          fail(new Error(`a compare worker thread stopped (exit code ${code})`));
       });
       give(w);
     }
