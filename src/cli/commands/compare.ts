@@ -196,16 +196,14 @@ export function formatCompare(r: CompareResult): string {
  * (src/metrics/spread.ts), same columns and legend as the one-seed table.
  */
 export function formatSpreadCompare(r: SpreadCompareResult): string {
-  const rows = r.policies.map((p) => ({ ...p, metrics: spreadBound(p.metrics, 'median') }));
+  const rows = r.policies.map((p) => ({
+    ...p,
+    metrics: spreadBound(p.metrics, 'median'),
+    spread: { min: spreadBound(p.metrics, 'min'), max: spreadBound(p.metrics, 'max') },
+  }));
   const columns = tableColumns({ arch: r.arch, policies: rows });
   const same = sameAsRows(r.arch, rows);
-  const table = r.policies.map((p, i) => {
-    const range = { min: spreadBound(p.metrics, 'min'), max: spreadBound(p.metrics, 'max') };
-    const row = textRow(rows[i], columns, same[i]);
-    if ('span' in row) return row;
-    const figures = columns.map((c) => spreadCell(c.format, rows[i].metrics, range, c.key));
-    return [...row.slice(0, TEXT_ROW_HEADER.length), ...figures];
-  });
+  const table = rows.map((p, i) => textRow(p, columns, same[i]));
   const gib = (r.machine.memoryBytes / 1024 ** 3).toFixed(0);
   return [
     `workload ${r.workload}, arch ${r.arch}, seeds ${r.seeds.join(',')}, scale ${r.scale}; machine ${gib} GiB, ` +
