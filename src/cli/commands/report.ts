@@ -111,7 +111,8 @@ export function register(program: Command, io: CliIo): void {
         'debian-modules uses the section sizes of a real Debian kernel package (shipped table);',
         '`execmem dataset fetch` downloads the package itself for `execmem modules load`.',
         '--json: {html, markdown, generatedAt, runs, notes, command}; runs[i].policies[j].metrics are',
-        'the figures of the tables. --out is checked before the run: it must be a writable directory.',
+        'the figures of the tables (with --seeds, each is {median, min, max, perSeed}).',
+        '--out is checked before the run: it must be a writable directory.',
       ].join('\n'),
     )
     .action(async (opts: ReportOptions, cmd: Command) => {
@@ -141,6 +142,7 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   }
   const knownPolicies = await policyNames();
   for (const p of opts.policies ?? []) checkName('policy', p, knownPolicies);
+  if (workloads.includes(DEBIAN_WORKLOAD)) notes.push(...(await debianNotes()));
   const seeds = opts.seeds ?? [opts.seed];
   const sources: (string | Trace)[] = [];
   for (const source of [...workloads, ...traces])
@@ -175,14 +177,17 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   }
   const runs: WorkloadRun[] = [];
   const csvTables: { workload: string; text: string }[] = [];
+  const spreads: (SpreadCompareResult | null)[] = [];
   for (let i = 0; i < sources.length; i++) {
     const ofSource = results.slice(i * seeds.length, (i + 1) * seeds.length);
     if (opts.seeds === undefined) {
       runs.push(toWorkloadRun(ofSource[0]));
+      spreads.push(null);
       csvTables.push({ workload: ofSource[0].workload, text: runCsv(ofSource[0]) });
     } else {
       const spread = spreadCompare(ofSource);
       runs.push(toSpreadWorkloadRun(spread));
+      spreads.push(spread);
       csvTables.push({ workload: spread.workload, text: spreadCsv(spread) });
     }
   }
@@ -202,7 +207,7 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   const csv = opts.csv ? writeCsvTables(csvTables, dirname(written.htmlPath)) : [];
   if (io.json) {
     const files = { html: written.htmlPath, markdown: written.markdownPath, ...(opts.csv ? { csv } : {}) };
-    io.outJson({ ...files, ...data });
+    io.outJson({ ...files, ...data, runs: jsonRuns(data.runs, spreads) });
     return;
   }
   io.out(renderTerminalSummary(data));
@@ -225,6 +230,26 @@ function writeCsvTables(tables: readonly { workload: string; text: string }[], d
       throw new CliFailure(`cannot write ${path}: ${(e as Error).message}`);
     }
     return path;
+  });
+}
+
+/**
+ * The runs as --json prints them: with --seeds, each figure of a design is its spread
+ * ({median, min, max, perSeed}, src/metrics/spread.ts) in place of the median alone, and the
+ * design says which seed its kernel-time breakdown and area map come from (medianSeed).
+ */
+function jsonRuns(runs: readonly WorkloadRun[], spreads: readonly (SpreadCompareResult | null)[]): unknown[] {
+  return runs.map((run, i) => {
+    const spread = spreads[i];
+    if (spread === null) return run;
+    return {
+      ...run,
+      policies: run.policies.map(({ spread: _range, ...p }, j) => ({
+        ...p,
+        medianSeed: spread.policies[j].medianSeed,
+        metrics: spread.policies[j].metrics,
+      })),
+    };
   });
 }
 
