@@ -16,6 +16,7 @@ import { benchExecmem } from './execmem.js';
 import { benchHost } from './host.js';
 import { benchMachine } from './machine.js';
 import { benchModules } from './modules.js';
+import { benchTool } from './tool.js';
 import {
   type BenchModule,
   type BenchResult,
@@ -31,6 +32,7 @@ export const BENCHES: readonly { readonly name: string; readonly run: BenchModul
   { name: 'execmem', run: benchExecmem },
   { name: 'host', run: benchHost },
   { name: 'modules', run: benchModules },
+  { name: 'tool', run: benchTool },
 ];
 
 export const LINE_COLUMNS = 120;
