@@ -8,12 +8,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidArgumentError } from 'commander';
+import { toSpreadWorkloadRun, toWorkloadRun } from '../src/cli/commands/report.js';
 import { runCompareJobs } from '../src/cli/pool.js';
 import { parseSeeds } from '../src/cli/seeds.js';
 import { runCompare } from '../src/metrics/compare.js';
 import { parseCsv } from '../src/metrics/csv.js';
 import { diffRuns, readSavedRuns } from '../src/metrics/diff.js';
-import { METRIC_KEYS } from '../src/metrics/report/types.js';
+import { renderCharts } from '../src/metrics/report/charts.js';
+import { METRIC_KEYS, type WorkloadRun } from '../src/metrics/report/types.js';
 import { lowMedian, spreadCell, spreadCompare, spreadCsv } from '../src/metrics/spread.js';
 import { assertUsageError, execmem } from './cli-helpers.js';
 
@@ -99,6 +101,14 @@ describe('spread over seeds', () => {
     assert.equal(a.runs[0].policies[0].metrics.shootdowns, s.policies[0].metrics.shootdowns.median);
     const d = diffRuns(a, b, { a: 'A', b: 'B' });
     assert.equal(d.workloads[0].designs.length, 2);
+    // Charts: the several-seed run draws whiskers (paths) that the one-seed run does not.
+    const paths = (run: WorkloadRun) => {
+      const data = { generatedAt: '', notes: [], command: '', runs: [run] };
+      return renderCharts(data).reduce((n, c) => n + c.svg.split('<path').length - 1, 0);
+    };
+    const varies = s.policies.some((p) => METRIC_KEYS.some((k) => p.metrics[k].min !== p.metrics[k].max));
+    assert.ok(varies, 'the seeds give different figures');
+    assert.ok(paths(toSpreadWorkloadRun(s)) > paths(toWorkloadRun(runs[0])));
   });
 
   it('a cell prints median (min-max) with the column format, and the median alone when the seeds agree', () => {

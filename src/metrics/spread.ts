@@ -71,7 +71,8 @@ export interface SpreadCompareResult {
 export const SPREAD_NOTE =
   'Each figure is the median over the seeds (the low median for an even count: a value one seed ' +
   'measured) with its min and max; perSeed lists the value of every seed in the order of seeds. The ' +
-  "kernel-time breakdown and the area map are those of each design's median seed (medianSeed).";
+  "kernel-time breakdown and the area map are those of each design's median seed (medianSeed). " +
+  'Charts draw the median as the bar and the min-max as a whisker.';
 
 /** The low median of a non-empty list. */
 export function lowMedian(values: readonly number[]): number {
@@ -105,7 +106,7 @@ export function spreadCompare(results: readonly CompareResult[]): SpreadCompareR
     );
   }
   const seeds = results.map((r) => r.seed);
-  const policies = first.policies.map((p, i) =>
+  const policies = first.policies.map((_, i) =>
     spreadPolicy(
       results.map((r) => r.policies[i]),
       seeds,
