@@ -55,8 +55,8 @@ import {
 } from '../policies/types.js';
 import { WORKLOADS, workloadByName } from '../workloads/registry.js';
 import { type ExecFunction, replay } from '../workloads/replay.js';
-import type { Trace } from '../workloads/trace.js';
-import { type FetchFunction, runFetchModel } from './fetch-model.js';
+import { type Trace, validateTrace } from '../workloads/trace.js';
+import { type FetchFunction, runFetchCounts } from './fetch-model.js';
 import { type OccupancyMap, occupancy, pageTableFootprint } from './footprint.js';
 import {
   eventsFromRun,
@@ -260,6 +260,7 @@ export function planCompare(options: Omit<CompareOptions, 'progress'>): CompareP
     throw new CompareError(`ageFraction must be in [0, 1]: ${ageFraction}`);
   const names = resolvePolicies(options.policies);
   const trace = resolveTrace(options.workload, seed, scale);
+  validateTrace(trace); // once here, not again in each design's replay
   const memoryBytes = options.machine?.memoryBytes ?? preset?.memoryBytes;
   const config: MachineConfig = {
     ...options.machine,
@@ -455,7 +456,7 @@ function runOne(
   const runFetch = (fns: readonly FetchFunction[], calls: number, index: number) => {
     if (fetch === false || fns.length === 0) return;
     const n = Math.max(1, Math.round(calls * (fetch.callsScale ?? 1)));
-    const r = runFetchModel(machine, fns, {
+    const r = runFetchCounts(machine, fns, {
       calls: n,
       exponent: fetch.exponent ?? 1,
       rng: new Rng((seed * 2654435761 + index) >>> 0),
@@ -469,16 +470,21 @@ function runOne(
     totals.faults += r.faults;
     totals.walks += r.pageWalks;
   };
-  const result = replay(trace, timed, {
-    onEvent(ev) {
-      if (ev.op === 'phase') onPhase(ev.name);
-      const v = machine.wxViolationCount();
-      if (v > wxMax) wxMax = v;
-      wxTotal += v;
+  const result = replay(
+    trace,
+    timed,
+    {
+      onEvent(ev) {
+        if (ev.op === 'phase') onPhase(ev.name);
+        const v = machine.wxViolationCount();
+        if (v > wxMax) wxMax = v;
+        wxTotal += v;
+      },
+      onExec: (fns: readonly ExecFunction[], calls: number, index: number) => runFetch(fns, calls, index),
+      progress,
     },
-    onExec: (fns: readonly ExecFunction[], calls: number, index: number) => runFetch(fns, calls, index),
-    progress,
-  });
+    { validate: false }, // planCompare validated it once for every design
+  );
   if (execRuns === 0) runFetch(liveText(policy), 10_000, trace.events.length);
 
   const c1 = machine.counters;

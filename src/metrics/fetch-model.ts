@@ -287,6 +287,36 @@ export function runFetchModel(
   fns: readonly FetchFunction[],
   opts: FetchOptions,
 ): FetchReport {
+  const { report, touched } = runCalls(target, fns, opts);
+  const fp = footprint(target, fns, touched);
+  return {
+    ...report,
+    distinctPages4k: fp.pages,
+    distinctLeaves: { k4: fp.k4, m2: fp.m2, g1: fp.g1, total: fp.total },
+  };
+}
+
+/** A run's figures without the footprint of the touched code. */
+export type FetchCounts = Omit<FetchReport, 'distinctPages4k' | 'distinctLeaves'>;
+
+/**
+ * runFetchModel without the footprint (distinctPages4k, distinctLeaves), which walks the page
+ * table for every page of every touched function: the compare harness reports neither, and the
+ * walks cost it several percent of a run. Every other figure is the same.
+ */
+export function runFetchCounts(
+  target: FetchTarget,
+  fns: readonly FetchFunction[],
+  opts: FetchOptions,
+): FetchCounts {
+  return runCalls(target, fns, opts).report;
+}
+
+function runCalls(
+  target: FetchTarget,
+  fns: readonly FetchFunction[],
+  opts: FetchOptions,
+): { report: FetchCounts; touched: Uint8Array } {
   const cpus = opts.cpus ?? [0];
   checkInput(target, fns, opts, cpus);
   const rng = opts.rng;
@@ -318,18 +348,15 @@ export function runFetchModel(
     boundMisses += target.tlbs[c].iBoundMisses - boundBefore[i];
     l1Misses += s.misses - before[i].misses + (s.l2Hits - before[i].l2Hits);
   });
-  const fp = footprint(target, fns, touched);
   const perMillion = (n: number) => (n * 1e6) / fetches;
   let functionsTouched = 0;
   for (const t of touched) functionsTouched += t;
-  return {
+  const report: FetchCounts = {
     calls: opts.calls,
     fetches,
     itlbMisses,
     l1Misses,
     pageWalks: target.counters.pageWalks - walksBefore,
-    distinctPages4k: fp.pages,
-    distinctLeaves: { k4: fp.k4, m2: fp.m2, g1: fp.g1, total: fp.total },
     boundMisses,
     missesPerMillion: perMillion(itlbMisses),
     lowerBoundPerMillion: perMillion(boundMisses),
@@ -338,4 +365,5 @@ export function runFetchModel(
     localFlushesAdded,
     functionsTouched,
   };
+  return { report, touched };
 }
