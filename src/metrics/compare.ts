@@ -37,7 +37,7 @@
  * Everything here runs on the simulated machine: the Linux designs are re-implementations
  * (src/policies), the costs are the model's. Output says so (`modelledNote`).
  */
-import { ARCHES, type ArchName, type ExecmemType, typeIsText } from '../arch/index.js';
+import { ARCHES, type ArchName, typeIsText } from '../arch/index.js';
 import { Rng } from '../base/rng.js';
 import { createMachine, type Machine, type MachineConfig } from '../machine/machine.js';
 import {
@@ -47,12 +47,6 @@ import {
   type PolicyName,
   policyByName,
 } from '../policies/index.js';
-import {
-  type AllocHint,
-  allocModuleSections,
-  type ExecAllocator,
-  type ModuleSection,
-} from '../policies/types.js';
 import { WORKLOADS, workloadByName } from '../workloads/registry.js';
 import { type ExecFunction, replay } from '../workloads/replay.js';
 import { type Trace, validateTrace } from '../workloads/trace.js';
@@ -65,6 +59,7 @@ import {
   type RunKernelTime,
   runKernelTime,
 } from './kernel-time.js';
+import { TimedAllocator } from './timed-allocator.js';
 
 export {
   allocationRanges,
@@ -375,54 +370,6 @@ function createMachineInfo(
     tlb: tlbProfile,
     ageFraction,
   };
-}
-
-/** Allocator calls timed one by one; the sum is the allocator's time in this run. */
-class TimedAllocator implements ExecAllocator {
-  elapsedMs = 0;
-  ops = 0;
-  /** Forwarded where the design batches (replay.ts); the calls inside are timed one by one. */
-  readonly batch?: (fn: () => void) => void;
-  constructor(private readonly inner: ExecAllocator) {
-    const b = inner.batch;
-    if (b !== undefined) this.batch = (fn) => b.call(inner, fn);
-  }
-  get name(): string {
-    return this.inner.name;
-  }
-  private timed<T>(fn: () => T): T {
-    const t0 = performance.now();
-    try {
-      return fn();
-    } finally {
-      this.elapsedMs += performance.now() - t0;
-      this.ops++;
-    }
-  }
-  alloc(type: ExecmemType, sizeBytes: number, alignBytes?: number, hint?: AllocHint): number {
-    return this.timed(() => this.inner.alloc(type, sizeBytes, alignBytes, hint));
-  }
-  allocModule(sections: readonly ModuleSection[]): number[] {
-    return this.timed(() => allocModuleSections(this.inner, sections));
-  }
-  write(va: number, bytes: Uint8Array): void {
-    this.timed(() => this.inner.write(va, bytes));
-  }
-  finalize(va: number): void {
-    this.timed(() => this.inner.finalize(va));
-  }
-  seal(va: number): void {
-    this.timed(() => this.inner.seal(va));
-  }
-  free(va: number): void {
-    this.timed(() => this.inner.free(va));
-  }
-  shrink(): void {
-    this.timed(() => this.inner.shrink());
-  }
-  usage(): { liveBytes: number; mappedBytes: number } {
-    return this.inner.usage();
-  }
 }
 
 interface FetchTotals {
