@@ -101,6 +101,7 @@ describe('spread over seeds', () => {
     assert.equal(a.runs[0].policies[0].metrics.shootdowns, s.policies[0].metrics.shootdowns.median);
     const d = diffRuns(a, b, { a: 'A', b: 'B' });
     assert.equal(d.workloads[0].designs.length, 2);
+    assert.ok(d.workloads[0].notes.some((n) => /A is the median over seeds 1,2,3/.test(n)));
     // Charts: the several-seed run draws whiskers (paths) that the one-seed run does not.
     const paths = (run: WorkloadRun) => {
       const data = { generatedAt: '', notes: [], command: '', runs: [run] };
