@@ -17,19 +17,13 @@ import { CompareError, type ComparePlan, type CompareResult, planCompare } from 
 import { runCsv } from '../../metrics/csv.js';
 import { TEXT_ROW_HEADER, tableColumns, textRow, textTable } from '../../metrics/report/format.js';
 import { kernelTimeLegend, sameAsRows, wxHoleNotes } from '../../metrics/report/vocabulary.js';
-import {
-  type SpreadCompareResult,
-  spreadBound,
-  spreadCell,
-  spreadCompare,
-  spreadCsv,
-} from '../../metrics/spread.js';
+import { type SpreadCompareResult, spreadBound, spreadCompare, spreadCsv } from '../../metrics/spread.js';
 import { POLICY_NAMES } from '../../policies/index.js';
 import { WORKLOADS } from '../../workloads/registry.js';
 import { type CliIo, UsageError } from '../io.js';
 import { tableLegend } from '../legend.js';
 import { addRunOptions, checkName, parseList } from '../options.js';
-import { planEvents, runPlans } from '../pool.js';
+import { runPlans } from '../pool.js';
 import { parseJobs, parseSeeds } from '../seeds.js';
 import { loadTraceOption } from './trace.js';
 
@@ -139,26 +133,24 @@ async function runCompareCommand(opts: CompareCliOptions, cmd: Command, io: CliI
   else io.out(formatSpreadCompare(spread));
 }
 
-/** Run the plans on the pool with one progress bar over every (seed, design) run's events. */
+/**
+ * Run the plans on the pool with one progress task of steps: a tick per finished (design, seed)
+ * run, so a log gets a line per run and an interrupted run says which finished.
+ */
 async function runWithProgress(plans: readonly ComparePlan[], jobs: number | undefined, io: CliIo) {
   const runCount = plans.reduce((n, p) => n + p.names.length, 0);
-  const total = plans.reduce((n, p) => n + p.names.length * planEvents(p), 0);
+  const name = plans[0].trace.name;
   const label =
     plans.length === 1
-      ? `${plans[0].trace.name}: ${runCount} designs`
-      : `${plans[0].trace.name}: ${plans[0].names.length} designs x ${plans.length} seeds`;
-  const bar = io.progress(label, total);
-  const done = new Map<string, number>();
+      ? `${name}: ${runCount} designs`
+      : `${name}: ${plans[0].names.length} designs x ${plans.length} seeds`;
+  const bar = io.progress(label, runCount, { steps: true });
   try {
     return await runPlans(plans, {
       jobs,
       progress(p) {
-        const key = `${p.job}/${p.policy}`;
-        const before = done.get(key) ?? 0;
-        if (p.eventsDone > before) {
-          bar.tick(p.eventsDone - before, p.finished ? p.policy : undefined);
-          done.set(key, p.eventsDone);
-        }
+        if (!p.finished) return;
+        bar.tick(1, plans.length === 1 ? p.policy : `${p.policy} seed ${plans[p.job].seed}`);
       },
     });
   } finally {
