@@ -15,9 +15,9 @@
  * the end is printed as a note, and the ratios compare runs made back to back in this one bench.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WORKLOADS } from '../src/workloads/registry.js';
 import type { BenchModule, BenchRow } from './types.js';
@@ -37,14 +37,24 @@ export function figuresOf(json: string): string {
 
 interface Timed {
   readonly seconds: number;
+  /** User + system CPU seconds of the process (all its threads), from GNU time; null without it. */
+  readonly cpuSeconds: number | null;
   readonly stdout: string;
 }
+
+/** GNU time, which reports a child's CPU time (Node has no rusage of a child). */
+const GNU_TIME = '/usr/bin/time';
 
 /** Run the CLI to its end; rejects when it exits non-zero. */
 function runCli(args: readonly string[]): Promise<Timed> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [CLI, '--quiet', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const timeFile = existsSync(GNU_TIME)
+      ? join(mkdtempSync(join(tmpdir(), 'execmem-bench-time-')), 'cpu')
+      : null;
+    const command = [process.execPath, CLI, '--quiet', ...args];
+    const argv = timeFile === null ? command : [GNU_TIME, '-f', '%U %S', '-o', timeFile, ...command];
+    const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -54,10 +64,20 @@ function runCli(args: readonly string[]): Promise<Timed> {
     child.on('error', reject);
     child.on('close', (code) => {
       const seconds = (performance.now() - t0) / 1000;
+      let cpuSeconds: number | null = null;
+      if (timeFile !== null) {
+        const parts = readFileSync(timeFile, 'utf8').trim().split(/\s+/).slice(-2).map(Number);
+        if (parts.length === 2 && parts.every(Number.isFinite)) cpuSeconds = parts[0] + parts[1];
+        rmSync(dirname(timeFile), { recursive: true, force: true });
+      }
       if (code !== 0) reject(new Error(`execmem ${args.join(' ')} exited ${code}: ${err.trim()}`));
-      else resolve({ seconds, stdout: Buffer.concat(out).toString('utf8') });
+      else resolve({ seconds, cpuSeconds, stdout: Buffer.concat(out).toString('utf8') });
     });
   });
+}
+
+function cpu(t: Timed): string {
+  return t.cpuSeconds === null ? 'CPU time not measured (no GNU time)' : `${t.cpuSeconds.toFixed(1)} s CPU`;
 }
 
 function load(): string {
@@ -82,6 +102,10 @@ export const benchTool: BenchModule = async () => {
     const serial = await runCli(['compare', '--workload', w, '--json', '--jobs', '1']);
     const parallel = await runCli(['compare', '--workload', w, '--json']);
     serialTotal += serial.seconds;
+    process.stderr.write(
+      `    serial ${serial.seconds.toFixed(1)} s (${cpu(serial)}), parallel ${parallel.seconds.toFixed(1)} s ` +
+        `(${cpu(parallel)}), load ${load()}\n`,
+    );
     if (figuresOf(serial.stdout) === figuresOf(parallel.stdout)) identical++;
     else different.push(w);
     rows.push({
@@ -90,7 +114,7 @@ export const benchTool: BenchModule = async () => {
       unit: 's',
       baseline: `the same compare with --jobs 1 (serial), this run: ${serial.seconds.toFixed(1)} s`,
       ratio: serial.seconds / parallel.seconds,
-      note: `wall time of the CLI process, ${jobs} worker threads`,
+      note: `wall time of the CLI process, ${jobs} worker threads; CPU ${cpu(parallel)} (serial: ${cpu(serial)})`,
       target: { of: 'value', op: '<=', bound: COMPARE_TARGET_S, source: SOURCE },
     });
   }
@@ -107,13 +131,14 @@ export const benchTool: BenchModule = async () => {
   const dir = mkdtempSync(join(tmpdir(), 'execmem-bench-report-'));
   try {
     const report = await runCli(['report', '--out', dir]);
+    process.stderr.write(`    report ${report.seconds.toFixed(1)} s (${cpu(report)}), load ${load()}\n`);
     rows.push({
       name: 'full report (npm start without the build)',
       value: report.seconds,
       unit: 's',
       baseline: `the serial compares of every workload above, added up: ${serialTotal.toFixed(1)} s`,
       ratio: serialTotal / report.seconds,
-      note: `execmem report --out <tmp>: every workload and design on ${jobs} worker threads, then the page`,
+      note: `execmem report --out <tmp>: every workload and design on ${jobs} worker threads, then the page; CPU ${cpu(report)}`,
       target: { of: 'value', op: '<=', bound: REPORT_TARGET_S, source: SOURCE },
     });
   } finally {
