@@ -18,6 +18,7 @@ import { benchLead } from './lead.js';
 import { benchMachine } from './machine.js';
 import { benchMemory } from './memory.js';
 import { benchModules } from './modules.js';
+import { benchTool } from './tool.js';
 import {
   type BenchModule,
   type BenchResult,
@@ -35,6 +36,7 @@ export const BENCHES: readonly { readonly name: string; readonly run: BenchModul
   { name: 'modules', run: benchModules },
   { name: 'lead', run: benchLead },
   { name: 'memory', run: benchMemory },
+  { name: 'tool', run: benchTool },
 ];
 
 export const LINE_COLUMNS = 120;

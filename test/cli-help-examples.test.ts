@@ -43,6 +43,8 @@ interface Example {
 const PROMISES: Readonly<Record<string, RegExp>> = {
   'execmem report': /report: .*index\.html\nsummary: .*summary\.md/,
   'execmem compare --workload mixed': /^workload mixed, arch x86_64[\s\S]*execmem +ours/,
+  'execmem compare --workload trampolines --seeds 1-3':
+    /seeds 1,2,3[\s\S]*execmem +ours[\s\S]*median over 3 seeds/,
   'execmem ptdump --workload bpf-churn': /---\[ Modules \]---\n0x[0-9a-f]{16}-0x[0-9a-f]{16} +\d+[KM] /,
   'execmem stats --json': /"stats": \{/,
   'execmem host': /JIT functions written through execmem[\s\S]*after free\(0x[0-9a-f]+\): cc cc/,

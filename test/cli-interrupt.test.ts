@@ -41,8 +41,8 @@ test('SIGINT off a terminal: exit 130 at once, a line per finished step, what fi
     }, 120_000);
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr += d;
-      // The first policy finished: interrupt the second.
-      if (signalledAt === 0 && /\(1\/7\): done/.test(stderr)) {
+      // The first design's run finished (compare counts finished runs as steps): interrupt.
+      if (signalledAt === 0 && /: 1\/7 /.test(stderr)) {
         signalledAt = Date.now();
         child.kill('SIGINT');
       }
@@ -58,20 +58,16 @@ test('SIGINT off a terminal: exit 130 at once, a line per finished step, what fi
   assert.ok(result.exitAfterMs < 5000, `exited ${result.exitAfterMs} ms after SIGINT, not at once`);
   assert.equal(result.stdout, '', 'no table for an interrupted run');
   const lines = result.stderr.trimEnd().split('\n');
-  assert.match(
-    lines[0],
-    /^module_alloc \(1\/7\): done, [\d,]+\/[\d,]+ in \d+\.\d s$/,
-    'a line per finished step',
-  );
+  assert.match(lines[0], /^mixed: 7 designs: 1\/7 [\w.-]+$/, 'a line per finished step');
   assert.ok(lines.includes('interrupted (Ctrl-C)'), result.stderr);
   assert.ok(lines.includes('finished:'));
   assert.ok(
-    lines.some((l) => /^ {2}module_alloc \(1\/7\): done/.test(l)),
+    lines.some((l) => /^ {2}mixed: 7 designs: 1\/7 [\w.-]+$/.test(l)),
     'the finished step is listed',
   );
   assert.ok(
-    lines.some((l) => /^not finished: bpf_prog_pack \(2\/7\) at [\d,]+\/[\d,]+$/.test(l)),
-    'the step in progress is named',
+    lines.some((l) => /^not finished: mixed: 7 designs at [1-6]\/7$/.test(l)),
+    'the task in progress is named',
   );
   assert.ok(!result.stderr.includes('\x1b'), 'no terminal control sequences off a terminal');
 });
@@ -97,8 +93,8 @@ test('Ctrl-C on a terminal: the bar stops, cursor and line wrapping come back, e
     }, 120_000);
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
       out += d;
-      // A bar of the second policy is drawn: type Ctrl-C on the terminal.
-      if (!sent && /bpf_prog_pack \(2\/7\) +\[/.test(out)) {
+      // The bar shows a finished run: type Ctrl-C on the terminal.
+      if (!sent && /mixed: 7 designs +\[[#.]+\] 1\/7/.test(out)) {
         sent = true;
         child.stdin.write('\x03');
       }
@@ -117,6 +113,6 @@ test('Ctrl-C on a terminal: the bar stops, cursor and line wrapping come back, e
   assert.ok(restored > hidden, 'cursor shown and wrapping back on after the interruption');
   const after = out.slice(restored);
   assert.match(after, /interrupted \(Ctrl-C\)/);
-  assert.match(after, /module_alloc \(1\/7\): done/);
-  assert.match(after, /not finished: bpf_prog_pack \(2\/7\)/);
+  assert.match(after, /mixed: 7 designs: 1\/7 [\w.-]+/);
+  assert.match(after, /not finished: mixed: 7 designs at [1-6]\/7/);
 });

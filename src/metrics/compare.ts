@@ -37,7 +37,7 @@
  * Everything here runs on the simulated machine: the Linux designs are re-implementations
  * (src/policies), the costs are the model's. Output says so (`modelledNote`).
  */
-import { ARCHES, type ArchName, type ExecmemType, typeIsText } from '../arch/index.js';
+import { ARCHES, type ArchName, typeIsText } from '../arch/index.js';
 import { Rng } from '../base/rng.js';
 import { createMachine, type Machine, type MachineConfig } from '../machine/machine.js';
 import {
@@ -47,16 +47,10 @@ import {
   type PolicyName,
   policyByName,
 } from '../policies/index.js';
-import {
-  type AllocHint,
-  allocModuleSections,
-  type ExecAllocator,
-  type ModuleSection,
-} from '../policies/types.js';
 import { WORKLOADS, workloadByName } from '../workloads/registry.js';
 import { type ExecFunction, replay } from '../workloads/replay.js';
-import type { Trace } from '../workloads/trace.js';
-import { type FetchFunction, runFetchModel } from './fetch-model.js';
+import { type Trace, validateTrace } from '../workloads/trace.js';
+import { type FetchFunction, runFetchCounts } from './fetch-model.js';
 import { type OccupancyMap, occupancy, pageTableFootprint } from './footprint.js';
 import {
   eventsFromRun,
@@ -65,6 +59,7 @@ import {
   type RunKernelTime,
   runKernelTime,
 } from './kernel-time.js';
+import { TimedAllocator } from './timed-allocator.js';
 
 export {
   allocationRanges,
@@ -215,8 +210,34 @@ export class CompareError extends Error {
   readonly code = 'EINVAL';
 }
 
-/** Runs every requested policy on the workload. Bad options throw CompareError before any work. */
-export function runCompare(options: CompareOptions): CompareResult {
+/**
+ * A compare checked and resolved but not yet run: the policies, the trace, the machine config.
+ * Every (policy) run of a plan is independent of the others (a fresh machine each), which is what
+ * lets the CLI run them on worker threads (src/cli/pool.ts) and merge them with assembleCompare:
+ * runCompare is planCompare, runPlannedPolicy for each policy in order, then assembleCompare.
+ */
+export interface ComparePlan {
+  readonly arch: ArchName;
+  readonly seed: number;
+  readonly scale: number;
+  readonly ageFraction: number;
+  readonly agePhase: string | null;
+  readonly names: readonly PolicyName[];
+  readonly trace: Trace;
+  readonly config: MachineConfig;
+  /** Why the machine is in this state, when the workload's own preset chose it; else null. */
+  readonly presetWhy: string | null;
+  readonly fetch: CompareFetchOptions | false;
+}
+
+/** One policy's run of a plan, with the TLB profile its machine was built with. */
+export interface PlannedPolicyRun {
+  readonly result: PolicyResult;
+  readonly tlbProfile: string;
+}
+
+/** Check the options and resolve the workload (CompareError before any work). */
+export function planCompare(options: Omit<CompareOptions, 'progress'>): ComparePlan {
   const arch = options.arch ?? 'x86_64';
   if (!(arch in ARCHES))
     throw new CompareError(`unknown arch '${arch}' (known: ${Object.keys(ARCHES).join(', ')})`);
@@ -234,6 +255,7 @@ export function runCompare(options: CompareOptions): CompareResult {
     throw new CompareError(`ageFraction must be in [0, 1]: ${ageFraction}`);
   const names = resolvePolicies(options.policies);
   const trace = resolveTrace(options.workload, seed, scale);
+  validateTrace(trace); // once here, not again in each design's replay
   const memoryBytes = options.machine?.memoryBytes ?? preset?.memoryBytes;
   const config: MachineConfig = {
     ...options.machine,
@@ -241,39 +263,69 @@ export function runCompare(options: CompareOptions): CompareResult {
     arch,
     seed,
   };
-
-  const results: PolicyResult[] = [];
-  let tlbProfile = '';
-  names.forEach((name, policyIndex) => {
-    const machine = createMachine(config);
-    tlbProfile ||= machine.tlbProfileName;
-    const age = () => machine.phys.age(ageFraction, new Rng(seed ^ 0x5eed));
-    if (ageFraction > 0 && agePhase === null) age();
-    const policy = policyByName(name).create(machine, seed);
-    const progress = options.progress;
-    const report = (eventsDone: number, eventsTotal: number) =>
-      progress?.({ policy: name, policyIndex, policyCount: names.length, eventsDone, eventsTotal });
-    const onPhase = (phase: string) => {
-      if (ageFraction > 0 && phase === agePhase) age();
-    };
-    results.push(runOne(machine, policy, name, trace, options.fetch ?? {}, seed, report, onPhase));
-  });
-  completeMetrics(results);
-
   const usesPreset =
     preset !== undefined && options.ageFraction === undefined && options.machine?.memoryBytes === undefined;
-  const m = { ...createMachineInfo(config, ageFraction, tlbProfile), state: usesPreset ? preset.why : null };
   return {
-    workload: trace.name,
     arch,
     seed,
     scale,
+    ageFraction,
+    agePhase,
+    names,
+    trace,
+    config,
+    presetWhy: usesPreset ? preset.why : null,
+    fetch: options.fetch ?? {},
+  };
+}
+
+/** Run one policy of a plan on its own fresh machine. */
+export function runPlannedPolicy(
+  plan: ComparePlan,
+  policyIndex: number,
+  progress?: (p: CompareProgress) => void,
+): PlannedPolicyRun {
+  const { ageFraction, agePhase, seed, names } = plan;
+  const name = names[policyIndex];
+  const machine = createMachine(plan.config);
+  const age = () => machine.phys.age(ageFraction, new Rng(seed ^ 0x5eed));
+  if (ageFraction > 0 && agePhase === null) age();
+  const policy = policyByName(name).create(machine, seed);
+  const report = (eventsDone: number, eventsTotal: number) =>
+    progress?.({ policy: name, policyIndex, policyCount: names.length, eventsDone, eventsTotal });
+  const onPhase = (phase: string) => {
+    if (ageFraction > 0 && phase === agePhase) age();
+  };
+  const result = runOne(machine, policy, name, plan.trace, plan.fetch, seed, report, onPhase);
+  return { result, tlbProfile: machine.tlbProfileName };
+}
+
+/** The result of a plan from its policy runs (in the plan's policy order). */
+export function assembleCompare(plan: ComparePlan, runs: readonly PlannedPolicyRun[]): CompareResult {
+  if (runs.length !== plan.names.length)
+    throw new CompareError(`${runs.length} policy runs for ${plan.names.length} policies`);
+  const results = runs.map((r) => r.result);
+  completeMetrics(results);
+  const tlbProfile = runs.find((r) => r.tlbProfile !== '')?.tlbProfile ?? '';
+  const m = { ...createMachineInfo(plan.config, plan.ageFraction, tlbProfile), state: plan.presetWhy };
+  return {
+    workload: plan.trace.name,
+    arch: plan.arch,
+    seed: plan.seed,
+    scale: plan.scale,
     machine: m,
     modelledNote: MODELLED_NOTE,
     simulatorSpeedNote: SIMULATOR_SPEED_NOTE,
-    kernelTime: runKernelTime(results, arch),
+    kernelTime: runKernelTime(results, plan.arch),
     policies: results,
   };
+}
+
+/** Runs every requested policy on the workload. Bad options throw CompareError before any work. */
+export function runCompare(options: CompareOptions): CompareResult {
+  const plan = planCompare(options);
+  const runs = plan.names.map((_, i) => runPlannedPolicy(plan, i, options.progress));
+  return assembleCompare(plan, runs);
 }
 
 function resolvePolicies(list: readonly string[] | undefined): PolicyName[] {
@@ -320,54 +372,6 @@ function createMachineInfo(
   };
 }
 
-/** Allocator calls timed one by one; the sum is the allocator's time in this run. */
-class TimedAllocator implements ExecAllocator {
-  elapsedMs = 0;
-  ops = 0;
-  /** Forwarded where the design batches (replay.ts); the calls inside are timed one by one. */
-  readonly batch?: (fn: () => void) => void;
-  constructor(private readonly inner: ExecAllocator) {
-    const b = inner.batch;
-    if (b !== undefined) this.batch = (fn) => b.call(inner, fn);
-  }
-  get name(): string {
-    return this.inner.name;
-  }
-  private timed<T>(fn: () => T): T {
-    const t0 = performance.now();
-    try {
-      return fn();
-    } finally {
-      this.elapsedMs += performance.now() - t0;
-      this.ops++;
-    }
-  }
-  alloc(type: ExecmemType, sizeBytes: number, alignBytes?: number, hint?: AllocHint): number {
-    return this.timed(() => this.inner.alloc(type, sizeBytes, alignBytes, hint));
-  }
-  allocModule(sections: readonly ModuleSection[]): number[] {
-    return this.timed(() => allocModuleSections(this.inner, sections));
-  }
-  write(va: number, bytes: Uint8Array): void {
-    this.timed(() => this.inner.write(va, bytes));
-  }
-  finalize(va: number): void {
-    this.timed(() => this.inner.finalize(va));
-  }
-  seal(va: number): void {
-    this.timed(() => this.inner.seal(va));
-  }
-  free(va: number): void {
-    this.timed(() => this.inner.free(va));
-  }
-  shrink(): void {
-    this.timed(() => this.inner.shrink());
-  }
-  usage(): { liveBytes: number; mappedBytes: number } {
-    return this.inner.usage();
-  }
-}
-
 interface FetchTotals {
   fetches: number;
   misses: number;
@@ -399,7 +403,7 @@ function runOne(
   const runFetch = (fns: readonly FetchFunction[], calls: number, index: number) => {
     if (fetch === false || fns.length === 0) return;
     const n = Math.max(1, Math.round(calls * (fetch.callsScale ?? 1)));
-    const r = runFetchModel(machine, fns, {
+    const r = runFetchCounts(machine, fns, {
       calls: n,
       exponent: fetch.exponent ?? 1,
       rng: new Rng((seed * 2654435761 + index) >>> 0),
@@ -413,16 +417,21 @@ function runOne(
     totals.faults += r.faults;
     totals.walks += r.pageWalks;
   };
-  const result = replay(trace, timed, {
-    onEvent(ev) {
-      if (ev.op === 'phase') onPhase(ev.name);
-      const v = machine.wxViolationCount();
-      if (v > wxMax) wxMax = v;
-      wxTotal += v;
+  const result = replay(
+    trace,
+    timed,
+    {
+      onEvent(ev) {
+        if (ev.op === 'phase') onPhase(ev.name);
+        const v = machine.wxViolationCount();
+        if (v > wxMax) wxMax = v;
+        wxTotal += v;
+      },
+      onExec: (fns: readonly ExecFunction[], calls: number, index: number) => runFetch(fns, calls, index),
+      progress,
     },
-    onExec: (fns: readonly ExecFunction[], calls: number, index: number) => runFetch(fns, calls, index),
-    progress,
-  });
+    { validate: false }, // planCompare validated it once for every design
+  );
   if (execRuns === 0) runFetch(liveText(policy), 10_000, trace.events.length);
 
   const c1 = machine.counters;

@@ -29,6 +29,8 @@ export interface DiffRun {
   readonly workload: string;
   readonly arch: string;
   readonly seed: number | null;
+  /** Every seed of the run: [seed] for one seed, the list of a several-seed run (medians). */
+  readonly seeds: readonly number[] | null;
   readonly scale: number | null;
   /** compare --json's machine description (memory, CPUs, TLB, age), when the file has it. */
   readonly machine: Readonly<Record<string, unknown>> | null;
@@ -70,10 +72,17 @@ function readRun(raw: unknown, where: string): DiffRun {
     return { name: p.name, kernel: typeof p.kernel === 'string' ? p.kernel : '', metrics };
   });
   const num = (v: unknown) => (typeof v === 'number' ? v : null);
+  const seeds =
+    Array.isArray(raw.seeds) && raw.seeds.every((x) => typeof x === 'number')
+      ? (raw.seeds as number[])
+      : typeof raw.seed === 'number'
+        ? [raw.seed]
+        : null;
   return {
     workload: raw.workload,
     arch: raw.arch,
-    seed: num(raw.seed),
+    seed: seeds !== null && seeds.length > 1 ? null : num(raw.seed),
+    seeds,
     scale: num(raw.scale),
     machine: isRecord(raw.machine) ? raw.machine : null,
     policies,
@@ -174,7 +183,16 @@ export function diffFigure(key: MetricKey, a: number, b: number): FigureDiff {
 
 function machineNotes(a: DiffRun, b: DiffRun): string[] {
   const notes: string[] = [];
-  if (a.seed !== b.seed)
+  const several = (r: DiffRun) => r.seeds !== null && r.seeds.length > 1;
+  const seedText = (r: DiffRun) => (r.seeds === null ? 'unknown' : r.seeds.join(','));
+  if (several(a) || several(b)) {
+    for (const [label, r] of [
+      ['A', a],
+      ['B', b],
+    ] as const)
+      if (several(r)) notes.push(`${label} is the median over seeds ${seedText(r)}: its figures are medians`);
+    if (seedText(a) !== seedText(b)) notes.push(`seeds differ: ${seedText(a)} in A, ${seedText(b)} in B`);
+  } else if (a.seed !== b.seed)
     notes.push(`seed differs: ${a.seed} in A, ${b.seed} in B (another instance of the workload)`);
   if (a.scale !== b.scale)
     notes.push(`scale differs: ${a.scale} in A, ${b.scale} in B (another size of the workload)`);

@@ -17,7 +17,13 @@ import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { ARCHES, type ArchName } from '../../arch/index.js';
 import { SZ_2M, toVa } from '../../base/addr.js';
-import type { CompareOptions, CompareResult, OccupancyMap } from '../../metrics/compare.js';
+import {
+  CompareError,
+  type ComparePlan,
+  type CompareResult,
+  type OccupancyMap,
+  planCompare,
+} from '../../metrics/compare.js';
 import { csvFileName, runCsv } from '../../metrics/csv.js';
 import {
   type AreaMap,
@@ -27,6 +33,13 @@ import {
   type ReportData,
   type WorkloadRun,
 } from '../../metrics/report/types.js';
+import {
+  SPREAD_NOTE,
+  type SpreadCompareResult,
+  spreadBound,
+  spreadCompare,
+  spreadCsv,
+} from '../../metrics/spread.js';
 import { WORKLOADS } from '../../workloads/registry.js';
 import type { Trace } from '../../workloads/trace.js';
 import { reportDatasetNote } from '../dataset-cache.js';
@@ -34,14 +47,11 @@ import { CliFailure, type CliIo, UsageError } from '../io.js';
 import { tableLegend } from '../legend.js';
 import { addRunOptions, checkName, parseList } from '../options.js';
 import { checkOutputDir } from '../paths.js';
+import { runPlans } from '../pool.js';
+import { parseJobs, parseSeeds } from '../seeds.js';
 import { loadSubsystem } from '../subsystems.js';
 import { policyNames } from './shared.js';
 import { loadTraceOption } from './trace.js';
-
-/** src/metrics/compare.ts, loaded at run time (see ../subsystems.ts). */
-interface CompareModule {
-  runCompare(options: CompareOptions): CompareResult;
-}
 
 interface ReportOptions {
   out: string;
@@ -49,6 +59,8 @@ interface ReportOptions {
   policies?: string[];
   arch: ArchName;
   seed: number;
+  seeds?: number[];
+  jobs?: number;
   scale: number;
   modules: boolean;
   trace: string[];
@@ -76,6 +88,16 @@ export function register(program: Command, io: CliIo): void {
       [],
     )
     .option('--csv', 'also write each workload table as <workload>.csv next to index.html (RFC 4180)')
+    .option(
+      '--seeds <list>',
+      'run every design on each of these seeds (1-5, 1,3,7): median (min-max)',
+      parseSeeds,
+    )
+    .option(
+      '-j, --jobs <n>',
+      'worker threads for the (workload, design, seed) runs (default: one per CPU)',
+      parseJobs,
+    )
     .addHelpText(
       'after',
       [
@@ -89,10 +111,13 @@ export function register(program: Command, io: CliIo): void {
         'debian-modules uses the section sizes of a real Debian kernel package (shipped table);',
         '`execmem dataset fetch` downloads the package itself for `execmem modules load`.',
         '--json: {html, markdown, generatedAt, runs, notes, command}; runs[i].policies[j].metrics are',
-        'the figures of the tables. --out is checked before the run: it must be a writable directory.',
+        'the figures of the tables (with --seeds, each is {median, min, max, perSeed}).',
+        '--out is checked before the run: it must be a writable directory.',
       ].join('\n'),
     )
-    .action(async (opts: ReportOptions) => {
+    .action(async (opts: ReportOptions, cmd: Command) => {
+      if (opts.seeds !== undefined && cmd.getOptionValueSource('seed') === 'cli')
+        throw new UsageError('--seed and --seeds: choose one');
       await runReport(opts, io);
     });
 }
@@ -117,43 +142,57 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   }
   const knownPolicies = await policyNames();
   for (const p of opts.policies ?? []) checkName('policy', p, knownPolicies);
-  const compare = await loadSubsystem<CompareModule>(
-    'metrics/compare.js',
-    'the compare harness (runCompare)',
-    ['runCompare'],
-  );
   if (workloads.includes(DEBIAN_WORKLOAD)) notes.push(...(await debianNotes()));
-  const runs: WorkloadRun[] = [];
-  let modelledNote = '';
-  // One tick per (workload, policy) run; the harness reports which policy it is on.
-  const policyCount = (opts.policies ?? knownPolicies).length;
-  const sources: (string | Trace)[] = [...workloads, ...traces];
-  const bar = io.progress('report', sources.length * policyCount, { steps: true });
+  const seeds = opts.seeds ?? [opts.seed];
+  const sources: (string | Trace)[] = [];
+  for (const source of [...workloads, ...traces])
+    sources.push(typeof source === 'string' ? await workloadSource(source, registered, opts) : source);
+  let plans: ComparePlan[];
   try {
-    for (const source of sources) {
-      const workload = typeof source === 'string' ? source : source.name;
-      let ticked = 0;
-      const result = compare.runCompare({
-        workload: typeof source === 'string' ? await workloadSource(source, registered, opts) : source,
-        policies: opts.policies,
-        arch: opts.arch,
-        seed: opts.seed,
-        scale: opts.scale,
-        progress: (p) => {
-          const finished = p.policyIndex + (p.eventsDone >= p.eventsTotal ? 1 : 0);
-          if (finished > ticked) {
-            bar.tick(finished - ticked, p.eventsDone >= p.eventsTotal ? `${workload}/${p.policy}` : workload);
-            ticked = finished;
-          }
-        },
-      });
-      if (result.policies.length > ticked) bar.tick(result.policies.length - ticked);
-      modelledNote = result.modelledNote;
-      runs.push(toWorkloadRun(result));
-    }
+    plans = sources.flatMap((workload) =>
+      seeds.map((seed) =>
+        planCompare({ workload, policies: opts.policies, arch: opts.arch, seed, scale: opts.scale }),
+      ),
+    );
+  } catch (e) {
+    if (e instanceof CompareError) throw new UsageError(e.message);
+    throw e;
+  }
+  // One tick per finished (workload, design, seed) run, on the worker pool (../pool.ts).
+  const runCount = plans.reduce((n, p) => n + p.names.length, 0);
+  const bar = io.progress('report', runCount, { steps: true });
+  let results: CompareResult[];
+  try {
+    results = await runPlans(plans, {
+      jobs: opts.jobs,
+      progress: (p) => {
+        if (!p.finished) return;
+        const plan = plans[p.job];
+        const seed = seeds.length > 1 ? ` seed ${plan.seed}` : '';
+        bar.tick(1, `${plan.trace.name}/${p.policy}${seed}`);
+      },
+    });
   } finally {
     bar.done();
   }
+  const runs: WorkloadRun[] = [];
+  const csvTables: { workload: string; text: string }[] = [];
+  const spreads: (SpreadCompareResult | null)[] = [];
+  for (let i = 0; i < sources.length; i++) {
+    const ofSource = results.slice(i * seeds.length, (i + 1) * seeds.length);
+    if (opts.seeds === undefined) {
+      runs.push(toWorkloadRun(ofSource[0]));
+      spreads.push(null);
+      csvTables.push({ workload: ofSource[0].workload, text: runCsv(ofSource[0]) });
+    } else {
+      const spread = spreadCompare(ofSource);
+      runs.push(toSpreadWorkloadRun(spread));
+      spreads.push(spread);
+      csvTables.push({ workload: spread.workload, text: spreadCsv(spread) });
+    }
+  }
+  const modelledNote = results[0]?.modelledNote ?? '';
+  if (opts.seeds !== undefined) notes.push(SPREAD_NOTE);
   if (modelledNote !== '') notes.unshift(modelledNote);
   const data: ReportData = {
     generatedAt: new Date().toISOString(),
@@ -166,10 +205,10 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   // `execmem` invocation (help, usage errors) should not pay.
   const { renderTerminalSummary, writeReport } = await import('../../metrics/report/index.js');
   const written = writeReport(data, outDir);
-  const csv = opts.csv ? writeCsvTables(data.runs, dirname(written.htmlPath)) : [];
+  const csv = opts.csv ? writeCsvTables(csvTables, dirname(written.htmlPath)) : [];
   if (io.json) {
     const files = { html: written.htmlPath, markdown: written.markdownPath, ...(opts.csv ? { csv } : {}) };
-    io.outJson({ ...files, ...data });
+    io.outJson({ ...files, ...data, runs: jsonRuns(data.runs, spreads) });
     return;
   }
   io.out(renderTerminalSummary(data));
@@ -179,12 +218,15 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   for (const path of csv) io.out(`csv: ${path}`);
 }
 
-/** `report --csv`: one RFC 4180 file per workload table, next to index.html (src/metrics/csv.ts). */
-function writeCsvTables(runs: readonly WorkloadRun[], dir: string): string[] {
-  return runs.map((run) => {
-    const path = join(dir, csvFileName(run.workload));
+/**
+ * `report --csv`: one RFC 4180 file per workload table, next to index.html (src/metrics/csv.ts;
+ * with --seeds, one record per design and figure: src/metrics/spread.ts spreadCsv).
+ */
+function writeCsvTables(tables: readonly { workload: string; text: string }[], dir: string): string[] {
+  return tables.map((table) => {
+    const path = join(dir, csvFileName(table.workload));
     try {
-      writeFileSync(path, runCsv(run));
+      writeFileSync(path, table.text);
     } catch (e) {
       throw new CliFailure(`cannot write ${path}: ${(e as Error).message}`);
     }
@@ -199,10 +241,31 @@ async function consumersFor(workloads: readonly string[], opts: ReportOptions): 
   return { consumers: consumerFigures({ seed: opts.seed, scale: opts.scale }) };
 }
 
+/**
+ * The runs as --json prints them: with --seeds, each figure of a design is its spread
+ * ({median, min, max, perSeed}, src/metrics/spread.ts) in place of the median alone, and the
+ * design says which seed its kernel-time breakdown and area map come from (medianSeed).
+ */
+function jsonRuns(runs: readonly WorkloadRun[], spreads: readonly (SpreadCompareResult | null)[]): unknown[] {
+  return runs.map((run, i) => {
+    const spread = spreads[i];
+    if (spread === null) return run;
+    return {
+      ...run,
+      policies: run.policies.map(({ spread: _range, ...p }, j) => ({
+        ...p,
+        medianSeed: spread.policies[j].medianSeed,
+        metrics: spread.policies[j].metrics,
+      })),
+    };
+  });
+}
+
 function reproduceCommand(opts: ReportOptions): string {
   const parts = ['execmem report'];
   if (opts.arch !== 'x86_64') parts.push(`--arch ${opts.arch}`);
-  if (opts.seed !== 1) parts.push(`--seed ${opts.seed}`);
+  if (opts.seeds !== undefined) parts.push(`--seeds ${opts.seeds.join(',')}`);
+  else if (opts.seed !== 1) parts.push(`--seed ${opts.seed}`);
   if (opts.scale !== 1) parts.push(`--scale ${opts.scale}`);
   if (opts.workloads) parts.push(`--workloads ${opts.workloads.join(',')}`);
   if (opts.policies) parts.push(`--policies ${opts.policies.join(',')}`);
@@ -316,5 +379,35 @@ export function toWorkloadRun(result: CompareResult): WorkloadRun {
     scale: result.scale,
     policies,
     kernelTimeSensitivity: result.kernelTime.sensitivity,
+  };
+}
+
+/** A several-seed run as the renderer takes it: median figures, their spread, the median seed's map. */
+export function toSpreadWorkloadRun(spread: SpreadCompareResult): WorkloadRun {
+  const policies: PolicyRun[] = spread.policies.map((p) => {
+    const where = `${spread.workload}/${p.name}`;
+    const min = toMetrics(spreadBound(p.metrics, 'min') as unknown as Record<string, unknown>, where);
+    const max = toMetrics(spreadBound(p.metrics, 'max') as unknown as Record<string, unknown>, where);
+    return {
+      name: p.name,
+      modelled: p.modelled,
+      kernel: p.kernel,
+      sameAs: p.sameAs,
+      wxHoles: p.wxHoles,
+      metrics: toMetrics(spreadBound(p.metrics, 'median') as unknown as Record<string, unknown>, where),
+      spread: { min, max },
+      kernelTime: p.kernelTime,
+      area: toArea(p.occupancy, spread.arch),
+    };
+  });
+  return {
+    workload: spread.workload,
+    arch: spread.arch,
+    tlb: spread.machine.tlb,
+    seed: spread.seeds[0],
+    seeds: spread.seeds,
+    scale: spread.scale,
+    policies,
+    kernelTimeSensitivity: spread.kernelTime.sensitivity,
   };
 }

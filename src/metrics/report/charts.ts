@@ -52,6 +52,8 @@ interface BarSeries {
   /** null: no bar (no such policy in that run, or it is shown as another design). */
   readonly values: readonly (number | null)[];
   readonly colour: string;
+  /** Per category, the min and max over seeds (several-seed runs) drawn as a whisker, or null. */
+  readonly ranges?: readonly (readonly [number, number] | null)[];
 }
 
 interface BarSpec {
@@ -108,25 +110,28 @@ function renderBars(spec: BarSpec): string {
         axisLabel: { fontSize: 11, color: '#4b5563', formatter: spec.percent ? '{value}%' : undefined },
         splitLine: { lineStyle: { color: '#e5e7eb' } },
       },
-      series: spec.series.map((s, i) => ({
-        type: 'bar',
-        name: s.name,
-        data: s.values.map((v) =>
-          v === null || (spec.log && v <= 0) ? null : spec.percent ? round(v * 100) : round(v),
-        ),
-        itemStyle: { color: s.colour },
-        barMaxWidth: 28,
-        markLine:
-          i === 0 && spec.limitY
-            ? {
-                silent: true,
-                symbol: 'none',
-                lineStyle: { color: '#111827', type: 'dashed', width: 1 },
-                label: { formatter: spec.limitY.label, position: 'insideEndTop', fontSize: 10 },
-                data: [{ yAxis: spec.limitY.value }],
-              }
-            : undefined,
-      })),
+      series: [
+        ...spec.series.map((s, i) => ({
+          type: 'bar',
+          name: s.name,
+          data: s.values.map((v) =>
+            v === null || (spec.log && v <= 0) ? null : spec.percent ? round(v * 100) : round(v),
+          ),
+          itemStyle: { color: s.colour },
+          barMaxWidth: 28,
+          markLine:
+            i === 0 && spec.limitY
+              ? {
+                  silent: true,
+                  symbol: 'none',
+                  lineStyle: { color: '#111827', type: 'dashed', width: 1 },
+                  label: { formatter: spec.limitY.label, position: 'insideEndTop', fontSize: 10 },
+                  data: [{ yAxis: spec.limitY.value }],
+                }
+              : undefined,
+        })),
+        ...whiskerSeries(spec),
+      ],
     });
     return chart.renderToSVGString();
   } finally {
@@ -171,6 +176,7 @@ function byWorkload(
         const m = d.get(name);
         return m ? pick(m) : null;
       }),
+      ranges: runs.map((run, r) => spreadRange(run, name, drawn[r].has(name), pick)),
     })),
   };
 }
@@ -313,6 +319,7 @@ function itlbChart(run: WorkloadRun): RenderedChart {
           name: 'iTLB misses',
           colour: '#3b75af',
           values: drawn.map(([, m]) => m.itlbMissesPerMillion),
+          ranges: drawn.map(([name]) => spreadRange(run, name, true, (m) => m.itlbMissesPerMillion)),
         },
         {
           name: 'lower bound',
@@ -322,4 +329,73 @@ function itlbChart(run: WorkloadRun): RenderedChart {
       ],
     }),
   };
+}
+
+/** A policy's min and max of a figure over the seeds of a several-seed run, or null. */
+function spreadRange(
+  run: WorkloadRun,
+  name: string,
+  drawn: boolean,
+  pick: (m: PolicyMetrics) => number,
+): readonly [number, number] | null {
+  const spread = run.policies.find((p) => p.name === name)?.spread;
+  return drawn && spread ? [pick(spread.min), pick(spread.max)] : null;
+}
+
+/**
+ * Error bars: for every bar series that carries ranges (a several-seed run, src/metrics/spread.ts),
+ * a custom series drawing a min-max whisker (a vertical line with short caps) over each bar. The
+ * x position repeats ECharts' bar layout (barGrid): bars share 80% of the category band
+ * (barCategoryGap 20%), 30% of a bar's width apart (barGap), each at most barMaxWidth (28 px).
+ * On a log axis a whisker that reaches 0 or below is not drawn (no place for it on the axis).
+ */
+function whiskerSeries(spec: BarSpec): object[] {
+  const count = spec.series.length;
+  const scale = (v: number) => (spec.percent ? round(v * 100) : round(v));
+  return spec.series.flatMap((s, index) => {
+    const data: [number, number, number][] = [];
+    (s.ranges ?? []).forEach((r, category) => {
+      if (r === null || s.values[category] === null || r[0] === r[1]) return;
+      if (spec.log && r[0] <= 0) return;
+      data.push([category, scale(r[0]), scale(r[1])]);
+    });
+    if (data.length === 0) return [];
+    return [
+      {
+        type: 'custom',
+        name: s.name,
+        silent: true,
+        z: 10,
+        data,
+        renderItem(
+          _params: unknown,
+          api: {
+            value(dim: number): number;
+            coord(point: [number, number]): [number, number];
+            size(value: [number, number]): [number, number];
+          },
+        ) {
+          const band = api.size([1, 0])[0];
+          const width = Math.min(28, (band * 0.8) / (count + (count - 1) * 0.3));
+          const x =
+            api.coord([api.value(0), 0])[0] -
+            (count * width + (count - 1) * 0.3 * width) / 2 +
+            index * width * 1.3 +
+            width / 2;
+          const low = api.coord([api.value(0), api.value(1)])[1];
+          const high = api.coord([api.value(0), api.value(2)])[1];
+          const cap = Math.max(3, width / 4);
+          const style = { stroke: '#111827', lineWidth: 1.2 };
+          return {
+            type: 'group',
+            children: [
+              { type: 'line', shape: { x1: x, y1: low, x2: x, y2: high }, style },
+              { type: 'line', shape: { x1: x - cap, y1: low, x2: x + cap, y2: low }, style },
+              { type: 'line', shape: { x1: x - cap, y1: high, x2: x + cap, y2: high }, style },
+            ],
+          };
+        },
+      },
+    ];
+  });
 }

@@ -6,6 +6,7 @@
  * the terminal table with the page should never see 1.50x in one and 1.5 in the other), and
  * units are always spelled out (KiB/MiB, %, per million) as the project's style asks.
  */
+import { spreadCell } from '../spread.js';
 import type { MetricKey, PolicyMetrics } from './types.js';
 import {
   ALL_FLUSHES_LABEL,
@@ -221,6 +222,22 @@ export function textTable(header: readonly string[], rows: readonly TextRow[], t
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(render)].join('\n');
 }
 
+/**
+ * A figure's cell: the column's format, then `(min-max)` when the row carries a spread over
+ * several seeds that differ (src/metrics/spread.ts).
+ */
+export function figureText(
+  c: Column,
+  p: { readonly metrics: PolicyMetrics; readonly spread?: { min: PolicyMetrics; max: PolicyMetrics } },
+): string {
+  return spreadCell(c.format, p.metrics, p.spread, c.key);
+}
+
+/** "seed 1", or for a several-seed run "seeds 1,2,3 (median, min-max)". */
+export function seedLabel(run: { readonly seed: number; readonly seeds?: readonly number[] }): string {
+  return run.seeds === undefined ? `seed ${run.seed}` : `seeds ${run.seeds.join(',')} (median, min-max)`;
+}
+
 /** Leading text columns of a terminal table of designs: policy and kernel. */
 export const TEXT_ROW_HEADER: readonly string[] = ['policy', 'kernel'];
 
@@ -230,12 +247,18 @@ export const TEXT_ROW_HEADER: readonly string[] = ['policy', 'kernel'];
  * print a design alike.
  */
 export function textRow(
-  p: { name: string; modelled: boolean; kernel: string; metrics: PolicyMetrics },
+  p: {
+    name: string;
+    modelled: boolean;
+    kernel: string;
+    metrics: PolicyMetrics;
+    spread?: { min: PolicyMetrics; max: PolicyMetrics };
+  },
   columns: readonly Column[],
   same: SameAsRow | null,
   name = p.name,
 ): TextRow {
   const kernel = kernelLabel(p) ?? 'ours';
   if (same?.collapsed) return { cells: [name, kernel], span: same.label };
-  return [same ? `${name} [${same.label}]` : name, kernel, ...columns.map((c) => c.format(p.metrics))];
+  return [same ? `${name} [${same.label}]` : name, kernel, ...columns.map((c) => figureText(c, p))];
 }

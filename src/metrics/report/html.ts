@@ -12,7 +12,7 @@ import { hexAddr } from '../../base/addr.js';
 import { areaLegendHtml, renderAreaMap } from './area-map.js';
 import { type RenderedChart, renderCharts } from './charts.js';
 import { consumersHtml } from './consumers-view.js';
-import { bestRows, escapeHtml, formatBytes, tableColumns } from './format.js';
+import { bestRows, escapeHtml, figureText, formatBytes, seedLabel, tableColumns } from './format.js';
 import { OUR_POLICY } from './glance.js';
 import { costTableHtml, glanceHtml, kernelTimeSectionHtml } from './kernel-time-view.js';
 import { modelledVsReal } from './provenance.js';
@@ -110,7 +110,7 @@ export function renderHtml(data: ReportData): RenderedReport {
     '<main>',
     '<header>',
     '<h1>execmem report</h1>',
-    `<div class="meta">Simulated ${escapeHtml(first.arch)} kernel machine (${escapeHtml(first.tlb)} TLB geometry) · seed ${first.seed} · scale ${first.scale} · ` +
+    `<div class="meta">Simulated ${escapeHtml(first.arch)} kernel machine (${escapeHtml(first.tlb)} TLB geometry) · ${seedLabel(first)} · scale ${first.scale} · ` +
       `${data.runs.length} workloads · generated ${escapeHtml(data.generatedAt)} · regenerate with <code>${escapeHtml(data.command)}</code></div>`,
     '</header>',
     ...data.notes.map((n) => `<div class="note">${escapeHtml(n)}</div>`),
@@ -197,12 +197,12 @@ function tableHtml(run: WorkloadRun): string {
     const cells = columns.map((c, col) => {
       const bad = (c.key === 'wxViolations' || c.key === 'failures') && p.metrics[c.key] > 0;
       const cls = bad ? 'bad' : best[col].has(row) ? 'best' : '';
-      return `<td${cls ? ` class="${cls}"` : ''}>${escapeHtml(c.format(p.metrics))}</td>`;
+      return `<td${cls ? ` class="${cls}"` : ''}>${escapeHtml(figureText(c, p))}</td>`;
     });
     return `${tr}${first}${cells.join('')}</tr>`;
   });
   return (
-    `<h3 id="w-${escapeHtml(run.workload)}">${escapeHtml(run.workload)} <span class="meta">(${escapeHtml(run.arch)}, seed ${run.seed}, ${escapeHtml(run.tlb)} TLBs)</span></h3>` +
+    `<h3 id="w-${escapeHtml(run.workload)}">${escapeHtml(run.workload)} <span class="meta">(${escapeHtml(run.arch)}, ${seedLabel(run)}, ${escapeHtml(run.tlb)} TLBs)</span></h3>` +
     `<div class="table-wrap"><table class="results" data-workload="${escapeHtml(run.workload)}"><thead>${head}</thead>` +
     `<tbody>${rows.join('')}</tbody></table></div>`
   );

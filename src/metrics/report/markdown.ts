@@ -11,7 +11,16 @@
  */
 
 import { consumersMarkdown } from './consumers-view.js';
-import { bestRows, TEXT_ROW_HEADER, tableColumns, terminalColumns, textRow, textTable } from './format.js';
+import {
+  bestRows,
+  figureText,
+  seedLabel,
+  TEXT_ROW_HEADER,
+  tableColumns,
+  terminalColumns,
+  textRow,
+  textTable,
+} from './format.js';
 import { costTableMarkdown, glanceMarkdown, kernelTimeMarkdown } from './kernel-time-view.js';
 import { modelledVsReal } from './provenance.js';
 import type { PolicyRun, ReportData, WorkloadRun } from './types.js';
@@ -49,7 +58,7 @@ function markdownTable(run: WorkloadRun): string {
     // A collapsed row: its note in the first figure cell, the others blank (markdown cannot span).
     const cells = s?.collapsed
       ? [s.label, ...columns.slice(1).map(() => '')]
-      : columns.map((c, col) => (best[col].has(row) ? `**${c.format(p.metrics)}**` : c.format(p.metrics)));
+      : columns.map((c, col) => (best[col].has(row) ? `**${figureText(c, p)}**` : figureText(c, p)));
     return [policyLabel(p, s), ...cells];
   });
   const align = ['---', ...columns.map(() => '---:')];
@@ -61,7 +70,7 @@ export function renderMarkdown(data: ReportData): string {
   const first = data.runs[0];
   out.push(
     `Every policy ran every workload on an identical fresh simulated ${first.arch} machine ` +
-      `(${first.tlb} TLB geometry, seed ${first.seed}, scale ${first.scale}). Bold marks the best value in a column. ` +
+      `(${first.tlb} TLB geometry, ${seedLabel(first)}, scale ${first.scale}). Bold marks the best value in a column. ` +
       'iTLB misses are per million instruction fetches, with the lower bound in parentheses (the misses of an infinite TLB with the same flushes, per CPU). ' +
       flushLegend(first.arch),
     '',
@@ -96,7 +105,7 @@ export function renderTerminalSummary(data: ReportData): string {
     const same = sameAsRows(run.arch, run.policies);
     const rows = run.policies.map((p, row) => textRow(p, columns, same[row]));
     blocks.push(
-      `${run.workload} (${run.arch}, seed ${run.seed}, ${run.tlb} TLBs)\n` +
+      `${run.workload} (${run.arch}, ${seedLabel(run)}, ${run.tlb} TLBs)\n` +
         textTable([...TEXT_ROW_HEADER, ...columns.map((c) => c.heading)], rows, TEXT_ROW_HEADER.length) +
         `\nkernel time ranking: ${run.kernelTimeSensitivity.summary}`,
     );

@@ -80,7 +80,10 @@ export interface PolicyRun {
   readonly sameAs: string | null;
   /** W+X pages the modelled kernel version itself leaves on this arch (PolicySpec.wxHoles), or null. */
   readonly wxHoles: string | null;
+  /** With several seeds: the median of each figure over the seeds (src/metrics/spread.ts). */
   readonly metrics: PolicyMetrics;
+  /** With several seeds: each figure's min and max over the seeds; absent for one seed. */
+  readonly spread?: { readonly min: PolicyMetrics; readonly max: PolicyMetrics };
   /** The events behind metrics.modelledKernelTimeNs and what each class adds. */
   readonly kernelTime: KernelTimeBreakdown;
   /** Null when the producer could not provide a map (the report says so). */
@@ -93,6 +96,8 @@ export interface WorkloadRun {
   /** Name of the TLB geometry profile the machines were built with (e.g. 'skylake'). */
   readonly tlb: string;
   readonly seed: number;
+  /** The seeds of a several-seed run (`--seeds`), whose figures are medians; absent for one seed. */
+  readonly seeds?: readonly number[];
   /** The producer's size knob (1 = the default workload size). */
   readonly scale: number;
   readonly policies: readonly PolicyRun[];

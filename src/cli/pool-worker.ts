@@ -1,0 +1,30 @@
+/**
+ * A thread of the compare pool (pool.ts): runs one (plan, design) at a time on a fresh machine
+ * and posts the result back. Progress is posted at most every PROGRESS_MS, so a long replay costs
+ * a handful of messages, not one per thousand events.
+ */
+import { parentPort } from 'node:worker_threads';
+import { runPlannedPolicy } from '../metrics/compare.js';
+import type { PoolReply, PoolTask } from './pool.js';
+
+const PROGRESS_MS = 100;
+
+if (parentPort !== null) {
+  const port = parentPort;
+  const post = (m: PoolReply) => port.postMessage(m);
+  port.on('message', (task: PoolTask) => {
+    let lastMs = 0;
+    try {
+      const run = runPlannedPolicy(task.plan, task.policyIndex, (p) => {
+        const now = Date.now();
+        if (now - lastMs < PROGRESS_MS) return;
+        lastMs = now;
+        post({ kind: 'progress', id: task.id, eventsDone: p.eventsDone, eventsTotal: p.eventsTotal });
+      });
+      post({ kind: 'result', id: task.id, run });
+    } catch (e) {
+      const error = e instanceof Error ? e : new Error(String(e));
+      post({ kind: 'error', id: task.id, message: error.message, stack: error.stack ?? error.message });
+    }
+  });
+}

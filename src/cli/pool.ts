@@ -1,0 +1,223 @@
+/**
+ * Runs many compares at once: every (workload, seed, design) run on a pool of worker threads, then
+ * each compare assembled in the main thread exactly as `runCompare` assembles it.
+ *
+ * Why this is safe for the figures: each design of a compare already runs on its own fresh machine
+ * built from the same config (src/metrics/compare.ts), so a run depends only on its plan and its
+ * design, never on which runs came before it in the same thread. The pool hands each worker a
+ * plan (the trace itself, so a worker generates nothing) and a design index, and puts the results
+ * back in the plan's order. The bench (bench/tool.ts) and a test check that the JSON of a parallel
+ * run equals the serial one, timing fields aside.
+ *
+ * Why worker threads (node:worker_threads) and not processes: a plan and a result are plain data
+ * (structured clone), start-up is a fraction of a second, and the CLI's own command thread
+ * (worker.ts) can own the pool. `jobs: 1` runs everything in the calling thread, in order: that is
+ * the serial run, with no worker at all.
+ */
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import {
+  assembleCompare,
+  type CompareOptions,
+  type ComparePlan,
+  type CompareResult,
+  type PlannedPolicyRun,
+  planCompare,
+  runPlannedPolicy,
+} from '../metrics/compare.js';
+
+/** One compare to run: the options of runCompare without the progress callback. */
+export type CompareJob = Omit<CompareOptions, 'progress'>;
+
+/** Progress of one (compare, design) run. */
+export interface PoolProgress {
+  /** Index of the compare in the jobs given. */
+  readonly job: number;
+  readonly policy: string;
+  readonly eventsDone: number;
+  readonly eventsTotal: number;
+  /** The run has finished (its result is in). */
+  readonly finished: boolean;
+}
+
+export interface PoolOptions {
+  /** Worker threads; 1 = serial in this thread. Default: defaultJobCount(). */
+  readonly jobs?: number;
+  readonly progress?: (p: PoolProgress) => void;
+}
+
+/** The most threads a pool starts. */
+export const POOL_JOBS_MAX = 64;
+
+/** One thread per CPU Node reports (os.availableParallelism), at most POOL_JOBS_MAX. */
+export function defaultJobCount(): number {
+  return Math.max(1, Math.min(availableParallelism(), POOL_JOBS_MAX));
+}
+
+/** A run sent to a pool worker. */
+export interface PoolTask {
+  readonly kind: 'task';
+  readonly id: number;
+  readonly plan: ComparePlan;
+  readonly policyIndex: number;
+}
+
+/** What a pool worker sends back. */
+export type PoolReply =
+  | {
+      readonly kind: 'progress';
+      readonly id: number;
+      readonly eventsDone: number;
+      readonly eventsTotal: number;
+    }
+  | { readonly kind: 'result'; readonly id: number; readonly run: PlannedPolicyRun }
+  | { readonly kind: 'error'; readonly id: number; readonly message: string; readonly stack: string };
+
+/** Events of one run: the plan's trace length (what the replay's progress counts to). */
+export function planEvents(plan: ComparePlan): number {
+  return plan.trace.events.length;
+}
+
+/**
+ * Run every job (each a whole compare of every design it names) and return their results in
+ * order. Options are checked and traces resolved first, in this thread: a bad job throws
+ * CompareError before any run starts.
+ */
+export async function runCompareJobs(
+  jobs: readonly CompareJob[],
+  options: PoolOptions = {},
+): Promise<CompareResult[]> {
+  return runPlans(jobs.map(planCompare), options);
+}
+
+/** As runCompareJobs, for plans already made (planCompare). */
+export async function runPlans(
+  plans: readonly ComparePlan[],
+  options: PoolOptions = {},
+): Promise<CompareResult[]> {
+  const jobCount = options.jobs ?? defaultJobCount();
+  if (!(Number.isInteger(jobCount) && jobCount >= 1 && jobCount <= POOL_JOBS_MAX))
+    throw new RangeError(`jobs must be an integer in [1, ${POOL_JOBS_MAX}]: ${jobCount}`);
+  const tasks = plans.flatMap((plan, job) =>
+    plan.names.map((_, policyIndex) => ({ job, plan, policyIndex })),
+  );
+  const runs: PlannedPolicyRun[][] = plans.map(() => []);
+  const progress = options.progress;
+  if (jobCount === 1 || tasks.length <= 1) {
+    for (const t of tasks) {
+      const policy = t.plan.names[t.policyIndex];
+      const run = runPlannedPolicy(t.plan, t.policyIndex, (p) =>
+        progress?.({
+          job: t.job,
+          policy,
+          eventsDone: p.eventsDone,
+          eventsTotal: p.eventsTotal,
+          finished: false,
+        }),
+      );
+      runs[t.job][t.policyIndex] = run;
+      progress?.({
+        job: t.job,
+        policy,
+        eventsDone: planEvents(t.plan),
+        eventsTotal: planEvents(t.plan),
+        finished: true,
+      });
+    }
+  } else {
+    await runOnWorkers(
+      tasks,
+      Math.min(jobCount, tasks.length),
+      (id, run) => {
+        const t = tasks[id];
+        runs[t.job][t.policyIndex] = run;
+      },
+      (id, eventsDone, eventsTotal, finished) => {
+        const t = tasks[id];
+        progress?.({ job: t.job, policy: t.plan.names[t.policyIndex], eventsDone, eventsTotal, finished });
+      },
+    );
+  }
+  return plans.map((plan, job) => assembleCompare(plan, runs[job]));
+}
+
+interface Task {
+  readonly job: number;
+  readonly plan: ComparePlan;
+  readonly policyIndex: number;
+}
+
+/**
+ * A rough size of a run, to start the biggest first (so no thread is left alone with a long run
+ * at the end): its events plus its fetch-model calls over 100 (a call runs a function, an event
+ * a few allocator steps). Only the order of dispatch depends on it, never a result.
+ */
+function taskWeight(plan: ComparePlan): number {
+  let weight = 0;
+  for (const ev of plan.trace.events) weight += ev.op === 'exec' ? 1 + ev.calls / 100 : 1;
+  return weight;
+}
+
+/** Hand the tasks to `threads` workers, biggest first, the next one to whichever worker is free. */
+function runOnWorkers(
+  tasks: readonly Task[],
+  threads: number,
+  onResult: (id: number, run: PlannedPolicyRun) => void,
+  onProgress: (id: number, eventsDone: number, eventsTotal: number, finished: boolean) => void,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const workers: Worker[] = [];
+    const weights = new Map<ComparePlan, number>();
+    for (const t of tasks) if (!weights.has(t.plan)) weights.set(t.plan, taskWeight(t.plan));
+    const order = tasks
+      .map((t, id) => ({ id, weight: weights.get(t.plan) ?? 0 }))
+      .sort((a, b) => b.weight - a.weight || a.id - b.id)
+      .map((x) => x.id);
+    let next = 0;
+    let finished = 0;
+    let failed = false;
+    const stopAll = () => {
+      for (const w of workers) void w.terminate();
+    };
+    const fail = (error: Error) => {
+      if (failed) return;
+      failed = true;
+      stopAll();
+      reject(error);
+    };
+    const give = (w: Worker) => {
+      if (next >= order.length) return;
+      const id = order[next++];
+      const t = tasks[id];
+      w.postMessage({ kind: 'task', id, plan: t.plan, policyIndex: t.policyIndex } satisfies PoolTask);
+    };
+    for (let i = 0; i < threads; i++) {
+      const w = new Worker(new URL('./pool-worker.js', import.meta.url));
+      workers.push(w);
+      w.on('message', (m: PoolReply) => {
+        if (failed) return;
+        if (m.kind === 'progress') onProgress(m.id, m.eventsDone, m.eventsTotal, false);
+        else if (m.kind === 'error') {
+          const e = new Error(m.message);
+          e.stack = m.stack;
+          fail(e);
+        } else {
+          onResult(m.id, m.run);
+          const events = planEvents(tasks[m.id].plan);
+          onProgress(m.id, events, events, true);
+          finished++;
+          if (finished === tasks.length) {
+            stopAll();
+            resolve();
+          } else give(w);
+        }
+      });
+      w.on('error', (e) => fail(e));
+      w.on('exit', (code) => {
+        if (!failed && finished < tasks.length)
+          fail(new Error(`a compare worker thread stopped (exit code ${code})`));
+      });
+      give(w);
+    }
+  });
+}
