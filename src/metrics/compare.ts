@@ -180,7 +180,8 @@ export interface PolicyResult {
   readonly sameAs: string | null;
   /** W+X pages this kernel version leaves on this arch (PolicySpec.wxHoles), or null: W^X must be 0. */
   readonly wxHoles: string | null;
-  readonly describe: string;
+  /** One paragraph on the design (PolicySpec.describe): the text the report shows too. */
+  readonly description: string;
   /** The events behind modelledKernelTimeNs and what each class adds (ns). */
   readonly kernelTime: KernelTimeBreakdown;
   readonly metrics: PolicyMetrics;
@@ -191,6 +192,8 @@ export interface PolicyResult {
 
 export interface CompareResult {
   readonly workload: string;
+  /** One paragraph on the workload (WorkloadSpec.describe, or the trace file's): the report shows it too. */
+  readonly description: string;
   readonly arch: ArchName;
   readonly seed: number;
   readonly scale: number;
@@ -265,6 +268,7 @@ export function runCompare(options: CompareOptions): CompareResult {
   const m = { ...createMachineInfo(config, ageFraction, tlbProfile), state: usesPreset ? preset.why : null };
   return {
     workload: trace.name,
+    description: workloadDescription(options.workload, trace),
     arch,
     seed,
     scale,
@@ -274,6 +278,12 @@ export function runCompare(options: CompareOptions): CompareResult {
     kernelTime: runKernelTime(results, arch),
     policies: results,
   };
+}
+
+/** The registry's words for a named workload; a trace passed in says what it is and how long it is. */
+function workloadDescription(workload: string | Trace, trace: Trace): string {
+  if (typeof workload === 'string') return workloadByName(workload).describe;
+  return `a recorded trace '${trace.name}' of ${trace.events.length.toLocaleString('en-US')} events (execmem trace import; docs/TRACES.md)`;
 }
 
 function resolvePolicies(list: readonly string[] | undefined): PolicyName[] {
@@ -474,7 +484,7 @@ function runOne(
     kernel: spec.kernel,
     sameAs: spec.sameAs(machine.arch.name),
     wxHoles: spec.wxHoles(machine.arch.name),
-    describe: spec.describe,
+    description: spec.describe,
     kernelTime: kt,
     metrics,
     occupancy: occupancy(machine, policy, pt.regions),

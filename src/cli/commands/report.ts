@@ -296,12 +296,15 @@ export function toWorkloadRun(result: CompareResult): WorkloadRun {
     kernel: p.kernel,
     sameAs: p.sameAs,
     wxHoles: p.wxHoles,
+    description: p.description,
     metrics: toMetrics(p.metrics as unknown as Record<string, unknown>, `${result.workload}/${p.name}`),
     kernelTime: p.kernelTime,
+    counters: p.counters,
     area: toArea(p.occupancy, result.arch),
   }));
   return {
     workload: result.workload,
+    description: result.description,
     arch: result.arch,
     tlb: result.machine.tlb,
     seed: result.seed,
