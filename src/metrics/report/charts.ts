@@ -326,7 +326,8 @@ function flushKeys(data: ReportData): GlobalFlushKey[] {
 }
 
 /** What every log chart's caption ends with. */
-const LOG_NOTE = 'Log scale: each gridline after the base is ten times the last; 0 sits at the base, "n/a" marks a design without a figure of its own.';
+const LOG_NOTE =
+  'Log scale: each gridline after the base is ten times the last; 0 sits at the base, "n/a" marks a design without a figure of its own.';
 
 function splitsChartId(arch: string): string {
   return vocabularyFor(arch).physMapChartId.replace(/-4k$/, '-splits');

@@ -11,7 +11,7 @@
 import { hexAddr } from '../../base/addr.js';
 import { areaLegendHtml, renderAreaMap } from './area-map.js';
 import { type RenderedChart, renderCharts } from './charts.js';
-import { bestRows, escapeHtml, formatBytes, tableColumns } from './format.js';
+import { bestRowsOf, COLUMN_GROUPS, escapeHtml, formatBytes, tableColumns } from './format.js';
 import { OUR_POLICY } from './glance.js';
 import { costTableHtml, glanceHtml, kernelTimeSectionHtml } from './kernel-time-view.js';
 import { modelledVsReal } from './provenance.js';
@@ -48,7 +48,8 @@ code { font-family: ui-monospace, "SF Mono", Menlo, Consolas, monospace; backgro
 .card .v.win { color: var(--ours); }
 .card .v.lose { color: #b45309; }
 .card .vs { color: var(--muted); font-size: 13px; }
-.table-wrap { overflow-x: auto; border: 1px solid var(--line); border-radius: 10px; }
+.table-wrap { overflow-x: auto; border: 1px solid var(--line); border-radius: 10px; margin: 8px 0; }
+caption { caption-side: top; text-align: left; padding: 6px 8px; font-size: 12px; font-weight: 600; color: var(--muted); background: var(--panel); border-bottom: 1px solid var(--line); }
 table { border-collapse: collapse; width: 100%; font-size: 12.5px; font-variant-numeric: tabular-nums; }
 th, td { padding: 6px 8px; text-align: right; white-space: nowrap; border-bottom: 1px solid var(--line); }
 th { white-space: normal; vertical-align: bottom; font-size: 12px; line-height: 1.25; }
@@ -173,36 +174,42 @@ function policyCellHtml(p: PolicyRun, same: SameAsRow | null): string {
   return `<td>${escapeHtml(name + note)}${sub}</td>`;
 }
 
+/**
+ * A workload's results: one table per column group (format.ts COLUMN_GROUPS), each with the
+ * policy column, so every column is visible in a 1280 px window without scrolling.
+ */
 function tableHtml(run: WorkloadRun): string {
-  const columns = tableColumns(run);
+  const all = tableColumns(run);
   const same = sameAsRows(run.arch, run.policies);
   const collapsed = collapsedRows(run.arch, run.policies);
-  const best = columns.map((c) =>
-    bestRows(
-      run.policies.map((p) => p.metrics[c.key]),
-      c.better,
-      collapsed,
-    ),
-  );
-  const head = `<tr><th>policy</th>${columns.map((c) => `<th>${escapeHtml(c.heading)}</th>`).join('')}</tr>`;
-  const rows = run.policies.map((p, row) => {
-    const tr = `<tr${p.name === OUR_POLICY ? ' class="ours"' : ''}>`;
-    const s = same[row];
-    const first = policyCellHtml(p, s);
-    if (s?.collapsed) {
-      return `${tr}${first}<td class="same" colspan="${columns.length}">${escapeHtml(s.label)}</td></tr>`;
-    }
-    const cells = columns.map((c, col) => {
-      const bad = (c.key === 'wxViolations' || c.key === 'failures') && p.metrics[c.key] > 0;
-      const cls = bad ? 'bad' : best[col].has(row) ? 'best' : '';
-      return `<td${cls ? ` class="${cls}"` : ''}>${escapeHtml(c.format(p.metrics))}</td>`;
+  const tables = COLUMN_GROUPS.map((group) => {
+    const columns = all.filter((c) => c.group === group.id);
+    const best = columns.map((c) => bestRowsOf(c, run.policies, collapsed));
+    const head = `<tr><th>policy</th>${columns.map((c) => `<th>${escapeHtml(c.heading)}</th>`).join('')}</tr>`;
+    const rows = run.policies.map((p, row) => {
+      const tr = `<tr${p.name === OUR_POLICY ? ' class="ours"' : ''}>`;
+      const s = same[row];
+      const first = policyCellHtml(p, s);
+      if (s?.collapsed) {
+        return `${tr}${first}<td class="same" colspan="${columns.length}">${escapeHtml(s.label)}</td></tr>`;
+      }
+      const cells = columns.map((c, col) => {
+        const bad = (c.key === 'wxViolations' || c.key === 'failures') && p.metrics[c.key] > 0;
+        const cls = bad ? 'bad' : best[col].has(row) ? 'best' : '';
+        return `<td${cls ? ` class="${cls}"` : ''}>${escapeHtml(c.format(p.metrics))}</td>`;
+      });
+      return `${tr}${first}${cells.join('')}</tr>`;
     });
-    return `${tr}${first}${cells.join('')}</tr>`;
+    return (
+      `<div class="table-wrap"><table class="results" data-workload="${escapeHtml(run.workload)}" data-group="${group.id}">` +
+      `<caption>${escapeHtml(group.title)}</caption><thead>${head}</thead>` +
+      `<tbody>${rows.join('')}</tbody></table></div>`
+    );
   });
   return (
     `<h3 id="w-${escapeHtml(run.workload)}">${escapeHtml(run.workload)} <span class="meta">(${escapeHtml(run.arch)}, seed ${run.seed}, ${escapeHtml(run.tlb)} TLBs)</span></h3>` +
-    `<div class="table-wrap"><table class="results" data-workload="${escapeHtml(run.workload)}"><thead>${head}</thead>` +
-    `<tbody>${rows.join('')}</tbody></table></div>`
+    `<p class="meta">${escapeHtml(run.description)}</p>` +
+    tables.join('')
   );
 }
 
