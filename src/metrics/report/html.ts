@@ -15,6 +15,7 @@ import { bestRowsOf, COLUMN_GROUPS, escapeHtml, formatBytes, tableColumns } from
 import { OUR_POLICY } from './glance.js';
 import { costTableHtml, glanceHtml, kernelTimeSectionHtml } from './kernel-time-view.js';
 import { modelledVsReal } from './provenance.js';
+import { summaryHtml } from './summary.js';
 import type { PolicyRun, ReportData, WorkloadRun } from './types.js';
 import { checkReportData } from './types.js';
 import {
@@ -90,6 +91,16 @@ table.costs td { white-space: normal; text-align: left; vertical-align: top; }
 table.costs td.quote { font-style: italic; max-width: 320px; }
 table.costs td.how { max-width: 360px; color: var(--muted); }
 ul.robustness li { margin: 4px 0; font-size: 13.5px; }
+.summary { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 4px 24px; }
+.summary-run h3 { margin: 14px 0 2px; }
+.summary-run .desc { color: var(--muted); font-size: 12.5px; margin: 0 0 4px; }
+.summary-run ul { margin: 0; padding-left: 18px; font-size: 13px; }
+.summary-run li { margin: 2px 0; }
+.summary-run li.trails { color: #92400e; }
+dl.descriptions { display: grid; grid-template-columns: minmax(160px, max-content) 1fr; gap: 4px 16px; font-size: 13px; }
+dl.descriptions dt { font-weight: 600; }
+dl.descriptions dd { margin: 0; color: #374151; }
+.kernel-inline { color: var(--muted); font-weight: 400; font-size: 12px; }
 footer { margin-top: 48px; color: var(--muted); font-size: 12.5px; }
 @media print { .charts, .areas { grid-template-columns: 1fr; } details { page-break-inside: avoid; } }
 `;
@@ -113,6 +124,7 @@ export function renderHtml(data: ReportData): RenderedReport {
     `<div class="meta">Simulated ${escapeHtml(first.arch)} kernel machine (${escapeHtml(first.tlb)} TLB geometry) · seed ${first.seed} · scale ${first.scale} · ` +
       `${data.runs.length} workloads · generated ${escapeHtml(data.generatedAt)} · regenerate with <code>${escapeHtml(data.command)}</code></div>`,
     '</header>',
+    summaryHtml(data),
     ...data.notes.map((n) => `<div class="note">${escapeHtml(n)}</div>`),
     kernelTimeSectionHtml(data),
     glanceHtml(data),

@@ -20,6 +20,7 @@ import {
 } from './format.js';
 import { costTableMarkdown, glanceMarkdown, kernelTimeMarkdown } from './kernel-time-view.js';
 import { modelledVsReal } from './provenance.js';
+import { summaryMarkdown } from './summary.js';
 import type { PolicyRun, ReportData, WorkloadRun } from './types.js';
 import {
   collapsedRows,
@@ -75,6 +76,7 @@ export function renderMarkdown(data: ReportData): string {
       flushLegend(first.arch),
     '',
   );
+  out.push(summaryMarkdown(data));
   for (const note of data.notes) out.push(`> ${note}`, '');
   out.push(kernelTimeMarkdown(data), glanceMarkdown(data));
   for (const run of data.runs) {
