@@ -70,7 +70,7 @@ figcaption { color: var(--muted); font-size: 12.5px; margin-top: 4px; }
 figure svg { display: block; max-width: 100%; height: auto; }
 details { margin: 10px 0; border: 1px solid var(--line); border-radius: 10px; padding: 8px 14px; background: #fff; }
 summary { cursor: pointer; font-weight: 600; }
-.areas { display: grid; grid-template-columns: repeat(auto-fill, minmax(590px, 1fr)); gap: 18px; margin-top: 10px; }
+.areas { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 18px; margin-top: 10px; }
 .area h4 { margin: 6px 0 4px; font-size: 14px; }
 .area .sub { color: var(--muted); font-size: 12px; margin-bottom: 6px; }
 .legend { display: flex; flex-wrap: wrap; gap: 6px 14px; font-size: 12.5px; color: #374151; margin: 8px 0; }
@@ -143,7 +143,7 @@ export function renderHtml(data: ReportData): RenderedReport {
     '<h2>Charts</h2>',
     `<div class="charts">${charts.map(figureHtml).join('\n')}</div>`,
     '<h2>Module area, block by block</h2>',
-    '<p class="meta">Each tile is one 2 MiB block of the area after the run, in address order (48 per row); hover a tile for its figures.</p>',
+    '<p class="meta">Each tile is one 2 MiB block of the area after the run, in address order; each picture shows the span its design used (a block of margin each side), tiles scaled to fit. Hover a tile for its figures.</p>',
     areaLegendHtml(),
     areas.html,
     costTableHtml(first.arch),
