@@ -8,12 +8,16 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { areaLegendHtml } from '../src/metrics/report/area-map.js';
 import {
+  chartHeightPx,
   chartIds,
+  logAxis,
   renderAreaMap,
   renderHtml,
   renderMarkdown,
   renderTerminalSummary,
+  TYPE_COLOURS,
   writeReport,
 } from '../src/metrics/report/index.js';
 import { FIXTURE_POLICIES, FIXTURE_WORKLOADS, reportFixture } from './report-fixture.js';
@@ -31,7 +35,7 @@ test('page has exactly the documented charts, each an SVG with bars', () => {
   const data = reportFixture();
   const { html, charts } = renderHtml(data);
   const ids = chartIds(data);
-  assert.equal(ids.length, 7 + FIXTURE_WORKLOADS.length);
+  assert.equal(ids.length, 9);
   assert.deepEqual(
     charts.map((c) => c.id),
     ids,
@@ -39,7 +43,12 @@ test('page has exactly the documented charts, each an SVG with bars', () => {
   const found = figures(html);
   assert.deepEqual([...found.keys()], ids);
   for (const [id, inner] of found) {
-    assert.match(inner, /<svg[^>]*width="560"[^>]*height="320"/, `${id}: svg of the chart size`);
+    const height = chartHeightPx(FIXTURE_WORKLOADS.length, FIXTURE_POLICIES.length);
+    assert.match(
+      inner,
+      new RegExp(`<svg[^>]*width="560"[^>]*height="${height}"`),
+      `${id}: svg of the chart size`,
+    );
     // ECharts draws every bar as a <path>; legends and axes add a few more.
     const paths = inner.match(/<path /g)?.length ?? 0;
     assert.ok(paths >= 4, `${id}: expected drawn paths, found ${paths}`);
@@ -72,7 +81,7 @@ test('tables: one per workload, our row marked, best values marked', () => {
   const data = reportFixture();
   const { html } = renderHtml(data);
   const tables = html.match(/<table class="results"/g) ?? [];
-  assert.equal(tables.length, FIXTURE_WORKLOADS.length);
+  assert.equal(tables.length, 2 * FIXTURE_WORKLOADS.length, 'two column groups per workload');
   assert.ok(html.includes('<tr class="ours"><td>execmem (ours)</td>'));
   // module_alloc has the lowest kernel time and mapped bytes in the fixture: its cells are marked
   // best (kernel time first, then live, not ranked, then mapped). Its kernel version stands under
@@ -85,43 +94,77 @@ test('tables: one per workload, our row marked, best values marked', () => {
   assert.ok(html.includes('Test fixture: made-up numbers.'));
 });
 
-test('area picture: one tile per mapped region at its place, large leaves framed', () => {
+test('area picture: the used span, tiles scaled to it, one tile per mapped region at its place', () => {
   const data = reportFixture();
   const a = data.runs[0].policies[0].area;
   assert.ok(a);
   const pic = renderAreaMap(a, 'x');
-  assert.equal(pic.tileCount, 65); // 64 blocks from an unaligned start span 65 tiles
+  // Mapped blocks 1, 4 and 11 of 65 (the first full block after the unaligned start is index 1):
+  // the used span 1..11 plus one block each side.
+  assert.equal(pic.tileCount, 13);
+  assert.match(pic.note ?? '', /showing blocks 0\.\.12 of 65/);
   assert.equal(pic.mappedTiles, 3);
+  // 13 tiles fill the width: tiles far larger than the 10 px of a whole-area picture.
+  assert.equal(pic.tilePx, 40);
   const tiles = pic.svg.match(/<g class="tile"[^>]*>/g) ?? [];
   assert.equal(tiles.length, 3);
   assert.ok(tiles[0].includes('data-type="module_text"'));
   assert.ok(tiles[0].includes('data-occupancy="0.750"'));
   assert.ok(tiles[1].includes('data-type="module_data"'));
   assert.ok(tiles[2].includes('data-type="none"'));
-  // The first region is the first full 2 MiB block after the unaligned start: tile index 1.
-  assert.match(pic.svg, /<rect x="12.75" y="0.75"[^>]*stroke="#111827"/);
-  // Mixed region gets a type-mix strip (two coloured rects besides the tile).
+  // Tile index 1 of a 44 px step, framed dark (one 2 MiB leaf).
+  assert.match(pic.svg, /<rect x="45" y="1" width="38" height="38" fill="#1f4e9c"[^>]*stroke="#111827"/);
+  // Live share as fill height: 75% of the 38 px inside.
+  assert.match(pic.svg, /<rect class="live" x="45" y="10\.50" width="38" height="28\.50"/);
+  // Mixed region gets a type-mix strip: one rect per type.
   const firstTile = pic.svg.slice(pic.svg.indexOf('<g class="tile"'), pic.svg.indexOf('</g>'));
-  assert.equal(firstTile.match(/<rect /g)?.length, 3);
-});
-
-test('huge areas are cut to the used span and say so', () => {
-  const base = 0x7f0000000000;
-  const pic = renderAreaMap(
+  assert.equal(firstTile.match(/<rect class="mix"/g)?.length, 2);
+  // A whole-area span of many blocks keeps small tiles.
+  const wide = renderAreaMap(
     {
-      start: base,
-      end: base + 5000 * SZ_2M,
-      regionBytes: SZ_2M,
+      ...a,
       regions: [
-        { va: base + 100 * SZ_2M, mappedBytes: 4096, largeLeaf: false, liveBytesByType: { bpf: 100 } },
-        { va: base + 110 * SZ_2M, mappedBytes: 4096, largeLeaf: false, liveBytesByType: { bpf: 100 } },
+        { ...a.regions[0], va: a.regions[0].va },
+        { ...a.regions[0], va: a.regions[0].va + 60 * SZ_2M },
       ],
     },
-    'big',
+    'wide',
   );
-  assert.equal(pic.tileCount, 11);
-  assert.equal(pic.mappedTiles, 2);
-  assert.match(pic.note ?? '', /showing 11 of 5000 blocks/);
+  assert.ok(wide.tilePx < 12, `${wide.tilePx}`);
+});
+
+test('area legend: every type, its colour, far apart from every other', () => {
+  const legend = areaLegendHtml();
+  for (const [type, colour] of Object.entries(TYPE_COLOURS)) {
+    assert.ok(
+      legend.includes(`data-type="${type}"><span class="swatch" style="background:${colour}">`),
+      type,
+    );
+  }
+  assert.match(legend, /one 2 MiB leaf/);
+  assert.match(legend, /filled height = live share/);
+  // CIE76 distance between every two type colours (sRGB D65 -> Lab).
+  const lab = (hex: string): number[] => {
+    const lin = [1, 3, 5].map((i) => {
+      const c = Number.parseInt(hex.slice(i, i + 2), 16) / 255;
+      return c > 0.04045 ? ((c + 0.055) / 1.055) ** 2.4 : c / 12.92;
+    });
+    const [r, g, b] = lin;
+    const xyz = [
+      (r * 0.4124 + g * 0.3576 + b * 0.1805) / 0.95047,
+      r * 0.2126 + g * 0.7152 + b * 0.0722,
+      (r * 0.0193 + g * 0.1192 + b * 0.9505) / 1.08883,
+    ].map((v) => (v > 0.008856 ? Math.cbrt(v) : 7.787 * v + 16 / 116));
+    return [116 * xyz[1] - 16, 500 * (xyz[0] - xyz[1]), 200 * (xyz[1] - xyz[2])];
+  };
+  const colours = Object.values(TYPE_COLOURS);
+  for (let i = 0; i < colours.length; i++)
+    for (let j = i + 1; j < colours.length; j++) {
+      const d = Math.hypot(...lab(colours[i]).map((v, k) => v - lab(colours[j])[k]));
+      assert.ok(d > 30, `${colours[i]} and ${colours[j]} are ${d.toFixed(1)} apart`);
+    }
+  const { html } = renderHtml(reportFixture());
+  assert.ok(html.includes('class="legend area-legend"'), 'the page carries the legend');
 });
 
 test('markdown and terminal summaries carry every workload and policy', () => {

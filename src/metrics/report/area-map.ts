@@ -89,7 +89,10 @@ function tileSpan(area: AreaMap): { firstVa: number; count: number; note: string
   const used = area.regions.filter((r) => r.mappedBytes > 0).map((r) => r.va);
   if (used.length === 0) return { firstVa: areaFirst, count: 0, note: `nothing mapped in ${total} blocks` };
   const lo = Math.max(areaFirst, Math.min(...used) - MARGIN_TILES * area.regionBytes);
-  const hi = Math.min(areaFirst + (total - 1) * area.regionBytes, Math.max(...used) + MARGIN_TILES * area.regionBytes);
+  const hi = Math.min(
+    areaFirst + (total - 1) * area.regionBytes,
+    Math.max(...used) + MARGIN_TILES * area.regionBytes,
+  );
   const span = (hi - lo) / area.regionBytes + 1;
   const count = Math.min(MAX_TILES, span);
   const first = (lo - areaFirst) / area.regionBytes;
@@ -132,7 +135,13 @@ export function renderAreaMap(area: AreaMap, label: string): AreaPicture {
     }
     mappedTiles++;
     parts.push(
-      regionTile(region, area.regionBytes, (index % columns) * step, Math.floor(index / columns) * step, tilePx),
+      regionTile(
+        region,
+        area.regionBytes,
+        (index % columns) * step,
+        Math.floor(index / columns) * step,
+        tilePx,
+      ),
     );
   }
   parts.push('</svg>');
@@ -158,7 +167,9 @@ function regionTile(region: AreaRegion, regionBytes: number, x: number, y: numbe
   const type = dominantType(region);
   const occupancy = Math.min(1, live / regionBytes);
   const colour = type ? TYPE_COLOURS[type] : '#9ca3af';
-  const frame = region.largeLeaf ? ' stroke="#111827" stroke-width="2"' : ' stroke="#6b7280" stroke-width="0.75"';
+  const frame = region.largeLeaf
+    ? ' stroke="#111827" stroke-width="2"'
+    : ' stroke="#6b7280" stroke-width="0.75"';
   const inner = tilePx - 2;
   const out = [
     `<g class="tile" data-type="${type ?? 'none'}" data-occupancy="${occupancy.toFixed(3)}">`,
@@ -209,7 +220,9 @@ export function areaLegendHtml(): string {
       `<span class="legend-item" data-type="${t}"><span class="swatch" style="background:${TYPE_COLOURS[t]}"></span>${t}</span>`,
   );
   items.push('<span class="legend-item"><span class="swatch swatch-frame"></span>one 2 MiB leaf</span>');
-  items.push('<span class="legend-item"><span class="swatch swatch-mapped"></span>mapped, nothing live</span>');
+  items.push(
+    '<span class="legend-item"><span class="swatch swatch-mapped"></span>mapped, nothing live</span>',
+  );
   items.push('<span class="legend-item"><span class="swatch swatch-empty"></span>not mapped</span>');
   return (
     `<div class="legend area-legend">${items.join('')}<span class="legend-note">colour = the type with most live bytes; ` +

@@ -19,6 +19,14 @@ function names(list: readonly string[]): string {
   return `${list.slice(0, -1).join(', ')} and ${list[list.length - 1]}`;
 }
 
+/** A figure's label as an attribute value (the metric key would carry x86 words on arm64). */
+export function slug(label: string): string {
+  return label
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '');
+}
+
 /** Who leads on one figure, and by how much over the next design. */
 export function leadText(v: Verdict): string {
   if (v.leaders.length === 0) return 'no design has a figure';
@@ -66,7 +74,7 @@ export function summaryHtml(data: ReportData): string {
   const blocks = data.runs.map((run) => {
     const items = summaryLines(run).map(({ verdict: v, text }) => {
       const cls = v.standing === 'trails' ? ' class="trails"' : '';
-      return `<li${cls} data-figure="${escapeHtml(v.figure.key)}" data-leaders="${escapeHtml(v.leaders.join(','))}">${escapeHtml(text)}</li>`;
+      return `<li${cls} data-figure="${escapeHtml(slug(v.figure.label))}" data-leaders="${escapeHtml(v.leaders.join(','))}">${escapeHtml(text)}</li>`;
     });
     return (
       `<section class="summary-run" data-workload="${escapeHtml(run.workload)}">` +
