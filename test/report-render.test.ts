@@ -13,10 +13,13 @@ import {
   chartHeightPx,
   chartIds,
   logAxis,
+  MISSING_LABEL,
+  POLICY_COLOURS,
   renderAreaMap,
   renderHtml,
   renderMarkdown,
   renderTerminalSummary,
+  summaryLines,
   TYPE_COLOURS,
   writeReport,
 } from '../src/metrics/report/index.js';
@@ -208,4 +211,87 @@ test('writeReport writes index.html and summary.md', () => {
   assert.equal(written.areaPictureCount, 5); // 6 policy runs, one without a map
   assert.ok(readFileSync(written.htmlPath, 'utf8').startsWith('<!doctype html>'));
   assert.ok(readFileSync(written.markdownPath, 'utf8').startsWith('# execmem report'));
+});
+
+test('summary: a leader per workload and figure, computed from the figures; ours trailing says why', () => {
+  const data = reportFixture();
+  const { html } = renderHtml(data);
+  const md = renderMarkdown(data);
+  assert.ok(html.indexOf('id="summary"') < html.indexOf('id="kernel-time"'), 'the summary opens the page');
+  for (const run of data.runs) {
+    const lines = summaryLines(run);
+    assert.equal(lines.length, 7, `${run.workload}: every headline figure`);
+    for (const { verdict: v, text } of lines) {
+      // The leaders are exactly the designs printing the best value.
+      const values = run.policies.map((p) => p.metrics[v.figure.key]);
+      const best = v.figure.better === 'low' ? Math.min(...values) : Math.max(...values);
+      const shown = v.figure.format({ ...run.policies[0].metrics, [v.figure.key]: best });
+      const expected = run.policies.filter((p) => v.figure.format(p.metrics) === shown).map((p) => p.name);
+      assert.deepEqual(v.leaders, expected, `${run.workload}/${v.figure.key}`);
+      assert.ok(text.includes(expected[0]), text);
+      assert.ok(md.includes(`- ${text}`), 'the same line in summary.md');
+      if (!v.leaders.includes('execmem')) assert.match(text, /ours .*; why: .{10,}/);
+    }
+  }
+  // The fixture's module_alloc has the lowest kernel time: it leads, by its margin over the next.
+  const kt = summaryLines(data.runs[0])[0].text;
+  assert.match(
+    kt,
+    /^kernel time \(modelled\): module_alloc leads with [\d.]+ µs, [\d.]+x lower than bpf_prog_pack/,
+  );
+  // Descriptions of every design (with its kernel version) and workload, as the data carries them.
+  for (const p of data.runs[0].policies)
+    assert.ok(md.includes(`- **${p.name}** (${p.modelled ? p.kernel : 'ours'}): ${p.description}`));
+  for (const r of data.runs) assert.ok(html.includes(`<dd>${r.description}</dd>`));
+});
+
+test('log charts: a 0 is labelled 0 at the base, a missing design n/a, every bar labelled', () => {
+  const axis = logAxis([0, 1, 139, 135_757]);
+  assert.equal(axis.position(0), 0);
+  assert.equal(axis.position(1), 1, 'the smallest positive value is one gridline long');
+  assert.ok(axis.position(139) > 3 && axis.position(139) < 4);
+  assert.equal(axis.max, 7);
+  assert.equal(axis.tick(0), '0');
+  assert.equal(axis.tick(6), '100k');
+  const data = reportFixture();
+  // module_alloc's shootdowns are 0 in the fixture; drop bpf_prog_pack from the second run.
+  const missing = {
+    ...data,
+    runs: data.runs.map((r, i) =>
+      i === 1 ? { ...r, policies: r.policies.filter((p) => p.name !== 'bpf_prog_pack') } : r,
+    ),
+  };
+  const charts = renderHtml(missing).charts;
+  const shootdowns = charts.find((c) => c.id === 'shootdowns');
+  assert.ok(shootdowns);
+  const labels = [...shootdowns.svg.matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((m) => m[1]);
+  assert.ok(labels.includes('0'), 'the zero is labelled');
+  assert.ok(labels.includes(MISSING_LABEL), 'the missing design is labelled n/a');
+  for (const v of ['10', '20']) assert.ok(labels.includes(v), `value label ${v}`);
+  // Ours is the same colour in every chart.
+  for (const c of charts) assert.ok(c.svg.includes(POLICY_COLOURS.execmem), `${c.id}: ours in its colour`);
+});
+
+test('ties: every design printing the best value is marked, in the page and in summary.md', () => {
+  const data = reportFixture();
+  const run = data.runs[0];
+  // execmem's overhead a hair above module_alloc's best 1.00x: it prints 1.00x too, a tie.
+  const tied = {
+    ...data,
+    runs: [
+      {
+        ...run,
+        policies: run.policies.map((p) =>
+          p.name === 'execmem' ? { ...p, metrics: { ...p.metrics, overhead: 1.0000001 } } : p,
+        ),
+      },
+    ],
+  };
+  const { html } = renderHtml(tied);
+  const cells = [...html.matchAll(/<tr[^>]*><td>(\w+)[^]*?<\/tr>/g)].filter((m) => m[0].includes('1.00x'));
+  const marked = cells.filter((m) => /<td class="best">1\.00x<\/td>/.test(m[0])).map((m) => m[1]);
+  assert.deepEqual(marked.sort(), ['execmem', 'module_alloc']);
+  const md = renderMarkdown(tied);
+  assert.equal(md.match(/\| \*\*1\.00x\*\* \|/g)?.length, 2);
+  assert.ok(!md.includes('| 1.00x |'), 'no plain 1.00x next to a bold one');
 });
