@@ -288,7 +288,7 @@ test('ties: every design printing the best value is marked, in the page and in s
     ],
   };
   const { html } = renderHtml(tied);
-  const cells = [...html.matchAll(/<tr[^>]*><td>(\w+)[^]*?<\/tr>/g)].filter((m) => m[0].includes('1.00x'));
+  const cells = [...html.matchAll(/<tr[^>]*><td>(\w+)[\s\S]*?<\/tr>/g)].filter((m) => m[0].includes('1.00x'));
   const marked = cells.filter((m) => /<td class="best">1\.00x<\/td>/.test(m[0])).map((m) => m[1]);
   assert.deepEqual(marked.sort(), ['execmem', 'module_alloc']);
   const md = renderMarkdown(tied);
