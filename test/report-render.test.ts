@@ -8,6 +8,8 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { toWorkloadRun } from '../src/cli/commands/report.js';
+import { runCompare } from '../src/metrics/compare.js';
 import { areaLegendHtml } from '../src/metrics/report/area-map.js';
 import {
   chartHeightPx,
@@ -23,6 +25,8 @@ import {
   TYPE_COLOURS,
   writeReport,
 } from '../src/metrics/report/index.js';
+import { policyByName } from '../src/policies/index.js';
+import { WORKLOADS } from '../src/workloads/registry.js';
 import { FIXTURE_POLICIES, FIXTURE_WORKLOADS, reportFixture } from './report-fixture.js';
 
 const SZ_2M = 2 * 1024 * 1024;
@@ -294,4 +298,24 @@ test('ties: every design printing the best value is marked, in the page and in s
   const md = renderMarkdown(tied);
   assert.equal(md.match(/\| \*\*1\.00x\*\* \|/g)?.length, 2);
   assert.ok(!md.includes('| 1.00x |'), 'no plain 1.00x next to a bold one');
+});
+
+test('descriptions: compare --json carries them from the registries, the report shows the same text', () => {
+  const r = runCompare({
+    workload: 'trampolines',
+    scale: 0.003,
+    policies: ['module_alloc', 'execmem'],
+    fetch: false,
+  });
+  assert.equal(r.description, WORKLOADS.trampolines.describe);
+  for (const p of r.policies) assert.equal(p.description, policyByName(p.name).describe);
+  const run = toWorkloadRun(r);
+  const data = { ...reportFixture(), runs: [run] };
+  const md = renderMarkdown(data);
+  const { html } = renderHtml(data);
+  assert.ok(md.includes(`- **trampolines**: ${WORKLOADS.trampolines.describe}`));
+  assert.ok(md.includes(`- **module_alloc** (Linux 5.17): ${policyByName('module_alloc').describe}`));
+  assert.ok(
+    html.includes(`<dt data-policy="execmem">execmem (ours) <span class="kernel-inline">ours</span></dt>`),
+  );
 });
