@@ -28,7 +28,7 @@ import {
   sumOfParts,
   weightsOn,
 } from '../src/metrics/kernel-time.js';
-import { NO_REASON, TRADEOFF_REASONS, verdicts } from '../src/metrics/report/glance.js';
+import { NO_REASON, verdicts } from '../src/metrics/report/glance.js';
 import { renderHtml, renderMarkdown, renderTerminalSummary } from '../src/metrics/report/index.js';
 import { costTableMarkdown } from '../src/metrics/report/kernel-time-view.js';
 import type { WorkloadRun } from '../src/metrics/report/types.js';
@@ -201,8 +201,10 @@ describe('the figure comes first', () => {
     const glance = html.indexOf('At a glance: every workload');
     const tables = html.indexOf('Results by workload');
     assert.ok(kt > 0 && kt < glance && glance < tables, 'order of sections');
-    for (const t of html.match(/<table class="results"[\s\S]*?<\/tr>/g) ?? [])
-      assert.match(t, /<tr><th>policy<\/th><th>kernel time \(modelled\)<\/th>/);
+    // Each workload's first table (time, memory and mappings) starts with the kernel time.
+    const firsts = html.match(/<table class="results"[^>]*data-group="memory"[\s\S]*?<\/tr>/g) ?? [];
+    assert.equal(firsts.length, data.runs.length);
+    for (const t of firsts) assert.match(t, /<thead><tr><th>policy<\/th><th>kernel time \(modelled\)<\/th>/);
     assert.match(
       html,
       /<table class="glance"><thead><tr><th>workload<\/th><th>kernel time \(modelled\)<\/th>/,
@@ -213,13 +215,18 @@ describe('the figure comes first', () => {
       if (e.source) assert.ok(html.includes(e.source.url.replaceAll('&', '&amp;')), e.key);
     const md = renderMarkdown(data);
     const sections = md.split('\n').filter((l) => l.startsWith('## '));
-    assert.deepEqual(sections.slice(0, 2), [
+    assert.deepEqual(sections.slice(0, 4), [
+      '## Summary',
+      '## The designs and the workloads',
       '## Who wins overall: modelled kernel time',
       '## At a glance: every workload',
     ]);
     assert.ok(sections.includes('## The cost table'));
-    for (const l of md.split('\n').filter((x) => x.startsWith('| policy |')))
-      assert.match(l, /^\| policy \| kernel time \(modelled\) \|/);
+    const mdFirsts = md.split('\n').filter((x) => x.startsWith('| policy |'));
+    assert.equal(mdFirsts.length, 2 * data.runs.length, 'two tables per workload');
+    mdFirsts.forEach((l, i) => {
+      if (i % 2 === 0) assert.match(l, /^\| policy \| kernel time \(modelled\) \|/);
+    });
     const term = renderTerminalSummary(data);
     for (const l of term.split('\n').filter((x) => x.startsWith('policy ')))
       assert.match(l, /^policy +kernel +kernel time \(modelled\)/);
@@ -262,20 +269,55 @@ describe('at a glance: where ours trails, the reason', () => {
         else assert.ok(v.reason && v.reason.length > 10, `${r.workload}/${v.figure.key}: a reason`);
       }
     }
-    // The fixture's execmem (row 2) has the highest overhead: the pool reason is given.
+    // The fixture's execmem (row 2) has the highest overhead; its area map has two whole 2 MiB
+    // blocks for 1 MB live: the whole-blocks rule (reasons.ts) says so with those numbers.
     const overhead = verdicts(run()).find((v) => v.figure.key === 'overhead');
     assert.equal(overhead?.standing, 'trails');
-    assert.equal(overhead?.reason, TRADEOFF_REASONS.overhead);
-    // iTLB has no recorded reason: it says so rather than inventing one.
+    assert.match(
+      overhead?.reason ?? '',
+      /^ours maps 2 whole 2 MiB blocks \(all of its 2\.9 MiB mapped, 1 with nothing live\) for 977\.5 KiB live/,
+    );
+    // The fixture's live bytes are tiny; the rule does not hold when ours' live set fills its blocks.
+    const full = run();
+    const filled: WorkloadRun = {
+      ...full,
+      policies: full.policies.map((p) =>
+        p.name === 'execmem' ? { ...p, metrics: { ...p.metrics, liveBytes: 5 * 2 ** 20 } } : p,
+      ),
+    };
+    assert.doesNotMatch(
+      verdicts(filled).find((v) => v.figure.key === 'overhead')?.reason ?? '',
+      /whole 2 MiB/,
+    );
+    // iTLB: the fixture gives the walks the metric implies; no area rule beyond them. A figure no
+    // rule explains says so rather than inventing a reason.
     const itlb = verdicts(run()).find((v) => v.figure.key === 'itlbMissesPerMillion');
     assert.equal(itlb?.standing, 'trails');
-    assert.equal(itlb?.reason, NO_REASON);
+    assert.match(itlb?.reason ?? '', /^ours takes 120 iTLB page walks against 100/);
+    const noWalks: WorkloadRun = {
+      ...full,
+      policies: full.policies.map((p) =>
+        p.name === 'execmem'
+          ? {
+              ...p,
+              kernelTime: {
+                ...p.kernelTime,
+                byEvent: {
+                  ...p.kernelTime.byEvent,
+                  itlbWalks: { ...p.kernelTime.byEvent.itlbWalks, count: 0, ns: 0 },
+                },
+              },
+            }
+          : p,
+      ),
+    };
+    assert.equal(verdicts(noWalks).find((v) => v.figure.key === 'itlbMissesPerMillion')?.reason, NO_REASON);
     // Kernel time: the event class where ours spends most more than the leader, from the data.
     const kt = verdicts(run())[0];
     assert.equal(kt.standing, 'trails');
     assert.match(
       kt.reason ?? '',
-      /^ours spends [\d.]+ µs more on IPI shootdown \(per request\) \(20 events against 0\)$/,
+      /ours spends [\d.]+ µs more on IPI shootdown \(per request\) \(20 events against 0\)$/,
     );
     assert.equal(kt.bestOther?.name, 'module_alloc');
   });

@@ -53,12 +53,23 @@ interface Drawn {
   svgHeight: number;
   /** Filled paths with a visible box (bars, legend icons). */
   visiblePaths: number;
+  /** Text boxes that overlap a bar (must be none: every label stands beside its own bar). */
+  labelsOverBars: string[];
+  /** Bars the overlap check looked at (so the check is not vacuous). */
+  barCount: number;
+}
+
+interface Layout {
+  /** Tables whose content is wider than their box at 1280 px (must be none). */
+  overflowing: string[];
+  /** Right edge of every W^X heading against the window width. */
+  wxRight: number[];
 }
 
 async function inspect(
   htmlPath: string,
   screenshotName: string,
-): Promise<{ charts: Drawn[]; tiles: number[] }> {
+): Promise<{ charts: Drawn[]; tiles: number[]; layout: Layout }> {
   assert.ok(browser);
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   try {
@@ -74,30 +85,62 @@ async function inspect(
           if (fill && fill !== 'none' && fill !== 'transparent' && b.width > 0 && b.height > 0)
             visiblePaths++;
         }
+        // Bars: filled paths below the legend (the legend's icons sit in the top 50 px).
+        const top = box?.top ?? 0;
+        const bars = Array.from(f.querySelectorAll('svg path'))
+          .map((p) => ({ fill: p.getAttribute('fill'), r: p.getBoundingClientRect() }))
+          .filter(
+            (b) => b.fill && b.fill !== 'none' && b.r.width > 0.5 && b.r.height > 0.5 && b.r.top - top > 50,
+          );
+        const labelsOverBars: string[] = [];
+        for (const t of Array.from(f.querySelectorAll('svg text'))) {
+          const r = t.getBoundingClientRect();
+          if (r.top - top <= 50) continue;
+          const hit = bars.some(
+            (b) =>
+              r.left < b.r.right - 0.5 &&
+              r.right > b.r.left + 0.5 &&
+              r.top < b.r.bottom - 0.5 &&
+              r.bottom > b.r.top + 0.5,
+          );
+          if (hit) labelsOverBars.push(t.textContent ?? '');
+        }
         return {
           id: f.getAttribute('data-chart') ?? '',
           svgWidth: box?.width ?? 0,
           svgHeight: box?.height ?? 0,
           visiblePaths,
+          labelsOverBars,
+          barCount: bars.length,
         };
       }),
     );
     const tiles = await page.$$eval('svg.area-map', (svgs) =>
       svgs.map((s) => s.querySelectorAll('g.tile').length),
     );
+    const layout = await page.evaluate(() => ({
+      overflowing: Array.from(document.querySelectorAll('.table-wrap'))
+        .filter((w) => w.scrollWidth > w.clientWidth + 1)
+        .map((w) => `${w.querySelector('table')?.className} ${w.scrollWidth}>${w.clientWidth}`),
+      wxRight: Array.from(document.querySelectorAll('table.results th'))
+        .filter((th) => th.textContent === 'W^X')
+        .map((th) => th.getBoundingClientRect().right),
+    }));
     mkdirSync(ARTIFACTS, { recursive: true });
     const shot = join(ARTIFACTS, screenshotName);
     await page.screenshot({ path: shot, fullPage: true });
     assert.ok(statSync(shot).size > 10_000, 'screenshot written');
-    return { charts, tiles };
+    return { charts, tiles, layout };
   } finally {
     await page.close();
   }
 }
 
-/** Series per chart: one per policy, except the iTLB charts (misses and lower bound). */
-function seriesOf(id: string, policyCount: number): number {
-  return id.startsWith('itlb-') ? 2 : policyCount;
+/** The tables fit a 1280 px window: nothing scrolls sideways, the W^X column is in view. */
+function assertFits(layout: Layout, workloads: number): void {
+  assert.deepEqual(layout.overflowing, [], 'tables wider than the window');
+  assert.equal(layout.wxRight.length, workloads, 'a W^X heading per workload');
+  for (const right of layout.wxRight) assert.ok(right > 0 && right <= 1280, `W^X heading ends at ${right}px`);
 }
 
 function assertChartsDrawn(charts: Drawn[], expectedIds: readonly string[], policyCount: number): void {
@@ -111,7 +154,9 @@ function assertChartsDrawn(charts: Drawn[], expectedIds: readonly string[], poli
       `${c.id}: svg is laid out (${c.svgWidth}x${c.svgHeight})`,
     );
     // Legend icons alone give one filled path per series; drawn bars add more.
-    const legend = seriesOf(c.id, policyCount);
+    const legend = policyCount;
+    assert.ok(c.barCount > 0, `${c.id}: no bars found to check labels against`);
+    assert.deepEqual(c.labelsOverBars, [], `${c.id}: labels drawn over bars`);
     assert.ok(
       c.visiblePaths > legend,
       `${c.id}: ${c.visiblePaths} visible filled paths for ${legend} series`,
@@ -123,8 +168,9 @@ test('fixture report renders in Chromium with every chart drawn', { skip }, asyn
   const data = reportFixture();
   const dir = join(ARTIFACTS, 'report-fixture');
   const written = writeReport(data, dir);
-  const { charts, tiles } = await inspect(written.htmlPath, 'report-fixture.png');
+  const { charts, tiles, layout } = await inspect(written.htmlPath, 'report-fixture.png');
   assertChartsDrawn(charts, chartIds(data), data.runs[0].policies.length);
+  assertFits(layout, data.runs.length);
   assert.equal(tiles.length, written.areaPictureCount);
   assert.ok(tiles.every((n) => n === 3));
 });
@@ -137,7 +183,7 @@ test('`execmem report` page renders in Chromium with every chart drawn', { skip 
     180_000,
   );
   assert.equal(r.status, 0, r.stderr);
-  const { charts, tiles } = await inspect(join(dir, 'index.html'), 'report.png');
+  const { charts, tiles, layout } = await inspect(join(dir, 'index.html'), 'report.png');
   const expected = [
     'kernel-time',
     'overhead',
@@ -146,8 +192,11 @@ test('`execmem report` page renders in Chromium with every chart drawn', { skip 
     'ipis',
     'flush-events',
     'direct-map-4k',
+    'direct-map-splits',
+    'itlb',
   ];
-  assertChartsDrawn(charts, [...expected, ...workloads.map((w) => `itlb-${w}`)], 6);
+  assertChartsDrawn(charts, expected, 6);
+  assertFits(layout, workloads.length);
   assert.ok(tiles.length >= 2 * workloads.length, 'an area picture per policy and workload');
   assert.ok(
     tiles.some((n) => n > 0),

@@ -82,6 +82,7 @@ export function reportFixture(): ReportData {
     notes: ['Test fixture: made-up numbers.'],
     runs: FIXTURE_WORKLOADS.map((workload, w) => ({
       workload,
+      description: `fixture workload ${workload}: made-up text`,
       arch: 'x86_64',
       tlb: 'skylake',
       seed: 1,
@@ -92,7 +93,9 @@ export function reportFixture(): ReportData {
         kernel: name === 'execmem' ? 'execmem (ours)' : `Linux fixture ${i}`,
         sameAs: null,
         wxHoles: null,
+        description: `fixture design ${name}: made-up text`,
         metrics: metrics(i, w),
+        counters: (name === 'execmem' ? { frees: 40 + w, updates: 60 } : {}) as Record<string, number>,
         kernelTime: kernelTime(fixtureEvents(i, w), 'x86_64'),
         area: name === 'module_alloc' && workload === 'mixed' ? null : area(i),
       })),

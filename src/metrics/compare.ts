@@ -175,7 +175,8 @@ export interface PolicyResult {
   readonly sameAs: string | null;
   /** W+X pages this kernel version leaves on this arch (PolicySpec.wxHoles), or null: W^X must be 0. */
   readonly wxHoles: string | null;
-  readonly describe: string;
+  /** One paragraph on the design (PolicySpec.describe): the text the report shows too. */
+  readonly description: string;
   /** The events behind modelledKernelTimeNs and what each class adds (ns). */
   readonly kernelTime: KernelTimeBreakdown;
   readonly metrics: PolicyMetrics;
@@ -186,6 +187,8 @@ export interface PolicyResult {
 
 export interface CompareResult {
   readonly workload: string;
+  /** One paragraph on the workload (WorkloadSpec.describe, or the trace file's): the report shows it too. */
+  readonly description: string;
   readonly arch: ArchName;
   readonly seed: number;
   readonly scale: number;
@@ -217,6 +220,8 @@ export class CompareError extends Error {
  * runCompare is planCompare, runPlannedPolicy for each policy in order, then assembleCompare.
  */
 export interface ComparePlan {
+  /** The workload's one-paragraph description (the registry's, or a trace's own). */
+  readonly description: string;
   readonly arch: ArchName;
   readonly seed: number;
   readonly scale: number;
@@ -266,6 +271,7 @@ export function planCompare(options: Omit<CompareOptions, 'progress'>): CompareP
   const usesPreset =
     preset !== undefined && options.ageFraction === undefined && options.machine?.memoryBytes === undefined;
   return {
+    description: workloadDescription(options.workload, trace),
     arch,
     seed,
     scale,
@@ -310,6 +316,7 @@ export function assembleCompare(plan: ComparePlan, runs: readonly PlannedPolicyR
   const m = { ...createMachineInfo(plan.config, plan.ageFraction, tlbProfile), state: plan.presetWhy };
   return {
     workload: plan.trace.name,
+    description: plan.description,
     arch: plan.arch,
     seed: plan.seed,
     scale: plan.scale,
@@ -326,6 +333,12 @@ export function runCompare(options: CompareOptions): CompareResult {
   const plan = planCompare(options);
   const runs = plan.names.map((_, i) => runPlannedPolicy(plan, i, options.progress));
   return assembleCompare(plan, runs);
+}
+
+/** The registry's words for a named workload; a trace passed in says what it is and how long it is. */
+function workloadDescription(workload: string | Trace, trace: Trace): string {
+  if (typeof workload === 'string') return workloadByName(workload).describe;
+  return `a recorded trace '${trace.name}' of ${trace.events.length.toLocaleString('en-US')} events (execmem trace import; docs/TRACES.md)`;
 }
 
 function resolvePolicies(list: readonly string[] | undefined): PolicyName[] {
@@ -483,7 +496,7 @@ function runOne(
     kernel: spec.kernel,
     sameAs: spec.sameAs(machine.arch.name),
     wxHoles: spec.wxHoles(machine.arch.name),
-    describe: spec.describe,
+    description: spec.describe,
     kernelTime: kt,
     metrics,
     occupancy: occupancy(machine, policy, pt.regions),

@@ -36,7 +36,9 @@ export interface SpreadPolicyResult {
   readonly kernel: string;
   readonly sameAs: string | null;
   readonly wxHoles: string | null;
-  readonly describe: string;
+  readonly description: string;
+  /** The median seed's own counters of the design (compare's policies[].counters). */
+  readonly counters: Readonly<Record<string, number>>;
   /** The seed whose modelled kernel time is the median: its breakdown and area map are shown. */
   readonly medianSeed: number;
   /** The median seed's breakdown (adds up to metrics.modelledKernelTimeNs.median). */
@@ -55,6 +57,7 @@ export interface SpreadPolicyResult {
 
 export interface SpreadCompareResult {
   readonly workload: string;
+  readonly description: string;
   readonly arch: CompareResult['arch'];
   readonly seeds: readonly number[];
   readonly scale: number;
@@ -114,6 +117,7 @@ export function spreadCompare(results: readonly CompareResult[]): SpreadCompareR
   );
   return {
     workload: first.workload,
+    description: first.description,
     arch: first.arch,
     seeds,
     scale: first.scale,
@@ -140,7 +144,8 @@ function spreadPolicy(runs: readonly PolicyResult[], seeds: readonly number[]): 
     kernel: p.kernel,
     sameAs: p.sameAs,
     wxHoles: p.wxHoles,
-    describe: p.describe,
+    description: p.description,
+    counters: runs[at].counters,
     medianSeed: seeds[at],
     kernelTime: runs[at].kernelTime,
     metrics,

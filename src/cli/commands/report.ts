@@ -367,12 +367,15 @@ export function toWorkloadRun(result: CompareResult): WorkloadRun {
     kernel: p.kernel,
     sameAs: p.sameAs,
     wxHoles: p.wxHoles,
+    description: p.description,
     metrics: toMetrics(p.metrics as unknown as Record<string, unknown>, `${result.workload}/${p.name}`),
     kernelTime: p.kernelTime,
+    counters: p.counters,
     area: toArea(p.occupancy, result.arch),
   }));
   return {
     workload: result.workload,
+    description: result.description,
     arch: result.arch,
     tlb: result.machine.tlb,
     seed: result.seed,
@@ -394,6 +397,8 @@ export function toSpreadWorkloadRun(spread: SpreadCompareResult): WorkloadRun {
       kernel: p.kernel,
       sameAs: p.sameAs,
       wxHoles: p.wxHoles,
+      description: p.description,
+      counters: p.counters,
       metrics: toMetrics(spreadBound(p.metrics, 'median') as unknown as Record<string, unknown>, where),
       spread: { min, max },
       kernelTime: p.kernelTime,
@@ -402,6 +407,7 @@ export function toSpreadWorkloadRun(spread: SpreadCompareResult): WorkloadRun {
   });
   return {
     workload: spread.workload,
+    description: spread.description,
     arch: spread.arch,
     tlb: spread.machine.tlb,
     seed: spread.seeds[0],

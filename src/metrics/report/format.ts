@@ -59,6 +59,16 @@ export function formatPercent(share: number): string {
   return `${(share * 100).toFixed(1)}%`;
 }
 
+/**
+ * The two halves a workload's table is shown in on the page and in summary.md, so each fits a
+ * 1280 px window (issue 13 item 7): what the run cost and occupied, then the TLB and write work.
+ */
+export type ColumnGroup = 'memory' | 'tlb';
+export const COLUMN_GROUPS: readonly { readonly id: ColumnGroup; readonly title: string }[] = [
+  { id: 'memory', title: 'time, memory and mappings' },
+  { id: 'tlb', title: 'TLB flushes, writes and iTLB' },
+];
+
 /** A column of the summary tables: which metric, its heading, how to print it, which way is better. */
 export interface Column {
   readonly key: MetricKey;
@@ -66,6 +76,12 @@ export interface Column {
   readonly format: (m: PolicyMetrics) => string;
   /** 'low' when smaller is better, 'high' when larger is better, null when neither. */
   readonly better: 'low' | 'high' | null;
+  readonly group: ColumnGroup;
+  /**
+   * The ranked figure as the reader sees it (default: `format`): rows showing the same text as
+   * the best are all marked best, so a tie on the page is always marked as one.
+   */
+  readonly rankText?: (m: PolicyMetrics) => string;
 }
 
 /** What the column choice looks at: the arch (its words) and the rows (non-zero flush kinds). */
@@ -91,27 +107,49 @@ export function tableColumns(run: ColumnSource): Column[] {
       heading: KERNEL_TIME_HEADING,
       format: (m) => formatDuration(m.modelledKernelTimeNs),
       better: 'low',
+      group: 'memory',
     },
-    { key: 'liveBytes', heading: 'live', format: (m) => formatBytes(m.liveBytes), better: null },
-    { key: 'mappedBytes', heading: 'mapped', format: (m) => formatBytes(m.mappedBytes), better: 'low' },
-    { key: 'overhead', heading: 'mapped/live', format: (m) => formatRatio(m.overhead), better: 'low' },
+    {
+      key: 'liveBytes',
+      heading: 'live',
+      format: (m) => formatBytes(m.liveBytes),
+      better: null,
+      group: 'memory',
+    },
+    {
+      key: 'mappedBytes',
+      heading: 'mapped',
+      format: (m) => formatBytes(m.mappedBytes),
+      better: 'low',
+      group: 'memory',
+    },
+    {
+      key: 'overhead',
+      heading: 'mapped/live',
+      format: (m) => formatRatio(m.overhead),
+      better: 'low',
+      group: 'memory',
+    },
     {
       key: 'largePageShare',
       heading: 'exec on 2M',
       format: (m) => formatPercent(m.largePageShare),
       better: 'high',
+      group: 'memory',
     },
     {
       key: 'directMap4kGrowthBytes',
       heading: v.physMap4kGrowth,
       format: (m) => formatBytes(m.directMap4kGrowthBytes),
       better: 'low',
+      group: 'memory',
     },
     {
       key: 'directMapSplits',
       heading: v.physMapSplits,
       format: (m) => formatCount(m.directMapSplits),
       better: 'low',
+      group: 'memory',
     },
     ...flushes.map(
       (key): Column => ({
@@ -119,6 +157,7 @@ export function tableColumns(run: ColumnSource): Column[] {
         heading: GLOBAL_FLUSH_LABELS[key],
         format: (m) => formatCount(m[key]),
         better: 'low',
+        group: 'tlb',
       }),
     ),
     // Local flushes are the cheap alternative to global ones: fewer is not better on its own,
@@ -128,30 +167,53 @@ export function tableColumns(run: ColumnSource): Column[] {
       heading: 'local flushes',
       format: (m) => formatCount(m.localFlushes),
       better: null,
+      group: 'tlb',
     },
     {
       key: 'allFlushEvents',
       heading: ALL_FLUSHES_LABEL,
       format: (m) => formatCount(m.allFlushEvents),
       better: null,
+      group: 'tlb',
     },
     {
       key: 'permissionFlips',
       heading: 'perm flips',
       format: (m) => formatCount(m.permissionFlips),
       better: 'low',
+      group: 'tlb',
     },
     // Alias writes are how some designs avoid permission flips: counted, not ranked.
-    { key: 'pokes', heading: patchWritesLabel(v), format: (m) => formatCount(m.pokes), better: null },
+    {
+      key: 'pokes',
+      heading: patchWritesLabel(v),
+      format: (m) => formatCount(m.pokes),
+      better: null,
+      group: 'tlb',
+    },
     {
       key: 'itlbMissesPerMillion',
       heading: 'iTLB miss/M',
       format: (m) => `${m.itlbMissesPerMillion.toFixed(1)} (≥${m.itlbLowerBoundPerMillion.toFixed(1)})`,
       better: 'low',
+      group: 'tlb',
+      rankText: (m) => m.itlbMissesPerMillion.toFixed(1),
     },
     // Must be 0 everywhere: a non-zero value is flagged, not ranked.
-    { key: 'wxViolations', heading: 'W^X', format: (m) => formatCount(m.wxViolations), better: null },
-    { key: 'failures', heading: 'failed ops', format: (m) => formatCount(m.failures), better: null },
+    {
+      key: 'wxViolations',
+      heading: 'W^X',
+      format: (m) => formatCount(m.wxViolations),
+      better: null,
+      group: 'memory',
+    },
+    {
+      key: 'failures',
+      heading: 'failed ops',
+      format: (m) => formatCount(m.failures),
+      better: null,
+      group: 'memory',
+    },
   ];
 }
 
@@ -174,20 +236,39 @@ export function terminalColumns(run: ColumnSource): Column[] {
 
 /**
  * Rows holding the best value of a column (all of them on a tie); empty when the column has no
- * direction. Rows in `skip` (designs shown as "= another design") are never ranked.
+ * direction. Rows in `skip` (designs shown as "= another design") are never ranked. With `texts`
+ * (the figures as printed), a tie is what the reader sees: every row printing the same text as
+ * the best row is marked, so two cells that read alike are never one bold and one plain.
  */
 export function bestRows(
   values: readonly number[],
   better: 'low' | 'high' | null,
   skip: ReadonlySet<number> = new Set(),
+  texts?: readonly string[],
 ): Set<number> {
   const best = bestIndex(values, better, skip);
   const rows = new Set<number>();
   if (best < 0) return rows;
   values.forEach((v, i) => {
-    if (v === values[best] && !skip.has(i)) rows.add(i);
+    if (skip.has(i)) return;
+    if (texts ? texts[i] === texts[best] : v === values[best]) rows.add(i);
   });
   return rows;
+}
+
+/** The best rows of a column of a table of designs, ties as printed (bestRows with texts). */
+export function bestRowsOf(
+  column: Column,
+  policies: readonly { readonly metrics: PolicyMetrics }[],
+  skip: ReadonlySet<number> = new Set(),
+): Set<number> {
+  const text = column.rankText ?? column.format;
+  return bestRows(
+    policies.map((p) => p.metrics[column.key]),
+    column.better,
+    skip,
+    policies.map((p) => text(p.metrics)),
+  );
 }
 
 /** Index of the best value in a column (ties: the first), or -1 when there is none to rank. */

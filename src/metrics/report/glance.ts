@@ -4,13 +4,13 @@
  *
  * Why it is built this way: a design that wins on one axis and loses on another must be shown as
  * such, on every workload, not on a chosen one. So the verdicts are computed from the data
- * (never written by hand), every figure is judged the same way against every other design, and
- * the reasons ours trails are kept in one small table keyed by figure (TRADEOFF_REASONS), next to
- * a fact taken from the run itself (for kernel time: the event class where ours spends most more
- * than the leader). A figure with no recorded reason says so instead of inventing one.
+ * (never written by hand), every figure is judged the same way against every other design, ties
+ * are what the reader sees (the same printed value), and the reasons ours trails come from rules
+ * over the run's own figures (reasons.ts). A figure no rule explains says so instead of inventing
+ * a reason. The summary that opens the report (summary.ts) is made from these verdicts.
  */
-import { COST_TABLE, costLabel, type KernelEventKey } from '../kernel-time-costs.js';
 import { formatBytes, formatCount, formatDuration, formatPercent, formatRatio } from './format.js';
+import { whyOursTrails } from './reasons.js';
 import type { MetricKey, PolicyMetrics, PolicyRun, WorkloadRun } from './types.js';
 import {
   ALL_FLUSHES_LABEL,
@@ -70,117 +70,112 @@ export function glanceFigures(arch: string): GlanceFigure[] {
   ];
 }
 
-/**
- * Why ours trails on a figure, keyed by figure: the design's known costs (issue 12 items 1 and
- * 2). Only what the design does is said here; the run's own numbers are added by `verdicts`.
- * {patch} and {stepFlush} are replaced by the arch's words (vocabulary.ts).
- */
-export const TRADEOFF_REASONS: Readonly<Partial<Record<MetricKey, string>>> = {
-  overhead:
-    'each of our pools maps at least one 2 MiB block, plus a spare, which a small live set does not fill',
-  allFlushEvents: 'one {patch} session per update: every step of the write ends in its own {stepFlush}',
-};
-
-/** A reason in the arch's words. */
-function reasonFor(key: MetricKey, arch: string): string | undefined {
-  const v = vocabularyFor(arch);
-  return TRADEOFF_REASONS[key]?.replaceAll('{patch}', v.patching).replaceAll('{stepFlush}', v.stepFlush);
-}
-
-export const NO_REASON = 'no reason recorded for this figure yet; see the per-workload table';
+export { NO_REASON } from './reasons.js';
 
 export interface Verdict {
   readonly figure: GlanceFigure;
-  /** Our value, formatted ('' when ours is not in the run). */
+  /** Ours' value (formatted), or '' when ours is not in the run. */
   readonly ours: string;
   /** The best design other than ours, and its value (formatted). */
   readonly bestOther: { readonly name: string; readonly value: string } | null;
-  /** 'leads', 'ties' or 'trails' (ours against the best other design). */
+  /** 'leads', 'ties' or 'trails' (ours against the best other design, as printed). */
   readonly standing: 'leads' | 'ties' | 'trails';
   /** "18% lower", "3.2x higher", "140 vs 0": how far apart ours and the best other are. */
   readonly margin: string;
-  /** Where ours trails: the reason (TRADEOFF_REASONS or NO_REASON) and a fact from the run. */
+  /** Where ours trails: the reasons whose rules hold on the run's figures (reasons.ts), or NO_REASON. */
   readonly reason: string | null;
+  /** Every design printing the best value (all of them on a tie), in table order. */
+  readonly leaders: readonly string[];
+  /** The leaders' value (formatted). */
+  readonly leaderValue: string;
+  /** The best design that does not lead, its value, and how far the leaders are ahead; null if all tie. */
+  readonly runnerUp: { readonly name: string; readonly value: string; readonly margin: string } | null;
 }
 
 /** The contenders of a run: every design with figures of its own (not "= another design"). */
-function contenders(run: WorkloadRun): PolicyRun[] {
+export function contenders(run: WorkloadRun): PolicyRun[] {
   const collapsed = collapsedRows(run.arch, run.policies);
   return run.policies.filter((_, i) => !collapsed.has(i));
 }
 
-/** How far ours is from the other: "18% lower", "3.2x higher", or both values when one is 0. */
-function margin(ours: number, other: number, format: (n: number) => string): string {
-  if (ours === other) return 'equal';
-  const word = ours < other ? 'lower' : 'higher';
-  if (other <= 0 || ours <= 0) return `${format(ours)} against ${format(other)}`;
-  const big = Math.max(ours, other);
-  const small = Math.min(ours, other);
+/** How far `a` is from `b`: "18% lower", "3.2x higher", or both values when one is 0. */
+export function margin(a: number, b: number, format: (n: number) => string): string {
+  if (a === b) return 'equal';
+  const word = a < b ? 'lower' : 'higher';
+  if (b <= 0 || a <= 0) return `${format(a)} against ${format(b)}`;
+  const big = Math.max(a, b);
+  const small = Math.min(a, b);
   const ratio = big / small;
-  return ratio >= 2
-    ? `${ratio.toFixed(1)}x ${word}`
-    : `${(((big - small) / small) * 100).toFixed(1)}% ${word}`;
+  if (ratio >= 2) return `${ratio.toFixed(1)}x ${word}`;
+  const percent = ((big - small) / small) * 100;
+  return `${percent.toFixed(percent < 0.1 ? 2 : 1)}% ${word}`;
 }
 
-/** The event class where ours spends most more than `leader` (kernel time), as a sentence. */
-function kernelTimeFact(ours: PolicyRun, leader: PolicyRun, arch: string): string {
-  let worst: KernelEventKey | null = null;
-  let excess = 0;
-  for (const e of COST_TABLE) {
-    const d = ours.kernelTime.byEvent[e.key].ns - leader.kernelTime.byEvent[e.key].ns;
-    if (d > excess) {
-      excess = d;
-      worst = e.key;
-    }
+/** The best of `designs` on a figure (the first on a tie), or null when there are none. */
+function bestOf(designs: readonly PolicyRun[], figure: GlanceFigure): PolicyRun | null {
+  let best: PolicyRun | null = null;
+  for (const p of designs) {
+    const v = p.metrics[figure.key];
+    if (
+      best === null ||
+      (figure.better === 'low' ? v < best.metrics[figure.key] : v > best.metrics[figure.key])
+    )
+      best = p;
   }
-  if (worst === null) return '';
-  const entry = COST_TABLE.find((e) => e.key === worst);
-  const a = ours.kernelTime.byEvent[worst].count;
-  const b = leader.kernelTime.byEvent[worst].count;
-  return (
-    `ours spends ${formatDuration(excess)} more on ${entry ? costLabel(entry, arch) : worst} ` +
-    `(${formatCount(a)} events against ${formatCount(b)})`
-  );
+  return best;
 }
 
-/** Ours against the best other design on every figure of one run. */
+/** Ours against the best other design, and who leads, on every figure of one run. */
 export function verdicts(run: WorkloadRun): Verdict[] {
   const all = contenders(run);
   const ours = all.find((p) => p.name === OUR_POLICY);
   const others = all.filter((p) => p.name !== OUR_POLICY);
   return glanceFigures(run.arch).map((figure) => {
-    const value = (p: PolicyRun) => p.metrics[figure.key];
-    const better = (a: number, b: number) => (figure.better === 'low' ? a < b : a > b);
-    let best: PolicyRun | null = null;
-    for (const p of others) if (best === null || better(value(p), value(best))) best = p;
+    const text = (p: PolicyRun) => figure.format(p.metrics);
+    const fmt = (n: number) => figure.format({ ...all[0].metrics, [figure.key]: n });
+    // Ties are what the reader sees: the same printed value (format.ts bestRows does the same).
+    const top = bestOf(all, figure);
+    const leaders = top === null ? [] : all.filter((p) => text(p) === text(top));
+    const rest = all.filter((p) => !leaders.includes(p));
+    const second = bestOf(rest, figure);
+    const runnerUp =
+      top === null || second === null
+        ? null
+        : {
+            name: second.name,
+            value: text(second),
+            margin: margin(top.metrics[figure.key], second.metrics[figure.key], fmt),
+          };
+    const base = {
+      figure,
+      leaders: leaders.map((p) => p.name),
+      leaderValue: top === null ? '' : text(top),
+      runnerUp,
+    };
+    const best = bestOf(others, figure);
     if (ours === undefined || best === null) {
       return {
-        figure,
-        ours: ours ? figure.format(ours.metrics) : '',
-        bestOther: best ? { name: best.name, value: figure.format(best.metrics) } : null,
+        ...base,
+        ours: ours ? text(ours) : '',
+        bestOther: best ? { name: best.name, value: text(best) } : null,
         standing: 'leads' as const,
         margin: '',
         reason: null,
       };
     }
-    const mine = value(ours);
-    const theirs = value(best);
-    const standing = mine === theirs ? 'ties' : better(mine, theirs) ? 'leads' : 'trails';
-    const fmt = (n: number) => figure.format({ ...ours.metrics, [figure.key]: n });
-    let reason: string | null = null;
-    if (standing === 'trails') {
-      const fact = figure.key === 'modelledKernelTimeNs' ? kernelTimeFact(ours, best, run.arch) : '';
-      reason = [reasonFor(figure.key, run.arch) ?? (fact === '' ? NO_REASON : ''), fact]
-        .filter((t) => t !== '')
-        .join('; ');
-    }
+    const mine = ours.metrics[figure.key];
+    const theirs = best.metrics[figure.key];
+    const standing = text(ours) === text(best) ? 'ties' : leaders.includes(ours) ? 'leads' : 'trails';
     return {
-      figure,
-      ours: figure.format(ours.metrics),
-      bestOther: { name: best.name, value: figure.format(best.metrics) },
+      ...base,
+      ours: text(ours),
+      bestOther: { name: best.name, value: text(best) },
       standing,
       margin: margin(mine, theirs, fmt),
-      reason,
+      reason:
+        standing === 'trails' && top !== null
+          ? whyOursTrails({ run, ours, leader: top, key: figure.key })
+          : null,
     };
   });
 }

@@ -12,10 +12,19 @@ import { hexAddr } from '../../base/addr.js';
 import { areaLegendHtml, renderAreaMap } from './area-map.js';
 import { type RenderedChart, renderCharts } from './charts.js';
 import { consumersHtml } from './consumers-view.js';
-import { bestRows, escapeHtml, figureText, formatBytes, seedLabel, tableColumns } from './format.js';
+import {
+  bestRowsOf,
+  COLUMN_GROUPS,
+  escapeHtml,
+  figureText,
+  formatBytes,
+  seedLabel,
+  tableColumns,
+} from './format.js';
 import { OUR_POLICY } from './glance.js';
 import { costTableHtml, glanceHtml, kernelTimeSectionHtml } from './kernel-time-view.js';
 import { modelledVsReal } from './provenance.js';
+import { summaryHtml } from './summary.js';
 import type { PolicyRun, ReportData, WorkloadRun } from './types.js';
 import { checkReportData } from './types.js';
 import {
@@ -49,7 +58,8 @@ code { font-family: ui-monospace, "SF Mono", Menlo, Consolas, monospace; backgro
 .card .v.win { color: var(--ours); }
 .card .v.lose { color: #b45309; }
 .card .vs { color: var(--muted); font-size: 13px; }
-.table-wrap { overflow-x: auto; border: 1px solid var(--line); border-radius: 10px; }
+.table-wrap { overflow-x: auto; border: 1px solid var(--line); border-radius: 10px; margin: 8px 0; }
+caption { caption-side: top; text-align: left; padding: 6px 8px; font-size: 12px; font-weight: 600; color: var(--muted); background: var(--panel); border-bottom: 1px solid var(--line); }
 table { border-collapse: collapse; width: 100%; font-size: 12.5px; font-variant-numeric: tabular-nums; }
 th, td { padding: 6px 8px; text-align: right; white-space: nowrap; border-bottom: 1px solid var(--line); }
 th { white-space: normal; vertical-align: bottom; font-size: 12px; line-height: 1.25; }
@@ -69,7 +79,7 @@ figcaption { color: var(--muted); font-size: 12.5px; margin-top: 4px; }
 figure svg { display: block; max-width: 100%; height: auto; }
 details { margin: 10px 0; border: 1px solid var(--line); border-radius: 10px; padding: 8px 14px; background: #fff; }
 summary { cursor: pointer; font-weight: 600; }
-.areas { display: grid; grid-template-columns: repeat(auto-fill, minmax(590px, 1fr)); gap: 18px; margin-top: 10px; }
+.areas { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 18px; margin-top: 10px; }
 .area h4 { margin: 6px 0 4px; font-size: 14px; }
 .area .sub { color: var(--muted); font-size: 12px; margin-bottom: 6px; }
 .legend { display: flex; flex-wrap: wrap; gap: 6px 14px; font-size: 12.5px; color: #374151; margin: 8px 0; }
@@ -90,6 +100,16 @@ table.costs td { white-space: normal; text-align: left; vertical-align: top; }
 table.costs td.quote { font-style: italic; max-width: 320px; }
 table.costs td.how { max-width: 360px; color: var(--muted); }
 ul.robustness li { margin: 4px 0; font-size: 13.5px; }
+.summary { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 4px 24px; }
+.summary-run h3 { margin: 14px 0 2px; }
+.summary-run .desc { color: var(--muted); font-size: 12.5px; margin: 0 0 4px; }
+.summary-run ul { margin: 0; padding-left: 18px; font-size: 13px; }
+.summary-run li { margin: 2px 0; }
+.summary-run li.trails { color: #92400e; }
+dl.descriptions { display: grid; grid-template-columns: minmax(160px, max-content) 1fr; gap: 4px 16px; font-size: 13px; }
+dl.descriptions dt { font-weight: 600; }
+dl.descriptions dd { margin: 0; color: #374151; }
+.kernel-inline { color: var(--muted); font-weight: 400; font-size: 12px; }
 footer { margin-top: 48px; color: var(--muted); font-size: 12.5px; }
 @media print { .charts, .areas { grid-template-columns: 1fr; } details { page-break-inside: avoid; } }
 `;
@@ -113,6 +133,7 @@ export function renderHtml(data: ReportData): RenderedReport {
     `<div class="meta">Simulated ${escapeHtml(first.arch)} kernel machine (${escapeHtml(first.tlb)} TLB geometry) · ${seedLabel(first)} · scale ${first.scale} · ` +
       `${data.runs.length} workloads · generated ${escapeHtml(data.generatedAt)} · regenerate with <code>${escapeHtml(data.command)}</code></div>`,
     '</header>',
+    summaryHtml(data),
     ...data.notes.map((n) => `<div class="note">${escapeHtml(n)}</div>`),
     kernelTimeSectionHtml(data),
     glanceHtml(data),
@@ -131,7 +152,7 @@ export function renderHtml(data: ReportData): RenderedReport {
     '<h2>Charts</h2>',
     `<div class="charts">${charts.map(figureHtml).join('\n')}</div>`,
     '<h2>Module area, block by block</h2>',
-    '<p class="meta">Each tile is one 2 MiB block of the area after the run, in address order (48 per row); hover a tile for its figures.</p>',
+    '<p class="meta">Each tile is one 2 MiB block of the area after the run, in address order; each picture shows the span its design used (a block of margin each side), tiles scaled to fit. Hover a tile for its figures.</p>',
     areaLegendHtml(),
     areas.html,
     data.consumers ? consumersHtml(data, data.consumers) : '',
@@ -175,36 +196,42 @@ function policyCellHtml(p: PolicyRun, same: SameAsRow | null): string {
   return `<td>${escapeHtml(name + note)}${sub}</td>`;
 }
 
+/**
+ * A workload's results: one table per column group (format.ts COLUMN_GROUPS), each with the
+ * policy column, so every column is visible in a 1280 px window without scrolling.
+ */
 function tableHtml(run: WorkloadRun): string {
-  const columns = tableColumns(run);
+  const all = tableColumns(run);
   const same = sameAsRows(run.arch, run.policies);
   const collapsed = collapsedRows(run.arch, run.policies);
-  const best = columns.map((c) =>
-    bestRows(
-      run.policies.map((p) => p.metrics[c.key]),
-      c.better,
-      collapsed,
-    ),
-  );
-  const head = `<tr><th>policy</th>${columns.map((c) => `<th>${escapeHtml(c.heading)}</th>`).join('')}</tr>`;
-  const rows = run.policies.map((p, row) => {
-    const tr = `<tr${p.name === OUR_POLICY ? ' class="ours"' : ''}>`;
-    const s = same[row];
-    const first = policyCellHtml(p, s);
-    if (s?.collapsed) {
-      return `${tr}${first}<td class="same" colspan="${columns.length}">${escapeHtml(s.label)}</td></tr>`;
-    }
-    const cells = columns.map((c, col) => {
-      const bad = (c.key === 'wxViolations' || c.key === 'failures') && p.metrics[c.key] > 0;
-      const cls = bad ? 'bad' : best[col].has(row) ? 'best' : '';
-      return `<td${cls ? ` class="${cls}"` : ''}>${escapeHtml(figureText(c, p))}</td>`;
+  const tables = COLUMN_GROUPS.map((group) => {
+    const columns = all.filter((c) => c.group === group.id);
+    const best = columns.map((c) => bestRowsOf(c, run.policies, collapsed));
+    const head = `<tr><th>policy</th>${columns.map((c) => `<th>${escapeHtml(c.heading)}</th>`).join('')}</tr>`;
+    const rows = run.policies.map((p, row) => {
+      const tr = `<tr${p.name === OUR_POLICY ? ' class="ours"' : ''}>`;
+      const s = same[row];
+      const first = policyCellHtml(p, s);
+      if (s?.collapsed) {
+        return `${tr}${first}<td class="same" colspan="${columns.length}">${escapeHtml(s.label)}</td></tr>`;
+      }
+      const cells = columns.map((c, col) => {
+        const bad = (c.key === 'wxViolations' || c.key === 'failures') && p.metrics[c.key] > 0;
+        const cls = bad ? 'bad' : best[col].has(row) ? 'best' : '';
+        return `<td${cls ? ` class="${cls}"` : ''}>${escapeHtml(figureText(c, p))}</td>`;
+      });
+      return `${tr}${first}${cells.join('')}</tr>`;
     });
-    return `${tr}${first}${cells.join('')}</tr>`;
+    return (
+      `<div class="table-wrap"><table class="results" data-workload="${escapeHtml(run.workload)}" data-group="${group.id}">` +
+      `<caption>${escapeHtml(group.title)}</caption><thead>${head}</thead>` +
+      `<tbody>${rows.join('')}</tbody></table></div>`
+    );
   });
   return (
-    `<h3 id="w-${escapeHtml(run.workload)}">${escapeHtml(run.workload)} <span class="meta">(${escapeHtml(run.arch)}, ${seedLabel(run)}, ${escapeHtml(run.tlb)} TLBs)</span></h3>` +
-    `<div class="table-wrap"><table class="results" data-workload="${escapeHtml(run.workload)}"><thead>${head}</thead>` +
-    `<tbody>${rows.join('')}</tbody></table></div>`
+    `<h3 id="w-${escapeHtml(run.workload)}">${escapeHtml(run.workload)} <span class="meta">(${escapeHtml(run.arch)}, seed ${run.seed}, ${escapeHtml(run.tlb)} TLBs)</span></h3>` +
+    `<p class="meta">${escapeHtml(run.description)}</p>` +
+    tables.join('')
   );
 }
 

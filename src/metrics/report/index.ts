@@ -10,10 +10,19 @@ import { renderMarkdown } from './markdown.js';
 import type { ReportData } from './types.js';
 
 export { renderAreaMap, TYPE_COLOURS } from './area-map.js';
-export { chartIds, renderCharts } from './charts.js';
+export {
+  CHART_WIDTH_PX,
+  chartHeightPx,
+  chartIds,
+  logAxis,
+  MISSING_LABEL,
+  POLICY_COLOURS,
+  renderCharts,
+} from './charts.js';
 export { renderHtml } from './html.js';
 export { renderMarkdown, renderTerminalSummary } from './markdown.js';
 export { modelledVsReal } from './provenance.js';
+export { summaryLines } from './summary.js';
 export * from './types.js';
 export { sameAsLabel, VOCABULARIES, vocabularyFor } from './vocabulary.js';
 

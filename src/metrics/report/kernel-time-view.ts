@@ -29,10 +29,12 @@ function designLabel(name: string): string {
 function kernelTimeCells(run: WorkloadRun): Map<string, { text: string; best: boolean }> {
   const collapsed = collapsedRows(run.arch, run.policies);
   const same = sameAsRows(run.arch, run.policies);
+  // Ties as printed: every design showing the best figure's text is marked (format.ts bestRows).
   const best = bestRows(
     run.policies.map((p) => p.metrics.modelledKernelTimeNs),
     'low',
     collapsed,
+    run.policies.map((p) => formatDuration(p.metrics.modelledKernelTimeNs)),
   );
   const out = new Map<string, { text: string; best: boolean }>();
   run.policies.forEach((p, i) => {

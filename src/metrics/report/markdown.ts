@@ -9,10 +9,10 @@
  * (modelled kernel time and how robust its ranking is) and every workload at a glance come first,
  * the cost table behind the kernel time last.
  */
-
 import { consumersMarkdown } from './consumers-view.js';
 import {
-  bestRows,
+  bestRowsOf,
+  COLUMN_GROUPS,
   figureText,
   seedLabel,
   TEXT_ROW_HEADER,
@@ -23,6 +23,7 @@ import {
 } from './format.js';
 import { costTableMarkdown, glanceMarkdown, kernelTimeMarkdown } from './kernel-time-view.js';
 import { modelledVsReal } from './provenance.js';
+import { summaryMarkdown } from './summary.js';
 import type { PolicyRun, ReportData, WorkloadRun } from './types.js';
 import {
   collapsedRows,
@@ -41,28 +42,31 @@ function policyLabel(p: PolicyRun, same: SameAsRow | null): string {
   return same && !same.collapsed ? `${label} [${same.label}]` : label;
 }
 
-function markdownTable(run: WorkloadRun): string {
-  const columns = tableColumns(run);
+/** A workload's results as one markdown table per column group (format.ts COLUMN_GROUPS). */
+function markdownTables(run: WorkloadRun): string {
+  const all = tableColumns(run);
   const same = sameAsRows(run.arch, run.policies);
   const collapsed = collapsedRows(run.arch, run.policies);
-  const header = ['policy', ...columns.map((c) => c.heading)];
-  const best = columns.map((c) =>
-    bestRows(
-      run.policies.map((p) => p.metrics[c.key]),
-      c.better,
-      collapsed,
-    ),
-  );
-  const rows = run.policies.map((p, row) => {
-    const s = same[row];
-    // A collapsed row: its note in the first figure cell, the others blank (markdown cannot span).
-    const cells = s?.collapsed
-      ? [s.label, ...columns.slice(1).map(() => '')]
-      : columns.map((c, col) => (best[col].has(row) ? `**${figureText(c, p)}**` : figureText(c, p)));
-    return [policyLabel(p, s), ...cells];
-  });
-  const align = ['---', ...columns.map(() => '---:')];
-  return [header, align, ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
+  return COLUMN_GROUPS.map((group) => {
+    const columns = all.filter((c) => c.group === group.id);
+    const header = ['policy', ...columns.map((c) => c.heading)];
+    const best = columns.map((c) => bestRowsOf(c, run.policies, collapsed));
+    const rows = run.policies.map((p, row) => {
+      const s = same[row];
+      // A collapsed row: its note in the first figure cell, the others blank (markdown cannot span).
+      const cells = s?.collapsed
+        ? [s.label, ...columns.slice(1).map(() => '')]
+        : columns.map((c, col) => (best[col].has(row) ? `**${figureText(c, p)}**` : figureText(c, p)));
+      return [policyLabel(p, s), ...cells];
+    });
+    const align = ['---', ...columns.map(() => '---:')];
+    const table = [header, align, ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
+    return `${capitalised(group.title)}:\n\n${table}`;
+  }).join('\n\n');
+}
+
+function capitalised(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 export function renderMarkdown(data: ReportData): string {
@@ -75,10 +79,11 @@ export function renderMarkdown(data: ReportData): string {
       flushLegend(first.arch),
     '',
   );
+  out.push(summaryMarkdown(data));
   for (const note of data.notes) out.push(`> ${note}`, '');
   out.push(kernelTimeMarkdown(data), glanceMarkdown(data));
   for (const run of data.runs) {
-    out.push(`## ${run.workload}`, '', markdownTable(run), '');
+    out.push(`## ${run.workload}`, '', run.description, '', markdownTables(run), '');
     out.push(kernelTimeLegend(run.kernelTimeSensitivity.summary), '');
     for (const note of wxHoleNotes(run.workload, run.policies)) out.push(`> ${note}`, '');
   }

@@ -80,10 +80,17 @@ export interface PolicyRun {
   readonly sameAs: string | null;
   /** W+X pages the modelled kernel version itself leaves on this arch (PolicySpec.wxHoles), or null. */
   readonly wxHoles: string | null;
+  /** One paragraph on the design: the text `execmem compare --json` carries (PolicySpec.describe). */
+  readonly description: string;
   /** With several seeds: the median of each figure over the seeds (src/metrics/spread.ts). */
   readonly metrics: PolicyMetrics;
   /** With several seeds: each figure's min and max over the seeds; absent for one seed. */
   readonly spread?: { readonly min: PolicyMetrics; readonly max: PolicyMetrics };
+  /**
+   * The design's own counters after the run (`execmem compare --json` policies[].counters, e.g.
+   * ours' frees and updates); the summary's reasons read them where present, never require them.
+   */
+  readonly counters: Readonly<Record<string, number>>;
   /** The events behind metrics.modelledKernelTimeNs and what each class adds. */
   readonly kernelTime: KernelTimeBreakdown;
   /** Null when the producer could not provide a map (the report says so). */
@@ -92,6 +99,8 @@ export interface PolicyRun {
 
 export interface WorkloadRun {
   readonly workload: string;
+  /** One paragraph on the workload: the text `execmem compare --json` carries (WorkloadSpec.describe). */
+  readonly description: string;
   readonly arch: string;
   /** Name of the TLB geometry profile the machines were built with (e.g. 'skylake'). */
   readonly tlb: string;
@@ -138,12 +147,14 @@ export function checkReportData(data: ReportData): void {
     assert(!seen.has(run.workload), `workload ${run.workload} appears twice`);
     seen.add(run.workload);
     assert(run.policies.length > 0, `workload ${run.workload} has no policies`);
+    assert(run.description.trim() !== '', `workload ${run.workload} has no description`);
     assert(run.kernelTimeSensitivity.summary !== '', `workload ${run.workload} has no sensitivity summary`);
     const names = new Set<string>();
     for (const p of run.policies) {
       assert(!names.has(p.name), `policy ${p.name} appears twice in ${run.workload}`);
       names.add(p.name);
       assert(p.sameAs !== p.name, `${run.workload}/${p.name} is the same as itself`);
+      assert(p.description.trim() !== '', `${run.workload}/${p.name} has no description`);
       for (const key of METRIC_KEYS) checkNumber(p.metrics[key], `${run.workload}/${p.name}.${key}`);
       checkKernelTime(p.kernelTime, p.metrics.modelledKernelTimeNs, `${run.workload}/${p.name}`);
       if (p.area) checkArea(p.area, `${run.workload}/${p.name}`);
