@@ -5,10 +5,17 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { ModuleLoads } from '../src/metrics/consumers.js';
 import { bpfImageHistogram, consumerFigures } from '../src/metrics/consumers.js';
-import { consumersHtml, consumersMarkdown } from '../src/metrics/report/consumers-view.js';
+import {
+  consumersHtml,
+  consumersMarkdown,
+  moduleLoadsHtml,
+  moduleLoadsMarkdown,
+} from '../src/metrics/report/consumers-view.js';
 import { bpfChurn } from '../src/workloads/bpf.js';
 import { BPF_SIZE_BUCKETS } from '../src/workloads/bpf-real.js';
+import { assertUsageError, execmem } from './cli-helpers.js';
 import { reportFixture } from './report-fixture.js';
 
 const figures = consumerFigures({ seed: 1, scale: 0.1 });
@@ -51,4 +58,41 @@ test('markdown and HTML show both histograms, the ftrace counts and one cost row
   assert.equal((html.match(/<tr>/g) ?? []).length, 1 + BPF_SIZE_BUCKETS.length + 1 + runs[0].policies.length);
   // Without an ftrace-real run there is no cost table, only the counts.
   assert.doesNotMatch(consumersMarkdown(data, figures), /modelled kernel time \|/);
+});
+
+test('real module loading: one row per design with loaded/requested and PLT entries; --load-modules on generic is usage', () => {
+  const loads: ModuleLoads = {
+    packageName: 'linux-image-test-arm64',
+    arch: 'arm64',
+    rows: [
+      {
+        policy: 'execmem',
+        requested: 10,
+        loaded: 10,
+        failed: 0,
+        unresolvedSymbols: 0,
+        relocOverflows: 0,
+        relocations: 1234,
+        pltEntries: 7,
+        wxViolations: 0,
+      },
+      {
+        policy: 'module_alloc',
+        requested: 10,
+        loaded: 9,
+        failed: 1,
+        unresolvedSymbols: 2,
+        relocOverflows: 0,
+        relocations: 1200,
+        pltEntries: 31,
+        wxViolations: 0,
+      },
+    ],
+  };
+  const md = moduleLoadsMarkdown(loads);
+  assert.match(md, /\| execmem \| 10 \/ 10 \| 0 \| 0 \| 0 \| 1,234 \| 7 \| 0 \|/);
+  assert.match(md, /\| module_alloc \| 9 \/ 10 \| 1 \| 2 \| 0 \| 1,200 \| 31 \| 0 \|/);
+  assert.equal((moduleLoadsHtml(loads).match(/<tr>/g) ?? []).length, 3);
+  const r = execmem(['report', '--arch', 'generic', '--load-modules', '--out', '/tmp/execmem-never-written']);
+  assertUsageError(r, /--load-modules needs --arch x86_64 or arm64/);
 });

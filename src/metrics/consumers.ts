@@ -64,3 +64,23 @@ export function consumerFigures(opts: { seed: number; scale: number }): Consumer
     ftrace: ftraceRealSummary(opts),
   };
 }
+
+/** One design's load of every module of a real package (`execmem modules load --all`). */
+export interface ModuleLoadRow {
+  readonly policy: string;
+  readonly requested: number;
+  readonly loaded: number;
+  readonly failed: number;
+  readonly unresolvedSymbols: number;
+  readonly relocOverflows: number;
+  readonly relocations: number;
+  /** arm64 module PLT entries the placement forced (0 on x86-64, which has none). */
+  readonly pltEntries: number;
+  readonly wxViolations: number;
+}
+
+export interface ModuleLoads {
+  readonly packageName: string;
+  readonly arch: string;
+  readonly rows: readonly ModuleLoadRow[];
+}

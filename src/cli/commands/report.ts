@@ -24,6 +24,7 @@ import {
   type OccupancyMap,
   planCompare,
 } from '../../metrics/compare.js';
+import type { ModuleLoadRow, ModuleLoads } from '../../metrics/consumers.js';
 import { csvFileName, runCsv } from '../../metrics/csv.js';
 import {
   type AreaMap,
@@ -42,7 +43,7 @@ import {
 } from '../../metrics/spread.js';
 import { WORKLOADS } from '../../workloads/registry.js';
 import type { Trace } from '../../workloads/trace.js';
-import { reportDatasetNote } from '../dataset-cache.js';
+import { datasetLocation, reportDatasetNote } from '../dataset-cache.js';
 import { CliFailure, type CliIo, UsageError } from '../io.js';
 import { tableLegend } from '../legend.js';
 import { addRunOptions, checkName, parseList } from '../options.js';
@@ -50,6 +51,7 @@ import { checkOutputDir } from '../paths.js';
 import { runPlans } from '../pool.js';
 import { parseJobs, parseSeeds } from '../seeds.js';
 import { loadSubsystem } from '../subsystems.js';
+import { flavourSuffix, requireRoot } from './dataset.js';
 import { policyNames } from './shared.js';
 import { loadTraceOption } from './trace.js';
 
@@ -65,6 +67,7 @@ interface ReportOptions {
   modules: boolean;
   trace: string[];
   csv?: boolean;
+  loadModules?: boolean;
 }
 
 export const DEBIAN_WORKLOAD = 'debian-modules';
@@ -88,6 +91,10 @@ export function register(program: Command, io: CliIo): void {
       [],
     )
     .option('--csv', 'also write each workload table as <workload>.csv next to index.html (RFC 4180)')
+    .option(
+      '--load-modules',
+      "also load every module of the fetched package of the report's arch through each design (modules load --all; needs dataset fetch)",
+    )
     .option(
       '--seeds <list>',
       'run every design on each of these seeds (1-5, 1,3,7): median (min-max)',
@@ -125,6 +132,8 @@ export function register(program: Command, io: CliIo): void {
 async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   // Before any work: a bad --out found after the run wastes it (and /proc/... never returns).
   const outDir = checkOutputDir('--out', opts.out);
+  // --load-modules needs a fetched package of the report's arch: checked before any work.
+  if (opts.loadModules) moduleLoadsArch(opts.arch);
   const registered = Object.keys(WORKLOADS);
   const known = registered.includes(DEBIAN_WORKLOAD) ? registered : [...registered, DEBIAN_WORKLOAD];
   const notes: string[] = [];
@@ -200,6 +209,7 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
     notes,
     command: reproduceCommand(opts),
     ...(await consumersFor(workloads, opts)),
+    ...(opts.loadModules ? { moduleLoads: await moduleLoads(opts, knownPolicies, io) } : {}),
   };
   // Loaded here, not at the top: ECharts takes about a second to import, which every other
   // `execmem` invocation (help, usage errors) should not pay.
@@ -261,6 +271,42 @@ function jsonRuns(runs: readonly WorkloadRun[], spreads: readonly (SpreadCompare
   });
 }
 
+/** The Debian architecture of a fetched package for --load-modules; a usage error before any work. */
+function moduleLoadsArch(arch: ArchName): 'amd64' | 'arm64' {
+  if (arch === 'generic') throw new UsageError('--load-modules needs --arch x86_64 or arm64 (real packages)');
+  const deb = arch === 'arm64' ? 'arm64' : 'amd64';
+  requireRoot(datasetLocation({ flavour: flavourSuffix(deb, undefined) }));
+  return deb;
+}
+
+/** `--load-modules`: `execmem modules load --all` of the fetched package through each design. */
+async function moduleLoads(opts: ReportOptions, known: readonly string[], io: CliIo): Promise<ModuleLoads> {
+  const arch = moduleLoadsArch(opts.arch);
+  const { runModulesLoad } = await import('./modules.js');
+  const rows: ModuleLoadRow[] = [];
+  let packageName = '';
+  for (const policy of opts.policies ?? known) {
+    const r = await runModulesLoad(
+      [],
+      { all: true, policy, arch, seed: opts.seed, init: true, fetchCalls: 0 },
+      io,
+    );
+    packageName = r.dataset.packageName ?? r.kernelRelease;
+    rows.push({
+      policy,
+      requested: r.requested,
+      loaded: r.loaded,
+      failed: r.failed.length,
+      unresolvedSymbols: r.unresolvedSymbols,
+      relocOverflows: r.relocOverflows,
+      relocations: Object.values(r.relocsByType).reduce((a, b) => a + b, 0),
+      pltEntries: r.pltEntries,
+      wxViolations: r.wxViolations,
+    });
+  }
+  return { packageName, arch, rows };
+}
+
 function reproduceCommand(opts: ReportOptions): string {
   const parts = ['execmem report'];
   if (opts.arch !== 'x86_64') parts.push(`--arch ${opts.arch}`);
@@ -270,6 +316,7 @@ function reproduceCommand(opts: ReportOptions): string {
   if (opts.workloads) parts.push(`--workloads ${opts.workloads.join(',')}`);
   if (opts.policies) parts.push(`--policies ${opts.policies.join(',')}`);
   for (const file of opts.trace) parts.push(`--trace ${file}`);
+  if (opts.loadModules) parts.push('--load-modules');
   return parts.length === 1 ? 'npm start' : parts.join(' ');
 }
 

@@ -7,7 +7,7 @@
  * from the ftrace-real run's own figures; showing them together tells a reader whether the
  * synthetic mix was a fair stand-in and what a tracer costs in each design.
  */
-import type { ConsumerFigures } from '../consumers.js';
+import type { ConsumerFigures, ModuleLoads } from '../consumers.js';
 import { escapeHtml, formatBytes, formatCount, formatDuration, formatPercent } from './format.js';
 import type { ReportData, WorkloadRun } from './types.js';
 
@@ -115,4 +115,50 @@ export function consumersHtml(data: ReportData, c: ConsumerFigures): string {
   const run = ftraceRun(data);
   if (run) parts.push(htmlTable(FTRACE_HEADER, ftraceRows(run)));
   return parts.join('\n');
+}
+
+const LOADS_HEADER = [
+  'design',
+  'modules loaded',
+  'failed',
+  'unresolved',
+  'overflows',
+  'relocations',
+  'PLT entries',
+  'W^X',
+];
+
+function loadRows(m: ModuleLoads): Row[] {
+  return m.rows.map((r) => ({
+    cells: [
+      r.policy,
+      `${formatCount(r.loaded)} / ${formatCount(r.requested)}`,
+      formatCount(r.failed),
+      formatCount(r.unresolvedSymbols),
+      formatCount(r.relocOverflows),
+      formatCount(r.relocations),
+      formatCount(r.pltEntries),
+      formatCount(r.wxViolations),
+    ],
+  }));
+}
+
+function loadsIntro(m: ModuleLoads): string {
+  return (
+    `Every module of ${m.packageName} (${m.arch}) loaded through each design with every relocation applied ` +
+    '(execmem modules load --all): PLT entries are the arm64 module PLTs the placement forced ' +
+    '(branches beyond the 128 MiB reach, arch/arm64/kernel/module-plts.c); x86-64 has none.'
+  );
+}
+
+export function moduleLoadsMarkdown(m: ModuleLoads): string {
+  return ['## Real module loading', '', loadsIntro(m), '', mdTable(LOADS_HEADER, loadRows(m)), ''].join('\n');
+}
+
+export function moduleLoadsHtml(m: ModuleLoads): string {
+  return [
+    '<h2 id="module-loading">Real module loading</h2>',
+    `<p>${escapeHtml(loadsIntro(m))}</p>`,
+    htmlTable(LOADS_HEADER, loadRows(m)),
+  ].join('\n');
 }

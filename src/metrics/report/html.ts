@@ -11,7 +11,7 @@
 import { hexAddr } from '../../base/addr.js';
 import { areaLegendHtml, renderAreaMap } from './area-map.js';
 import { type RenderedChart, renderCharts } from './charts.js';
-import { consumersHtml } from './consumers-view.js';
+import { consumersHtml, moduleLoadsHtml } from './consumers-view.js';
 import {
   bestRowsOf,
   COLUMN_GROUPS,
@@ -156,6 +156,7 @@ export function renderHtml(data: ReportData): RenderedReport {
     areaLegendHtml(),
     areas.html,
     data.consumers ? consumersHtml(data, data.consumers) : '',
+    data.moduleLoads ? moduleLoadsHtml(data.moduleLoads) : '',
     costTableHtml(first.arch),
     '<h2>What is modelled and what is real</h2>',
     `<ul class="provenance">${modelledVsReal(first.arch, first.tlb)

@@ -9,7 +9,7 @@
  * (modelled kernel time and how robust its ranking is) and every workload at a glance come first,
  * the cost table behind the kernel time last.
  */
-import { consumersMarkdown } from './consumers-view.js';
+import { consumersMarkdown, moduleLoadsMarkdown } from './consumers-view.js';
 import {
   bestRowsOf,
   COLUMN_GROUPS,
@@ -88,6 +88,7 @@ export function renderMarkdown(data: ReportData): string {
     for (const note of wxHoleNotes(run.workload, run.policies)) out.push(`> ${note}`, '');
   }
   if (data.consumers) out.push(consumersMarkdown(data, data.consumers));
+  if (data.moduleLoads) out.push(moduleLoadsMarkdown(data.moduleLoads));
   out.push('## The cost table', '');
   out.push(
     'Every counted event, its cost and the published figure behind it (docs/KERNEL-TIME.md, ' +

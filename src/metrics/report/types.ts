@@ -11,7 +11,7 @@
 
 import { EXECMEM_TYPES, type ExecmemType } from '../../arch/types.js';
 import { assert } from '../../base/assert.js';
-import type { ConsumerFigures } from '../consumers.js';
+import type { ConsumerFigures, ModuleLoads } from '../consumers.js';
 import type { KernelTimeBreakdown, Sensitivity } from '../kernel-time.js';
 import { KERNEL_EVENT_KEYS } from '../kernel-time-costs.js';
 
@@ -124,6 +124,8 @@ export interface ReportData {
   readonly command: string;
   /** The real consumers' figures (bpf-real's sizes, ftrace-real's patches) when those ran. */
   readonly consumers?: ConsumerFigures;
+  /** `report --load-modules`: every module of the fetched package through each design. */
+  readonly moduleLoads?: ModuleLoads;
 }
 
 function checkNumber(value: unknown, what: string): void {
