@@ -407,17 +407,22 @@ export function toArea(occupancy: OccupancyMap, arch: ArchName): AreaMap {
   return { start, end, regionBytes: occupancy.regionBytes || SZ_2M, regions };
 }
 
+type DesignFields = Pick<
+  PolicyRun,
+  'name' | 'modelled' | 'kernel' | 'sameAs' | 'wxHoles' | 'description' | 'counters'
+>;
+
+/** What a design row says about the design itself, the same for one seed or several. */
+function designFields(p: DesignFields): DesignFields {
+  const { name, modelled, kernel, sameAs, wxHoles, description, counters } = p;
+  return { name, modelled, kernel, sameAs, wxHoles, description, counters };
+}
+
 export function toWorkloadRun(result: CompareResult): WorkloadRun {
   const policies: PolicyRun[] = result.policies.map((p) => ({
-    name: p.name,
-    modelled: p.modelled,
-    kernel: p.kernel,
-    sameAs: p.sameAs,
-    wxHoles: p.wxHoles,
-    description: p.description,
+    ...designFields(p),
     metrics: toMetrics(p.metrics as unknown as Record<string, unknown>, `${result.workload}/${p.name}`),
     kernelTime: p.kernelTime,
-    counters: p.counters,
     area: toArea(p.occupancy, result.arch),
   }));
   return {
@@ -439,13 +444,7 @@ export function toSpreadWorkloadRun(spread: SpreadCompareResult): WorkloadRun {
     const min = toMetrics(spreadBound(p.metrics, 'min') as unknown as Record<string, unknown>, where);
     const max = toMetrics(spreadBound(p.metrics, 'max') as unknown as Record<string, unknown>, where);
     return {
-      name: p.name,
-      modelled: p.modelled,
-      kernel: p.kernel,
-      sameAs: p.sameAs,
-      wxHoles: p.wxHoles,
-      description: p.description,
-      counters: p.counters,
+      ...designFields(p),
       metrics: toMetrics(spreadBound(p.metrics, 'median') as unknown as Record<string, unknown>, where),
       spread: { min, max },
       kernelTime: p.kernelTime,
