@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ModuleLoads } from '../src/metrics/consumers.js';
-import { bpfImageHistogram, consumerFigures } from '../src/metrics/consumers.js';
+import { consumerFigures } from '../src/metrics/consumers.js';
 import {
   consumersHtml,
   consumersMarkdown,
@@ -14,7 +14,7 @@ import {
   moduleLoadsMarkdown,
 } from '../src/metrics/report/consumers-view.js';
 import { bpfChurn } from '../src/workloads/bpf.js';
-import { BPF_SIZE_BUCKETS } from '../src/workloads/bpf-real.js';
+import { BPF_SIZE_BUCKETS, bpfImageHistogram } from '../src/workloads/bpf-real.js';
 import { assertUsageError, execmem } from './cli-helpers.js';
 import { reportFixture } from './report-fixture.js';
 

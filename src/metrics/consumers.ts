@@ -8,18 +8,14 @@
  * histograms count alloc events of type `bpf` in the trace, bucketed by image size, so the two
  * columns are measured the same way.
  */
-import { assert } from '../base/assert.js';
 import { bpfChurn } from '../workloads/bpf.js';
-import { BPF_SIZE_BUCKETS, bpfReal } from '../workloads/bpf-real.js';
+import {
+  BPF_SIZE_BUCKETS,
+  type BpfImageHistogram,
+  bpfImageHistogram,
+  bpfReal,
+} from '../workloads/bpf-real.js';
 import { type FtraceRealSummary, ftraceRealSummary } from '../workloads/ftrace-real.js';
-import type { Trace } from '../workloads/trace.js';
-
-/** Image sizes of one trace's BPF loads, bucketed by BPF_SIZE_BUCKETS upper bounds. */
-export interface BpfImageHistogram {
-  readonly loads: readonly number[];
-  readonly totalLoads: number;
-  readonly medianImageBytes: number;
-}
 
 export interface BpfSizeComparison {
   readonly bucketsBytes: readonly number[];
@@ -34,21 +30,6 @@ export interface ConsumerFigures {
   readonly scale: number;
   readonly bpf: BpfSizeComparison;
   readonly ftrace: FtraceRealSummary;
-}
-
-/** Bucket every `bpf` alloc of a trace by its size (the image the allocator is asked for). */
-export function bpfImageHistogram(trace: Trace): BpfImageHistogram {
-  const loads = BPF_SIZE_BUCKETS.map(() => 0);
-  const sizes: number[] = [];
-  for (const ev of trace.events) {
-    if (ev.op !== 'alloc' || ev.type !== 'bpf') continue;
-    const i = BPF_SIZE_BUCKETS.findIndex((bound) => ev.sizeBytes <= bound);
-    loads[i < 0 ? loads.length - 1 : i]++;
-    sizes.push(ev.sizeBytes);
-  }
-  assert(sizes.length > 0, `trace ${trace.name} has no bpf allocations`);
-  sizes.sort((a, b) => a - b);
-  return { loads, totalLoads: sizes.length, medianImageBytes: sizes[Math.floor(sizes.length / 2)] };
 }
 
 /** The figures the report's "real consumers" section shows, for one seed and scale. */

@@ -26,6 +26,7 @@
  * sees the same images.
  */
 import { readFileSync } from 'node:fs';
+import { assert } from '../base/assert.js';
 import { Rng } from '../base/rng.js';
 import { parseClassicText } from '../consumers/bpf/classic.js';
 import { packImageBytes } from '../consumers/bpf/image.js';
@@ -203,6 +204,29 @@ export interface BpfSizeHistogram {
   readonly under2KiB: number;
 }
 
+/** Image sizes of one trace's BPF loads, bucketed by BPF_SIZE_BUCKETS upper bounds. */
+export interface BpfImageHistogram {
+  /** Loads whose image falls in each bucket (<= bound, > previous bound; the last takes the rest). */
+  readonly loads: readonly number[];
+  readonly totalLoads: number;
+  readonly medianImageBytes: number;
+}
+
+/** Bucket every `bpf` alloc of a trace by its size (the image the allocator is asked for). */
+export function bpfImageHistogram(trace: Trace): BpfImageHistogram {
+  const loads = BPF_SIZE_BUCKETS.map(() => 0);
+  const sizes: number[] = [];
+  for (const ev of trace.events) {
+    if (ev.op !== 'alloc' || ev.type !== 'bpf') continue;
+    const i = BPF_SIZE_BUCKETS.findIndex((bound) => ev.sizeBytes <= bound);
+    loads[i < 0 ? loads.length - 1 : i]++;
+    sizes.push(ev.sizeBytes);
+  }
+  assert(sizes.length > 0, `trace ${trace.name} has no bpf allocations`);
+  sizes.sort((a, b) => a - b);
+  return { loads, totalLoads: sizes.length, medianImageBytes: sizes[Math.floor(sizes.length / 2)] };
+}
+
 /**
  * The size histogram of bpf-real's loads, for the report beside the published mix the synthetic
  * bpf-churn uses (50% < 500 B, 75% < 2 KiB): sizes are the JIT lengths (programs), buckets count
@@ -210,17 +234,12 @@ export interface BpfSizeHistogram {
  */
 export function bpfRealSizeHistogram(opts: BpfRealOptions = {}): BpfSizeHistogram {
   const trace = bpfReal(opts);
-  const loads = BPF_SIZE_BUCKETS.map(() => 0);
-  let total = 0;
+  const { loads, totalLoads } = bpfImageHistogram(trace);
   let u500 = 0;
   let u2k = 0;
   const codeBytes = new Map<number, number>();
   for (const ev of trace.events) {
     if (ev.op === 'write' && ev.functions) codeBytes.set(ev.id, ev.functions[0][1]);
-    if (ev.op !== 'alloc') continue;
-    total++;
-    const i = BPF_SIZE_BUCKETS.findIndex((bound) => ev.sizeBytes <= bound);
-    loads[i < 0 ? loads.length - 1 : i]++;
   }
   for (const progBytes of codeBytes.values()) {
     if (progBytes < 500) u500++;
@@ -229,8 +248,8 @@ export function bpfRealSizeHistogram(opts: BpfRealOptions = {}): BpfSizeHistogra
   return {
     bucketsBytes: BPF_SIZE_BUCKETS,
     loads,
-    totalLoads: total,
-    under500B: u500 / total,
-    under2KiB: u2k / total,
+    totalLoads,
+    under500B: u500 / totalLoads,
+    under2KiB: u2k / totalLoads,
   };
 }

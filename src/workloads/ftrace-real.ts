@@ -44,7 +44,7 @@ import {
 } from '../consumers/ftrace/records.js';
 import { bpfFentryTrampolineBytes, MCOUNT_INSN_BYTES, trampolineBytes } from '../consumers/ftrace/x86.js';
 import { scaled, scaleOf, seedOf, TraceBuilder, type WorkloadOptions } from './builder.js';
-import { type ModuleTable, readModuleTable, rowSizes } from './dataset/table.js';
+import { type ModuleTable, readModuleTable, rowSizes, tableLoadOrder } from './dataset/table.js';
 import { DEFAULT_MODULE_TABLE } from './dataset/workload.js';
 import { emitModuleLoad } from './modules.js';
 import type { Trace } from './trace.js';
@@ -125,28 +125,6 @@ interface Site {
   target: number | null;
 }
 
-/** Modules named plus their depends= closure, dependencies first, names sorted otherwise. */
-function loadOrder(table: ModuleTable, roots: readonly string[]): number[] {
-  const byName = new Map(table.modules.map((r, i) => [r.name, i]));
-  const order: number[] = [];
-  const seen = new Set<number>();
-  const visit = (i: number): void => {
-    if (seen.has(i)) return;
-    seen.add(i);
-    for (const d of table.modules[i].depends) {
-      const j = byName.get(d);
-      if (j !== undefined) visit(j);
-    }
-    order.push(i);
-  };
-  for (const n of [...roots].sort()) {
-    const i = byName.get(n);
-    if (i === undefined) throw new RangeError(`ftrace-real: module ${n} is not in the module table`);
-    visit(i);
-  }
-  return order;
-}
-
 /** Stand-in call targets: only whether a site's target changes matters to the trace. */
 const CORE = { ftraceCaller: -1, ftraceRegsCaller: -2 };
 
@@ -161,7 +139,7 @@ function generate(opts: FtraceRealOptions): { trace: Trace; summary: FtraceRealS
   const traced = tracedAll.slice(0, scaled(tracedAll.length, scale, 2));
   const rng = new Rng(seed);
   const b = new TraceBuilder('ftrace-real', seed);
-  const order = loadOrder(table, [...traced, ...data.hot.map((h) => h.module)]);
+  const order = tableLoadOrder(table, [...traced, ...data.hot.map((h) => h.module)], 'ftrace-real');
   const textId = new Map<string, number>();
   const textBytes = new Map<string, number>();
   b.phase('boot');

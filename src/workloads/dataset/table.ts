@@ -168,6 +168,31 @@ export function readModuleTable(path: string): ModuleTable {
 }
 
 /** The row's sizes in the workloads' ModuleSizes shape. */
+/**
+ * Rows of the named modules plus their depends= closure, dependencies first (the order modprobe
+ * loads them in), roots taken in name order. A root not in the table is a RangeError naming `what`.
+ */
+export function tableLoadOrder(table: ModuleTable, roots: readonly string[], what: string): number[] {
+  const byName = new Map(table.modules.map((r, i) => [r.name, i]));
+  const order: number[] = [];
+  const seen = new Set<number>();
+  const visit = (i: number): void => {
+    if (seen.has(i)) return;
+    seen.add(i);
+    for (const d of table.modules[i].depends) {
+      const j = byName.get(d);
+      if (j !== undefined) visit(j);
+    }
+    order.push(i);
+  };
+  for (const n of [...roots].sort()) {
+    const i = byName.get(n);
+    if (i === undefined) throw new RangeError(`${what}: module ${n} is not in the module table`);
+    visit(i);
+  }
+  return order;
+}
+
 export function rowSizes(r: ModuleTableRow): ModuleSizes {
   const b = (t: ModMemType) => r.bytes[MOD_MEM_TYPES.indexOf(t)];
   return {

@@ -19,7 +19,7 @@ import { Rng } from '../../base/rng.js';
 import { scaled, scaleOf, seedOf, TraceBuilder, type WorkloadOptions } from '../builder.js';
 import { emitModuleLoad, emitModuleUnload, type LoadedModule } from '../modules.js';
 import type { Trace } from '../trace.js';
-import { type ModuleTable, readModuleTable, rowSizes } from './table.js';
+import { type ModuleTable, readModuleTable, rowSizes, tableLoadOrder } from './table.js';
 
 export const DEFAULT_MODULE_TABLE = fileURLToPath(
   new URL('../../../../data/debian-modules.json', import.meta.url),
@@ -47,22 +47,13 @@ export function debianModulesArm64(opts: WorkloadOptions = {}): Trace {
   });
 }
 
-/** Table rows in dependency order (depends= first), names sorted otherwise. */
+/** Every table row in dependency order (depends= first), names sorted otherwise. */
 function bootOrder(table: ModuleTable): number[] {
-  const byName = new Map(table.modules.map((r, i) => [r.name, i]));
-  const order: number[] = [];
-  const seen = new Set<number>();
-  const visit = (i: number): void => {
-    if (seen.has(i)) return;
-    seen.add(i);
-    for (const d of table.modules[i].depends) {
-      const j = byName.get(d);
-      if (j !== undefined) visit(j);
-    }
-    order.push(i);
-  };
-  for (const n of [...byName.keys()].sort()) visit(byName.get(n)!);
-  return order;
+  return tableLoadOrder(
+    table,
+    table.modules.map((r) => r.name),
+    'debian-modules',
+  );
 }
 
 export function debianModules(opts: DebianModulesOptions = {}): Trace {
