@@ -17,7 +17,7 @@
  * `host` only on Linux x86-64.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,7 +25,7 @@ import { describe, it, test } from 'node:test';
 import { defaultCacheDir, findCachedDataset } from '../src/workloads/dataset/dataset.js';
 import { formatRecordLine, importText } from '../src/workloads/import/index.js';
 import { saveTrace } from '../src/workloads/trace.js';
-import { CLI, execmem } from './cli-helpers.js';
+import { execmem, execmemAsync } from './cli-helpers.js';
 
 interface Example {
   /** The example line after "$ ", without its comment. */
@@ -120,7 +120,11 @@ async function prepareInputs(ex: Example, cwd: string, env: NodeJS.ProcessEnv): 
   }
   for (const f of ['before.json', 'after.json']) {
     if (!names.has(f) || ex.args[0] !== 'diff') continue;
-    const r = await run(['--quiet', 'compare', '--workload', 'mixed', '--json', '--scale', '0.01'], cwd, env);
+    const r = await execmemAsync(
+      ['--quiet', 'compare', '--workload', 'mixed', '--json', '--scale', '0.01'],
+      180_000,
+      { cwd, env },
+    );
     assert.equal(r.status, 0, r.stderr);
     writeFileSync(join(cwd, f), r.stdout);
   }
@@ -197,28 +201,6 @@ function skipReason(ex: Example): string | null {
   return null;
 }
 
-interface Ran {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, env, timeout: 180_000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
-}
-
 const examples = collectExamples();
 /** Does the example's command take --scale (its own --help lists it)? */
 function takesScale(ex: Example): boolean {
@@ -267,7 +249,7 @@ describe('every --help example', { concurrency: 2 }, () => {
       const args = [...ex.args];
       if (!args.includes('--scale') && takesScale(ex) && !args.includes('--trace'))
         args.push('--scale', '0.01');
-      const r = await run(['--quiet', ...args], cwd, env);
+      const r = await execmemAsync(['--quiet', ...args], 180_000, { cwd, env });
       assert.equal(r.status, 0, `${ex.line}: exit ${r.status}\n${r.stderr}`);
       if (ex.redirect !== null) writeFileSync(join(cwd, ex.redirect), r.stdout);
       const output = ex.redirect === null ? r.stdout : readFileSync(join(cwd, ex.redirect), 'utf8');

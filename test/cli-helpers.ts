@@ -19,10 +19,14 @@ export function execmem(args: readonly string[], timeoutMs = 60_000): Run {
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** The same, without blocking: lets a test run many invocations in parallel. */
-export function execmemAsync(args: readonly string[], timeoutMs = 60_000): Promise<Run> {
+/** The same, without blocking: lets a test run many invocations in parallel (in `cwd`, with `env`). */
+export function execmemAsync(
+  args: readonly string[],
+  timeoutMs = 60_000,
+  where: { readonly cwd?: string; readonly env?: NodeJS.ProcessEnv } = {},
+): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { timeout: timeoutMs });
+    const child = spawn(process.execPath, [CLI, ...args], { timeout: timeoutMs, ...where });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
