@@ -54,11 +54,17 @@ export function defaultJobCount(): number {
   return Math.max(1, Math.min(availableParallelism(), POOL_JOBS_MAX));
 }
 
-/** A run sent to a pool worker. */
+/**
+ * A run sent to a pool worker. The plan (its trace is most of it: tens of thousands of events,
+ * structured-cloned on both sides) goes to a worker only with its first run there; the worker
+ * keeps the last plan it was sent, and later runs of that plan name it by `planId` alone.
+ */
 export interface PoolTask {
   readonly kind: 'task';
   readonly id: number;
-  readonly plan: ComparePlan;
+  readonly planId: number;
+  /** The plan, or null when the worker already holds plan `planId`. */
+  readonly plan: ComparePlan | null;
   readonly policyIndex: number;
 }
 
@@ -167,6 +173,10 @@ function runOnWorkers(
 ): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const workers: Worker[] = [];
+    /** Per worker: the plan it holds (the last one sent to it). */
+    const held = new Map<Worker, ComparePlan>();
+    const planIds = new Map<ComparePlan, number>();
+    for (const t of tasks) if (!planIds.has(t.plan)) planIds.set(t.plan, planIds.size);
     const weights = new Map<ComparePlan, number>();
     for (const t of tasks) if (!weights.has(t.plan)) weights.set(t.plan, taskWeight(t.plan));
     const order = tasks
@@ -189,7 +199,10 @@ function runOnWorkers(
       if (next >= order.length) return;
       const id = order[next++];
       const t = tasks[id];
-      w.postMessage({ kind: 'task', id, plan: t.plan, policyIndex: t.policyIndex } satisfies PoolTask);
+      const plan = held.get(w) === t.plan ? null : t.plan;
+      held.set(w, t.plan);
+      const planId = planIds.get(t.plan) ?? -1;
+      w.postMessage({ kind: 'task', id, planId, plan, policyIndex: t.policyIndex } satisfies PoolTask);
     };
     for (let i = 0; i < threads; i++) {
       const w = new Worker(new URL('./pool-worker.js', import.meta.url));

@@ -208,7 +208,7 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
     runs,
     notes,
     command: reproduceCommand(opts),
-    ...(await consumersFor(workloads, opts)),
+    ...(await consumersFor(workloads, opts, plans)),
     ...(opts.loadModules ? { moduleLoads: await moduleLoads(opts, knownPolicies, io) } : {}),
   };
   // Loaded here, not at the top: ECharts takes about a second to import, which every other
@@ -244,11 +244,28 @@ function writeCsvTables(tables: readonly { workload: string; text: string }[], d
   });
 }
 
-/** The real-consumers section, when bpf-real or ftrace-real is among the report's workloads. */
-async function consumersFor(workloads: readonly string[], opts: ReportOptions): Promise<Partial<ReportData>> {
+/**
+ * The real-consumers section, when bpf-real or ftrace-real is among the report's workloads. The
+ * bpf-real and bpf-churn traces of this seed and scale are taken from the runs' plans when they
+ * are there (the same traces; consumers.ts generates any that is not).
+ */
+async function consumersFor(
+  workloads: readonly string[],
+  opts: ReportOptions,
+  plans: readonly ComparePlan[],
+): Promise<Partial<ReportData>> {
   if (!workloads.includes('bpf-real') && !workloads.includes('ftrace-real')) return {};
   const { consumerFigures } = await import('../../metrics/consumers.js');
-  return { consumers: consumerFigures({ seed: opts.seed, scale: opts.scale }) };
+  const traceOf = (name: string): Trace | undefined =>
+    workloads.includes(name)
+      ? plans.find((p) => p.trace.name === name && p.seed === opts.seed && p.scale === opts.scale)?.trace
+      : undefined;
+  return {
+    consumers: consumerFigures(
+      { seed: opts.seed, scale: opts.scale },
+      { bpfReal: traceOf('bpf-real'), bpfChurn: traceOf('bpf-churn') },
+    ),
+  };
 }
 
 /**
