@@ -9,6 +9,8 @@
  * linear probing (a slot's home is a Fibonacci hash of the key's two 32-bit halves), a delete
  * shifts the following run back (no tombstones), and clear() is O(1): a slot is occupied only
  * while its stamp equals the set's current generation, so a new generation empties every slot.
+ * The keys are also kept densely (swap-remove on delete), so walking them costs the set's size,
+ * not its table's capacity, which stays as large as the set ever was.
  *
  * Only membership is kept (no order): the callers never depend on the order of their keys.
  */
@@ -23,6 +25,10 @@ export class NumberSet {
   /** Slot i is occupied iff stamps[i] === generation. */
   private stamps: Uint32Array;
   private generation = 1;
+  /** The keys densely, and for each dense index its slot; slotPos[slot] is the dense index. */
+  private dense: Float64Array;
+  private denseSlot: Int32Array;
+  private slotPos: Int32Array;
   private mask: number;
   /** 32 - log2(capacity): the top bits of the multiplicative hash pick the home slot. */
   private shift: number;
@@ -31,6 +37,9 @@ export class NumberSet {
   constructor() {
     this.keys = new Float64Array(CAPACITY_MIN);
     this.stamps = new Uint32Array(CAPACITY_MIN);
+    this.dense = new Float64Array(CAPACITY_MIN);
+    this.denseSlot = new Int32Array(CAPACITY_MIN);
+    this.slotPos = new Int32Array(CAPACITY_MIN);
     this.mask = CAPACITY_MIN - 1;
     this.shift = 32 - Math.log2(CAPACITY_MIN);
   }
@@ -54,6 +63,9 @@ export class NumberSet {
     if (!(Number.isInteger(key) && key >= 0 && key < KEY_MAX)) assert(false, `NumberSet key ${key}`);
     this.keys[i] = key;
     this.stamps[i] = g;
+    this.dense[this.count] = key;
+    this.denseSlot[this.count] = i;
+    this.slotPos[i] = this.count;
     this.count++;
     // At most half full, so probe runs stay short.
     if (this.count * 2 > this.keys.length) this.resize(this.keys.length * 2);
@@ -66,6 +78,12 @@ export class NumberSet {
     if (i < 0) return false;
     const g = this.generation;
     const mask = this.mask;
+    // Swap-remove from the dense keys: the last one takes the deleted one's place.
+    const pos = this.slotPos[i];
+    const last = this.count - 1;
+    this.dense[pos] = this.dense[last];
+    this.denseSlot[pos] = this.denseSlot[last];
+    this.slotPos[this.denseSlot[pos]] = pos;
     // Backward-shift deletion: move back every later key of the run whose home does not lie
     // cyclically in (i, j], so each remaining key stays reachable from its home.
     let j = i;
@@ -76,6 +94,8 @@ export class NumberSet {
       const between = i <= j ? i < k && k <= j : i < k || k <= j;
       if (between) continue;
       this.keys[i] = this.keys[j];
+      this.slotPos[i] = this.slotPos[j];
+      this.denseSlot[this.slotPos[i]] = i;
       i = j;
     }
     this.stamps[i] = 0;
@@ -95,8 +115,7 @@ export class NumberSet {
 
   /** Calls fn with every key (any order). fn must not change the set. */
   forEach(fn: (key: number) => void): void {
-    const g = this.generation;
-    for (let i = 0; i < this.keys.length; i++) if (this.stamps[i] === g) fn(this.keys[i]);
+    for (let d = 0; d < this.count; d++) fn(this.dense[d]);
   }
 
   private slotOf(key: number): number {
@@ -116,20 +135,24 @@ export class NumberSet {
   }
 
   private resize(capacity: number): void {
-    const oldKeys = this.keys;
-    const oldStamps = this.stamps;
-    const g = this.generation;
+    const oldDense = this.dense;
     this.keys = new Float64Array(capacity);
     this.stamps = new Uint32Array(capacity);
+    this.dense = new Float64Array(capacity);
+    this.denseSlot = new Int32Array(capacity);
+    this.slotPos = new Int32Array(capacity);
     this.mask = capacity - 1;
     this.shift = 32 - Math.log2(capacity);
     this.generation = 1;
-    for (let s = 0; s < oldKeys.length; s++) {
-      if (oldStamps[s] !== g) continue;
-      let i = this.home(oldKeys[s]);
+    for (let d = 0; d < this.count; d++) {
+      const key = oldDense[d];
+      let i = this.home(key);
       while (this.stamps[i] === 1) i = (i + 1) & this.mask;
-      this.keys[i] = oldKeys[s];
+      this.keys[i] = key;
       this.stamps[i] = 1;
+      this.dense[d] = key;
+      this.denseSlot[d] = i;
+      this.slotPos[i] = d;
     }
   }
 }

@@ -196,7 +196,8 @@ export class TlbArray {
    */
   put(t: Translation, accessVa: number, tag: number): Translation | undefined {
     const keyLevel = this.keyLevelFor[t.level];
-    assert(keyLevel !== 0, `${this.spec.name} does not hold level ${t.level}`);
+    // The message is built only on failure: put runs on every TLB fill.
+    if (keyLevel === 0) assert(false, `${this.spec.name} does not hold level ${t.level}`);
     const key = keyOf(keyLevel === t.level ? t.va : accessVa, keyLevel as LeafLevel, tag);
     const first = this.setOf(key) * this.ways;
     const last = first + this.ways;

@@ -246,7 +246,7 @@ export function replay(
       if (ok) ops.alloc++;
     } else {
       const p = placed.get(ev.id);
-      assert(p !== undefined, `validated trace names a dead id ${ev.id}`);
+      if (p === undefined) assert(false, `validated trace names a dead id ${ev.id}`);
       va = p.va;
       try {
         switch (ev.op) {
