@@ -319,7 +319,8 @@ export class PageTable {
   destroy(): void {
     const visit = (t: Table): void => {
       for (const s of t.slots) {
-        if (!(s === undefined || s instanceof Table)) assert(false, `${this.name}: destroy with a leaf mapped`);
+        if (!(s === undefined || s instanceof Table))
+          assert(false, `${this.name}: destroy with a leaf mapped`);
         if (s instanceof Table) visit(s);
       }
       this.freeTableFrame(t);

@@ -162,6 +162,11 @@ export class WxAudit implements LeafBulkListener {
     }
   }
 
+  /** Does this CPU's TLB hold entries the audit counts as stale (only then onEvict matters)? */
+  hasStale(cpu: number): boolean {
+    return this.stale[cpu].size > 0;
+  }
+
   /** A CPU's TLB evicted `t` for capacity: forget it if no copy of it is left in that TLB. */
   onEvict(cpu: number, t: Translation): void {
     const m = this.stale[cpu];
