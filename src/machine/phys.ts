@@ -13,9 +13,11 @@
  * memory in Linux anyway (modelled: they come from the same pool).
  *
  * Per-frame state lives in typed arrays (16 GiB = 4 Mi frames; never per-frame objects):
- * `freeOrder[pfn]` is the order of the free block starting at pfn (or -1), `allocOrder[pfn]` the
- * order of the allocated block starting at pfn (or -1), and `next/prev` link free blocks of one
- * order into a doubly linked list, so allocation and free are O(orders).
+ * `freeOrderPlus1[pfn]` is 1 + the order of the free block starting at pfn (0: none),
+ * `allocOrderPlus1[pfn]` 1 + the order of the allocated block starting at pfn (0: none; stored
+ * plus one so that a new machine's arrays start right as zeroed memory, with no fill of 4 Mi
+ * entries per machine), and `next/prev` link free blocks of one order into a doubly linked list,
+ * so allocation and free are O(orders).
  *
  * Contents: a frame holds bytes only once written (Map pfn -> Uint8Array(4096)); unwritten frames
  * read as zero. Freeing a block drops its contents (as Linux with init_on_free=1 would zero them);
@@ -87,8 +89,10 @@ function allBytes(frame: Uint8Array, off: number, n: number, value: number): boo
 
 export class PhysMem {
   readonly totalFrames: number;
-  private readonly freeOrder: Int8Array;
-  private readonly allocOrder: Int8Array;
+  /** Order + 1 of the free block starting at pfn, 0 if none (zero-initialised: a new machine fills nothing). */
+  private readonly freeOrderPlus1: Uint8Array;
+  /** Order + 1 of the allocated block starting at pfn, 0 if none. */
+  private readonly allocOrderPlus1: Uint8Array;
   private readonly next: Int32Array;
   private readonly prev: Int32Array;
   /** Head pfn of each order's free list, or NONE. */
@@ -111,8 +115,8 @@ export class PhysMem {
     if (frames > 2 ** 30)
       throw new MachineError('EINVAL', `memory size ${totalBytes} exceeds the 4 TiB limit`);
     this.totalFrames = frames;
-    this.freeOrder = new Int8Array(frames).fill(NONE);
-    this.allocOrder = new Int8Array(frames).fill(NONE);
+    this.freeOrderPlus1 = new Uint8Array(frames);
+    this.allocOrderPlus1 = new Uint8Array(frames);
     this.next = new Int32Array(frames);
     this.prev = new Int32Array(frames);
     for (let pfn = frames - FRAMES_PER_GIB; pfn >= 0; pfn -= FRAMES_PER_GIB) this.listPush(pfn, MAX_ORDER);
@@ -138,7 +142,7 @@ export class PhysMem {
       o--;
       this.listPush(pfn + 2 ** o, o);
     }
-    this.allocOrder[pfn] = order;
+    this.allocOrderPlus1[pfn] = order + 1;
     this.allocCounts[order]++;
     return pfn;
   }
@@ -146,10 +150,15 @@ export class PhysMem {
   /** Return a block obtained from allocPages(order); merges with free buddies. */
   freePages(pfn: number, order: number): void {
     this.checkOrder(order);
-    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.totalFrames || this.allocOrder[pfn] !== order) {
+    if (
+      !Number.isInteger(pfn) ||
+      pfn < 0 ||
+      pfn >= this.totalFrames ||
+      this.allocOrderPlus1[pfn] !== order + 1
+    ) {
       throw new MachineError('EINVAL', `pfn ${pfn} is not the start of an allocated order-${order} block`);
     }
-    this.allocOrder[pfn] = NONE;
+    this.allocOrderPlus1[pfn] = 0;
     const count = 2 ** order;
     if (this.contents.size > 0) {
       for (let i = 0; i < count; i++) {
@@ -179,7 +188,7 @@ export class PhysMem {
 
   /** Is this frame the first of an allocated block (of any order)? */
   allocatedOrderAt(pfn: number): number {
-    return this.allocOrder[pfn];
+    return this.allocOrderPlus1[pfn] - 1;
   }
 
   agedFrameCount(): number {
@@ -310,7 +319,7 @@ export class PhysMem {
       candidates[j] = candidates[i];
       const pfn = block + rng.int(0, 511);
       this.takeFrame(pfn);
-      this.allocOrder[pfn] = 0;
+      this.allocOrderPlus1[pfn] = 1;
       this.agedPfns.push(pfn);
     }
   }
@@ -337,7 +346,7 @@ export class PhysMem {
   reserve(pfn: number, frameCount: number): void {
     for (let i = 0; i < frameCount; i++) {
       this.takeFrame(pfn + i);
-      this.allocOrder[pfn + i] = 0;
+      this.allocOrderPlus1[pfn + i] = 1;
     }
   }
 
@@ -348,7 +357,10 @@ export class PhysMem {
     for (let o = 0; o <= MAX_ORDER; o++) {
       let blocks = 0;
       for (let pfn = this.heads[o]; pfn !== NONE; pfn = this.next[pfn]) {
-        assert(this.freeOrder[pfn] === o, `free list ${o} holds pfn ${pfn} marked ${this.freeOrder[pfn]}`);
+        assert(
+          this.freeOrderPlus1[pfn] === o + 1,
+          `free list ${o} holds pfn ${pfn} marked ${this.freeOrderPlus1[pfn] - 1}`,
+        );
         assert(pfn % 2 ** o === 0, `free block ${pfn} misaligned for order ${o}`);
         for (let i = 0; i < 2 ** o; i++) {
           assert(seen[pfn + i] === 0, `frame ${pfn + i} in two free blocks`);
@@ -361,7 +373,7 @@ export class PhysMem {
     }
     assert(free === this.freeFrames, `free frame count drifted: ${free} vs ${this.freeFrames}`);
     for (let pfn = 0; pfn < this.totalFrames; pfn++) {
-      const o = this.allocOrder[pfn];
+      const o = this.allocOrderPlus1[pfn] - 1;
       if (o === NONE) continue;
       for (let i = 0; i < 2 ** o; i++)
         assert(seen[pfn + i] === 0, `frame ${pfn + i} both free and allocated`);
@@ -377,7 +389,7 @@ export class PhysMem {
     let head = pfn;
     while (o <= MAX_ORDER) {
       head = pfn - (pfn % 2 ** o);
-      if (this.freeOrder[head] === o) break;
+      if (this.freeOrderPlus1[head] === o + 1) break;
       o++;
     }
     if (o > MAX_ORDER) throw new MachineError('EBUSY', `frame ${pfn} is not free`);
@@ -399,7 +411,7 @@ export class PhysMem {
     let o = order;
     while (o < MAX_ORDER) {
       const buddy = p ^ (2 ** o);
-      if (buddy >= this.totalFrames || this.freeOrder[buddy] !== o) break;
+      if (buddy >= this.totalFrames || this.freeOrderPlus1[buddy] !== o + 1) break;
       this.listRemove(buddy, o);
       p = Math.min(p, buddy);
       o++;
@@ -424,7 +436,7 @@ export class PhysMem {
     this.prev[pfn] = NONE;
     if (head !== NONE) this.prev[head] = pfn;
     this.heads[order] = pfn;
-    this.freeOrder[pfn] = order;
+    this.freeOrderPlus1[pfn] = order + 1;
     this.freeBlocks[order]++;
     this.freeFrames += 2 ** order;
   }
@@ -435,7 +447,7 @@ export class PhysMem {
     if (p === NONE) this.heads[order] = n;
     else this.next[p] = n;
     if (n !== NONE) this.prev[n] = p;
-    this.freeOrder[pfn] = NONE;
+    this.freeOrderPlus1[pfn] = 0;
     this.freeBlocks[order]--;
     this.freeFrames -= 2 ** order;
   }
