@@ -29,6 +29,7 @@
  * (CpuTlb's onSiblingL1i hook).
  */
 import type { ArchSpec, KernelTlbFlush } from '../arch/types.js';
+import { offsetIn } from '../base/addr.js';
 import { MachineError, MachineFault } from './errors.js';
 import type { PageTable } from './pagetable.js';
 import type { PhysMem } from './phys.js';
@@ -127,7 +128,7 @@ export class Cpus {
       if (walked === null) {
         throw new MachineFault('not-present', cpu, va, `cpu${cpu}: no mapping at 0x${va.toString(16)}`);
       }
-      tlb.insert(side, walked, va);
+      tlb.insertWalked(side, walked, va);
       this.audit.noteInsert(cpu, walked);
       t = walked;
     }
@@ -222,7 +223,7 @@ export class Cpus {
     this.checkCpu(cpu);
     this.checkVa(va, 1);
     const t = this.translate(cpu, 'i', va, false);
-    const off = va % PAGE;
+    const off = offsetIn(va, PAGE);
     const pageVa = va - off;
     const pfn = t.pfn + (pageVa - t.va) / PAGE;
     this.microBase[cpu] = pageVa;
@@ -257,7 +258,7 @@ export class Cpus {
     for (let done = 0; done < sizeBytes; ) {
       const at = va + done;
       const t = this.translate(cpu, side, at, write);
-      const n = Math.min(PAGE - (at % PAGE), sizeBytes - done);
+      const n = Math.min(PAGE - offsetIn(at, PAGE), sizeBytes - done);
       pas.push(t.pfn * PAGE + (at - t.va), n);
       done += n;
     }

@@ -125,6 +125,7 @@ export class TlbArray {
    * smaller-size-first rule cannot be violated).
    */
   find(va: number, tag: number): number {
+    if (this.used === 0) return -1;
     const hintLevel = this.hintLevel;
     if (hintLevel !== 0) {
       const slot = this.hintSlot;
@@ -146,6 +147,7 @@ export class TlbArray {
   private probeSets(va: number, tag: number): number {
     const levels = this.probeLevels;
     for (let l = 0; l < levels.length; l++) {
+      if (this.levelCounts[levels[l]] === 0) continue; // no slot keyed at this size
       const key = keyOf(va, levels[l], tag);
       const first = this.setOf(key) * this.ways;
       const last = first + this.ways;

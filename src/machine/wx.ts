@@ -32,6 +32,7 @@
  * a write session ends), nor does it include arm64's write-session mm (write-session.ts), for the
  * same reason.
  */
+import { alignDown } from '../base/addr.js';
 import { assert } from '../base/assert.js';
 import { NumberSet } from './num-set.js';
 import type { LeafBulkListener, PageTable } from './pagetable.js';
@@ -103,8 +104,8 @@ export class WxAudit implements LeafBulkListener {
     const m = this.maybe[cpu];
     // A leaf already held adds nothing: its regions were noted with it.
     if (!m.leaves.add(t.va + t.level)) return;
-    if (t.level !== 3) m.regions2M.add(t.va - (t.va % LEVEL_BYTES[2]));
-    m.regions1G.add(t.va - (t.va % LEVEL_BYTES[3]));
+    if (t.level !== 3) m.regions2M.add(alignDown(t.va, LEVEL_BYTES[2]));
+    m.regions1G.add(alignDown(t.va, LEVEL_BYTES[3]));
     if (m.leaves.size > FILTER_MAX) {
       this.saturated[cpu] = 1;
       clearMayHold(m);
@@ -266,9 +267,9 @@ export class WxAudit implements LeafBulkListener {
     const leaves = m.leaves;
     if (leaves.size === 0) return false;
     if (t.level === 3) return m.regions1G.has(t.va);
-    const r3 = t.va - (t.va % LEVEL_BYTES[3]);
+    const r3 = alignDown(t.va, LEVEL_BYTES[3]);
     if (t.level === 2) return m.regions2M.has(t.va) || leaves.has(r3 + 3);
-    const r2 = t.va - (t.va % LEVEL_BYTES[2]);
+    const r2 = alignDown(t.va, LEVEL_BYTES[2]);
     return leaves.has(t.va + 1) || leaves.has(r2 + 2) || leaves.has(r3 + 3);
   }
 
