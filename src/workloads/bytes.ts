@@ -106,7 +106,30 @@ export type FillKind = 'code' | 'data' | 'zero';
 /** A fresh buffer of `sizeBytes` with the requested content. */
 export function bytesFor(kind: FillKind, sizeBytes: number, seed: number, eventIndex: number): Uint8Array {
   const out = new Uint8Array(sizeBytes);
+  fillBytes(out, kind, seed, eventIndex);
+  return out;
+}
+
+/** Fill `out` with the content bytesFor gives for the same arguments (zero: all 0). */
+export function fillBytes(out: Uint8Array, kind: FillKind, seed: number, eventIndex: number): void {
   if (kind === 'code') fillCode(out, seed, eventIndex);
   else if (kind === 'data') fillData(out, seed, eventIndex);
-  return out;
+  else out.fill(0);
+}
+
+/**
+ * One buffer reused for every write of a replay (see replay.ts: a design reads a write's bytes
+ * during the call only): `bytes` returns the first sizeBytes of it, filled as bytesFor would. A
+ * compare writes hundreds of MB per design; a fresh buffer each time cost more than the fill.
+ */
+export class WriteBuffer {
+  private buffer = new Uint8Array(64 * 1024);
+
+  bytes(kind: FillKind, sizeBytes: number, seed: number, eventIndex: number): Uint8Array {
+    if (sizeBytes > this.buffer.length)
+      this.buffer = new Uint8Array(Math.max(sizeBytes, 2 * this.buffer.length));
+    const out = this.buffer.subarray(0, sizeBytes);
+    fillBytes(out, kind, seed, eventIndex);
+    return out;
+  }
 }
