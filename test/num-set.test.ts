@@ -52,6 +52,9 @@ test('NumberSet: clear empties in place, growth keeps every key, bad keys are re
   assert.equal(s.add(4096 + 1), false);
   for (let i = 0; i < 10_000; i += 2) assert.equal(s.delete(i * 4096 + 1), true);
   for (let i = 0; i < 10_000; i++) assert.equal(s.has(i * 4096 + 1), i % 2 === 1);
+  s.deleteSeries(4096 + 1, 2 * 4096, 100); // the odd pages 1, 3, ..., 199
+  for (let i = 0; i < 400; i++) assert.equal(s.has(i * 4096 + 1), i % 2 === 1 && i >= 200, `page ${i}`);
+  assert.equal(s.size, 5000 - 100);
   s.clear();
   assert.equal(s.size, 0);
   assert.equal(s.has(4096 + 1), false);

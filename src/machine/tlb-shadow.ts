@@ -59,8 +59,9 @@ export class TlbShadow {
     if (candidates <= leaves.size) {
       for (let level = 1; level <= 3; level++) {
         const size = LEVEL_BYTES[level as LeafLevel];
+        const first = Math.floor(startVa / size);
         const last = Math.floor((endVa - 1) / size);
-        for (let page = Math.floor(startVa / size); page <= last; page++) leaves.delete(page * size + level);
+        leaves.deleteSeries(first * size + level, size, last - first + 1);
       }
       return;
     }
