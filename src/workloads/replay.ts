@@ -111,6 +111,8 @@ interface Placed {
   readonly va: number;
   readonly type: ExecmemType;
   readonly sizeBytes: number;
+  /** typeIsText(type), kept for the exec hints that collect all live text. */
+  readonly text: boolean;
   readonly code: ExecFunction[];
   /**
    * Set when the allocation's `finalize` succeeded. Only finalized code runs: Linux never executes
@@ -178,14 +180,19 @@ export function replay(
     }
   };
 
+  // An exec hint without ids runs all live text: tens of thousands of functions at a time in the
+  // module workloads, so the list is built with plain loops (no spread, no type look-up).
   const execFunctions = (ids: readonly number[] | undefined): ExecFunction[] => {
     const out: ExecFunction[] = [];
+    const append = (code: readonly ExecFunction[]) => {
+      for (let k = 0; k < code.length; k++) out.push(code[k]);
+    };
     if (ids === undefined) {
-      for (const p of placed.values()) if (typeIsText(p.type) && p.finalized) out.push(...p.code);
+      for (const p of placed.values()) if (p.text && p.finalized) append(p.code);
     } else {
       for (const id of ids) {
         const p = placed.get(id);
-        if (p?.finalized) out.push(...p.code);
+        if (p?.finalized) append(p.code);
       }
     }
     return out;
@@ -230,6 +237,7 @@ export function replay(
               va: vas[k],
               type: a.type,
               sizeBytes: a.sizeBytes,
+              text: typeIsText(a.type),
               code: [],
               finalized: false,
             });
