@@ -181,20 +181,27 @@ export function replay(
   };
 
   // An exec hint without ids runs all live text: tens of thousands of functions at a time in the
-  // module workloads, so the list is built with plain loops (no spread, no type look-up).
+  // module workloads, so the list is counted first and filled in place (no growth, no spread).
   const execFunctions = (ids: readonly number[] | undefined): ExecFunction[] => {
-    const out: ExecFunction[] = [];
-    const append = (code: readonly ExecFunction[]) => {
-      for (let k = 0; k < code.length; k++) out.push(code[k]);
-    };
+    const runs: ExecFunction[][] = [];
+    let count = 0;
     if (ids === undefined) {
-      for (const p of placed.values()) if (p.text && p.finalized) append(p.code);
+      for (const p of placed.values()) {
+        if (!(p.text && p.finalized)) continue;
+        runs.push(p.code);
+        count += p.code.length;
+      }
     } else {
       for (const id of ids) {
         const p = placed.get(id);
-        if (p?.finalized) append(p.code);
+        if (!p?.finalized) continue;
+        runs.push(p.code);
+        count += p.code.length;
       }
     }
+    const out = new Array<ExecFunction>(count);
+    let at = 0;
+    for (const code of runs) for (let k = 0; k < code.length; k++) out[at++] = code[k];
     return out;
   };
 
