@@ -59,7 +59,8 @@ export class TraceBuilder {
   }
 
   alloc(type: ExecmemType, sizeBytes: number, extras: AllocExtras = {}): number {
-    assert(Number.isInteger(sizeBytes) && sizeBytes > 0, `alloc size ${sizeBytes}`);
+    // Messages are built only on failure: a generator calls this tens of thousands of times.
+    if (!(Number.isInteger(sizeBytes) && sizeBytes > 0)) assert(false, `alloc size ${sizeBytes}`);
     const id = this.nextId++;
     this.live.set(id, { type, sizeBytes, finalized: false, sealed: false });
     const ev: AllocEvent = { op: 'alloc', id, type, sizeBytes, ...extras };
@@ -80,12 +81,10 @@ export class TraceBuilder {
     functions?: readonly FunctionRange[],
   ): void {
     const a = this.get(id);
-    assert(!a.sealed, `write to sealed id ${id}`);
-    assert(
-      offsetBytes >= 0 && sizeBytes > 0 && offsetBytes + sizeBytes <= a.sizeBytes,
-      `write outside id ${id}`,
-    );
-    assert(fill !== 'code' || typeIsText(a.type), `code write into ${a.type}`);
+    if (a.sealed) assert(false, `write to sealed id ${id}`);
+    if (!(offsetBytes >= 0 && sizeBytes > 0 && offsetBytes + sizeBytes <= a.sizeBytes))
+      assert(false, `write outside id ${id}`);
+    if (!(fill !== 'code' || typeIsText(a.type))) assert(false, `code write into ${a.type}`);
     const ev: WriteEvent = { op: 'write', id, offsetBytes, sizeBytes };
     this.events.push({
       ...ev,
@@ -96,14 +95,15 @@ export class TraceBuilder {
 
   finalize(id: number): void {
     const a = this.get(id);
-    assert(!a.finalized, `finalize twice: ${id}`);
+    if (a.finalized) assert(false, `finalize twice: ${id}`);
     a.finalized = true;
     this.events.push({ op: 'finalize', id });
   }
 
   seal(id: number): void {
     const a = this.get(id);
-    assert(a.type === 'module_ro_after_init' && a.finalized && !a.sealed, `bad seal of id ${id}`);
+    if (!(a.type === 'module_ro_after_init' && a.finalized && !a.sealed))
+      assert(false, `bad seal of id ${id}`);
     a.sealed = true;
     this.events.push({ op: 'seal', id });
   }
@@ -140,7 +140,7 @@ export class TraceBuilder {
 
   private get(id: number): LiveAlloc {
     const a = this.live.get(id);
-    assert(a !== undefined, `id ${id} is not live`);
+    if (a === undefined) assert(false, `id ${id} is not live`);
     return a;
   }
 }
