@@ -23,6 +23,7 @@ import { FILL_QUEUE_RUNS } from '../src/execmem/limits.js';
 import { SimBackend } from '../src/execmem/sim-backend.js';
 import { MachineFault } from '../src/machine/errors.js';
 import { createMachine, type Machine } from '../src/machine/machine.js';
+import { PTE_RW } from '../src/machine/types.js';
 import { ExecmemModel, type ModelProbe, opArb } from './helpers/execmem-model.js';
 import { simProbe } from './helpers/sim-probe.js';
 
@@ -266,3 +267,35 @@ for (const fillOnFree of ['immediate', 'deferred'] as const) {
     assert.equal(m.wxViolationCount(), 0);
   });
 }
+
+test('sim arm64: a new 2 MiB block is protected with one folded flush; its linear alias is read-only; Linux would broadcast 514', () => {
+  const { m, em } = simWorld('arm64');
+  const c0 = { ...m.counters };
+  const va = em.allocVa('module_text', 100); // maps, fills and protects one 2 MiB block
+  const d = (k: keyof typeof c0): number => m.counters[k] - c0[k];
+  assert.equal(d('cpaCalls'), 1);
+  assert.equal(d('broadcastFlushes'), 1, 'one flush_tlb_all for the block and its linear alias');
+  assert.equal(d('fullTlbFlushes'), 1);
+  const leaf = m.kernelPt.walk(va)!;
+  assert.equal(leaf.level, 2, 'a 2 MiB leaf');
+  const dm = m.arch.layout.directMapStart;
+  for (const pfn of [leaf.pfn, leaf.pfn + 1, leaf.pfn + 511]) {
+    const alias = m.kernelPt.walk(dm + pfn * 4096)!;
+    assert.equal(alias.flags & PTE_RW, 0, `linear alias of frame ${pfn} is read-only`);
+  }
+  assert.equal(m.wxViolationCount(), 0);
+  assert.equal(m.wxFullScan().length, 0);
+  // The Linux path on a block like it: one flush per linear-alias page plus the range's (ro, x).
+  const area = m.vmalloc({
+    sizeBytes: 2 ** 21,
+    alignBytes: 2 ** 21,
+    allowHuge: true,
+    prot: 'rw',
+    range: em.ranges.bpf.range,
+    flushResetPerms: true,
+  });
+  const c1 = { ...m.counters };
+  m.setMemory(area.va, 512, 'rox');
+  assert.equal(m.counters.broadcastFlushes - c1.broadcastFlushes, 514);
+  m.checkConsistency();
+});
