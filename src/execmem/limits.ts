@@ -79,17 +79,20 @@ export const SMALL_TIER_RO_BLOCK_BYTES = 64 * 1024;
  *   live) where one 2 MiB block takes 69, and 348 against 1.4 on bpf-real (100 KiB live): far
  *   above what any memory saving is worth, and above the issue's iTLB target. So text maps at
  *   least its live bytes rounded up to 2 MiB per pool: the bound the bench reports.
- * - rodata 2 MiB: every new read-only block is a set_memory_ro (a CPA call, a shootdown, and a
- *   direct-map split where its frames share a 2 MiB leaf with others), which 2 MiB-aligned frames
- *   avoid. With 16 MiB, debian-modules took 803 shootdowns and 14 splits (507 and 1 before);
- *   with 2 MiB 656 and 8, for mapped/live 1.111 instead of 1.092.
+ * - rodata 16 MiB: every new read-only small block is a set_memory_ro (a CPA call, a shootdown,
+ *   and a direct-map split where its frames share a 2 MiB leaf with others), which 2 MiB-aligned
+ *   frames avoid; but a family that moves to 2 MiB blocks early leaves both tiers partly filled
+ *   once modules unload. debian-modules (ours replayed, seed 1): at 2 MiB mapped/live 1.196 at
+ *   scale 0.25 with 194 shootdowns and 4 splits; at 16 MiB 1.108 with 220 and 5 (scale 1: 656
+ *   shootdowns and 8 splits become 803 and 14, still a sixth of the best Linux design's). No
+ *   other workload's rodata reaches 2 MiB live, so nothing else moved.
  * - data and ro_after_init 16 MiB: a RW block needs no protection change and ro_after_init is
  *   sealed page by page whatever its block, so the small tier costs little; above 16 MiB a 2 MiB
  *   block's last, partly filled part is at most 1/8 of the family.
  */
 export const LARGE_TIER_FROM_BYTES: Readonly<Record<TypeClass, number>> = {
   text: 0,
-  rodata: SZ_2M,
+  rodata: 8 * SZ_2M,
   ro_after_init: 8 * SZ_2M,
   data: 8 * SZ_2M,
 };
