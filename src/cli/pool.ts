@@ -44,6 +44,68 @@ export interface PoolOptions {
   /** Worker threads; 1 = serial in this thread. Default: defaultJobCount(). */
   readonly jobs?: number;
   readonly progress?: (p: PoolProgress) => void;
+  /** Threads started before the plans were made (prestartPool); the run takes them over. */
+  readonly threads?: PoolThreads | null;
+}
+
+function newPoolWorker(): Worker {
+  return new Worker(new URL('./pool-worker.js', import.meta.url));
+}
+
+/**
+ * Worker threads started before the plans are ready: the CLI starts them, then generates the
+ * traces on its own thread while they load their modules (a few hundred milliseconds each that
+ * would otherwise come after the traces). runPlans takes them over and ends them when it is done;
+ * close() ends any that no run took (a usage error in between). A thread that failed or stopped
+ * before it was taken fails the run that takes it.
+ */
+export class PoolThreads {
+  private workers: Worker[] | null;
+  private failure: Error | null = null;
+
+  constructor(count: number) {
+    this.workers = Array.from({ length: count }, () => {
+      const w = newPoolWorker();
+      w.on('error', (e) => {
+        this.failure ??= e;
+      });
+      w.on('exit', (code) => {
+        this.failure ??= new Error(
+          `a compare worker thread stopped before its first run (exit code ${code})`,
+        );
+      });
+      return w;
+    });
+  }
+
+  /** The threads, once (later calls get none); throws if one failed or stopped already. */
+  take(): Worker[] {
+    const workers = this.workers ?? [];
+    this.workers = null;
+    if (this.failure !== null) {
+      for (const w of workers) void w.terminate();
+      throw this.failure;
+    }
+    for (const w of workers) w.removeAllListeners('exit');
+    return workers;
+  }
+
+  /** Ends the threads no run took. */
+  close(): void {
+    const workers = this.workers ?? [];
+    this.workers = null;
+    for (const w of workers) {
+      w.removeAllListeners('exit');
+      void w.terminate();
+    }
+  }
+}
+
+/** The threads runPlans will use for `jobs` (default one per CPU), started now; null when serial. */
+export function prestartPool(jobs?: number): PoolThreads | null {
+  const count = jobs ?? defaultJobCount();
+  if (!(Number.isInteger(count) && count > 1 && count <= POOL_JOBS_MAX)) return null;
+  return new PoolThreads(count);
 }
 
 /** The most threads a pool starts. */
@@ -54,11 +116,17 @@ export function defaultJobCount(): number {
   return Math.max(1, Math.min(availableParallelism(), POOL_JOBS_MAX));
 }
 
-/** A run sent to a pool worker. */
+/**
+ * A run sent to a pool worker. The plan (its trace is most of it: tens of thousands of events,
+ * structured-cloned on both sides) goes to a worker only with its first run there; the worker
+ * keeps the last plan it was sent, and later runs of that plan name it by `planId` alone.
+ */
 export interface PoolTask {
   readonly kind: 'task';
   readonly id: number;
-  readonly plan: ComparePlan;
+  readonly planId: number;
+  /** The plan, or null when the worker already holds plan `planId`. */
+  readonly plan: ComparePlan | null;
   readonly policyIndex: number;
 }
 
@@ -104,6 +172,7 @@ export async function runPlans(
   const runs: PlannedPolicyRun[][] = plans.map(() => []);
   const progress = options.progress;
   if (jobCount === 1 || tasks.length <= 1) {
+    options.threads?.close();
     for (const t of tasks) {
       const policy = t.plan.names[t.policyIndex];
       const run = runPlannedPolicy(t.plan, t.policyIndex, (p) =>
@@ -128,6 +197,7 @@ export async function runPlans(
     await runOnWorkers(
       tasks,
       Math.min(jobCount, tasks.length),
+      options.threads?.take() ?? [],
       (id, run) => {
         const t = tasks[id];
         runs[t.job][t.policyIndex] = run;
@@ -162,11 +232,16 @@ function taskWeight(plan: ComparePlan): number {
 function runOnWorkers(
   tasks: readonly Task[],
   threads: number,
+  prestarted: readonly Worker[],
   onResult: (id: number, run: PlannedPolicyRun) => void,
   onProgress: (id: number, eventsDone: number, eventsTotal: number, finished: boolean) => void,
 ): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const workers: Worker[] = [];
+    /** Per worker: the plan it holds (the last one sent to it). */
+    const held = new Map<Worker, ComparePlan>();
+    const planIds = new Map<ComparePlan, number>();
+    for (const t of tasks) if (!planIds.has(t.plan)) planIds.set(t.plan, planIds.size);
     const weights = new Map<ComparePlan, number>();
     for (const t of tasks) if (!weights.has(t.plan)) weights.set(t.plan, taskWeight(t.plan));
     const order = tasks
@@ -189,10 +264,14 @@ function runOnWorkers(
       if (next >= order.length) return;
       const id = order[next++];
       const t = tasks[id];
-      w.postMessage({ kind: 'task', id, plan: t.plan, policyIndex: t.policyIndex } satisfies PoolTask);
+      const plan = held.get(w) === t.plan ? null : t.plan;
+      held.set(w, t.plan);
+      const planId = planIds.get(t.plan) ?? -1;
+      w.postMessage({ kind: 'task', id, planId, plan, policyIndex: t.policyIndex } satisfies PoolTask);
     };
+    for (const w of prestarted.slice(threads)) void w.terminate();
     for (let i = 0; i < threads; i++) {
-      const w = new Worker(new URL('./pool-worker.js', import.meta.url));
+      const w = prestarted[i] ?? newPoolWorker();
       workers.push(w);
       w.on('message', (m: PoolReply) => {
         if (failed) return;

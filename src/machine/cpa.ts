@@ -233,7 +233,7 @@ export class Cpa {
     let a = start;
     while (a < end) {
       const t = this.pt.lookup(a);
-      assert(t !== null, `CPA: 0x${a.toString(16)} unmapped after the check`);
+      if (t === null) assert(false, `CPA: 0x${a.toString(16)} unmapped after the check`);
       if (t.level === 1) {
         // The rest of this PTE table in one pass (same per-leaf steps as below).
         a = this.pt.setFlagsRun(a, end, flagsOf, changed);

@@ -29,6 +29,7 @@
  * (CpuTlb's onSiblingL1i hook).
  */
 import type { ArchSpec, KernelTlbFlush } from '../arch/types.js';
+import { offsetIn } from '../base/addr.js';
 import { MachineError, MachineFault } from './errors.js';
 import type { PageTable } from './pagetable.js';
 import type { PhysMem } from './phys.js';
@@ -75,6 +76,28 @@ export class Cpus {
     return this.ifetchSlow(cpu, va);
   }
 
+  /**
+   * ifetch without the byte: the same TLB lookups, counters and micro-cache state, but no read of
+   * the frame's contents (the fetch model counts translations and never looks at the bytes, and
+   * the contents look-up was a measurable part of its time). A later ifetch hit on the page reads
+   * the frame then (frameByte).
+   */
+  itouch(cpu: number, va: number): void {
+    const base = this.microBase[cpu];
+    if (va >= base && va < base + PAGE) {
+      this.tlbs[cpu].stats.i.l1Hits++;
+      return;
+    }
+    this.checkCpu(cpu);
+    this.checkVa(va, 1);
+    const t = this.translate(cpu, 'i', va, false);
+    const pageVa = Math.floor(va / PAGE) * PAGE;
+    this.microBase[cpu] = pageVa;
+    this.microPfn[cpu] = t.pfn + (pageVa - t.va) / PAGE;
+    this.microLive = true;
+    this.microBytes[cpu] = undefined;
+  }
+
   /** Fetch an instruction of `sizeBytes` at va; raises 'trap' if the arch trap pattern starts there. */
   fetch(cpu: number, va: number, sizeBytes: number): Uint8Array {
     const out = this.access(cpu, 'i', va, sizeBytes, null);
@@ -105,7 +128,7 @@ export class Cpus {
       if (walked === null) {
         throw new MachineFault('not-present', cpu, va, `cpu${cpu}: no mapping at 0x${va.toString(16)}`);
       }
-      tlb.insert(side, walked, va);
+      tlb.insertWalked(side, walked, va);
       this.audit.noteInsert(cpu, walked);
       t = walked;
     }
@@ -200,7 +223,7 @@ export class Cpus {
     this.checkCpu(cpu);
     this.checkVa(va, 1);
     const t = this.translate(cpu, 'i', va, false);
-    const off = va % PAGE;
+    const off = offsetIn(va, PAGE);
     const pageVa = va - off;
     const pfn = t.pfn + (pageVa - t.va) / PAGE;
     this.microBase[cpu] = pageVa;
@@ -235,7 +258,7 @@ export class Cpus {
     for (let done = 0; done < sizeBytes; ) {
       const at = va + done;
       const t = this.translate(cpu, side, at, write);
-      const n = Math.min(PAGE - (at % PAGE), sizeBytes - done);
+      const n = Math.min(PAGE - offsetIn(at, PAGE), sizeBytes - done);
       pas.push(t.pfn * PAGE + (at - t.va), n);
       done += n;
     }

@@ -187,8 +187,12 @@ export class Machine {
     this.kernelPt.addListener(this.dmap);
     // SMT siblings (2k, 2k+1) share or split arrays as the profile says; a sibling's use of a shared
     // L1 iTLB drops this CPU's fetch micro-cache (its cached "L1 hit" may no longer be one).
+    // An eviction drops the CPU's fetch micro-cache (its page may have been the one evicted); the
+    // audit needs the evicted value only while it holds stale entries of that CPU (wx.ts onEvict).
     const tlbs = createCpuTlbs(profile, cpuCount, (cpu) => ({
-      onEvict: (t: Translation) => this.onEvict(cpu, t),
+      onEvict: (t: Translation) => this.audit.onEvict(cpu, t),
+      onAnyEvict: () => this.cpus?.invalidateMicroOf(cpu),
+      wantsEvict: () => this.audit.hasStale(cpu),
       onSiblingL1i: () => this.cpus?.invalidateMicroOf(cpu),
     }));
     this.tlbs = tlbs;
@@ -252,6 +256,11 @@ export class Machine {
 
   ifetch(cpu: number, va: number): number {
     return this.cpus.ifetch(cpu, va);
+  }
+
+  /** ifetch without reading the byte (cpu.ts itouch): what the fetch model uses. */
+  itouch(cpu: number, va: number): void {
+    this.cpus.itouch(cpu, va);
   }
 
   load(cpu: number, va: number, sizeBytes: number): Uint8Array {
@@ -454,11 +463,6 @@ export class Machine {
       if (order >= o) return true;
     }
     return false;
-  }
-
-  private onEvict(cpu: number, t: Translation): void {
-    this.cpus?.invalidateMicroOf(cpu);
-    this.audit.onEvict(cpu, t);
   }
 }
 

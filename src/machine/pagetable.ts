@@ -23,6 +23,7 @@
  * listeners that can take it as one event (LeafBulkListener) get one call instead, which is what
  * keeps execmem-rox's split-and-collapse per BPF program cheap.
  */
+import { alignDown } from '../base/addr.js';
 import { assert } from '../base/assert.js';
 import { MachineError } from './errors.js';
 import type { PhysMem } from './phys.js';
@@ -247,7 +248,7 @@ export class PageTable {
   tryCollapse(va: number, level: 2 | 3): boolean {
     if (level !== 2 && level !== 3)
       throw new MachineError('EINVAL', `${this.name}: only level 2/3 leaves collapse`);
-    const base = va - (va % LEVEL_BYTES[level]);
+    const base = alignDown(va, LEVEL_BYTES[level]);
     const table = this.tableAt(base, level);
     if (table === null) return false;
     const slot = indexAt(base, level);
@@ -319,7 +320,8 @@ export class PageTable {
   destroy(): void {
     const visit = (t: Table): void => {
       for (const s of t.slots) {
-        assert(s === undefined || s instanceof Table, `${this.name}: destroy with a leaf mapped`);
+        if (!(s === undefined || s instanceof Table))
+          assert(false, `${this.name}: destroy with a leaf mapped`);
         if (s instanceof Table) visit(s);
       }
       this.freeTableFrame(t);
@@ -401,7 +403,7 @@ export class PageTable {
       va < 0 ||
       va >= VA_END ||
       LEVEL_BYTES[level] === undefined ||
-      va % LEVEL_BYTES[level] !== 0
+      alignDown(va, LEVEL_BYTES[level]) !== va
     ) {
       throw new MachineError(
         'EINVAL',
@@ -475,7 +477,7 @@ export class PageTable {
   private checkLeaf(va: number, level: LeafLevel, pfn: number, flags: number): void {
     const bytes = LEVEL_BYTES[level];
     if (bytes === undefined) throw new MachineError('EINVAL', `${this.name}: bad leaf level ${level}`);
-    if (!Number.isInteger(va) || va < 0 || va + bytes > VA_END || va % bytes !== 0) {
+    if (!Number.isInteger(va) || va < 0 || va + bytes > VA_END || alignDown(va, bytes) !== va) {
       throw new MachineError(
         'EINVAL',
         `${this.name}: 0x${va.toString(16)} not aligned to the level-${level} size`,

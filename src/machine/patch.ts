@@ -27,6 +27,7 @@
  * image (EINVAL: Linux refuses core kernel text for text_poke_copy/text_poke_set).
  */
 import type { ArchSpec } from '../arch/types.js';
+import { alignDown, offsetIn } from '../base/addr.js';
 import { assert } from '../base/assert.js';
 import type { Cpus } from './cpu.js';
 import { MachineError } from './errors.js';
@@ -99,7 +100,7 @@ export class Patcher {
     const maxPages = this.arch.pokeMaxPages;
     for (let done = 0; done < sizeBytes; ) {
       const at = va + done;
-      const off = at % PAGE;
+      const off = offsetIn(at, PAGE);
       const n = Math.min(maxPages * PAGE - off, sizeBytes - done);
       const pages = Math.ceil((off + n) / PAGE);
       for (let i = 0; i < pages; i++) {
@@ -113,7 +114,7 @@ export class Patcher {
           this.counters.pageWalks++;
           const t = pt.walk(pv);
           assert(t !== null, 'poking page not mapped');
-          tlb.insert('d', t, pv);
+          tlb.insertWalked('d', t, pv);
         }
       }
       this.copyPages(at, n, done, write);
@@ -129,7 +130,7 @@ export class Patcher {
     const slot = this.arch.layout.pokeArea.start;
     for (let done = 0; done < sizeBytes; ) {
       const at = va + done;
-      const off = at % PAGE;
+      const off = offsetIn(at, PAGE);
       const n = Math.min(PAGE - off, sizeBytes - done);
       this.kernelPt.mapLeaf(slot, 1, this.frameOf(at - off), PTE_PRESENT | PTE_RW | PTE_NX | PTE_GLOBAL);
       const t = this.cpus.translate(cpu, 'd', slot + off, true);
@@ -147,8 +148,9 @@ export class Patcher {
   private copyPages(at: number, n: number, done: number, write: Writer): void {
     for (let k = 0; k < n; ) {
       const a = at + k;
-      const m = Math.min(PAGE - (a % PAGE), n - k);
-      write(this.frameOf(a - (a % PAGE)) * PAGE + (a % PAGE), done + k, m);
+      const off = offsetIn(a, PAGE);
+      const m = Math.min(PAGE - off, n - k);
+      write(this.frameOf(a - off) * PAGE + off, done + k, m);
       k += m;
     }
   }
@@ -156,8 +158,9 @@ export class Patcher {
   private verify(at: number, n: number, done: number, check: Checker): void {
     for (let k = 0; k < n; ) {
       const a = at + k;
-      const m = Math.min(PAGE - (a % PAGE), n - k);
-      assert(check(this.frameOf(a - (a % PAGE)) * PAGE + (a % PAGE), done + k, m), 'text_poke verify failed');
+      const off = offsetIn(a, PAGE);
+      const m = Math.min(PAGE - off, n - k);
+      assert(check(this.frameOf(a - off) * PAGE + off, done + k, m), 'text_poke verify failed');
       k += m;
     }
   }
@@ -186,7 +189,7 @@ export function checkPokeTarget(vm: Vmalloc, kernelPt: PageTable, va: number, si
   if (va + sizeBytes > area.va + area.sizeBytes) {
     throw new MachineError('EINVAL', `poke: 0x${va.toString(16)}+${sizeBytes} crosses the end of its area`);
   }
-  for (let p = va - (va % PAGE); p < va + sizeBytes; p += PAGE) {
+  for (let p = alignDown(va, PAGE); p < va + sizeBytes; p += PAGE) {
     if (kernelPt.walk(p) === null)
       throw new MachineError('ENOENT', `poke: 0x${p.toString(16)} is not mapped`);
   }

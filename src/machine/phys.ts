@@ -13,13 +13,20 @@
  * memory in Linux anyway (modelled: they come from the same pool).
  *
  * Per-frame state lives in typed arrays (16 GiB = 4 Mi frames; never per-frame objects):
- * `freeOrder[pfn]` is the order of the free block starting at pfn (or -1), `allocOrder[pfn]` the
- * order of the allocated block starting at pfn (or -1), and `next/prev` link free blocks of one
- * order into a doubly linked list, so allocation and free are O(orders).
+ * `freeOrderPlus1[pfn]` is 1 + the order of the free block starting at pfn (0: none),
+ * `allocOrderPlus1[pfn]` 1 + the order of the allocated block starting at pfn (0: none; stored
+ * plus one so that a new machine's arrays start right as zeroed memory, with no fill of 4 Mi
+ * entries per machine), and `next/prev` link free blocks of one order into a doubly linked list,
+ * so allocation and free are O(orders).
  *
  * Contents: a frame holds bytes only once written (Map pfn -> Uint8Array(4096)); unwritten frames
  * read as zero. Freeing a block drops its contents (as Linux with init_on_free=1 would zero them);
- * this keeps the simulation's memory bounded and runs reproducible.
+ * this keeps the simulation's memory bounded and runs reproducible. The dropped arrays are kept
+ * (up to SPARE_FRAMES_MAX) and handed out again, zeroed, to the next frames written: a compare
+ * writes hundreds of MB through short-lived frames, and a fresh 4 KiB array each time was a
+ * measurable share of its time (allocation, page faults, GC). A kept array is no longer the
+ * contents of any frame; the only other holder of frame arrays, the CPUs' fetch micro-cache
+ * (cpu.ts), is dropped by the unmap or flush that comes before every free of a mapped frame.
  *
  * Aging (`age`) is a model, not a replay of a real workload: it pins one order-0 page at a random
  * offset inside a seeded random choice of the currently fully free 2 MiB blocks, so exactly that
@@ -39,6 +46,8 @@ const FRAMES_PER_GIB = 262144;
 const NONE = -1;
 /** What an unwritten frame reads as (compared against, never written). */
 const ZERO_FRAME = new Uint8Array(PAGE_BYTES);
+/** Arrays of freed frames kept for reuse (16 MiB). */
+const SPARE_FRAMES_MAX = 4096;
 
 /**
  * frame[off, off + n) === bytes[at, at + n)? Compares 4 bytes at a time where both sides can be
@@ -61,10 +70,29 @@ function sameBytes(frame: Uint8Array, off: number, bytes: Uint8Array, at: number
   return true;
 }
 
+/** frame[off, off + n) all equal `value`? Four bytes at a time over the aligned middle. */
+function allBytes(frame: Uint8Array, off: number, n: number, value: number): boolean {
+  let i = off;
+  const end = off + n;
+  if (n >= 64) {
+    while (((frame.byteOffset + i) & 3) !== 0) if (frame[i++] !== value) return false;
+    const first = (frame.byteOffset + i) >>> 2;
+    const words = (end - i) >>> 2;
+    const view = new Uint32Array(frame.buffer, first * 4, words);
+    const word = Math.imul(value, 0x01010101) >>> 0;
+    for (let w = 0; w < words; w++) if (view[w] !== word) return false;
+    i += words * 4;
+  }
+  for (; i < end; i++) if (frame[i] !== value) return false;
+  return true;
+}
+
 export class PhysMem {
   readonly totalFrames: number;
-  private readonly freeOrder: Int8Array;
-  private readonly allocOrder: Int8Array;
+  /** Order + 1 of the free block starting at pfn, 0 if none (zero-initialised: a new machine fills nothing). */
+  private readonly freeOrderPlus1: Uint8Array;
+  /** Order + 1 of the allocated block starting at pfn, 0 if none. */
+  private readonly allocOrderPlus1: Uint8Array;
   private readonly next: Int32Array;
   private readonly prev: Int32Array;
   /** Head pfn of each order's free list, or NONE. */
@@ -72,6 +100,8 @@ export class PhysMem {
   private readonly freeBlocks: Int32Array = new Int32Array(MAX_ORDER + 1);
   private freeFrames = 0;
   private readonly contents = new Map<number, Uint8Array>();
+  /** Arrays of freed frames, for reuse by frameForWrite (see the header). */
+  private readonly spare: Uint8Array[] = [];
   /** Pending injected failures: order -> remaining allocations until the failure (1 = next). */
   private readonly injected = new Map<number, number>();
   private readonly allocCounts: Float64Array = new Float64Array(MAX_ORDER + 1);
@@ -85,8 +115,8 @@ export class PhysMem {
     if (frames > 2 ** 30)
       throw new MachineError('EINVAL', `memory size ${totalBytes} exceeds the 4 TiB limit`);
     this.totalFrames = frames;
-    this.freeOrder = new Int8Array(frames).fill(NONE);
-    this.allocOrder = new Int8Array(frames).fill(NONE);
+    this.freeOrderPlus1 = new Uint8Array(frames);
+    this.allocOrderPlus1 = new Uint8Array(frames);
     this.next = new Int32Array(frames);
     this.prev = new Int32Array(frames);
     for (let pfn = frames - FRAMES_PER_GIB; pfn >= 0; pfn -= FRAMES_PER_GIB) this.listPush(pfn, MAX_ORDER);
@@ -112,7 +142,7 @@ export class PhysMem {
       o--;
       this.listPush(pfn + 2 ** o, o);
     }
-    this.allocOrder[pfn] = order;
+    this.allocOrderPlus1[pfn] = order + 1;
     this.allocCounts[order]++;
     return pfn;
   }
@@ -120,12 +150,24 @@ export class PhysMem {
   /** Return a block obtained from allocPages(order); merges with free buddies. */
   freePages(pfn: number, order: number): void {
     this.checkOrder(order);
-    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= this.totalFrames || this.allocOrder[pfn] !== order) {
+    if (
+      !Number.isInteger(pfn) ||
+      pfn < 0 ||
+      pfn >= this.totalFrames ||
+      this.allocOrderPlus1[pfn] !== order + 1
+    ) {
       throw new MachineError('EINVAL', `pfn ${pfn} is not the start of an allocated order-${order} block`);
     }
-    this.allocOrder[pfn] = NONE;
+    this.allocOrderPlus1[pfn] = 0;
     const count = 2 ** order;
-    for (let i = 0; i < count; i++) this.contents.delete(pfn + i);
+    if (this.contents.size > 0) {
+      for (let i = 0; i < count; i++) {
+        const bytes = this.contents.get(pfn + i);
+        if (bytes === undefined) continue;
+        this.contents.delete(pfn + i);
+        if (this.spare.length < SPARE_FRAMES_MAX) this.spare.push(bytes);
+      }
+    }
     this.release(pfn, order);
   }
 
@@ -146,7 +188,7 @@ export class PhysMem {
 
   /** Is this frame the first of an allocated block (of any order)? */
   allocatedOrderAt(pfn: number): number {
-    return this.allocOrder[pfn];
+    return this.allocOrderPlus1[pfn] - 1;
   }
 
   agedFrameCount(): number {
@@ -233,9 +275,14 @@ export class PhysMem {
       const off = at % PAGE_BYTES;
       const n = Math.min(PAGE_BYTES - off, sizeBytes - done);
       const frame = this.contents.get((at - off) / PAGE_BYTES) ?? ZERO_FRAME;
-      for (let i = off; i < off + n; i++) {
-        if (frame[i] !== pattern[k]) return false;
-        if (++k === pattern.length) k = 0;
+      if (pattern.length === 1) {
+        // The x86 trap byte (text_poke_set of INT3 verifies every byte of every freed image).
+        if (!allBytes(frame, off, n, pattern[0])) return false;
+      } else {
+        for (let i = off; i < off + n; i++) {
+          if (frame[i] !== pattern[k]) return false;
+          if (++k === pattern.length) k = 0;
+        }
       }
       done += n;
     }
@@ -272,7 +319,7 @@ export class PhysMem {
       candidates[j] = candidates[i];
       const pfn = block + rng.int(0, 511);
       this.takeFrame(pfn);
-      this.allocOrder[pfn] = 0;
+      this.allocOrderPlus1[pfn] = 1;
       this.agedPfns.push(pfn);
     }
   }
@@ -299,7 +346,7 @@ export class PhysMem {
   reserve(pfn: number, frameCount: number): void {
     for (let i = 0; i < frameCount; i++) {
       this.takeFrame(pfn + i);
-      this.allocOrder[pfn + i] = 0;
+      this.allocOrderPlus1[pfn + i] = 1;
     }
   }
 
@@ -310,7 +357,10 @@ export class PhysMem {
     for (let o = 0; o <= MAX_ORDER; o++) {
       let blocks = 0;
       for (let pfn = this.heads[o]; pfn !== NONE; pfn = this.next[pfn]) {
-        assert(this.freeOrder[pfn] === o, `free list ${o} holds pfn ${pfn} marked ${this.freeOrder[pfn]}`);
+        assert(
+          this.freeOrderPlus1[pfn] === o + 1,
+          `free list ${o} holds pfn ${pfn} marked ${this.freeOrderPlus1[pfn] - 1}`,
+        );
         assert(pfn % 2 ** o === 0, `free block ${pfn} misaligned for order ${o}`);
         for (let i = 0; i < 2 ** o; i++) {
           assert(seen[pfn + i] === 0, `frame ${pfn + i} in two free blocks`);
@@ -323,7 +373,7 @@ export class PhysMem {
     }
     assert(free === this.freeFrames, `free frame count drifted: ${free} vs ${this.freeFrames}`);
     for (let pfn = 0; pfn < this.totalFrames; pfn++) {
-      const o = this.allocOrder[pfn];
+      const o = this.allocOrderPlus1[pfn] - 1;
       if (o === NONE) continue;
       for (let i = 0; i < 2 ** o; i++)
         assert(seen[pfn + i] === 0, `frame ${pfn + i} both free and allocated`);
@@ -339,7 +389,7 @@ export class PhysMem {
     let head = pfn;
     while (o <= MAX_ORDER) {
       head = pfn - (pfn % 2 ** o);
-      if (this.freeOrder[head] === o) break;
+      if (this.freeOrderPlus1[head] === o + 1) break;
       o++;
     }
     if (o > MAX_ORDER) throw new MachineError('EBUSY', `frame ${pfn} is not free`);
@@ -361,7 +411,7 @@ export class PhysMem {
     let o = order;
     while (o < MAX_ORDER) {
       const buddy = p ^ (2 ** o);
-      if (buddy >= this.totalFrames || this.freeOrder[buddy] !== o) break;
+      if (buddy >= this.totalFrames || this.freeOrderPlus1[buddy] !== o + 1) break;
       this.listRemove(buddy, o);
       p = Math.min(p, buddy);
       o++;
@@ -372,7 +422,9 @@ export class PhysMem {
   private frameForWrite(pfn: number): Uint8Array {
     let bytes = this.contents.get(pfn);
     if (bytes === undefined) {
-      bytes = new Uint8Array(PAGE_BYTES);
+      const reused = this.spare.pop();
+      if (reused !== undefined) reused.fill(0);
+      bytes = reused ?? new Uint8Array(PAGE_BYTES);
       this.contents.set(pfn, bytes);
     }
     return bytes;
@@ -384,7 +436,7 @@ export class PhysMem {
     this.prev[pfn] = NONE;
     if (head !== NONE) this.prev[head] = pfn;
     this.heads[order] = pfn;
-    this.freeOrder[pfn] = order;
+    this.freeOrderPlus1[pfn] = order + 1;
     this.freeBlocks[order]++;
     this.freeFrames += 2 ** order;
   }
@@ -395,7 +447,7 @@ export class PhysMem {
     if (p === NONE) this.heads[order] = n;
     else this.next[p] = n;
     if (n !== NONE) this.prev[n] = p;
-    this.freeOrder[pfn] = NONE;
+    this.freeOrderPlus1[pfn] = 0;
     this.freeBlocks[order]--;
     this.freeFrames -= 2 ** order;
   }

@@ -125,6 +125,7 @@ export class TlbArray {
    * smaller-size-first rule cannot be violated).
    */
   find(va: number, tag: number): number {
+    if (this.used === 0) return -1;
     const hintLevel = this.hintLevel;
     if (hintLevel !== 0) {
       const slot = this.hintSlot;
@@ -146,6 +147,7 @@ export class TlbArray {
   private probeSets(va: number, tag: number): number {
     const levels = this.probeLevels;
     for (let l = 0; l < levels.length; l++) {
+      if (this.levelCounts[levels[l]] === 0) continue; // no slot keyed at this size
       const key = keyOf(va, levels[l], tag);
       const first = this.setOf(key) * this.ways;
       const last = first + this.ways;
@@ -196,7 +198,8 @@ export class TlbArray {
    */
   put(t: Translation, accessVa: number, tag: number): Translation | undefined {
     const keyLevel = this.keyLevelFor[t.level];
-    assert(keyLevel !== 0, `${this.spec.name} does not hold level ${t.level}`);
+    // The message is built only on failure: put runs on every TLB fill.
+    if (keyLevel === 0) assert(false, `${this.spec.name} does not hold level ${t.level}`);
     const key = keyOf(keyLevel === t.level ? t.va : accessVa, keyLevel as LeafLevel, tag);
     const first = this.setOf(key) * this.ways;
     const last = first + this.ways;

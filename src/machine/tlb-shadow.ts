@@ -15,14 +15,19 @@
  * instruction-reachable entries: a real hit is always a shadow hit, and the shadow only needs to be
  * consulted on a real miss (off the hot path). A full flush clears it; a range flush drops the
  * leaves overlapping the range, by probing the range's candidate leaves or by scanning the set,
- * whichever is fewer, so flushing all of the address space costs at most the set's size.
+ * whichever is fewer, so flushing all of the address space costs at most the set's size. The set
+ * is a NumberSet (num-set.ts): a note runs on every instruction-side TLB fill and a clear on every
+ * full flush, which a Set<number> of keys above 2^31 makes allocation-heavy.
  */
+import { NumberSet } from './num-set.js';
 import { LEVEL_BYTES, type LeafLevel, type Translation } from './types.js';
 
 const PAGE = 4096;
 
 export class TlbShadow {
-  private readonly leaves = new Set<number>();
+  private readonly leaves = new NumberSet();
+  /** Keys to drop found by a scan (reused; a set must not change while it is walked). */
+  private readonly doomed: number[] = [];
 
   get size(): number {
     return this.leaves.size;
@@ -34,10 +39,7 @@ export class TlbShadow {
 
   /** Adds t's leaf; true when it was not held, i.e. an infinite TLB would have missed. */
   note(t: Translation): boolean {
-    const key = t.va + t.level;
-    if (this.leaves.has(key)) return false;
-    this.leaves.add(key);
-    return true;
+    return this.leaves.add(t.va + t.level);
   }
 
   clear(): void {
@@ -62,10 +64,13 @@ export class TlbShadow {
       }
       return;
     }
-    for (const key of leaves) {
+    const doomed = this.doomed;
+    leaves.forEach((key) => {
       const level = key % PAGE;
       const va = key - level;
-      if (va < endVa && va + LEVEL_BYTES[level as LeafLevel] > startVa) leaves.delete(key);
-    }
+      if (va < endVa && va + LEVEL_BYTES[level as LeafLevel] > startVa) doomed.push(key);
+    });
+    for (const key of doomed) leaves.delete(key);
+    doomed.length = 0;
   }
 }

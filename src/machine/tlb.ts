@@ -28,7 +28,9 @@
  *   1 GiB pages installs the 1 GiB entry again (WikiChip, Zen 2).
  * - `onEvict` is called when a capacity eviction (or an in-place replacement by an insert)
  *   removes the last copy of a translation value from this thread's TLB, also when the sibling's
- *   fill evicted it from a shared array; flushes never call it.
+ *   fill evicted it from a shared array; flushes never call it. Finding out whether a copy is left
+ *   probes every array, so it is done only while `wantsEvict` (default: always) says the owner
+ *   needs onEvict now; `onAnyEvict` is called on every such eviction, copy or not.
  * - `onSiblingL1i` is called on a thread when its sibling looks up or fills a first-level
  *   instruction array they share (zen4): an entry of this thread may have been displaced and the
  *   LRU order changed, so any cached "L1 hit" of this thread (the CPU layer's fetch micro-cache)
@@ -58,6 +60,8 @@ export interface TlbStats {
 /** Callbacks of one thread's TLB (see the header). */
 export interface TlbHooks {
   readonly onEvict?: (t: Translation) => void;
+  readonly onAnyEvict?: () => void;
+  readonly wantsEvict?: () => boolean;
   readonly onSiblingL1i?: () => void;
 }
 
@@ -125,6 +129,8 @@ export class CpuTlb {
   private readonly l1iShared: boolean;
   private readonly shadow = new TlbShadow();
   private readonly onEvict: ((t: Translation) => void) | undefined;
+  private readonly onAnyEvict: (() => void) | undefined;
+  private readonly wantsEvict: (() => boolean) | undefined;
   private readonly onSiblingL1i: (() => void) | undefined;
   /** The last va that missed on each side: where a walk's 1 GiB result is "smashed" to. */
   private lastMissVaI = -1;
@@ -138,6 +144,8 @@ export class CpuTlb {
     this.profile = profile;
     const h: TlbHooks = typeof hooks === 'function' ? { onEvict: hooks } : (hooks ?? {});
     this.onEvict = h.onEvict;
+    this.onAnyEvict = h.onAnyEvict;
+    this.wantsEvict = h.wantsEvict;
     this.onSiblingL1i = h.onSiblingL1i;
     this.core = slot?.core ?? new TlbCore(1);
     this.thread = slot?.thread ?? 0;
@@ -240,6 +248,20 @@ export class CpuTlb {
     } else if (lastMiss >= t.va && lastMiss < endVa) {
       va = lastMiss;
     }
+    this.fill(side, t, va);
+  }
+
+  /**
+   * insert() of a translation the machine's own page table just returned for an access at
+   * accessVa (so t is well formed and accessVa lies inside it): the same fill without the checks,
+   * which cost a share of every TLB miss.
+   */
+  insertWalked(side: TlbSide, t: Translation, accessVa: number): void {
+    this.fill(side, t, accessVa);
+  }
+
+  private fill(side: TlbSide, t: Translation, va: number): void {
+    const isI = side === 'i';
     if (isI) {
       if (this.l1iShared) this.notifySiblings();
       if (this.shadow.note(t)) this.iBoundMisses++;
@@ -328,7 +350,9 @@ export class CpuTlb {
 
   /** A capacity eviction removed t from one of this thread's arrays. */
   private lost(t: Translation): void {
-    if (this.onEvict !== undefined && !this.holdsValue(t)) this.onEvict(t);
+    this.onAnyEvict?.();
+    if (this.onEvict === undefined || (this.wantsEvict !== undefined && !this.wantsEvict())) return;
+    if (!this.holdsValue(t)) this.onEvict(t);
   }
 
   private holdsValue(t: Translation): boolean {

@@ -32,7 +32,9 @@
  * a write session ends), nor does it include arm64's write-session mm (write-session.ts), for the
  * same reason.
  */
+import { alignDown } from '../base/addr.js';
 import { assert } from '../base/assert.js';
+import { NumberSet } from './num-set.js';
 import type { LeafBulkListener, PageTable } from './pagetable.js';
 import type { LeafChange, Translation } from './types.js';
 import { LEVEL_BYTES, PTE_NX, PTE_PRESENT, PTE_RW } from './types.js';
@@ -75,8 +77,10 @@ export class WxAudit implements LeafBulkListener {
   private tlbs: readonly TlbView[] = [];
   /** Per CPU: stale entries (by value) still held by that CPU's TLB. */
   private stale: Map<string, Translation>[] = [];
-  /** Per CPU: what its TLB may hold (a superset); null = filter saturated. */
-  private maybe: (MayHold | null)[] = [];
+  /** Per CPU: what its TLB may hold (a superset), unless `saturated`. */
+  private maybe: MayHold[] = [];
+  /** Per CPU: 1 when the filter gave up (past FILTER_MAX keys) until the next full flush. */
+  private saturated = new Uint8Array(0);
 
   constructor(
     private readonly pt: PageTable,
@@ -91,16 +95,21 @@ export class WxAudit implements LeafBulkListener {
     this.tlbs = tlbs;
     this.stale = tlbs.map(() => new Map());
     this.maybe = tlbs.map(() => newMayHold());
+    this.saturated = new Uint8Array(tlbs.length);
   }
 
   /** A CPU's TLB was filled with `t` (keeps the superset filter of cached leaves). */
   noteInsert(cpu: number, t: Translation): void {
+    if (this.saturated[cpu] === 1) return;
     const m = this.maybe[cpu];
-    if (m === null) return;
-    m.leaves.add(t.va + t.level);
-    if (t.level !== 3) m.regions2M.add(t.va - (t.va % LEVEL_BYTES[2]));
-    m.regions1G.add(t.va - (t.va % LEVEL_BYTES[3]));
-    if (m.leaves.size > FILTER_MAX) this.maybe[cpu] = null;
+    // A leaf already held adds nothing: its regions were noted with it.
+    if (!m.leaves.add(t.va + t.level)) return;
+    if (t.level !== 3) m.regions2M.add(alignDown(t.va, LEVEL_BYTES[2]));
+    m.regions1G.add(alignDown(t.va, LEVEL_BYTES[3]));
+    if (m.leaves.size > FILTER_MAX) {
+      this.saturated[cpu] = 1;
+      clearMayHold(m);
+    }
   }
 
   violationCount(): number {
@@ -140,7 +149,10 @@ export class WxAudit implements LeafBulkListener {
 
   /** A CPU flushed [va, va+sizeBytes) (or everything): its stale entries there are gone. */
   onFlush(cpu: number, va?: number, sizeBytes?: number): void {
-    if (va === undefined) this.maybe[cpu] = newMayHold();
+    if (va === undefined) {
+      clearMayHold(this.maybe[cpu]);
+      this.saturated[cpu] = 0;
+    }
     const m = this.stale[cpu];
     if (m.size === 0) return;
     for (const [key, t] of m) {
@@ -149,6 +161,11 @@ export class WxAudit implements LeafBulkListener {
         this.account(t, -1);
       }
     }
+  }
+
+  /** Does this CPU's TLB hold entries the audit counts as stale (only then onEvict matters)? */
+  hasStale(cpu: number): boolean {
+    return this.stale[cpu].size > 0;
   }
 
   /** A CPU's TLB evicted `t` for capacity: forget it if no copy of it is left in that TLB. */
@@ -245,14 +262,14 @@ export class WxAudit implements LeafBulkListener {
 
   /** Could this CPU's TLB hold an entry overlapping the leaf `t`? */
   private mayHold(cpu: number, t: Translation): boolean {
+    if (this.saturated[cpu] === 1) return true;
     const m = this.maybe[cpu];
-    if (m === null) return true;
     const leaves = m.leaves;
     if (leaves.size === 0) return false;
     if (t.level === 3) return m.regions1G.has(t.va);
-    const r3 = t.va - (t.va % LEVEL_BYTES[3]);
+    const r3 = alignDown(t.va, LEVEL_BYTES[3]);
     if (t.level === 2) return m.regions2M.has(t.va) || leaves.has(r3 + 3);
-    const r2 = t.va - (t.va % LEVEL_BYTES[2]);
+    const r2 = alignDown(t.va, LEVEL_BYTES[2]);
     return leaves.has(t.va + 1) || leaves.has(r2 + 2) || leaves.has(r3 + 3);
   }
 
@@ -295,13 +312,20 @@ export class WxAudit implements LeafBulkListener {
  * of that region or the 1 GiB leaf around it; one overlapping a 1 GiB leaf lies in its region.
  */
 interface MayHold {
-  readonly leaves: Set<number>;
-  readonly regions2M: Set<number>;
-  readonly regions1G: Set<number>;
+  readonly leaves: NumberSet;
+  readonly regions2M: NumberSet;
+  readonly regions1G: NumberSet;
 }
 
+/** NumberSets (num-set.ts): noted on every TLB fill, emptied on every full flush, without allocating. */
 function newMayHold(): MayHold {
-  return { leaves: new Set(), regions2M: new Set(), regions1G: new Set() };
+  return { leaves: new NumberSet(), regions2M: new NumberSet(), regions1G: new NumberSet() };
+}
+
+function clearMayHold(m: MayHold): void {
+  m.leaves.clear();
+  m.regions2M.clear();
+  m.regions1G.clear();
 }
 
 function overlaps(t: Translation, va: number, sizeBytes: number): boolean {

@@ -16,6 +16,7 @@ import {
   bpfReal,
 } from '../workloads/bpf-real.js';
 import { type FtraceRealSummary, ftraceRealSummary } from '../workloads/ftrace-real.js';
+import type { Trace } from '../workloads/trace.js';
 
 export interface BpfSizeComparison {
   readonly bucketsBytes: readonly number[];
@@ -32,15 +33,28 @@ export interface ConsumerFigures {
   readonly ftrace: FtraceRealSummary;
 }
 
+/**
+ * Traces the caller already generated with the same seed and scale (the report's runs): used
+ * instead of generating them again, which would be the same trace (the generators are
+ * deterministic in seed and scale) at a second's cost on the main thread.
+ */
+export interface ConsumerTraces {
+  readonly bpfReal?: Trace;
+  readonly bpfChurn?: Trace;
+}
+
 /** The figures the report's "real consumers" section shows, for one seed and scale. */
-export function consumerFigures(opts: { seed: number; scale: number }): ConsumerFigures {
+export function consumerFigures(
+  opts: { seed: number; scale: number },
+  traces: ConsumerTraces = {},
+): ConsumerFigures {
   return {
     seed: opts.seed,
     scale: opts.scale,
     bpf: {
       bucketsBytes: BPF_SIZE_BUCKETS,
-      real: bpfImageHistogram(bpfReal(opts)),
-      published: bpfImageHistogram(bpfChurn(opts)),
+      real: bpfImageHistogram(traces.bpfReal ?? bpfReal(opts)),
+      published: bpfImageHistogram(traces.bpfChurn ?? bpfChurn(opts)),
     },
     ftrace: ftraceRealSummary(opts),
   };

@@ -51,6 +51,8 @@ export const FETCH_FUNCTION_BYTES_MAX = 64 * 1024 * 1024;
 /** What the model needs from a machine (Machine in src/machine/machine.ts satisfies it). */
 export interface FetchTarget {
   ifetch(cpu: number, va: number): number;
+  /** ifetch without reading the byte (same TLB effects); used instead of ifetch when present. */
+  itouch?(cpu: number, va: number): void;
   readonly tlbs: readonly CpuTlb[];
   readonly counters: MachineCounters;
   readonly kernelPt: { walk(va: number): Translation | null };
@@ -246,7 +248,8 @@ function execute(target: FetchTarget, cpu: number, f: FetchFunction, tally: Tall
 function fetchOne(target: FetchTarget, cpu: number, va: number, tally: Tally): boolean {
   tally.fetches++;
   try {
-    target.ifetch(cpu, va);
+    if (target.itouch !== undefined) target.itouch(cpu, va);
+    else target.ifetch(cpu, va);
     return true;
   } catch (e) {
     if (!(e instanceof MachineFault)) throw e;

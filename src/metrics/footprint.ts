@@ -81,7 +81,7 @@ export function pageTableFootprint(machine: Machine): PageTableFootprint {
     machine.kernelPt.forEachLeaf(r.start, r.end, (t) => {
       if ((t.flags & PTE_PRESENT) === 0) return;
       const bytes = t.level === 1 ? 4096 : t.level === 2 ? SZ_2M : 1024 ** 3;
-      assert(t.level !== 3, `1 GiB leaf in an allocation range at ${hexAddr(t.va)}`);
+      if (t.level === 3) assert(false, `1 GiB leaf in an allocation range at ${hexAddr(t.va)}`);
       const exec = (t.flags & PTE_NX) === 0;
       fp.mappedBytes += bytes;
       if (exec) fp.execBytes += bytes;

@@ -61,44 +61,54 @@ export class Pack {
   }
 
   setBits(start: number, nbits: number, value: boolean): void {
-    for (let i = start; i < start + nbits; i++) {
+    // A word at a time (every BPF load and unload lands here); the same checks as bit by bit.
+    const end = start + nbits;
+    for (let i = start; i < end; ) {
       const word = i >>> 5;
-      const bit = 1 << (i & 31);
-      if (((this.bitmap[word] & bit) !== 0) === value) assert(false, `pack chunk ${i} already ${value}`);
-      this.bitmap[word] = value ? this.bitmap[word] | bit : this.bitmap[word] & ~bit;
+      const to = Math.min(end, (word + 1) << 5);
+      const mask = rangeMask(i & 31, to - i);
+      const held = this.bitmap[word] & mask;
+      if (held !== (value ? 0 : mask)) {
+        const wrong = value ? held : ~held & mask;
+        assert(false, `pack chunk ${(word << 5) + lowestBit(wrong)} already ${value}`);
+      }
+      this.bitmap[word] = value ? this.bitmap[word] | mask : this.bitmap[word] & ~mask;
+      i = to;
     }
     this.usedChunks += value ? nbits : -nbits;
   }
 
   /** First clear bit at or after `from` (CHUNK_COUNT if none). */
   private nextClear(from: number): number {
-    let i = from;
-    while (i < CHUNK_COUNT) {
-      const word = this.bitmap[i >>> 5];
-      if (word === 0xffffffff && (i & 31) === 0) {
-        i += 32;
-        continue;
-      }
-      if ((word & (1 << (i & 31))) === 0) return i;
-      i++;
+    for (let i = from; i < CHUNK_COUNT; ) {
+      const word = i >>> 5;
+      const clear = ~this.bitmap[word] & (0xffffffff << (i & 31));
+      if (clear !== 0) return (word << 5) + lowestBit(clear);
+      i = (word + 1) << 5;
     }
     return CHUNK_COUNT;
   }
 
   /** First set bit in [from, limit) (limit if none). */
   private nextSet(from: number, limit: number): number {
-    let i = from;
-    while (i < limit) {
-      const word = this.bitmap[i >>> 5];
-      if (word === 0 && (i & 31) === 0) {
-        i += 32;
-        continue;
-      }
-      if ((word & (1 << (i & 31))) !== 0) return i;
-      i++;
+    for (let i = from; i < limit; ) {
+      const word = i >>> 5;
+      const set = this.bitmap[word] & (0xffffffff << (i & 31));
+      if (set !== 0) return Math.min(limit, (word << 5) + lowestBit(set));
+      i = (word + 1) << 5;
     }
     return limit;
   }
+}
+
+/** Index of the lowest set bit of a non-zero 32-bit value. */
+function lowestBit(x: number): number {
+  return 31 - Math.clz32(x & -x);
+}
+
+/** `count` (1..32) one bits starting at bit `shift` (count + shift <= 32). */
+function rangeMask(shift: number, count: number): number {
+  return count === 32 ? 0xffffffff | 0 : ((1 << count) - 1) << shift;
 }
 
 /** Where packs (and dedicated large images) come from, and where they go back to. */
@@ -197,5 +207,13 @@ export class BpfProgPacks {
 
 /** Fill `buf` with the repeating `pattern` (the RW image starts trap-filled, as the JIT's does). */
 export function fillPattern(buf: Uint8Array, pattern: Uint8Array): void {
-  for (let i = 0; i < buf.length; i++) buf[i] = pattern[i % pattern.length];
+  // Every BPF image starts trap-filled: one fill() for a one-byte pattern (x86 INT3), else the
+  // first copy of the pattern doubled with copyWithin (the same bytes as buf[i] = pattern[i % len]).
+  if (pattern.length === 1) {
+    buf.fill(pattern[0]);
+    return;
+  }
+  const first = Math.min(pattern.length, buf.length);
+  for (let i = 0; i < first; i++) buf[i] = pattern[i];
+  for (let filled = first; filled < buf.length; filled *= 2) buf.copyWithin(filled, 0, filled);
 }

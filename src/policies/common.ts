@@ -265,7 +265,7 @@ export abstract class LinuxPolicy implements InstrumentedAllocator {
   /** Bytes the design maps for its callers (areas, regions, packs, cache blocks) grow or shrink. */
   mapped(deltaBytes: number): void {
     this.mappedBytes += deltaBytes;
-    assert(this.mappedBytes >= 0, `${this.name}: mapped bytes below zero`);
+    if (this.mappedBytes < 0) assert(false, `${this.name}: mapped bytes below zero`);
   }
 
   /**

@@ -16,28 +16,55 @@
  *   designs have no batch: their kernels write section by section.
  * It remembers only what the harness asks of every policy (live extents by type, requested
  * bytes); execmem keeps its own metadata in its side tables.
+ *
+ * usage() is asked after every allocation (the replay's peak of mapped bytes) and its figure, the
+ * bytes of execmem's blocks, comes from execmem.stats(), which summarises every pool. The blocks
+ * change only where execmem maps or unmaps one through its backend, so the backend here counts
+ * those calls and usage() reuses the last figure while the count has not moved.
  */
+
 import type { ExecmemType } from '../arch/types.js';
 import { hexAddr, SZ_2M } from '../base/addr.js';
+import type { BackendBlock, MapBlockRequest } from '../execmem/backend.js';
 import { Execmem, type ExecmemOptions } from '../execmem/execmem.js';
 import { SimBackend } from '../execmem/sim-backend.js';
 import type { Machine } from '../machine/machine.js';
 import type { InstrumentedAllocator, LiveExtent } from './common.js';
 import { PolicyError } from './errors.js';
 
+/** SimBackend counting the calls that map or unmap a block (see the header). */
+class CountingSimBackend extends SimBackend {
+  blockChanges = 0;
+
+  override mapBlock(req: MapBlockRequest): BackendBlock {
+    this.blockChanges++;
+    return super.mapBlock(req);
+  }
+
+  override unmapBlock(block: BackendBlock): void {
+    this.blockChanges++;
+    super.unmapBlock(block);
+  }
+}
+
 export class ExecmemPolicy implements InstrumentedAllocator {
   readonly name = 'execmem';
   readonly modelled = false;
   readonly execmem: Execmem;
+  private readonly backend: CountingSimBackend;
   private readonly live = new Map<number, LiveExtent>();
   private liveBytes = 0;
+  /** usage()'s last mapped bytes and the backend's block-change count it was taken at. */
+  private mappedBytes = 0;
+  private mappedAt = -1;
 
   constructor(
     readonly machine: Machine,
     options: { seed?: number; execmem?: ExecmemOptions } = {},
   ) {
+    this.backend = new CountingSimBackend(machine);
     // `execmem`: the allocator's measurement knobs (bench variants); compare uses the defaults.
-    this.execmem = new Execmem(new SimBackend(machine), { ...options.execmem, seed: options.seed ?? 1 });
+    this.execmem = new Execmem(this.backend, { ...options.execmem, seed: options.seed ?? 1 });
   }
 
   alloc(type: ExecmemType, sizeBytes: number, alignBytes?: number): number {
@@ -78,9 +105,13 @@ export class ExecmemPolicy implements InstrumentedAllocator {
   }
 
   usage(): { liveBytes: number; mappedBytes: number } {
-    let mappedBytes = 0;
-    for (const pool of Object.values(this.execmem.stats().pools)) mappedBytes += pool.mappedBytes;
-    return { liveBytes: this.liveBytes, mappedBytes };
+    if (this.mappedAt !== this.backend.blockChanges) {
+      let mappedBytes = 0;
+      for (const pool of Object.values(this.execmem.stats().pools)) mappedBytes += pool.mappedBytes;
+      this.mappedBytes = mappedBytes;
+      this.mappedAt = this.backend.blockChanges;
+    }
+    return { liveBytes: this.liveBytes, mappedBytes: this.mappedBytes };
   }
 
   forEachLive(fn: (e: LiveExtent) => void): void {

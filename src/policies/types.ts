@@ -51,7 +51,11 @@ export interface ExecAllocator {
    * nothing. Optional: `allocModuleSections` falls back to one `alloc` per section.
    */
   allocModule?(sections: readonly ModuleSection[]): number[];
-  /** Write bytes into a live allocation, through whatever path the design uses. */
+  /**
+   * Write bytes into a live allocation, through whatever path the design uses. `bytes` is read
+   * during the call only (a design that needs them later copies them, as bpf_prog_pack copies
+   * into its RW image): the replay reuses one buffer for every write (workloads/replay.ts).
+   */
   write(va: number, bytes: Uint8Array): void;
   /** Loading of this allocation is complete: apply final protections / publish the code. */
   finalize(va: number): void;

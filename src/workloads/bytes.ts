@@ -42,11 +42,28 @@ const CODE_MAP: Uint8Array = (() => {
   return map;
 })();
 
+/**
+ * Whether this platform stores a Uint32Array element least significant byte first. The fills
+ * below are defined byte by byte (byte k of a word = bits 8k..8k+7); on a little-endian platform
+ * that is exactly how a 32-bit store lays the word out, so whole words are stored at once.
+ */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([0x04030201]).buffer)[0] === 0x01;
+
+/** A 32-bit word view of `out`'s whole words, or null where word stores would not be byte-exact. */
+function wordView(out: Uint8Array): Uint32Array | null {
+  if (!LITTLE_ENDIAN || out.byteOffset % 4 !== 0 || out.length < 4) return null;
+  return new Uint32Array(out.buffer, out.byteOffset, out.length >>> 2);
+}
+
 /** Fill `out` with data-like bytes for event `eventIndex` (any value, including 0 and 0xcc). */
 export function fillData(out: Uint8Array, seed: number, eventIndex: number): void {
   const key = mix32(mix32(seed) ^ eventIndex);
   const n = out.length;
-  for (let w = 0; w * 4 < n; w++) {
+  // Hot path (every replayed write of every design): whole words stored at once, same bytes.
+  const words = wordView(out);
+  let w = 0;
+  if (words !== null) for (; w < words.length; w++) words[w] = mix32((key + w) | 0);
+  for (; w * 4 < n; w++) {
     const word = mix32((key + w) | 0);
     const i = w * 4;
     out[i] = word & 0xff;
@@ -56,10 +73,32 @@ export function fillData(out: Uint8Array, seed: number, eventIndex: number): voi
   }
 }
 
+/** CODE_MAP applied to both bytes of a 16-bit value (low byte first): two look-ups map a word. */
+const CODE_MAP16: Uint16Array = (() => {
+  const map = new Uint16Array(65536);
+  for (let v = 0; v < 65536; v++) map[v] = CODE_MAP[v & 0xff] | (CODE_MAP[v >>> 8] << 8);
+  return map;
+})();
+
 /** Fill `out` with code-like bytes for event `eventIndex`: never a value in CODE_EXCLUDED_BYTES. */
 export function fillCode(out: Uint8Array, seed: number, eventIndex: number): void {
-  fillData(out, seed, eventIndex);
-  for (let i = 0; i < out.length; i++) out[i] = CODE_MAP[out[i]];
+  const words = wordView(out);
+  if (words === null) {
+    fillData(out, seed, eventIndex);
+    for (let i = 0; i < out.length; i++) out[i] = CODE_MAP[out[i]];
+    return;
+  }
+  // fillData then CODE_MAP on every byte, done a word at a time (the same bytes: see fillData).
+  const key = mix32(mix32(seed) ^ eventIndex);
+  for (let w = 0; w < words.length; w++) {
+    const word = mix32((key + w) | 0);
+    words[w] = (CODE_MAP16[word & 0xffff] | (CODE_MAP16[word >>> 16] << 16)) >>> 0;
+  }
+  const tail = words.length * 4;
+  if (tail < out.length) {
+    const word = mix32((key + words.length) | 0);
+    for (let i = tail; i < out.length; i++) out[i] = CODE_MAP[(word >>> (8 * (i - tail))) & 0xff];
+  }
 }
 
 export type FillKind = 'code' | 'data' | 'zero';
@@ -67,7 +106,30 @@ export type FillKind = 'code' | 'data' | 'zero';
 /** A fresh buffer of `sizeBytes` with the requested content. */
 export function bytesFor(kind: FillKind, sizeBytes: number, seed: number, eventIndex: number): Uint8Array {
   const out = new Uint8Array(sizeBytes);
+  fillBytes(out, kind, seed, eventIndex);
+  return out;
+}
+
+/** Fill `out` with the content bytesFor gives for the same arguments (zero: all 0). */
+export function fillBytes(out: Uint8Array, kind: FillKind, seed: number, eventIndex: number): void {
   if (kind === 'code') fillCode(out, seed, eventIndex);
   else if (kind === 'data') fillData(out, seed, eventIndex);
-  return out;
+  else out.fill(0);
+}
+
+/**
+ * One buffer reused for every write of a replay (see replay.ts: a design reads a write's bytes
+ * during the call only): `bytes` returns the first sizeBytes of it, filled as bytesFor would. A
+ * compare writes hundreds of MB per design; a fresh buffer each time cost more than the fill.
+ */
+export class WriteBuffer {
+  private buffer = new Uint8Array(64 * 1024);
+
+  bytes(kind: FillKind, sizeBytes: number, seed: number, eventIndex: number): Uint8Array {
+    if (sizeBytes > this.buffer.length)
+      this.buffer = new Uint8Array(Math.max(sizeBytes, 2 * this.buffer.length));
+    const out = this.buffer.subarray(0, sizeBytes);
+    fillBytes(out, kind, seed, eventIndex);
+    return out;
+  }
 }

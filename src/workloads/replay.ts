@@ -27,13 +27,15 @@
  *   event keeps its own failure handling inside the batch. Designs without batch() (the Linux
  *   rows: their kernels write section by section) replay exactly as before, event by event.
  *
- * Hot-path note: each write gets a fresh buffer rather than a reused scratch one, because a
- * design may legitimately keep the caller's buffer until finalize (bpf_prog_pack's RW image).
+ * Hot-path note: every write's bytes are made in one buffer reused for the whole replay
+ * (bytes.ts WriteBuffer): a design reads a write's bytes during the write call only, as the
+ * kernel's copies do (text_poke_copy, memcpy into a module section, bpf_prog_pack's copy into its
+ * RW image), and keeps its own copy where it needs one (ExecAllocator.write in policies/types.ts).
  */
 import { type ExecmemType, typeIsText } from '../arch/types.js';
 import { assert } from '../base/assert.js';
 import { allocModuleSections, type ExecAllocator } from '../policies/types.js';
-import { bytesFor } from './bytes.js';
+import { WriteBuffer } from './bytes.js';
 import {
   type AllocEvent,
   defaultFill,
@@ -146,6 +148,7 @@ export function replay(
   const maxKept = Math.max(0, options.maxFailuresKept ?? 1000);
   const events = trace.events;
   const placed = new Map<number, Placed>();
+  const writeBuffer = new WriteBuffer();
   /** Ids whose alloc failed: their later events are skipped. */
   const lost = new Set<number>();
   const ops = zeroOps();
@@ -246,13 +249,13 @@ export function replay(
       if (ok) ops.alloc++;
     } else {
       const p = placed.get(ev.id);
-      assert(p !== undefined, `validated trace names a dead id ${ev.id}`);
+      if (p === undefined) assert(false, `validated trace names a dead id ${ev.id}`);
       va = p.va;
       try {
         switch (ev.op) {
           case 'write': {
             const fill = ev.fill ?? defaultFill(p.type);
-            allocator.write(p.va + ev.offsetBytes, bytesFor(fill, ev.sizeBytes, trace.seed, i));
+            allocator.write(p.va + ev.offsetBytes, writeBuffer.bytes(fill, ev.sizeBytes, trace.seed, i));
             writtenBytes += ev.sizeBytes;
             if (fill === 'code') {
               for (const [off, size] of ev.functions ?? [[ev.offsetBytes, ev.sizeBytes]])

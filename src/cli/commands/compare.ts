@@ -20,10 +20,11 @@ import { kernelTimeLegend, sameAsRows, wxHoleNotes } from '../../metrics/report/
 import { type SpreadCompareResult, spreadBound, spreadCompare, spreadCsv } from '../../metrics/spread.js';
 import { POLICY_NAMES } from '../../policies/index.js';
 import { WORKLOADS } from '../../workloads/registry.js';
+import type { Trace } from '../../workloads/trace.js';
 import { type CliIo, UsageError } from '../io.js';
 import { tableLegend } from '../legend.js';
 import { addRunOptions, checkName, parseList } from '../options.js';
-import { runPlans } from '../pool.js';
+import { type PoolThreads, prestartPool, runPlans } from '../pool.js';
 import { parseJobs, parseSeeds } from '../seeds.js';
 import { loadTraceOption } from './trace.js';
 
@@ -103,23 +104,14 @@ async function runCompareCommand(opts: CompareCliOptions, cmd: Command, io: CliI
   const workload = opts.trace !== undefined ? loadTraceOption(opts.trace) : (opts.workload as string);
   for (const p of opts.policies ?? []) checkName('policy', p, POLICY_NAMES);
   const seeds = opts.seeds ?? [opts.seed];
-  let plans: ComparePlan[];
+  // The pool's threads load their modules while this thread generates the traces.
+  const threads = prestartPool(opts.jobs);
+  let results: CompareResult[];
   try {
-    plans = seeds.map((seed) =>
-      planCompare({
-        workload,
-        policies: opts.policies,
-        arch: opts.arch,
-        seed,
-        scale: opts.scale,
-        ageFraction: opts.age,
-      }),
-    );
-  } catch (e) {
-    if (e instanceof CompareError) throw new UsageError(e.message);
-    throw e;
+    results = await runWithProgress(planAll(opts, workload, seeds), opts.jobs, io, threads);
+  } finally {
+    threads?.close();
   }
-  const results = await runWithProgress(plans, opts.jobs, io);
   if (opts.seeds === undefined) {
     const result = results[0];
     if (io.json) io.outJson(result);
@@ -133,11 +125,35 @@ async function runCompareCommand(opts: CompareCliOptions, cmd: Command, io: CliI
   else io.out(formatSpreadCompare(spread));
 }
 
+/** One plan per seed; a bad option is a usage error before any run. */
+function planAll(opts: CompareCliOptions, workload: string | Trace, seeds: readonly number[]): ComparePlan[] {
+  try {
+    return seeds.map((seed) =>
+      planCompare({
+        workload,
+        policies: opts.policies,
+        arch: opts.arch,
+        seed,
+        scale: opts.scale,
+        ageFraction: opts.age,
+      }),
+    );
+  } catch (e) {
+    if (e instanceof CompareError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
 /**
  * Run the plans on the pool with one progress task of steps: a tick per finished (design, seed)
  * run, so a log gets a line per run and an interrupted run says which finished.
  */
-async function runWithProgress(plans: readonly ComparePlan[], jobs: number | undefined, io: CliIo) {
+async function runWithProgress(
+  plans: readonly ComparePlan[],
+  jobs: number | undefined,
+  io: CliIo,
+  threads: PoolThreads | null,
+) {
   const runCount = plans.reduce((n, p) => n + p.names.length, 0);
   const name = plans[0].trace.name;
   const label =
@@ -148,6 +164,7 @@ async function runWithProgress(plans: readonly ComparePlan[], jobs: number | und
   try {
     return await runPlans(plans, {
       jobs,
+      threads,
       progress(p) {
         if (!p.finished) return;
         bar.tick(1, plans.length === 1 ? p.policy : `${p.policy} seed ${plans[p.job].seed}`);

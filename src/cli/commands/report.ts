@@ -48,7 +48,7 @@ import { CliFailure, type CliIo, UsageError } from '../io.js';
 import { tableLegend } from '../legend.js';
 import { addRunOptions, checkName, parseList } from '../options.js';
 import { checkOutputDir } from '../paths.js';
-import { runPlans } from '../pool.js';
+import { prestartPool, runPlans } from '../pool.js';
 import { parseJobs, parseSeeds } from '../seeds.js';
 import { loadSubsystem } from '../subsystems.js';
 import { flavourSuffix, requireRoot } from './dataset.js';
@@ -153,41 +153,50 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
   for (const p of opts.policies ?? []) checkName('policy', p, knownPolicies);
   if (workloads.includes(DEBIAN_WORKLOAD)) notes.push(...(await debianNotes()));
   const seeds = opts.seeds ?? [opts.seed];
-  const sources: (string | Trace)[] = [];
-  for (const source of [...workloads, ...traces])
-    sources.push(typeof source === 'string' ? await workloadSource(source, registered, opts) : source);
+  // The pool's threads load their modules while this thread generates the traces.
+  const threads = prestartPool(opts.jobs);
   let plans: ComparePlan[];
-  try {
-    plans = sources.flatMap((workload) =>
-      seeds.map((seed) =>
-        planCompare({ workload, policies: opts.policies, arch: opts.arch, seed, scale: opts.scale }),
-      ),
-    );
-  } catch (e) {
-    if (e instanceof CompareError) throw new UsageError(e.message);
-    throw e;
-  }
-  // One tick per finished (workload, design, seed) run, on the worker pool (../pool.ts).
-  const runCount = plans.reduce((n, p) => n + p.names.length, 0);
-  const bar = io.progress('report', runCount, { steps: true });
   let results: CompareResult[];
   try {
-    results = await runPlans(plans, {
-      jobs: opts.jobs,
-      progress: (p) => {
-        if (!p.finished) return;
-        const plan = plans[p.job];
-        const seed = seeds.length > 1 ? ` seed ${plan.seed}` : '';
-        bar.tick(1, `${plan.trace.name}/${p.policy}${seed}`);
-      },
-    });
+    const sources: (string | Trace)[] = [];
+    for (const source of [...workloads, ...traces])
+      sources.push(typeof source === 'string' ? await workloadSource(source, registered, opts) : source);
+    try {
+      plans = sources.flatMap((workload) =>
+        seeds.map((seed) =>
+          planCompare({ workload, policies: opts.policies, arch: opts.arch, seed, scale: opts.scale }),
+        ),
+      );
+    } catch (e) {
+      if (e instanceof CompareError) throw new UsageError(e.message);
+      throw e;
+    }
+    const planned = plans;
+    // One tick per finished (workload, design, seed) run, on the worker pool (../pool.ts).
+    const runCount = plans.reduce((n, p) => n + p.names.length, 0);
+    const bar = io.progress('report', runCount, { steps: true });
+    try {
+      results = await runPlans(plans, {
+        jobs: opts.jobs,
+        threads,
+        progress: (p) => {
+          if (!p.finished) return;
+          const plan = planned[p.job];
+          const seed = seeds.length > 1 ? ` seed ${plan.seed}` : '';
+          bar.tick(1, `${plan.trace.name}/${p.policy}${seed}`);
+        },
+      });
+    } finally {
+      bar.done();
+    }
   } finally {
-    bar.done();
+    threads?.close();
   }
   const runs: WorkloadRun[] = [];
   const csvTables: { workload: string; text: string }[] = [];
   const spreads: (SpreadCompareResult | null)[] = [];
-  for (let i = 0; i < sources.length; i++) {
+  const sourceCount = plans.length / seeds.length; // the plans are the sources x the seeds
+  for (let i = 0; i < sourceCount; i++) {
     const ofSource = results.slice(i * seeds.length, (i + 1) * seeds.length);
     if (opts.seeds === undefined) {
       runs.push(toWorkloadRun(ofSource[0]));
@@ -208,7 +217,7 @@ async function runReport(opts: ReportOptions, io: CliIo): Promise<void> {
     runs,
     notes,
     command: reproduceCommand(opts),
-    ...(await consumersFor(workloads, opts)),
+    ...(await consumersFor(workloads, opts, plans)),
     ...(opts.loadModules ? { moduleLoads: await moduleLoads(opts, knownPolicies, io) } : {}),
   };
   // Loaded here, not at the top: ECharts takes about a second to import, which every other
@@ -244,11 +253,28 @@ function writeCsvTables(tables: readonly { workload: string; text: string }[], d
   });
 }
 
-/** The real-consumers section, when bpf-real or ftrace-real is among the report's workloads. */
-async function consumersFor(workloads: readonly string[], opts: ReportOptions): Promise<Partial<ReportData>> {
+/**
+ * The real-consumers section, when bpf-real or ftrace-real is among the report's workloads. The
+ * bpf-real and bpf-churn traces of this seed and scale are taken from the runs' plans when they
+ * are there (the same traces; consumers.ts generates any that is not).
+ */
+async function consumersFor(
+  workloads: readonly string[],
+  opts: ReportOptions,
+  plans: readonly ComparePlan[],
+): Promise<Partial<ReportData>> {
   if (!workloads.includes('bpf-real') && !workloads.includes('ftrace-real')) return {};
   const { consumerFigures } = await import('../../metrics/consumers.js');
-  return { consumers: consumerFigures({ seed: opts.seed, scale: opts.scale }) };
+  const traceOf = (name: string): Trace | undefined =>
+    workloads.includes(name)
+      ? plans.find((p) => p.trace.name === name && p.seed === opts.seed && p.scale === opts.scale)?.trace
+      : undefined;
+  return {
+    consumers: consumerFigures(
+      { seed: opts.seed, scale: opts.scale },
+      { bpfReal: traceOf('bpf-real'), bpfChurn: traceOf('bpf-churn') },
+    ),
+  };
 }
 
 /**
