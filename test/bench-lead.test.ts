@@ -25,11 +25,15 @@ const fig = (key: Figure['key']): Figure => {
   return f;
 };
 
-/** A compare result with only what seedVerdict reads: names and metrics. */
-function run(seed: number, rows: Record<string, Partial<PolicyMetrics>>): CompareResult {
+/** A compare result with only what seedVerdict reads: names, metrics and ours' bound counter. */
+function run(
+  seed: number,
+  rows: Record<string, Partial<PolicyMetrics>>,
+  counters: Record<string, number> = {},
+): CompareResult {
   return {
     seed,
-    policies: Object.entries(rows).map(([name, m]) => ({ name, metrics: m as PolicyMetrics })),
+    policies: Object.entries(rows).map(([name, m]) => ({ name, metrics: m as PolicyMetrics, counters })),
   } as unknown as CompareResult;
 }
 
@@ -41,7 +45,7 @@ test('seedVerdict: ours against the minimum of the other designs, ties listed, o
     [OURS]: { allFlushEvents: 10 },
   });
   const v = seedVerdict(r, fig('flushes'));
-  assert.deepEqual(v, { seed: 2, ours: 10, best: 20, bestPolicies: ['b', 'c'], ratio: 0.5 });
+  assert.deepEqual(v, { seed: 2, ours: 10, best: 20, bestPolicies: ['b', 'c'], ratio: 0.5, oursBound: null });
   // Ours worse than the best other: ratio above 1.
   const w = seedVerdict(
     run(1, { a: { itlbMissesPerMillion: 4 }, [OURS]: { itlbMissesPerMillion: 5 } }),
@@ -68,12 +72,36 @@ test('seedVerdict: best 0 gives ratio 1 when ours is 0 too, and no ratio when ou
   assert.equal(none.ratio, null);
 });
 
-const v = (seed: number, ours: number, best: number, ratio: number | null): SeedVerdict => ({
+const v = (
+  seed: number,
+  ours: number,
+  best: number,
+  ratio: number | null,
+  oursBound: number | null = null,
+): SeedVerdict => ({
   seed,
   ours,
   best,
   bestPolicies: ['x'],
   ratio,
+  oursBound,
+});
+
+test("mapped/live: ours' bound (text on 2 MiB) over live is in the verdict and the note says when it is out of reach", () => {
+  const r = run(
+    1,
+    { a: { overhead: 1.2, liveBytes: 1000 }, [OURS]: { overhead: 3, liveBytes: 1000 } },
+    { mappedBoundBytes: 2500 },
+  );
+  const verdict = seedVerdict(r, fig('mappedLive'));
+  assert.equal(verdict.oursBound, 2.5);
+  assert.equal(seedVerdict(r, fig('flushes')).oursBound, null, 'only mapped/live has a bound');
+  const far = figureRow('m w', fig('mappedLive'), [verdict]);
+  assert.equal(targetMet(far), false);
+  assert.match(far.note ?? '', /our bound 2\.500 \(2\.083x best\).*out of reach/);
+  const near = figureRow('m w', fig('mappedLive'), [v(1, 1.3, 1.2, 1.3 / 1.2, 1.22)]);
+  assert.equal(targetMet(near), false);
+  assert.doesNotMatch(near.note ?? '', /out of reach/, 'a miss the bound allows is not called out of reach');
 });
 
 test('figureRow: the worst seed decides, with the target beside it and each seed in the note', () => {

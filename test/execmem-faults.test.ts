@@ -372,8 +372,13 @@ const faultOpArb: fc.Arbitrary<ModelOp> = fc.oneof(
 
 // arm64 takes no page-table frame in free, seal or update (its linear map is 4 KiB from boot,
 // with its tables set aside: machine/cpa.ts), so its runs check that nothing else breaks.
-for (const arch of ARCH_NAMES) {
-  test(`faults ${arch}: random op sequences with a failure injected before random steps: every failure typed and traceless, every retry succeeds`, () => {
+const FAULT_RUNS: readonly [ArchName, 'immediate' | 'deferred'][] = [
+  ...ARCH_NAMES.map((a) => [a, 'immediate'] as [ArchName, 'immediate']),
+  ['x86_64', 'deferred'],
+  ['arm64', 'deferred'],
+];
+for (const [arch, fillOnFree] of FAULT_RUNS) {
+  test(`faults ${arch} (fills ${fillOnFree}): random op sequences with a failure injected before random steps: every failure typed and traceless, every retry succeeds`, () => {
     fc.assert(
       fc.property(
         fc.array(fc.tuple(faultOpArb, fc.option(fc.integer({ min: 1, max: 2 }), { freq: 4 })), {
@@ -382,7 +387,7 @@ for (const arch of ARCH_NAMES) {
         }),
         (steps) => {
           const m = createMachine({ arch, memoryBytes: 2 ** 30, cpus: 2, seed: 3 });
-          const em = new Execmem(new SimBackend(m), { seed: 3 });
+          const em = new Execmem(new SimBackend(m), { seed: 3, fillOnFree });
           const model = new ExecmemModel(em, simProbe(m));
           // The full invariant check reads every free byte: every few steps and after every
           // failure; the state comparison is the oracle of each failure.

@@ -4,13 +4,16 @@
  * fill is one session (one local flush, however many pages), and a batch() of N updates and M
  * frees is ONE session, closed when the batch ends, also when its callback throws. The guarantees
  * stay: the bytes (and the trap fill) are in memory when each call returns, the W^X audit stays at
- * 0, and a call that fails inside an open session (an injected fault) changes nothing.
+ * 0, and a call that fails inside an open session (an injected fault) changes nothing. Those tests
+ * run with fillOnFree 'immediate'; the default, a free's trap fill queued for the next session
+ * (src/execmem/fills.ts), is tested at the end.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ArchName } from '../src/arch/types.js';
 import { ExecmemError } from '../src/execmem/errors.js';
 import { Execmem } from '../src/execmem/execmem.js';
+import { FILL_DELAY_CALLS, FILL_QUEUE_RUNS } from '../src/execmem/limits.js';
 import { SimBackend } from '../src/execmem/sim-backend.js';
 import { createMachine, type Machine } from '../src/machine/machine.js';
 import type { MachineCounters } from '../src/machine/types.js';
@@ -20,9 +23,9 @@ import { simProbe } from './helpers/sim-probe.js';
 const GIB = 2 ** 30;
 const PAGE = 4096;
 
-function world(arch: ArchName) {
+function world(arch: ArchName, fillOnFree: 'deferred' | 'immediate' = 'immediate') {
   const m = createMachine({ arch, memoryBytes: GIB, cpus: 4, seed: 1 });
-  const em = new Execmem(new SimBackend(m), { seed: 1 });
+  const em = new Execmem(new SimBackend(m), { seed: 1, fillOnFree });
   return { m, em };
 }
 
@@ -231,3 +234,99 @@ test('execmem generic: no alias, no session; batch() still opens each block once
   assert.equal(d.pokes, 0);
   assert.equal(m.openedWriteSession(), null);
 });
+
+for (const arch of ['x86_64', 'arm64'] as const) {
+  test(`execmem ${arch} deferred fills: a free queues its trap fill; the next update writes it in its session`, () => {
+    const { m, em } = world(arch, 'deferred');
+    const a = em.allocVa('bpf', 700);
+    const b = em.allocVa('bpf', 700);
+    em.updateVa(a, code(700, 1));
+    em.updateVa(b, code(700, 2));
+    const pending = (): number => Object.values(em.stats().pools).reduce((n, p) => n + p.pendingFillBytes, 0);
+    const live0 = em.stats().types.bpf.liveBytes;
+    const d1 = delta(m, () => em.freeVa(a));
+    assert.equal(d1.localFlushes + d1.pokes, 0, 'the free opened no session');
+    assert.equal(pending(), 704, 'the run waits, granule-rounded');
+    assert.equal(em.stats().types.bpf.liveBytes, live0 - 704, 'and is no longer live');
+    assert.deepEqual(simProbe(m).raw(a, 700), code(700, 1), 'the old code is still in place (the window)');
+    // A freed pointer is free to every lookup, however its fill waits.
+    assert.throws(
+      () => em.sizeOfVa(a),
+      (e: unknown) => e instanceof ExecmemError && e.code === 'EFREE',
+    );
+    assert.throws(
+      () => em.freeVa(a),
+      (e: unknown) => e instanceof ExecmemError && e.code === 'EFREE',
+    );
+    assert.throws(
+      () => em.updateVa(a, code(4, 1)),
+      (e: unknown) => e instanceof ExecmemError && e.code === 'EFREE',
+    );
+    const d2 = delta(m, () => em.updateVa(b, code(700, 3)));
+    assert.equal(d2.localFlushes, 1, 'the update and the queued fill: one session');
+    assert.equal(d2.pokes, 2);
+    assert.ok(isTrap(m, simProbe(m).raw(a, 700)), 'trap-filled by the update');
+    assert.equal(pending(), 0);
+    assert.throws(
+      () => m.fetch(1, a, 4),
+      (e: unknown) => e instanceof Error && /trap/.test(String(e)),
+    );
+    assert.deepEqual(em.readVa(b, 700), code(700, 3));
+    assertNoSession(m);
+    assert.equal(m.wxViolationCount(), 0);
+    em.audit();
+  });
+
+  test(`execmem ${arch} deferred fills: bounded in runs and in calls; read, shrink and batch take them along`, () => {
+    const { m, em } = world(arch, 'deferred');
+    const vas = Array.from({ length: FILL_QUEUE_RUNS }, () => em.allocVa('bpf', 100));
+    for (const va of vas) em.updateVa(va, code(100, 5));
+    // Runs: the free that fills the queue writes every fill, in one session.
+    const frees = vas.map((va) => delta(m, () => em.freeVa(va)).localFlushes);
+    assert.deepEqual(frees, [...Array(FILL_QUEUE_RUNS - 1).fill(0), 1]);
+    for (const va of vas) assert.ok(isTrap(m, simProbe(m).raw(va, 100)));
+    // Calls: a queued fill is written once it has waited FILL_DELAY_CALLS allocator calls.
+    const c = em.allocVa('module_text', 100);
+    em.freeVa(c);
+    const data: number[] = [];
+    const flushes: number[] = [];
+    for (let i = 0; i < FILL_DELAY_CALLS; i++) {
+      flushes.push(delta(m, () => data.push(em.allocVa('module_data', 64))).localFlushes);
+    }
+    assert.equal(
+      flushes.slice(0, -1).reduce((s, f) => s + f, 0),
+      0,
+      'no session before the delay',
+    );
+    assert.equal(flushes.at(-1), 1, 'the due fill: one session');
+    assert.ok(isTrap(m, simProbe(m).raw(c, 100)));
+    // read(): an inspection of a queued run shows its trap fill (written first); of others, nothing.
+    const r = em.allocVa('module_text', 100);
+    const keep = em.allocVa('module_text', 100);
+    em.updateVa(r, code(100, 7));
+    em.updateVa(keep, code(100, 8));
+    em.freeVa(r);
+    assert.equal(delta(m, () => em.readVa(keep, 100)).localFlushes, 0);
+    const dr = delta(m, () => assert.ok(isTrap(m, em.readVa(r, 100))));
+    assert.equal(dr.localFlushes, 1);
+    // batch(): queued fills ride in the batch's session.
+    em.freeVa(keep);
+    const s = em.allocVa('module_text', 100);
+    const db = delta(m, () => em.batch(() => em.updateVa(s, code(100, 9))));
+    assert.equal(db.localFlushes, 1, 'the batch session took the queued fill along');
+    assert.ok(isTrap(m, simProbe(m).raw(keep, 100)));
+    // shrink(): fills first, so the blocks they empty can go.
+    em.freeVa(s);
+    for (const va of data) em.freeVa(va);
+    em.shrink({ keepSpare: false });
+    assert.equal(
+      Object.values(em.stats().pools).reduce((n, p) => n + p.mappedBytes, 0),
+      0,
+      'nothing left mapped',
+    );
+    assertNoSession(m);
+    assert.equal(m.wxViolationCount(), 0);
+    em.audit();
+    m.checkConsistency();
+  });
+}

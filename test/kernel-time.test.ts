@@ -277,6 +277,18 @@ describe('at a glance: where ours trails, the reason', () => {
       overhead?.reason ?? '',
       /^ours maps 2 whole 2 MiB blocks \(all of its 2\.9 MiB mapped, 1 with nothing live\) for 977\.5 KiB live/,
     );
+    // With ours' bound counter (ExecmemPolicy.mappedBoundBytes) the reason gives the bound too.
+    const bounded: WorkloadRun = {
+      ...run(),
+      policies: run().policies.map((p) =>
+        p.name === 'execmem' ? { ...p, counters: { ...p.counters, mappedBoundBytes: 2 ** 21 } } : p,
+      ),
+    };
+    assert.match(
+      verdicts(bounded).find((v) => v.figure.key === 'overhead')?.reason ?? '',
+      /cannot map less than 2\.0 MiB \(2\.10x live/,
+    );
+    assert.doesNotMatch(overhead?.reason ?? '', /cannot map less/, 'no bound counter, no bound sentence');
     // The fixture's live bytes are tiny; the rule does not hold when ours' live set fills its blocks.
     const full = run();
     const filled: WorkloadRun = {

@@ -20,17 +20,16 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { ExecmemType } from '../src/arch/types.js';
-import { parseElf, SHT_NOBITS } from '../src/consumers/modules/elf.js';
+import { parseElf } from '../src/consumers/modules/elf.js';
 import { layoutModule } from '../src/consumers/modules/layout.js';
 import { ModuleLoadError, ModuleLoader, toSigned } from '../src/consumers/modules/loader.js';
 import { frobArm64Sections, PLT_ENTRY_BYTES } from '../src/consumers/modules/plt-arm64.js';
-import { KernelSymbols, signedToHex } from '../src/consumers/modules/symbols.js';
-import type { ExecAllocator } from '../src/policies/types.js';
+import { KernelSymbols } from '../src/consumers/modules/symbols.js';
+import { LdOracle, PlainAllocator, systemMap } from './helpers/ld-oracle.js';
 import { FIXTURES_C, hasTool } from './helpers/toolchain.js';
 
 const GCC = 'aarch64-linux-gnu-gcc';
@@ -49,36 +48,6 @@ const ARM64_CFLAGS = [
   '-c',
 ];
 
-/** Plain-memory ExecAllocator: page-aligned bump allocation from `startVa`, bytes kept. */
-class PlainAllocator implements ExecAllocator {
-  readonly name = 'test-plain';
-  readonly live = new Map<number, { type: ExecmemType; bytes: Uint8Array }>();
-  private next: number;
-  constructor(startVa: number) {
-    this.next = startVa;
-  }
-  alloc(type: ExecmemType, sizeBytes: number): number {
-    const va = this.next;
-    this.next += Math.ceil(sizeBytes / 4096) * 4096 + 4096;
-    this.live.set(va, { type, bytes: new Uint8Array(sizeBytes) });
-    return va;
-  }
-  write(va: number, bytes: Uint8Array): void {
-    this.live.get(va)!.bytes.set(bytes);
-  }
-  finalize(): void {}
-  seal(): void {}
-  free(va: number): void {
-    assert.ok(this.live.delete(va));
-  }
-  shrink(): void {}
-  usage() {
-    let liveBytes = 0;
-    for (const a of this.live.values()) liveBytes += a.bytes.length;
-    return { liveBytes, mappedBytes: liveBytes };
-  }
-}
-
 /** The arm64 kernel image in our layout starts at 0xffff800080000000 (src/arch/arm64.ts). */
 const SYMS: Record<string, string> = {
   kernel_counter: 'ffff800081a3c468',
@@ -92,54 +61,17 @@ const NEAR_VA = 0x800080000000 - 64 * 1024 * 1024;
 /** 1 GiB below: out of CALL26 reach (PLTs), in ADRP reach. */
 const FAR_VA = 0x800080000000 - 1024 * 1024 * 1024;
 
-function systemMap(syms: Record<string, string>): string {
-  const lines = ['0000000000000000 D __per_cpu_start', '0000000000020000 D __per_cpu_end'];
-  let entry = 0xffff800082000000n;
-  for (const [name, addr] of Object.entries(syms)) {
-    lines.push(`${addr} T ${name}`, `${entry.toString(16)} r __ksymtab_${name}`);
-    entry += 12n;
-  }
-  return `${lines.join('\n')}\n`;
-}
-
-let dir = '';
-let objPath = '';
+let oracle: LdOracle;
 const PLT_SECTIONS = ['.plt', '.init.plt', '.text.ftrace_trampoline'];
-
-/** `veneers`: ld appends its veneers to .text's output section, which then runs into the next
- * section at our address; --no-check-sections lets it (each output section keeps its own bytes). */
-function linkWithLd(sectionAddrs: Map<string, number>, syms: Record<string, string>, veneers = false) {
-  const lines = ['SECTIONS {'];
-  let i = 0;
-  for (const [name, addr] of sectionAddrs) lines.push(`  s${i++} 0x${signedToHex(addr)} : { *(${name}) }`);
-  lines.push(
-    `  /DISCARD/ : { *(.comment) *(.note.GNU-stack) ${PLT_SECTIONS.map((s) => `*(${s})`).join(' ')} }`,
-    '}',
-  );
-  const script = join(dir, 'link.ld');
-  writeFileSync(script, lines.join('\n'));
-  const out = join(dir, 'out.elf');
-  const defsyms = Object.entries(syms).map(([n, a]) => `--defsym=${n}=0x${a}`);
-  const extra = veneers ? ['--no-check-sections'] : [];
-  const r = spawnSync(
-    LD,
-    ['-nostdlib', '-static', '--no-relax', ...extra, '-e', '0', '-T', script, ...defsyms, '-o', out, objPath],
-    {
-      encoding: 'utf8',
-    },
-  );
-  return { ok: r.status === 0, stderr: r.stderr, out };
-}
-
-function ldSection(outIndex: number): Uint8Array {
-  const bin = join(dir, `s${outIndex}.bin`);
-  execFileSync(OBJCOPY, ['-O', 'binary', `--only-section=s${outIndex}`, join(dir, 'out.elf'), bin]);
-  return new Uint8Array(readFileSync(bin));
-}
+/**
+ * ld appends its veneers to .text's output section, which then runs into the next section at our
+ * address; --no-check-sections lets it (each output section keeps its own bytes).
+ */
+const VENEER_FLAGS = ['--no-check-sections'];
 
 function load(syms: Record<string, string>, startVa: number) {
-  const bytes = new Uint8Array(readFileSync(objPath));
-  const kernel = KernelSymbols.fromSystemMap(systemMap(syms));
+  const bytes = new Uint8Array(readFileSync(oracle.objPath));
+  const kernel = KernelSymbols.fromSystemMap(systemMap(syms, 0xffff800082000000n));
   const allocator = new PlainAllocator(startVa);
   const loader = new ModuleLoader({ allocator, kernel, arch: 'arm64' });
   return { bytes, allocator, loader };
@@ -185,37 +117,24 @@ describe('AArch64 relocation oracle (aarch64-linux-gnu-gcc + GNU ld)', {
     : `${GCC}/${LD}/${OBJCOPY} not installed (apt-get install gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu)`,
 }, () => {
   before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'execmem-reloc-a64-'));
-    objPath = join(dir, 'relocs-arm64.o');
-    execFileSync(GCC, [...ARM64_CFLAGS, join(FIXTURES_C, 'relocs-arm64.c'), '-o', objPath]);
+    const dir = mkdtempSync(join(tmpdir(), 'execmem-reloc-a64-'));
+    oracle = new LdOracle(
+      { ld: LD, objcopy: OBJCOPY, discard: PLT_SECTIONS },
+      dir,
+      join(dir, 'relocs-arm64.o'),
+    );
+    execFileSync(GCC, [...ARM64_CFLAGS, join(FIXTURES_C, 'relocs-arm64.c'), '-o', oracle.objPath]);
   });
-  after(() => rmSync(dir, { recursive: true, force: true }));
+  after(() => rmSync(oracle.dir, { recursive: true, force: true }));
 
   it('loads every section byte-identical to ld at the same addresses, every type applied', () => {
     const { bytes, allocator, loader } = load(SYMS, NEAR_VA);
     const mod = loader.load(bytes, 'relocs-arm64');
     assert.equal(mod.pltEntries, 0, 'everything in reach: no PLT entry');
     const { elf, layout, addrs } = sectionAddrs(bytes, mod.mems);
-    const link = linkWithLd(addrs, SYMS);
+    const link = oracle.link(addrs, SYMS);
     assert.ok(link.ok, `ld failed: ${link.stderr}`);
-    let compared = 0;
-    let i = 0;
-    for (const name of addrs.keys()) {
-      const s = elf.sections.find((x) => x.name === name)!;
-      const p = layout.placement[s.index]!;
-      const ours = allocator.live
-        .get(mod.mems[p.memType]!.va)!
-        .bytes.subarray(p.offset, p.offset + s.sizeBytes);
-      if (s.type !== SHT_NOBITS) {
-        assert.equal(
-          Buffer.from(ours).toString('hex'),
-          Buffer.from(ldSection(i)).toString('hex'),
-          `section ${name}`,
-        );
-        compared++;
-      }
-      i++;
-    }
+    const compared = oracle.compareSections(addrs, elf, layout, mod.mems, allocator);
     assert.ok(compared >= 9, `compared ${compared} sections`);
     const types = Object.keys(mod.relocCounts);
     assert.equal(types.length, 37, `37 types applied, got ${types.join(' ')}`);
@@ -254,10 +173,10 @@ describe('AArch64 relocation oracle (aarch64-linux-gnu-gcc + GNU ld)', {
       assert.equal(veneerTarget(words, to), kernelFunc, 'the PLT entry reaches kernel_func');
     }
     // ld, linking the same placement, resolves the far branches with its own veneers.
-    const link = linkWithLd(addrs, SYMS, true);
+    const link = oracle.link(addrs, SYMS, VENEER_FLAGS);
     assert.ok(link.ok, `ld failed: ${link.stderr}`);
     const names = [...addrs.keys()];
-    const ldRelocs = ldSection(names.indexOf('.text.relocs'));
+    const ldRelocs = oracle.section(names.indexOf('.text.relocs'));
     const ldView = new DataView(ldRelocs.buffer, ldRelocs.byteOffset, ldRelocs.byteLength);
     const pc0 = addrs.get('.text.relocs')!;
     const ldTo = branchTarget(ldView.getUint32(0, true), pc0);
@@ -269,22 +188,7 @@ describe('AArch64 relocation oracle (aarch64-linux-gnu-gcc + GNU ld)', {
       .map((l) => Number(BigInt.asIntN(64, BigInt(`0x${l.split(' ')[0]}`))));
     assert.ok(veneers.includes(ldTo), 'ld branches to one of its kernel_func veneers');
     // Nothing else differs: every section but the code (where the far branches are) is identical.
-    let i = 0;
-    for (const name of names) {
-      const s = elf.sections.find((x) => x.name === name)!;
-      if (s.type !== SHT_NOBITS && !name.includes('text')) {
-        const p = layout.placement[s.index]!;
-        const ours = allocator.live
-          .get(mod.mems[p.memType]!.va)!
-          .bytes.subarray(p.offset, p.offset + s.sizeBytes);
-        assert.equal(
-          Buffer.from(ours).toString('hex'),
-          Buffer.from(ldSection(i)).toString('hex'),
-          `section ${name}`,
-        );
-      }
-      i++;
-    }
+    oracle.compareSections(addrs, elf, layout, mod.mems, allocator, (name) => !name.includes('text'));
   });
 
   it('an ADRP beyond 4 GiB overflows like ld, naming module, section, offset and type; nothing stays allocated', () => {
@@ -302,13 +206,13 @@ describe('AArch64 relocation oracle (aarch64-linux-gnu-gcc + GNU ld)', {
     );
     assert.equal(allocator.live.size, 0, 'nothing left allocated after a failed load');
     assert.equal(loader.list().length, 0);
-    const link = linkWithLd(new Map([['.text', toSigned(NEAR_VA)]]), far);
+    const link = oracle.link(new Map([['.text', toSigned(NEAR_VA)]]), far);
     assert.equal(link.ok, false);
     assert.match(link.stderr, /relocation truncated to fit: R_AARCH64_ADR_PREL_PG_HI21/);
   });
 
   it('refuses a module without PLT sections as Linux does, allocating nothing', () => {
-    const bytes = new Uint8Array(readFileSync(objPath));
+    const bytes = new Uint8Array(readFileSync(oracle.objPath));
     const elf = parseElf(bytes, { machine: 183 });
     // Rename .plt in a copy: "module PLT section(s) missing".
     const copy = bytes.slice();

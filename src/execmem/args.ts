@@ -139,6 +139,7 @@ export interface CheckedOptions {
   readonly largeFromBytes: Readonly<Record<TypeClass, number>>;
   readonly releaseDelayCalls: number;
   readonly spareMaxShare: number;
+  readonly deferFills: boolean;
 }
 
 /** new Execmem's options, with their defaults. */
@@ -174,9 +175,13 @@ export function checkOptions(options: unknown, defaultGranule: 16 | 64): Checked
   const share = readProp(o, 'spareMaxShare', 'options') ?? SPARE_MAX_SHARE;
   if (typeof share !== 'number' || !Number.isSafeInteger(share) || share < 0)
     fail('EINVAL', `spareMaxShare must be a non-negative integer, got ${describe(share)}`);
+  const fillOnFree = readProp(o, 'fillOnFree', 'options') ?? 'immediate';
+  if (fillOnFree !== 'deferred' && fillOnFree !== 'immediate')
+    fail('EINVAL', `fillOnFree must be 'deferred' or 'immediate', got ${describe(fillOnFree)}`);
   return {
     seed,
     spareMaxShare: share,
+    deferFills: fillOnFree === 'deferred',
     kaslr,
     granuleBytes: granule,
     sharing,

@@ -94,8 +94,16 @@ import {
 } from './args.js';
 import type { Backend, BackendCounters, ExecLock } from './backend.js';
 import { fail, fromBackend } from './errors.js';
-import { BLOCK_BYTES, DEFAULT_GRANULE_BYTES, MAX_ALLOC_BYTES, type PoolSharing } from './limits.js';
-import { KIND_SEALED, KIND_TYPE_MASK, poolStats } from './pools.js';
+import { PendingFills } from './fills.js';
+import {
+  BLOCK_BYTES,
+  DEFAULT_GRANULE_BYTES,
+  FILL_DELAY_CALLS,
+  FILL_QUEUE_RUNS,
+  MAX_ALLOC_BYTES,
+  type PoolSharing,
+} from './limits.js';
+import { type Block, KIND_SEALED, KIND_TYPE_MASK, poolStats } from './pools.js';
 import { buildRangeTable, type TypeClass, type TypeRange } from './ranges.js';
 import type { ExecmemCounters, ExecmemPoolStats, ExecmemStats, ExecmemTypeStats } from './stats.js';
 import { BlockStore, type RunVisitor } from './store.js';
@@ -144,6 +152,15 @@ export interface ExecmemOptions {
    * allocator maps (SPARE_MAX_SHARE, the default, is 0: never). A measurement knob.
    */
   spareMaxShare?: number;
+  /**
+   * When a free of text or rodata writes its trap fill. 'immediate' (the default, DESIGN.md rule
+   * 6: a stale pointer traps as soon as free returns) opens a write session per free outside a
+   * batch. 'deferred' queues the fill for the next write session on backends that have sessions
+   * (fills.ts, limits.ts FILL_QUEUE_RUNS): one flush per update instead of one per update and one
+   * per free, at the price of freed code staying in place, unreachable through the allocator, for
+   * at most FILL_DELAY_CALLS calls. A measurement knob (docs/LEAD.md has both).
+   */
+  fillOnFree?: 'deferred' | 'immediate';
 }
 
 export interface AllocContext {
@@ -177,6 +194,8 @@ export class Execmem {
   private readonly lock: ExecLock;
   private readonly store: BlockStore;
   private readonly writer: Writer;
+  /** Queued trap fills (fills.ts); null when frees fill at once (no sessions, or the knob). */
+  private readonly fills: PendingFills | null;
   private readonly baseline: BackendCounters;
   private readonly counts = { allocs: 0, frees: 0, updates: 0, seals: 0, batches: 0 };
   /** A call is in progress (see the header: re-entrant calls get EBUSY). */
@@ -205,6 +224,7 @@ export class Execmem {
       hex,
     );
     this.writer = new Writer(backend);
+    this.fills = o.deferFills && this.writer.hasSessions() ? new PendingFills(FILL_QUEUE_RUNS) : null;
     this.baseline = { ...backend.counters() };
   }
 
@@ -283,6 +303,7 @@ export class Execmem {
             : this.store.allocSmall(pool, ti, sizeBytes, alignBytes, atomic);
         this.counts.allocs++;
         this.store.tick();
+        if (!atomic) this.drainFillsIfDue();
         return va;
       } finally {
         this.leave();
@@ -319,7 +340,9 @@ export class Execmem {
             this.writer.plainWrite(va, data);
             break;
           default:
-            this.writer.helperWrite(block, va, data);
+            if (this.fills !== null && this.fills.runs > 0 && this.writer.batchDepth === 0)
+              this.writeWithFills(block, va, data);
+            else this.writer.helperWrite(block, va, data);
         }
         this.counts.updates++;
       } finally {
@@ -342,9 +365,14 @@ export class Execmem {
         const ti = hit.kind & KIND_TYPE_MASK;
         const bytes = hit.bytes;
         // The one fallible step first (unmap; or unseal / open a window), then the bookkeeping.
+        let queued = false;
         if (block.slot < 0) {
           this.store.releaseLarge(block);
           this.writer.forget(block);
+        } else if (this.canQueueFill(block)) {
+          this.store.markPendingFill(block, va, hit.kind);
+          this.fills!.push(block, va, bytes, this.store.calls + 1); // the clock after this free's tick
+          queued = true;
         } else {
           this.writer.invalidate(block, va, bytes, (hit.kind & KIND_SEALED) !== 0);
           this.store.freeRun(block, va);
@@ -354,8 +382,10 @@ export class Execmem {
         this.store.noteLive(block.pool, -bytes);
         this.counts.frees++;
         // The free is done; the clean after it is best effort and cannot fail (store.ts).
-        this.store.releaseEmptied(block);
+        if (!queued) this.store.releaseEmptied(block);
         this.store.tick();
+        if (this.fills?.isFull()) this.drainFills('free');
+        else this.drainFillsIfDue();
       } finally {
         this.leave();
       }
@@ -421,6 +451,15 @@ export class Execmem {
         fail('ERANGE', `read: ${this.hex(va)} is not in memory this allocator has mapped`);
       if (va + n > block.va + block.sizeBytes)
         fail('ERANGE', `read of ${n} bytes at ${this.hex(va)} crosses the end of its block`);
+      if (this.fills !== null && this.fills.overlaps(va, n)) {
+        // An inspection shows freed space as what it is: its trap fill is written first.
+        this.enter('read');
+        try {
+          this.drainFills('read');
+        } finally {
+          this.leave();
+        }
+      }
       try {
         return this.backend.read(va, n);
       } catch (e) {
@@ -455,7 +494,10 @@ export class Execmem {
       if (--this.writer.batchDepth === 0) {
         this.busy = true;
         try {
+          // Queued fills ride in the batch's session if it opened one (fills.ts).
+          if (this.fills !== null && this.fills.runs > 0 && this.writer.writeSessionOpen()) this.fillQueued();
           this.writer.closeAll();
+          if (this.fills !== null && this.fills.runs > 0 && this.fills.filled) this.finishFills();
         } finally {
           if (returned) this.counts.batches++;
           this.lock.release();
@@ -477,6 +519,7 @@ export class Execmem {
       if (this.writer.batchDepth > 0) fail('EBUSY', 'shrink inside batch()');
       this.enter('shrink');
       try {
+        this.drainFills('shrink');
         return this.store.shrink(keepSpare);
       } finally {
         this.leave();
@@ -556,12 +599,69 @@ export class Execmem {
   audit(): void {
     this.store.audit();
     assert(
+      this.fills === null || this.fills.runs <= this.fills.capacityRuns,
+      'audit: fill queue over its bound',
+    );
+    assert(
       this.writer.batchDepth > 0 || this.writer.openWindowCount() === 0,
       'audit: a write window open outside a batch',
     );
   }
 
   // ---------------------------------------------------------------- internals
+
+  /** May this free queue its trap fill (fills.ts)? Text and rodata runs, outside a batch. */
+  private canQueueFill(block: Block): boolean {
+    const cls = block.pool.cls;
+    return this.fills !== null && this.writer.batchDepth === 0 && (cls === 'text' || cls === 'rodata');
+  }
+
+  /** An update outside a batch with fills queued: its write and the fills share one session. */
+  private writeWithFills(block: Block, va: number, data: Uint8Array): void {
+    this.writer.beginCallSession('update');
+    try {
+      this.writer.helperWrite(block, va, data);
+      this.fillQueued();
+    } finally {
+      this.writer.endCallSession();
+    }
+    this.finishFills();
+  }
+
+  /** Write every queued fill in a session of its own (outside a batch) or the batch's. */
+  private drainFills(op: string): void {
+    const q = this.fills;
+    if (q === null || q.runs === 0) return;
+    const own = this.writer.batchDepth === 0;
+    if (own) this.writer.beginCallSession(op);
+    try {
+      this.fillQueued();
+    } finally {
+      if (own) this.writer.endCallSession();
+    }
+    this.finishFills();
+  }
+
+  /** The age bound (limits.ts FILL_DELAY_CALLS), checked after each alloc and free. */
+  private drainFillsIfDue(): void {
+    if (this.fills !== null && this.fills.isDue(this.store.calls, FILL_DELAY_CALLS)) this.drainFills('fill');
+  }
+
+  /** Write the trap (or zero) fill of every queued run through the open session. */
+  private fillQueued(): void {
+    const q = this.fills!;
+    for (let i = 0; i < q.runs; i++) this.writer.invalidate(q.blockAt(i), q.vaAt(i), q.sizeAt(i), false);
+    q.filled = true;
+  }
+
+  /** Give the filled runs back to their heaps, then the clean for the blocks they emptied. */
+  private finishFills(): void {
+    const q = this.fills!;
+    assert(q.filled, 'finishFills before the fills were written');
+    for (let i = 0; i < q.runs; i++) this.store.freeRun(q.blockAt(i), q.vaAt(i));
+    for (let i = 0; i < q.runs; i++) this.store.releaseEmptied(q.blockAt(i));
+    q.clear();
+  }
 
   /** locate() for the read-only queries, under the re-entrancy guard and the lock. */
   private lookup(ptr: number, needStart: boolean, op: string): void {

@@ -79,17 +79,20 @@ export const SMALL_TIER_RO_BLOCK_BYTES = 64 * 1024;
  *   live) where one 2 MiB block takes 69, and 348 against 1.4 on bpf-real (100 KiB live): far
  *   above what any memory saving is worth, and above the issue's iTLB target. So text maps at
  *   least its live bytes rounded up to 2 MiB per pool: the bound the bench reports.
- * - rodata 2 MiB: every new read-only block is a set_memory_ro (a CPA call, a shootdown, and a
- *   direct-map split where its frames share a 2 MiB leaf with others), which 2 MiB-aligned frames
- *   avoid. With 16 MiB, debian-modules took 803 shootdowns and 14 splits (507 and 1 before);
- *   with 2 MiB 656 and 8, for mapped/live 1.111 instead of 1.092.
+ * - rodata 16 MiB: every new read-only small block is a set_memory_ro (a CPA call, a shootdown,
+ *   and a direct-map split where its frames share a 2 MiB leaf with others), which 2 MiB-aligned
+ *   frames avoid; but a family that moves to 2 MiB blocks early leaves both tiers partly filled
+ *   once modules unload. debian-modules (ours replayed, seed 1): at 2 MiB mapped/live 1.196 at
+ *   scale 0.25 with 194 shootdowns and 4 splits; at 16 MiB 1.108 with 220 and 5 (scale 1: 656
+ *   shootdowns and 8 splits become 803 and 14, still a sixth of the best Linux design's). No
+ *   other workload's rodata reaches 2 MiB live, so nothing else moved.
  * - data and ro_after_init 16 MiB: a RW block needs no protection change and ro_after_init is
  *   sealed page by page whatever its block, so the small tier costs little; above 16 MiB a 2 MiB
  *   block's last, partly filled part is at most 1/8 of the family.
  */
 export const LARGE_TIER_FROM_BYTES: Readonly<Record<TypeClass, number>> = {
   text: 0,
-  rodata: SZ_2M,
+  rodata: 8 * SZ_2M,
   ro_after_init: 8 * SZ_2M,
   data: 8 * SZ_2M,
 };
@@ -111,6 +114,22 @@ export const LARGE_TIER_FROM_BYTES: Readonly<Record<TypeClass, number>> = {
  */
 export const RELEASE_DELAY_CALLS = 1024;
 export const SPARE_MAX_SHARE = 0;
+/**
+ * Trap fill on free, deferred (fills.ts; opt-in, ExecmemOptions.fillOnFree 'deferred'): a free
+ * of text or rodata on a backend with write sessions queues its run instead of opening a session
+ * of its own; the run stays out of the heap (not free, not live) until its fill is written in the
+ * next session: the next update's (a BPF unload is usually followed by a load), a batch's, or one
+ * of its own when the queue holds FILL_QUEUE_RUNS runs or its oldest run has waited
+ * FILL_DELAY_CALLS allocator calls. A load/unload churn then pays one local flush per load instead
+ * of two per program (bpf-real at scale 0.25, x86_64, seed 1: 1,190 flush events instead of 2,196;
+ * jit_alloc-2023, which never invalidates, 1,381). Not the default: for up to FILL_DELAY_CALLS
+ * calls a stale pointer runs the freed code instead of trapping, which DESIGN.md rule 6 forbids.
+ * 64 runs and 64 calls bound what the queue holds (64 BPF programs of 1-2 KiB is a few pages)
+ * and for how long; both are far below RELEASE_DELAY_CALLS, so a block emptied by frees is filled
+ * before its clean could release it. Numbers in docs/LEAD.md.
+ */
+export const FILL_QUEUE_RUNS = 64;
+export const FILL_DELAY_CALLS = 64;
 /** Block look-up granule: the smallest block size, so no two blocks share a look-up slot. */
 export const CHUNK_BYTES = SMALL_TIER_BLOCK_BYTES;
 /** Address span of one block-directory table (execmem.blockAt): 4096 entries of CHUNK_BYTES. */

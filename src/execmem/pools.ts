@@ -42,13 +42,15 @@ import type { TypeClass, TypeRange } from './ranges.js';
 import type { ExecmemPoolStats } from './stats.js';
 
 /**
- * Kind of a used run (heap.ts keeps it per run): low 3 bits the type index, bit 3 sealed, the
- * bits above the slack, i.e. the granule rounding after the requested size (< 4096, so the whole
- * kind stays below 2^16). update() stops at the requested size, not at the rounded one.
+ * Kind of a used run (heap.ts keeps it per run): low 3 bits the type index, bit 3 sealed, bit 4
+ * pending fill (freed, its trap fill queued: fills.ts), the bits above the slack, i.e. the granule
+ * rounding after the requested size (< 4096, so the whole kind stays below 2^17). update() stops
+ * at the requested size, not at the rounded one.
  */
 export const KIND_TYPE_MASK = 7;
 export const KIND_SEALED = 8;
-export const KIND_SLACK_SHIFT = 4;
+export const KIND_PENDING_FILL = 16;
+export const KIND_SLACK_SHIFT = 5;
 
 export interface Pool {
   readonly name: string;
@@ -84,6 +86,9 @@ export interface Pool {
    */
   spare: Block | null;
   spareSince: number;
+  /** Freed runs whose trap fill is queued (fills.ts): used in the heap, neither live nor free. */
+  pendingFillBytes: number;
+  pendingFillRuns: number;
 }
 
 export interface Block {
@@ -191,6 +196,8 @@ function newPool(
     useLarge: largeFromBytes === 0,
     spare: null,
     spareSince: 0,
+    pendingFillBytes: 0,
+    pendingFillRuns: 0,
   };
   (pool as { family: Pool }).family = family ?? pool;
   return pool;
@@ -305,11 +312,12 @@ export function poolStats(pool: Pool, hex: (va: number) => string): ExecmemPoolS
     leafBytes: pool.leafBytes,
     rangeStart: hex(pool.range.start),
     rangeEnd: hex(pool.range.end),
-    liveBytes: pool.heap.usedGranules * gb + largeLive,
-    liveObjects: liveObjects + pool.largeBlocks.size,
+    liveBytes: pool.heap.usedGranules * gb + largeLive - pool.pendingFillBytes,
+    liveObjects: liveObjects + pool.largeBlocks.size - pool.pendingFillRuns,
     mappedBytes: mapped,
     largeMappedBytes: large,
     freeBytes: pool.heap.freeGranules * gb,
+    pendingFillBytes: pool.pendingFillBytes,
     largestFreeBytes: pool.heap.largestFreeGranules() * gb,
     blocks: pool.heap.blockCount,
     fallbackBlocks: fallback,

@@ -4,7 +4,7 @@
  * Why split per type and per pool: callers care about their type (how much bpf is live), the
  * memory system about pools (what is mapped, on which leaf size, how fragmented). Types that
  * share a pool (by default bpf+kprobes+ftrace when their ranges agree) share its blocks, so
- * "live + free = mapped" holds per pool, and per type only live figures are exact. Counters
+ * "live + free + pending fill = mapped" holds per pool, and per type only live figures are exact. Counters
  * attributed to the allocator are backend counter deltas since the allocator was created (exact
  * when the allocator is the backend's only user, as in every test and benchmark here).
  */
@@ -44,6 +44,11 @@ export interface ExecmemPoolStats {
   largeMappedBytes: number;
   /** Free bytes inside shared blocks (all of it allocatable; trap-filled for text). */
   freeBytes: number;
+  /**
+   * Freed bytes whose trap fill is queued (fills.ts): neither live nor free until the next write
+   * session fills them; live + free + pendingFill + largeSlack = mapped.
+   */
+  pendingFillBytes: number;
   largestFreeBytes: number;
   /** Shared blocks (blockBytes each) and how many wanted 2 MiB leaves but fell back to 4 KiB. */
   blocks: number;

@@ -29,6 +29,7 @@ import {
   type Block,
   BlockDirectory,
   buildPools,
+  KIND_PENDING_FILL,
   KIND_SEALED,
   KIND_SLACK_SHIFT,
   KIND_TYPE_MASK,
@@ -59,6 +60,8 @@ export type RunVisitor = (
   sizeBytes: number,
   used: boolean,
   type: ExecmemType | null,
+  /** A used run that was freed and waits for its trap fill (fills.ts): not a live object. */
+  pendingFill: boolean,
 ) => void;
 
 export class BlockStore {
@@ -74,6 +77,11 @@ export class BlockStore {
   mappedBytes = 0;
   /** Allocator calls so far (tick), and when the next spare is due for release (-1: none). */
   private clock = 0;
+
+  /** Allocator calls (allocs and frees) so far: the clock of the release delay and of fills.ts. */
+  get calls(): number {
+    return this.clock;
+  }
   private nextExpiry = -1;
   atomicRefusals = 0;
   private readonly dir = new BlockDirectory();
@@ -248,6 +256,11 @@ export class BlockStore {
   /** Free the small object the hit names (its space already invalidated). */
   freeRun(block: Block, va: number): void {
     block.pool.heap.free(block.slot, (va - block.va) / block.pool.granuleBytes);
+  }
+
+  /** Mark the small object the hit names as freed with its fill queued (fills.ts). */
+  markPendingFill(block: Block, va: number, kind: number): void {
+    block.pool.heap.setKind(block.slot, (va - block.va) / block.pool.granuleBytes, kind | KIND_PENDING_FILL);
   }
 
   /** Mark the object the hit names sealed. */
@@ -428,6 +441,8 @@ export class BlockStore {
       );
     }
     const kind = heap.kindOf(id);
+    if (kind & KIND_PENDING_FILL)
+      fail('EFREE', `${op}: ${this.hex(va)} is free memory (double free, or never allocated)`);
     hit.block = block;
     hit.start = block.va + start * gb;
     hit.bytes = tag * gb;
@@ -455,14 +470,23 @@ export class BlockStore {
         const block = pool.blocks[slot]!;
         const gb = pool.granuleBytes;
         pool.heap.forEachRun(slot, (g, len, used) => {
-          const type = used ? EXECMEM_TYPES[pool.heap.kindAt(slot, g) & KIND_TYPE_MASK] : null;
-          fn(pool.name, pool.prot, block.va + g * gb, len * gb, used, type);
+          const kind = used ? pool.heap.kindAt(slot, g) : 0;
+          const type = used ? EXECMEM_TYPES[kind & KIND_TYPE_MASK] : null;
+          fn(pool.name, pool.prot, block.va + g * gb, len * gb, used, type, (kind & KIND_PENDING_FILL) !== 0);
         });
       }
       for (const block of pool.largeBlocks) {
-        fn(pool.name, pool.prot, block.va, block.largeUsableBytes, true, EXECMEM_TYPES[block.largeType]);
+        fn(
+          pool.name,
+          pool.prot,
+          block.va,
+          block.largeUsableBytes,
+          true,
+          EXECMEM_TYPES[block.largeType],
+          false,
+        );
         const slack = block.sizeBytes - block.largeUsableBytes;
-        if (slack > 0) fn(pool.name, pool.prot, block.va + block.largeUsableBytes, slack, false, null);
+        if (slack > 0) fn(pool.name, pool.prot, block.va + block.largeUsableBytes, slack, false, null, false);
       }
     }
   }
@@ -496,9 +520,24 @@ export class BlockStore {
     let live = 0;
     for (let ti = 0; ti < EXECMEM_TYPES.length; ti++) live += this.liveObjects[ti];
     let runs = 0;
-    this.eachRun((_p, _prot, _va, _size, used) => {
-      if (used) runs++;
+    let pendingRuns = 0;
+    let pendingBytes = 0;
+    this.eachRun((_p, _prot, _va, sizeBytes, used, _type, pendingFill) => {
+      if (pendingFill) {
+        pendingRuns++;
+        pendingBytes += sizeBytes;
+      } else if (used) runs++;
     });
     assert(runs === live, `audit: ${runs} used runs but ${live} live objects`);
+    let poolRuns = 0;
+    let poolBytes = 0;
+    for (const pool of this.pools) {
+      poolRuns += pool.pendingFillRuns;
+      poolBytes += pool.pendingFillBytes;
+    }
+    assert(
+      pendingRuns === poolRuns && pendingBytes === poolBytes,
+      `audit: ${pendingRuns} runs (${pendingBytes} bytes) marked pending fill, pools count ${poolRuns} (${poolBytes})`,
+    );
   }
 }

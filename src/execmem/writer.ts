@@ -22,9 +22,11 @@
  *   (sim: machine/write-session.ts: the destination mapped at once, one local flush), and inside
  *   batch() ONE session is held open across all of them, begun at the first alias write and ended
  *   by closeAll() when the outermost batch ends, also when its callback threw (execmem.ts calls
- *   closeAll in a finally). Nothing else is deferred: each update's bytes and each free's trap
- *   fill are written and verified before the call returns; only the alias's teardown (unmap and
- *   its one flush) waits for the batch's end. A session's writes cannot fail for memory (its
+ *   closeAll in a finally). Within a batch nothing else is deferred: each update's bytes and each
+ *   free's trap fill are written and verified before the call returns; only the alias's teardown
+ *   (unmap and its one flush) waits for the batch's end. Outside a batch, execmem.ts queues a
+ *   free's trap fill (fills.ts) and an update holds one call session (beginCallSession) for its
+ *   own write and the queued fills. A session's writes cannot fail for memory (its
  *   tables exist from the backend's creation), so "failed calls change nothing" holds as before,
  *   and ending a session cannot fail.
  */
@@ -114,6 +116,32 @@ export class Writer {
         assert(false, `backend failed to end a write session: ${String(e)}`);
       }
     }
+  }
+
+  /** Does the backend have write sessions (several alias writes under one flush)? */
+  hasSessions(): boolean {
+    const b = this.backend;
+    return b.hasAliasWrite && b.beginWriteSession !== undefined && b.endWriteSession !== undefined;
+  }
+
+  /**
+   * Outside a batch, hold one backend write session across the alias writes of one call (an
+   * update and the queued trap fills it takes along, execmem.ts): the call's first fallible step.
+   */
+  beginCallSession(op: string): void {
+    assert(this.batchDepth === 0 && !this.sessionOpen && this.hasSessions(), 'call session misuse');
+    try {
+      this.backend.beginWriteSession!();
+    } catch (e) {
+      fromBackend(e, `${op}: opening the write session`);
+    }
+    this.sessionOpen = true;
+  }
+
+  /** End the session beginCallSession opened (cannot fail: see the header). */
+  endCallSession(): void {
+    assert(this.batchDepth === 0 && this.sessionOpen, 'call session not open');
+    this.closeAll();
   }
 
   /** Is a batch's write session open (tests, audit)? */

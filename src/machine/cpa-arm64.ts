@@ -24,6 +24,15 @@
  * set_memory_ro / set_memory_rw when a page's write permission differs (or when nothing differs:
  * the named call is still made and still flushes).
  *
+ * `foldFlushes` (OUR allocator only, execmem's SimBackend for a whole 2 MiB block; the Linux rows
+ * never pass it): the linear alias is changed run by run of physically contiguous frames (one
+ * __change_memory_common per run instead of per page), and every flush the call owes is folded
+ * into ONE flush_tlb_all (TLBI VMALLE1IS + DSB ISH). Linux's own rule for a flush over more than
+ * MAX_DVM_OPS = 512 pages is that full flush (flush_tlb_kernel_range); a 2 MiB block's call covers
+ * 1024 pages of translations (512 vmalloc + 512 linear), which Linux issues as 512 single-page
+ * broadcasts for the alias plus the range. The price is a full flush on every CPU, whose iTLB
+ * refills the fetch model counts.
+ *
  * Departures from Linux, kept deliberately (open items): Linux refuses addresses outside a
  * VM_ALLOC vmalloc area and areas with VM_ALLOW_HUGE_VMAP (-EINVAL, "Disallow VM_ALLOW_HUGE_VMAP
  * mappings to guarantee that only page mappings are updated and splitting is never needed"). The
@@ -51,7 +60,7 @@ const CALLS: Readonly<Record<Arm64Call['name'], Arm64Call>> = {
 };
 
 /** change_memory_common() for each Linux call `prot` stands for, on [va, end) (checked mapped). */
-export function changeMemoryCommon(cpa: Cpa, va: number, end: number, prot: Prot): void {
+export function changeMemoryCommon(cpa: Cpa, va: number, end: number, prot: Prot, foldFlushes = false): void {
   const calls = linuxCalls(cpa, va, end, prot);
   const txn = cpa.begin();
   try {
@@ -70,6 +79,10 @@ export function changeMemoryCommon(cpa: Cpa, va: number, end: number, prot: Prot
     if (c.linearAlias && aliased) {
       const runs = cpa.frameRuns(va, end);
       for (let k = 0; k < runs.length; k += 2) {
+        if (foldFlushes) {
+          cpa.change(txn, dm + runs[k] * PAGE, dm + (runs[k] + runs[k + 1]) * PAGE, c.flagsOf);
+          continue;
+        }
         for (let pfn = runs[k]; pfn < runs[k] + runs[k + 1]; pfn++) {
           cpa.change(txn, dm + pfn * PAGE, dm + (pfn + 1) * PAGE, c.flagsOf);
           flushes.push(dm + pfn * PAGE, PAGE);
@@ -79,7 +92,8 @@ export function changeMemoryCommon(cpa: Cpa, va: number, end: number, prot: Prot
     flushes.push(va, end - va);
   }
   cpa.commit(txn);
-  for (let k = 0; k < flushes.length; k += 2) cpa.cpus.flushKernelRange(flushes[k], flushes[k + 1]);
+  if (foldFlushes) cpa.cpus.flushAll();
+  else for (let k = 0; k < flushes.length; k += 2) cpa.cpus.flushKernelRange(flushes[k], flushes[k + 1]);
 }
 
 /** The Linux set_memory_* calls a caller makes to bring [va, end) to `prot` (see the header). */

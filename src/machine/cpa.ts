@@ -129,7 +129,7 @@ export class Cpa {
   }
 
   /** set_memory_* on [va, va + pageCount pages). */
-  setMemory(va: number, pageCount: number, prot: Prot): void {
+  setMemory(va: number, pageCount: number, prot: Prot, foldFlushes = false): void {
     if (!Number.isInteger(va) || va < 0 || va % PAGE !== 0) {
       throw new MachineError('EINVAL', `setMemory: 0x${Number(va).toString(16)} is not page aligned`);
     }
@@ -144,7 +144,7 @@ export class Cpa {
     }
     const end = va + pageCount * PAGE;
     this.checkMapped(va, end);
-    if (this.arch.cpaKind === 'change_memory_common') changeMemoryCommon(this, va, end, prot);
+    if (this.arch.cpaKind === 'change_memory_common') changeMemoryCommon(this, va, end, prot, foldFlushes);
     else this.changePageAttr(va, end, prot);
     this.counters.cpaCalls++;
     this.counters.cpaPages += pageCount;

@@ -325,6 +325,17 @@ export class Machine {
     this.vm.purgeLazy(true);
   }
 
+  /**
+   * OUR allocator's set_memory_* for a whole block of physically contiguous frames (execmem's
+   * SimBackend; the Linux rows never call it): as setMemory, but on arm64 the linear alias is
+   * changed per contiguous run and the call's flushes are one flush_tlb_all (cpa-arm64.ts
+   * foldFlushes). On x86 it is setMemory: change_page_attr already ends such a call in one flush.
+   */
+  setMemoryFolded(va: number, pageCount: number, prot: Prot): void {
+    this.cpa.setMemory(va, pageCount, prot, true);
+    this.vm.purgeLazy(true);
+  }
+
   /** text_poke_copy (x86) / aarch64_insn_copy (arm64), as Linux does it (patch.ts). */
   poke(cpu: number, va: number, bytes: Uint8Array): void {
     this.refuseDuringSession('poke');

@@ -14,6 +14,7 @@ import type { ExecmemType, Prot, VaRange } from '../../src/arch/types.js';
 import { EXECMEM_TYPES, typeIsText } from '../../src/arch/types.js';
 import { ExecmemError } from '../../src/execmem/errors.js';
 import type { Execmem } from '../../src/execmem/execmem.js';
+import { FILL_QUEUE_RUNS } from '../../src/execmem/limits.js';
 import { type FakeBackend, fillPattern } from './fake-backend.js';
 
 const ZERO = Uint8Array.of(0);
@@ -207,9 +208,20 @@ export class ExecmemModel {
     const trap = em.backend.arch.trapPattern;
     const unused: [number, number, Prot][] = [];
     let runs = 0;
-    em.forEachRun((_pool, prot, va, sizeBytes, used) => {
+    let pendingBytes = 0;
+    let pendingRuns = 0;
+    em.forEachRun((_pool, prot, va, sizeBytes, used, _type, pendingFill) => {
       if (!used) {
         unused.push([va, sizeBytes, prot]);
+        return;
+      }
+      if (pendingFill) {
+        // Freed with its trap fill queued (src/execmem/fills.ts): no live object, no lookup.
+        if (this.live.has(va)) throw new Error(`live object at 0x${va.toString(16)} marked pending fill`);
+        if (prot === 'rw') throw new Error(`RW run at 0x${va.toString(16)} has a queued fill`);
+        if (em.backend.kind !== 'sim') throw new Error('fills are queued only on write-session backends');
+        pendingBytes += sizeBytes;
+        pendingRuns++;
         return;
       }
       runs++;
@@ -230,11 +242,17 @@ export class ExecmemModel {
     if (runs !== this.live.size) throw new Error(`${runs} used runs, ${this.live.size} live objects`);
     const stats = em.stats();
     let mapped = 0;
+    let statsPending = 0;
     for (const [name, p] of Object.entries(stats.pools)) {
-      if (p.liveBytes + p.freeBytes + p.largeSlackBytes !== p.mappedBytes)
-        throw new Error(`pool ${name}: live + free != mapped`);
+      if (p.liveBytes + p.freeBytes + p.pendingFillBytes + p.largeSlackBytes !== p.mappedBytes)
+        throw new Error(`pool ${name}: live + free + pending fill != mapped`);
       mapped += p.mappedBytes;
+      statsPending += p.pendingFillBytes;
     }
+    if (statsPending !== pendingBytes)
+      throw new Error(`stats count ${statsPending} pending-fill bytes, the runs ${pendingBytes}`);
+    if (pendingRuns > FILL_QUEUE_RUNS)
+      throw new Error(`${pendingRuns} fills queued, bound ${FILL_QUEUE_RUNS}`);
     if (mapped !== this.probe.mappedBytes())
       throw new Error(`execmem says ${mapped} mapped, backend ${this.probe.mappedBytes()}`);
   }

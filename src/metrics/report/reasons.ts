@@ -93,11 +93,19 @@ export const REASON_RULES: readonly ReasonRule[] = [
         largeBytes >= ours.metrics.mappedBytes
           ? `all of its ${formatBytes(ours.metrics.mappedBytes)} mapped`
           : `${formatBytes(largeBytes)} of its ${formatBytes(ours.metrics.mappedBytes)} mapped`;
+      // The least ours can map for these objects (ExecmemPolicy.mappedBoundBytes): text on 2 MiB.
+      const bound = ours.counters.mappedBoundBytes;
+      const live = ours.metrics.liveBytes;
+      const reach =
+        bound === undefined || live <= 0
+          ? ''
+          : `; with text on 2 MiB leaves (for iTLB reach) it cannot map less than ${formatBytes(bound)} ` +
+            `(${(bound / live).toFixed(2)}x live${bound > leader.metrics.mappedBytes ? `, more than ${leader.name} maps` : ''})`;
       return (
         `ours maps ${b.large} whole 2 MiB block${b.large === 1 ? '' : 's'} (${of}` +
         `${b.spare > 0 ? `, ${b.spare} with nothing live` : ''}) for ${formatBytes(ours.metrics.liveBytes)} live, ` +
         `${formatBytes(unused)} unused; ${leader.name} maps ${formatBytes(leader.metrics.mappedBytes)}, ` +
-        `${formatBytes(theirs)} unused`
+        `${formatBytes(theirs)} unused${reach}`
       );
     },
   },
