@@ -21,27 +21,33 @@ const KEY_MAX = 2 ** 53;
 const TWO_32 = 4294967296;
 
 export class NumberSet {
-  private keys: Float64Array;
+  // Assigned by allocate(), which the constructor and resize() call.
+  private keys!: Float64Array;
   /** Slot i is occupied iff stamps[i] === generation. */
-  private stamps: Uint32Array;
+  private stamps!: Uint32Array;
   private generation = 1;
   /** The keys densely, and for each dense index its slot; slotPos[slot] is the dense index. */
-  private dense: Float64Array;
-  private denseSlot: Int32Array;
-  private slotPos: Int32Array;
-  private mask: number;
+  private dense!: Float64Array;
+  private denseSlot!: Int32Array;
+  private slotPos!: Int32Array;
+  private mask = 0;
   /** 32 - log2(capacity): the top bits of the multiplicative hash pick the home slot. */
-  private shift: number;
+  private shift = 0;
   private count = 0;
 
   constructor() {
-    this.keys = new Float64Array(CAPACITY_MIN);
-    this.stamps = new Uint32Array(CAPACITY_MIN);
-    this.dense = new Float64Array(CAPACITY_MIN);
-    this.denseSlot = new Int32Array(CAPACITY_MIN);
-    this.slotPos = new Int32Array(CAPACITY_MIN);
-    this.mask = CAPACITY_MIN - 1;
-    this.shift = 32 - Math.log2(CAPACITY_MIN);
+    this.allocate(CAPACITY_MIN);
+  }
+
+  /** Fresh, empty arrays of `capacity` slots (a power of two). */
+  private allocate(capacity: number): void {
+    this.keys = new Float64Array(capacity);
+    this.stamps = new Uint32Array(capacity);
+    this.dense = new Float64Array(capacity);
+    this.denseSlot = new Int32Array(capacity);
+    this.slotPos = new Int32Array(capacity);
+    this.mask = capacity - 1;
+    this.shift = 32 - Math.log2(capacity);
   }
 
   get size(): number {
@@ -144,13 +150,7 @@ export class NumberSet {
 
   private resize(capacity: number): void {
     const oldDense = this.dense;
-    this.keys = new Float64Array(capacity);
-    this.stamps = new Uint32Array(capacity);
-    this.dense = new Float64Array(capacity);
-    this.denseSlot = new Int32Array(capacity);
-    this.slotPos = new Int32Array(capacity);
-    this.mask = capacity - 1;
-    this.shift = 32 - Math.log2(capacity);
+    this.allocate(capacity);
     this.generation = 1;
     for (let d = 0; d < this.count; d++) {
       const key = oldDense[d];
