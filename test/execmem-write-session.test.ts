@@ -15,6 +15,7 @@ import { ExecmemError } from '../src/execmem/errors.js';
 import { Execmem } from '../src/execmem/execmem.js';
 import { FILL_DELAY_CALLS, FILL_QUEUE_RUNS } from '../src/execmem/limits.js';
 import { SimBackend } from '../src/execmem/sim-backend.js';
+import { formatStats } from '../src/execmem/stats.js';
 import { createMachine, type Machine } from '../src/machine/machine.js';
 import type { MachineCounters } from '../src/machine/types.js';
 import { writeSessionWindow } from '../src/machine/write-session.js';
@@ -247,6 +248,15 @@ for (const arch of ['x86_64', 'arm64'] as const) {
     const d1 = delta(m, () => em.freeVa(a));
     assert.equal(d1.localFlushes + d1.pokes, 0, 'the free opened no session');
     assert.equal(pending(), 704, 'the run waits, granule-rounded');
+    // The text table shows it in its own column (1 kB, rounded), beside free_kB.
+    const lines = formatStats(em.stats()).split('\n');
+    const col = lines[1].trim().split(/\s+/).indexOf('pend_kB');
+    const bpfPool = em.stats().types.bpf.pool;
+    const bpfRow = lines
+      .find((l) => l.trim().startsWith(`${bpfPool} `))!
+      .trim()
+      .split(/\s+/);
+    assert.equal(bpfRow[col], '1');
     assert.equal(em.stats().types.bpf.liveBytes, live0 - 704, 'and is no longer live');
     assert.deepEqual(simProbe(m).raw(a, 700), code(700, 1), 'the old code is still in place (the window)');
     // A freed pointer is free to every lookup, however its fill waits.

@@ -138,9 +138,10 @@ export function formatStats(stats: ExecmemStats): string {
     `execmem: backend ${stats.backend}, arch ${stats.arch}, ` +
       `${stats.aliasWrite ? 'alias writes' : 'no alias: unprotect/write/protect under lock'}, ` +
       `block ${kb(stats.blockBytes)} kB unless blk_kB says otherwise (leaf: by design; ` +
-      `4k_fallb: wanted 2M, got 4K; smallbl: blocks for small objects only)`,
+      `4k_fallb: wanted 2M, got 4K; smallbl: blocks for small objects only; ` +
+      `pend_kB: freed, trap fill queued, fillOnFree 'deferred')`,
   );
-  const pw = [24, 4, 6, 7, 7, 7, 4, 8, 10, 9, 9, 9, 10, 7, 7];
+  const pw = [24, 4, 6, 7, 7, 7, 4, 8, 10, 9, 9, 9, 8, 10, 7, 7];
   lines.push(
     row(
       [
@@ -156,6 +157,7 @@ export function formatStats(stats: ExecmemStats): string {
         'large_kB',
         'live_kB',
         'free_kB',
+        'pend_kB',
         'maxfree_kB',
         'objects',
         'bigobj',
@@ -179,6 +181,7 @@ export function formatStats(stats: ExecmemStats): string {
           kb(p.largeMappedBytes),
           kb(p.liveBytes),
           kb(p.freeBytes),
+          kb(p.pendingFillBytes),
           kb(p.largestFreeBytes),
           p.liveObjects,
           p.largeObjects,
