@@ -77,11 +77,6 @@ export class BlockStore {
   mappedBytes = 0;
   /** Allocator calls so far (tick), and when the next spare is due for release (-1: none). */
   private clock = 0;
-
-  /** Allocator calls (allocs and frees) so far: the clock of the release delay and of fills.ts. */
-  get calls(): number {
-    return this.clock;
-  }
   private nextExpiry = -1;
   atomicRefusals = 0;
   private readonly dir = new BlockDirectory();
@@ -102,6 +97,11 @@ export class BlockStore {
     const { pools, poolOfType } = buildPools(ranges, sharing, granuleBytes, smallObjectBytes, largeFrom);
     this.pools = pools;
     this.poolOfType = poolOfType;
+  }
+
+  /** Allocator calls (allocs and frees) so far: the clock of the release delay and of fills.ts. */
+  get calls(): number {
+    return this.clock;
   }
 
   // ---------------------------------------------------------------- alloc
@@ -429,11 +429,11 @@ export class BlockStore {
     const exact = id >= 0;
     if (!exact) {
       id = heap.usedRunCovering(block.slot, g);
-      if (id < 0) fail('EFREE', `${op}: ${this.hex(va)} is free memory (double free, or never allocated)`);
+      if (id < 0) this.freeMemory(va, op);
     }
     const start = heap.startOf(id);
     const tag = heap.lenOf(id);
-    if (tag < 0) fail('EFREE', `${op}: ${this.hex(va)} is free memory (double free, or never allocated)`);
+    if (tag < 0) this.freeMemory(va, op);
     if (needStart && !exact) {
       fail(
         'EINSIDE',
@@ -441,13 +441,18 @@ export class BlockStore {
       );
     }
     const kind = heap.kindOf(id);
-    if (kind & KIND_PENDING_FILL)
-      fail('EFREE', `${op}: ${this.hex(va)} is free memory (double free, or never allocated)`);
+    // A run whose fill is queued (fills.ts) was freed: free memory to every lookup.
+    if (kind & KIND_PENDING_FILL) this.freeMemory(va, op);
     hit.block = block;
     hit.start = block.va + start * gb;
     hit.bytes = tag * gb;
     hit.requested = hit.bytes - (kind >>> KIND_SLACK_SHIFT);
     hit.kind = kind;
+  }
+
+  /** va lies in a block but in no live allocation. */
+  private freeMemory(va: number, op: string): never {
+    fail('EFREE', `${op}: ${this.hex(va)} is free memory (double free, or never allocated)`);
   }
 
   /**

@@ -28,6 +28,7 @@ import { hexAddr, SZ_2M } from '../base/addr.js';
 import type { BackendBlock, MapBlockRequest } from '../execmem/backend.js';
 import { Execmem, type ExecmemOptions } from '../execmem/execmem.js';
 import { SimBackend } from '../execmem/sim-backend.js';
+import type { ExecmemStats } from '../execmem/stats.js';
 import type { Machine } from '../machine/machine.js';
 import type { InstrumentedAllocator, LiveExtent } from './common.js';
 import { PolicyError } from './errors.js';
@@ -120,7 +121,7 @@ export class ExecmemPolicy implements InstrumentedAllocator {
 
   policyCounters(): Readonly<Record<string, number>> {
     const stats = this.execmem.stats();
-    return { ...stats.counters, liveObjects: this.live.size, mappedBoundBytes: this.mappedBoundBytes() };
+    return { ...stats.counters, liveObjects: this.live.size, mappedBoundBytes: this.mappedBoundBytes(stats) };
   }
 
   /**
@@ -130,8 +131,7 @@ export class ExecmemPolicy implements InstrumentedAllocator {
    * live bytes. Where bound / live is above the best design's mapped/live, that target is out of
    * reach for this design, whatever its placement.
    */
-  mappedBoundBytes(): number {
-    const stats = this.execmem.stats();
+  mappedBoundBytes(stats: ExecmemStats = this.execmem.stats()): number {
     const textLive = new Map<string, number>();
     let otherLive = 0;
     for (const e of this.live.values()) {
