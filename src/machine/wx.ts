@@ -6,7 +6,7 @@
  * aliases. A module page mapped ROX in vmalloc space is still mapped through the direct map; only
  * because cpa_process_alias() also makes that alias read-only (arch/x86/mm/pat/set_memory.c) is the
  * frame not writable-and-executable. So the audit counts, per physical frame, how many mappings
- * make it writable and how many make it executable (two Uint16Arrays, updated from every leaf
+ * make it writable and how many make it executable (wx-counts.ts, updated from every leaf
  * change the page table reports), and a frame violates W^X while both counts are non-zero. The
  * number of violating frames is kept up to date, so `violationCount()` is O(1) and can be asserted
  * after every operation.
@@ -38,6 +38,7 @@ import { NumberSet } from './num-set.js';
 import type { LeafBulkListener, PageTable } from './pagetable.js';
 import type { LeafChange, Translation } from './types.js';
 import { LEVEL_BYTES, PTE_NX, PTE_PRESENT, PTE_RW } from './types.js';
+import { WxCounts } from './wx-counts.js';
 
 /** The part of a CPU TLB the audit needs. */
 export interface TlbView {
@@ -71,9 +72,7 @@ function leafKey(t: Translation): string {
 }
 
 export class WxAudit implements LeafBulkListener {
-  private readonly writable: Uint16Array;
-  private readonly executable: Uint16Array;
-  private violations = 0;
+  private readonly counts: WxCounts;
   private tlbs: readonly TlbView[] = [];
   /** Per CPU: stale entries (by value) still held by that CPU's TLB. */
   private stale: Map<string, Translation>[] = [];
@@ -87,8 +86,7 @@ export class WxAudit implements LeafBulkListener {
     private readonly totalFrames: number,
     private readonly ignored: { start: number; end: number } | null,
   ) {
-    this.writable = new Uint16Array(totalFrames);
-    this.executable = new Uint16Array(totalFrames);
+    this.counts = new WxCounts(totalFrames);
   }
 
   attachTlbs(tlbs: readonly TlbView[]): void {
@@ -113,7 +111,7 @@ export class WxAudit implements LeafBulkListener {
   }
 
   violationCount(): number {
-    return this.violations;
+    return this.counts.violations;
   }
 
   staleEntryCount(): number {
@@ -228,7 +226,10 @@ export class WxAudit implements LeafBulkListener {
     this.pt.forEachLeaf(0, VA_END, add);
     for (const m of this.stale) for (const t of m.values()) add(t);
     for (let f = 0; f < this.totalFrames; f++) {
-      assert(w[f] === this.writable[f] && x[f] === this.executable[f], `W^X counts of frame ${f} drifted`);
+      assert(
+        w[f] === this.counts.writableOf(f) && x[f] === this.counts.executableOf(f),
+        `W^X counts of frame ${f} drifted`,
+      );
     }
   }
 
@@ -276,32 +277,7 @@ export class WxAudit implements LeafBulkListener {
   private account(t: Translation, delta: 1 | -1): void {
     const w = isW(t);
     const x = isX(t);
-    if (!w && !x) return;
-    const end = t.pfn + LEVEL_BYTES[t.level] / 4096;
-    const wc = this.writable;
-    const xc = this.executable;
-    if (w && x) {
-      for (let f = t.pfn; f < end; f++) {
-        const before = wc[f] > 0 && xc[f] > 0;
-        wc[f] += delta;
-        xc[f] += delta;
-        const after = wc[f] > 0 && xc[f] > 0;
-        if (before !== after) this.violations += after ? 1 : -1;
-      }
-    } else {
-      // One count moves; a frame's state flips only if the other count is non-zero and this
-      // one crosses zero (a 1 GiB direct-map leaf is 262144 frames: this loop is most of boot).
-      const mine = w ? wc : xc;
-      const other = w ? xc : wc;
-      let v = this.violations;
-      for (let f = t.pfn; f < end; f++) {
-        const before = mine[f];
-        mine[f] = before + delta;
-        if (other[f] !== 0 && (before === 0) !== (mine[f] === 0)) v += mine[f] === 0 ? -1 : 1;
-      }
-      this.violations = v;
-    }
-    assert(this.violations >= 0, 'negative W^X violation count');
+    this.counts.add(t.pfn, LEVEL_BYTES[t.level] / 4096, w, x, delta);
   }
 }
 
