@@ -15,6 +15,7 @@
  * the serial run, with no worker at all.
  */
 import { availableParallelism } from 'node:os';
+import { serialize } from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import {
   assembleCompare,
@@ -117,16 +118,17 @@ export function defaultJobCount(): number {
 }
 
 /**
- * A run sent to a pool worker. The plan (its trace is most of it: tens of thousands of events,
- * structured-cloned on both sides) goes to a worker only with its first run there; the worker
- * keeps the last plan it was sent, and later runs of that plan name it by `planId` alone.
+ * A run sent to a pool worker. The plan (its trace is most of it: tens of thousands of events)
+ * goes to a worker only with its first run there, serialized once per plan (v8.serialize, the
+ * structured-clone format) however many workers receive it; the worker keeps the last plan it was
+ * sent, and later runs of that plan name it by `planId` alone.
  */
 export interface PoolTask {
   readonly kind: 'task';
   readonly id: number;
   readonly planId: number;
-  /** The plan, or null when the worker already holds plan `planId`. */
-  readonly plan: ComparePlan | null;
+  /** The plan serialized by v8.serialize, or null when the worker already holds plan `planId`. */
+  readonly plan: Uint8Array | null;
   readonly policyIndex: number;
 }
 
@@ -240,6 +242,18 @@ function runOnWorkers(
     const workers: Worker[] = [];
     /** Per worker: the plan it holds (the last one sent to it). */
     const held = new Map<Worker, ComparePlan>();
+    /** Per plan: its serialized form, made when the first worker needs it, dropped after its last run is sent. */
+    const serialized = new Map<ComparePlan, Uint8Array>();
+    const undispatched = new Map<ComparePlan, number>();
+    for (const t of tasks) undispatched.set(t.plan, (undispatched.get(t.plan) ?? 0) + 1);
+    const serializedPlan = (plan: ComparePlan): Uint8Array => {
+      let bytes = serialized.get(plan);
+      if (bytes === undefined) {
+        bytes = serialize(plan);
+        serialized.set(plan, bytes);
+      }
+      return bytes;
+    };
     const planIds = new Map<ComparePlan, number>();
     for (const t of tasks) if (!planIds.has(t.plan)) planIds.set(t.plan, planIds.size);
     const weights = new Map<ComparePlan, number>();
@@ -264,7 +278,10 @@ function runOnWorkers(
       if (next >= order.length) return;
       const id = order[next++];
       const t = tasks[id];
-      const plan = held.get(w) === t.plan ? null : t.plan;
+      const plan = held.get(w) === t.plan ? null : serializedPlan(t.plan);
+      const left = (undispatched.get(t.plan) ?? 1) - 1;
+      undispatched.set(t.plan, left);
+      if (left === 0) serialized.delete(t.plan);
       held.set(w, t.plan);
       const planId = planIds.get(t.plan) ?? -1;
       w.postMessage({ kind: 'task', id, planId, plan, policyIndex: t.policyIndex } satisfies PoolTask);
