@@ -222,7 +222,7 @@ export class PhysMem {
       const at = pa + done;
       const off = at % PAGE_BYTES;
       const n = Math.min(PAGE_BYTES - off, bytes.length - done);
-      this.frameForWrite((at - off) / PAGE_BYTES).set(bytes.subarray(done, done + n), off);
+      this.frameForWrite((at - off) / PAGE_BYTES, n === PAGE_BYTES).set(bytes.subarray(done, done + n), off);
       done += n;
     }
   }
@@ -236,7 +236,7 @@ export class PhysMem {
       const at = pa + done;
       const off = at % PAGE_BYTES;
       const n = Math.min(PAGE_BYTES - off, sizeBytes - done);
-      const frame = this.frameForWrite((at - off) / PAGE_BYTES);
+      const frame = this.frameForWrite((at - off) / PAGE_BYTES, n === PAGE_BYTES);
       if (pattern.length === 1) frame.fill(pattern[0], off, off + n);
       else {
         let k = done % pattern.length;
@@ -419,11 +419,15 @@ export class PhysMem {
     this.listPush(p, o);
   }
 
-  private frameForWrite(pfn: number): Uint8Array {
+  /**
+   * The frame's array, made when first written: a kept array (zeroed, unless the caller is about
+   * to write all of it: `whole`) or a new one.
+   */
+  private frameForWrite(pfn: number, whole: boolean): Uint8Array {
     let bytes = this.contents.get(pfn);
     if (bytes === undefined) {
       const reused = this.spare.pop();
-      if (reused !== undefined) reused.fill(0);
+      if (reused !== undefined && !whole) reused.fill(0);
       bytes = reused ?? new Uint8Array(PAGE_BYTES);
       this.contents.set(pfn, bytes);
     }

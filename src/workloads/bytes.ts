@@ -4,7 +4,10 @@
  * Why per-event seeding: the same trace must write the same bytes under every policy, even when
  * one policy fails an allocation another serves (a skipped write must not shift the bytes of all
  * later writes). So the bytes of a write depend only on (trace seed, event index, byte position),
- * through a small integer hash, never on a shared stream.
+ * never on a shared stream: a small integer hash of (seed, event index) picks where the write
+ * starts in a fixed 1 MiB table of hashed bytes, and the write is that table from there on
+ * (wrapping). Why a table and not a hash per word: every design of a compare writes the same
+ * ~100 MB, and a copy from the table costs a fraction of hashing every word of it again.
  *
  * Why code bytes avoid two values: every architecture's trap pattern (x86 INT3 0xcc, arm64 BRK
  * 0xd4202000 stored 00 20 20 d4, generic 00 00 00 00) contains its own first byte, so if code
@@ -42,63 +45,53 @@ const CODE_MAP: Uint8Array = (() => {
   return map;
 })();
 
-/**
- * Whether this platform stores a Uint32Array element least significant byte first. The fills
- * below are defined byte by byte (byte k of a word = bits 8k..8k+7); on a little-endian platform
- * that is exactly how a 32-bit store lays the word out, so whole words are stored at once.
- */
-const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([0x04030201]).buffer)[0] === 0x01;
+/** Bytes of each table (a power of two): 1 MiB, built once when this module loads (~2 ms). */
+const TABLE_BYTES = 1 << 20;
+const TABLE_MASK = TABLE_BYTES - 1;
+/** The key of the tables' hash stream (any constant; fixed so that runs are reproducible). */
+const TABLE_KEY = 0x6a09e667;
 
-/** A 32-bit word view of `out`'s whole words, or null where word stores would not be byte-exact. */
-function wordView(out: Uint8Array): Uint32Array | null {
-  if (!LITTLE_ENDIAN || out.byteOffset % 4 !== 0 || out.length < 4) return null;
-  return new Uint32Array(out.buffer, out.byteOffset, out.length >>> 2);
+/** Data-like table: byte k of word w is bits 8k..8k+7 of mix32(TABLE_KEY + w). */
+const DATA_TABLE: Uint8Array = (() => {
+  const t = new Uint8Array(TABLE_BYTES);
+  for (let w = 0; w < TABLE_BYTES / 4; w++) {
+    const word = mix32((TABLE_KEY + w) | 0);
+    t[4 * w] = word & 0xff;
+    t[4 * w + 1] = (word >>> 8) & 0xff;
+    t[4 * w + 2] = (word >>> 16) & 0xff;
+    t[4 * w + 3] = word >>> 24;
+  }
+  return t;
+})();
+
+/** Code-like table: DATA_TABLE through CODE_MAP, so it never holds a CODE_EXCLUDED_BYTES value. */
+const CODE_TABLE: Uint8Array = DATA_TABLE.map((b) => CODE_MAP[b]);
+
+/** Where event `eventIndex`'s bytes start in a table. */
+function tableStart(seed: number, eventIndex: number): number {
+  return mix32(mix32(seed) ^ eventIndex) & TABLE_MASK;
+}
+
+/** out[i] = table[(start + i) mod TABLE_BYTES]: whole runs copied at once. */
+function copyFromTable(out: Uint8Array, table: Uint8Array, start: number): void {
+  let done = 0;
+  let at = start;
+  while (done < out.length) {
+    const n = Math.min(TABLE_BYTES - at, out.length - done);
+    out.set(table.subarray(at, at + n), done);
+    done += n;
+    at = 0;
+  }
 }
 
 /** Fill `out` with data-like bytes for event `eventIndex` (any value, including 0 and 0xcc). */
 export function fillData(out: Uint8Array, seed: number, eventIndex: number): void {
-  const key = mix32(mix32(seed) ^ eventIndex);
-  const n = out.length;
-  // Hot path (every replayed write of every design): whole words stored at once, same bytes.
-  const words = wordView(out);
-  let w = 0;
-  if (words !== null) for (; w < words.length; w++) words[w] = mix32((key + w) | 0);
-  for (; w * 4 < n; w++) {
-    const word = mix32((key + w) | 0);
-    const i = w * 4;
-    out[i] = word & 0xff;
-    if (i + 1 < n) out[i + 1] = (word >>> 8) & 0xff;
-    if (i + 2 < n) out[i + 2] = (word >>> 16) & 0xff;
-    if (i + 3 < n) out[i + 3] = word >>> 24;
-  }
+  copyFromTable(out, DATA_TABLE, tableStart(seed, eventIndex));
 }
-
-/** CODE_MAP applied to both bytes of a 16-bit value (low byte first): two look-ups map a word. */
-const CODE_MAP16: Uint16Array = (() => {
-  const map = new Uint16Array(65536);
-  for (let v = 0; v < 65536; v++) map[v] = CODE_MAP[v & 0xff] | (CODE_MAP[v >>> 8] << 8);
-  return map;
-})();
 
 /** Fill `out` with code-like bytes for event `eventIndex`: never a value in CODE_EXCLUDED_BYTES. */
 export function fillCode(out: Uint8Array, seed: number, eventIndex: number): void {
-  const words = wordView(out);
-  if (words === null) {
-    fillData(out, seed, eventIndex);
-    for (let i = 0; i < out.length; i++) out[i] = CODE_MAP[out[i]];
-    return;
-  }
-  // fillData then CODE_MAP on every byte, done a word at a time (the same bytes: see fillData).
-  const key = mix32(mix32(seed) ^ eventIndex);
-  for (let w = 0; w < words.length; w++) {
-    const word = mix32((key + w) | 0);
-    words[w] = (CODE_MAP16[word & 0xffff] | (CODE_MAP16[word >>> 16] << 16)) >>> 0;
-  }
-  const tail = words.length * 4;
-  if (tail < out.length) {
-    const word = mix32((key + words.length) | 0);
-    for (let i = tail; i < out.length; i++) out[i] = CODE_MAP[(word >>> (8 * (i - tail))) & 0xff];
-  }
+  copyFromTable(out, CODE_TABLE, tableStart(seed, eventIndex));
 }
 
 export type FillKind = 'code' | 'data' | 'zero';
