@@ -260,7 +260,9 @@ export function planCompare(options: Omit<CompareOptions, 'progress'>): CompareP
     throw new CompareError(`ageFraction must be in [0, 1]: ${ageFraction}`);
   const names = resolvePolicies(options.policies);
   const trace = resolveTrace(options.workload, seed, scale);
-  validateTrace(trace); // once here, not again in each design's replay
+  // A given trace is checked once here, not again in each design's replay; a registry workload's
+  // generator has checked its own (WorkloadSpec.generate).
+  if (typeof options.workload !== 'string') validateTrace(trace);
   const memoryBytes = options.machine?.memoryBytes ?? preset?.memoryBytes;
   const config: MachineConfig = {
     ...options.machine,

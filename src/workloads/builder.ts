@@ -85,12 +85,19 @@ export class TraceBuilder {
     if (!(offsetBytes >= 0 && sizeBytes > 0 && offsetBytes + sizeBytes <= a.sizeBytes))
       assert(false, `write outside id ${id}`);
     if (!(fill !== 'code' || typeIsText(a.type))) assert(false, `code write into ${a.type}`);
-    const ev: WriteEvent = { op: 'write', id, offsetBytes, sizeBytes };
-    this.events.push({
-      ...ev,
-      ...(fill === undefined ? {} : { fill }),
-      ...(functions === undefined ? {} : { functions }),
-    });
+    // Optional keys only when given, in the order the validator and `trace export` list them.
+    let ev: WriteEvent;
+    if (functions === undefined)
+      ev =
+        fill === undefined
+          ? { op: 'write', id, offsetBytes, sizeBytes }
+          : { op: 'write', id, offsetBytes, sizeBytes, fill };
+    else
+      ev =
+        fill === undefined
+          ? { op: 'write', id, offsetBytes, sizeBytes, functions }
+          : { op: 'write', id, offsetBytes, sizeBytes, fill, functions };
+    this.events.push(ev);
   }
 
   finalize(id: number): void {

@@ -31,6 +31,7 @@ export interface WorkloadMachine {
 export interface WorkloadSpec {
   readonly describe: string;
   readonly machine?: WorkloadMachine;
+  /** The trace, already checked by validateTrace (TraceBuilder.build does it): callers do not check it again. */
   generate(opts?: WorkloadOptions): Trace;
 }
 
