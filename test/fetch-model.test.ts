@@ -12,7 +12,13 @@ import fc from 'fast-check';
 import { Rng } from '../src/base/rng.js';
 import { createMachine, type Machine } from '../src/machine/machine.js';
 import type { TlbProfileName } from '../src/machine/tlb-profiles.js';
-import { type FetchFunction, FetchModelError, runFetchModel } from '../src/metrics/fetch-model.js';
+import {
+  type FetchFunction,
+  FetchModelError,
+  guideTable,
+  pick,
+  runFetchModel,
+} from '../src/metrics/fetch-model.js';
 
 const K4 = 4096;
 const M2 = 2 * 1024 * 1024;
@@ -232,5 +238,48 @@ describe('fetch model: bad input', () => {
     for (const b of bad)
       assert.throws(b, (e: unknown) => e instanceof FetchModelError && e.code === 'EINVAL');
     assert.equal(snap(), before);
+  });
+});
+
+describe('fetch model: picking a function by its cumulative weight', () => {
+  /** The plain binary search the guide table stands in for. */
+  const firstAbove = (cumulative: Float64Array, u: number): number => {
+    let lo = 0;
+    let hi = cumulative.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (cumulative[mid] > u) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  };
+
+  it('gives exactly the binary search answer for any weights and draw, bucket edges included', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.double({ min: 0, max: 1e6, noNaN: true }), fc.constant(0)), {
+          minLength: 1,
+          maxLength: 300,
+        }),
+        fc.array(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), { maxLength: 50 }),
+        (weights, draws) => {
+          const cumulative = new Float64Array(weights.length);
+          let sum = 0;
+          for (let i = 0; i < weights.length; i++) cumulative[i] = sum += weights[i];
+          for (let i = 0; i < weights.length; i++)
+            cumulative[i] = sum > 0 ? cumulative[i] / sum : (i + 1) / weights.length;
+          cumulative[weights.length - 1] = 1;
+          const guide = guideTable(cumulative);
+          const n = cumulative.length;
+          // Every bucket edge, just below and above it, every cumulative value, and the draws.
+          const us = [...draws, 0];
+          for (let k = 0; k <= n; k++)
+            us.push(k / n, Math.max(0, k / n - 1e-12), Math.min(0.999999, k / n + 1e-12));
+          for (const c of cumulative) if (c < 1) us.push(c, Math.max(0, c - 1e-15));
+          for (const u of us) assert.equal(pick(cumulative, guide, u), firstAbove(cumulative, u), `u=${u}`);
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 });

@@ -195,10 +195,35 @@ function zipfCumulative(count: number, exponent: number, rng: Rng): Float64Array
   return cumulative;
 }
 
-/** Index of the first cumulative weight > u (binary search). */
-function pick(cumulative: Float64Array, u: number): number {
-  let lo = 0;
-  let hi = cumulative.length - 1;
+/**
+ * Where the search for u starts and ends (Chen and Asau's guide table): guide[k] is the first index
+ * whose cumulative weight exceeds k / buckets, so the answer for u in bucket floor(u * buckets)
+ * lies in [guide[k], guide[k + 1]]; with as many buckets as functions that is a step or two instead
+ * of a full binary search per call. `pick` checks the bracket and falls back to the whole array
+ * if rounding ever put u outside it, so the answer is always exactly the binary search's.
+ */
+export function guideTable(cumulative: Float64Array): Uint32Array {
+  const buckets = cumulative.length;
+  const guide = new Uint32Array(buckets + 1);
+  let i = 0;
+  for (let k = 0; k <= buckets; k++) {
+    const threshold = k / buckets;
+    while (i < buckets - 1 && cumulative[i] <= threshold) i++;
+    guide[k] = i;
+  }
+  return guide;
+}
+
+/** Index of the first cumulative weight > u (a binary search inside the guide's bracket). */
+export function pick(cumulative: Float64Array, guide: Uint32Array, u: number): number {
+  const last = cumulative.length - 1;
+  const k = Math.floor(u * cumulative.length);
+  let lo = k >= 0 && k < guide.length ? guide[k] : 0;
+  let hi = k + 1 < guide.length ? guide[k + 1] : last;
+  if (cumulative[hi] <= u || (lo > 0 && cumulative[lo - 1] > u)) {
+    lo = 0;
+    hi = last;
+  }
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
     if (cumulative[mid] > u) hi = mid;
@@ -324,6 +349,7 @@ function runCalls(
   checkInput(target, fns, opts, cpus);
   const rng = opts.rng;
   const cumulative = zipfCumulative(fns.length, opts.exponent, rng);
+  const guide = guideTable(cumulative);
   const usedCpus = [...new Set(cpus)];
   const flushesBefore = target.counters.localFlushes;
   if (opts.coldStart ?? false) for (const c of usedCpus) target.flushLocal(c);
@@ -336,7 +362,7 @@ function runCalls(
   const tally: Tally = { fetches: 0, faults: 0 };
   for (let call = 0; call < opts.calls; call++) {
     const cpu = cpus.length === 1 ? cpus[0] : cpus[Math.floor(rng.next() * cpus.length)];
-    const index = pick(cumulative, rng.next());
+    const index = pick(cumulative, guide, rng.next());
     touched[index] = 1;
     execute(target, cpu, fns[index], tally);
   }
