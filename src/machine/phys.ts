@@ -106,10 +106,15 @@ export class PhysMem {
     if (frames > 2 ** 30)
       throw new MachineError('EINVAL', `memory size ${totalBytes} exceeds the 4 TiB limit`);
     this.totalFrames = frames;
-    this.freeOrderPlus1 = new Uint8Array(frames);
-    this.allocOrderPlus1 = new Uint8Array(frames);
-    this.next = new Int32Array(frames);
-    this.prev = new Int32Array(frames);
+    // One buffer for the four per-frame arrays (10 bytes a frame: 40 MiB for 16 GiB): above the
+    // C library's largest mmap threshold (32 MiB) it is always fresh zero pages, touched only
+    // where the buddy lists go, where four separate arrays can be cut from reused heap memory
+    // and zeroed first (measured: ~45 ms of every machine's start-up on a worker thread).
+    const buffer = new ArrayBuffer(frames * 10);
+    this.next = new Int32Array(buffer, 0, frames);
+    this.prev = new Int32Array(buffer, frames * 4, frames);
+    this.freeOrderPlus1 = new Uint8Array(buffer, frames * 8, frames);
+    this.allocOrderPlus1 = new Uint8Array(buffer, frames * 9, frames);
     for (let pfn = frames - FRAMES_PER_GIB; pfn >= 0; pfn -= FRAMES_PER_GIB) this.listPush(pfn, MAX_ORDER);
   }
 
