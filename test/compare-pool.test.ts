@@ -9,14 +9,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidArgumentError } from 'commander';
 import { toSpreadWorkloadRun, toWorkloadRun } from '../src/cli/commands/report.js';
-import { runCompareJobs } from '../src/cli/pool.js';
+import { decodePlan, encodePlan, runCompareJobs } from '../src/cli/pool.js';
 import { parseSeeds } from '../src/cli/seeds.js';
-import { runCompare } from '../src/metrics/compare.js';
+import { planCompare, runCompare } from '../src/metrics/compare.js';
 import { parseCsv } from '../src/metrics/csv.js';
 import { diffRuns, readSavedRuns } from '../src/metrics/diff.js';
 import { renderCharts } from '../src/metrics/report/charts.js';
 import { METRIC_KEYS, type WorkloadRun } from '../src/metrics/report/types.js';
 import { lowMedian, spreadCell, spreadCompare, spreadCsv } from '../src/metrics/spread.js';
+import { WORKLOADS } from '../src/workloads/registry.js';
 import { assertUsageError, execmem } from './cli-helpers.js';
 
 const TIMING = new Set(['simulatorOpsPerSecond', 'simulatorOpsPerSecondRatio']);
@@ -39,6 +40,21 @@ describe('compare pool', () => {
     assert.deepEqual(
       parallel[1].policies.map((p) => p.name),
       ['execmem', 'module_alloc'],
+    );
+  });
+
+  it('a plan crosses to a worker unchanged: every workload on both arches, and a given trace', () => {
+    const plans = Object.keys(WORKLOADS).flatMap((workload) =>
+      (['x86_64', 'arm64'] as const).map((arch) => planCompare({ workload, arch, scale: 0.02, seed: 3 })),
+    );
+    const given = planCompare({ workload: plans[0].trace, ageFraction: 0.1, fetch: false });
+    for (const plan of [...plans, given]) assert.deepStrictEqual(decodePlan(encodePlan(plan)), plan);
+    // The check can fail: a value JSON cannot carry does not come back.
+    assert.throws(() =>
+      assert.deepStrictEqual(decodePlan(encodePlan({ ...given, scale: Number.NaN })), {
+        ...given,
+        scale: Number.NaN,
+      }),
     );
   });
 

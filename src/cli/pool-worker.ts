@@ -5,10 +5,9 @@
  * (PoolTask: a plan crosses to a worker once, not once per design).
  */
 
-import { deserialize } from 'node:v8';
 import { parentPort } from 'node:worker_threads';
 import { type ComparePlan, runPlannedPolicy } from '../metrics/compare.js';
-import type { PoolReply, PoolTask } from './pool.js';
+import { decodePlan, type PoolReply, type PoolTask } from './pool.js';
 
 const PROGRESS_MS = 100;
 
@@ -19,7 +18,7 @@ if (parentPort !== null) {
   port.on('message', (task: PoolTask) => {
     let lastMs = 0;
     try {
-      if (task.plan !== null) held = { planId: task.planId, plan: deserialize(task.plan) as ComparePlan };
+      if (task.plan !== null) held = { planId: task.planId, plan: decodePlan(task.plan) };
       if (held === null || held.planId !== task.planId)
         throw new Error(`pool worker: run of plan ${task.planId} without that plan`);
       const run = runPlannedPolicy(held.plan, task.policyIndex, (p) => {
