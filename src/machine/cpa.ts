@@ -80,21 +80,38 @@ const TALLY_KEYS = [
 ] as const satisfies readonly (keyof MachineCounters)[];
 const SPLIT_KEYS = TALLY_KEYS.slice(0, 4);
 
+type TallyKey = (typeof TALLY_KEYS)[number];
+
+/** A tally with every key in one fixed shape (no keys added later: CPA runs on every set_memory). */
+function zeroTally(): Record<TallyKey, number> {
+  return {
+    splitsDirectMap2M: 0,
+    splitsDirectMap1G: 0,
+    splitsVmalloc2M: 0,
+    splitsVmalloc1G: 0,
+    collapsesDirectMap2M: 0,
+    collapsesDirectMap1G: 0,
+    collapsesVmalloc2M: 0,
+    collapsesVmalloc1G: 0,
+  };
+}
+
 /** One CPA transaction: what to undo if it fails, and what to count and flush if it commits. */
 export class CpaTxn {
   readonly undo: number[] = [];
-  readonly tally = {} as Record<(typeof TALLY_KEYS)[number], number>;
+  readonly tally: Record<TallyKey, number> = zeroTally();
+  /** Whether the tally holds anything (most calls split and collapse nothing). */
+  tallied = false;
   /** Whether any leaf changed (CPA_FLUSHTLB). */
   changed = false;
   constructor(
     readonly ptFramesAllocated: number,
     readonly ptFramesFreed: number,
-  ) {
-    for (const k of TALLY_KEYS) this.tally[k] = 0;
-  }
+  ) {}
 
   /** Splits so far, each owing one flush_tlb_all (__split_large_page). */
   splitCount(): number {
+    if (!this.tallied) return 0;
     let n = 0;
     for (const k of SPLIT_KEYS) n += this.tally[k];
     return n;
@@ -273,10 +290,12 @@ export class Cpa {
 
   /** Count what the call did and issue each split's flush_tlb_all (__split_large_page). */
   commit(txn: CpaTxn): void {
+    txn.undo.length = 0;
+    if (!txn.tallied) return;
     for (const k of TALLY_KEYS) this.counters[k] += txn.tally[k];
     for (let n = txn.splitCount(); n > 0; n--) this.cpus.flushAll();
-    txn.undo.length = 0;
     for (const k of TALLY_KEYS) txn.tally[k] = 0;
+    txn.tallied = false;
   }
 
   /** cpa_process_alias: the direct-map alias of the range's frames gets RW or RO (never X). */
@@ -316,6 +335,7 @@ export class Cpa {
     this.pt.split(va, level);
     txn.undo.push(UNDO_SPLIT, va, level, 0);
     const t = txn.tally;
+    txn.tallied = true;
     if (level === 2) {
       if (dm) t.splitsDirectMap2M++;
       else t.splitsVmalloc2M++;
@@ -333,6 +353,7 @@ export class Cpa {
     for (let a = first2M; a < end; a += LEVEL_BYTES[2]) {
       if (this.pt.tryCollapse(a, 2)) {
         collapsed++;
+        txn.tallied = true;
         if (dm) t.collapsesDirectMap2M++;
         else t.collapsesVmalloc2M++;
       }
@@ -341,6 +362,7 @@ export class Cpa {
     for (let a = first1G; a < end; a += LEVEL_BYTES[3]) {
       if (this.pt.tryCollapse(a, 3)) {
         collapsed++;
+        txn.tallied = true;
         if (dm) t.collapsesDirectMap1G++;
         else t.collapsesVmalloc1G++;
       }
