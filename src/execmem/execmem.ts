@@ -451,7 +451,7 @@ export class Execmem {
         fail('ERANGE', `read: ${this.hex(va)} is not in memory this allocator has mapped`);
       if (va + n > block.va + block.sizeBytes)
         fail('ERANGE', `read of ${n} bytes at ${this.hex(va)} crosses the end of its block`);
-      if (this.fills !== null && this.fills.overlaps(va, n)) {
+      if (this.fills?.overlaps(va, n)) {
         // An inspection shows freed space as what it is: its trap fill is written first.
         this.enter('read');
         try {
@@ -646,7 +646,7 @@ export class Execmem {
 
   /** The age bound (limits.ts FILL_DELAY_CALLS), checked after each alloc and free. */
   private drainFillsIfDue(): void {
-    if (this.fills !== null && this.fills.isDue(this.store.calls, FILL_DELAY_CALLS)) this.drainFills('fill');
+    if (this.fills?.isDue(this.store.calls, FILL_DELAY_CALLS)) this.drainFills('fill');
   }
 
   /** Write the trap (or zero) fill of every queued run through the open session. */
