@@ -5,7 +5,7 @@
  * 30 s, on this machine.
  *
  * Each compare runs twice: serial (`--jobs 1`, every design one after the other in one thread) and
- * parallel (the default: one worker thread per CPU, src/cli/pool.ts). The ratio is the serial
+ * parallel (the default: one thread per CPU, the command's own and workers, src/cli/pool.ts). The ratio is the serial
  * time over the parallel one (above 1 = the pool is faster). The two `--json` outputs must be the
  * same document once the timing fields are removed (simulatorOpsPerSecond and its ratio time the
  * simulator, not the model): the bench counts the workloads where they are and sets that count a
@@ -114,7 +114,7 @@ export const benchTool: BenchModule = async () => {
       unit: 's',
       baseline: `the same compare with --jobs 1 (serial), this run: ${serial.seconds.toFixed(1)} s`,
       ratio: serial.seconds / parallel.seconds,
-      note: `wall time of the CLI process, ${jobs} worker threads; CPU ${cpu(parallel)} (serial: ${cpu(serial)})`,
+      note: `wall time of the CLI process, ${jobs} threads; CPU ${cpu(parallel)} (serial: ${cpu(serial)})`,
       target: { of: 'value', op: '<=', bound: COMPARE_TARGET_S, source: SOURCE },
     });
   }
@@ -138,7 +138,7 @@ export const benchTool: BenchModule = async () => {
       unit: 's',
       baseline: `the serial compares of every workload above, added up: ${serialTotal.toFixed(1)} s`,
       ratio: serialTotal / report.seconds,
-      note: `execmem report --out <tmp>: every workload and design on ${jobs} worker threads, then the page; CPU ${cpu(report)}`,
+      note: `execmem report --out <tmp>: every workload and design on ${jobs} threads, then the page; CPU ${cpu(report)}`,
       target: { of: 'value', op: '<=', bound: REPORT_TARGET_S, source: SOURCE },
     });
   } finally {

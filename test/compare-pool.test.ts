@@ -58,6 +58,22 @@ describe('compare pool', () => {
     );
   });
 
+  it('a run that throws fails the whole pool run with its error, on this thread or a worker', async () => {
+    // 3 is not a whole number of GiB: every design's machine refuses it, wherever it runs.
+    const bad = { ...SMALL, machine: { memoryBytes: 3 } };
+    for (const jobs of [1, 2, 3])
+      await assert.rejects(
+        runCompareJobs([bad, { ...SMALL, seed: 2 }], { jobs }),
+        /memoryBytes must be a positive multiple of 1 GiB/,
+      );
+    // One bad run among good ones: whichever thread claims it, the run fails with its error.
+    const big = { workload: 'trampolines', scale: 0.2, seed: 1 } as const;
+    await assert.rejects(
+      runCompareJobs([big, { ...bad, policies: ['execmem'] }], { jobs: 2 }),
+      /memoryBytes must be a positive multiple of 1 GiB/,
+    );
+  });
+
   it('reports progress for every run and a finish for each', async () => {
     const finished: string[] = [];
     await runCompareJobs([{ ...SMALL, policies: ['execmem', 'bpf_prog_pack'] }], {

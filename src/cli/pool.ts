@@ -1,18 +1,25 @@
 /**
- * Runs many compares at once: every (workload, seed, design) run on a pool of worker threads, then
- * each compare assembled in the main thread exactly as `runCompare` assembles it.
+ * Runs many compares at once: every (workload, seed, design) run on this thread and a pool of
+ * worker threads, then each compare assembled in this thread exactly as `runCompare` assembles it.
  *
  * Why this is safe for the figures: each design of a compare already runs on its own fresh machine
  * built from the same config (src/metrics/compare.ts), so a run depends only on its plan and its
- * design, never on which runs came before it in the same thread. The pool hands each worker a
- * plan (the trace itself, so a worker generates nothing) and a design index, and puts the results
- * back in the plan's order. The bench (bench/tool.ts) and a test check that the JSON of a parallel
- * run equals the serial one, timing fields aside.
+ * design, never on which runs came before it in the same thread. Every thread gets the plans (the
+ * traces themselves, so a worker generates nothing) and claims the next run from one shared
+ * counter, biggest plans first; results go back in the plan's order. The bench (bench/tool.ts) and
+ * a test check that the JSON of a parallel run equals the serial one, timing fields aside.
  *
- * Why worker threads (node:worker_threads) and not processes: a plan and a result are plain data
- * (structured clone), start-up is a fraction of a second, and the CLI's own command thread
- * (worker.ts) can own the pool. `jobs: 1` runs everything in the calling thread, in order: that is
- * the serial run, with no worker at all.
+ * Why this thread runs designs too (`jobs` threads = this one + jobs - 1 workers): it holds the
+ * plans already, so its first run starts at once, with no plan to encode, send and parse; and one
+ * worker fewer is one start-up and one JIT warm-up fewer (on a 2-CPU machine, half the pool). Why a
+ * shared counter instead of handing out runs: while this thread runs a design it answers no
+ * message, so a worker that asked for its next run would wait; claiming from an Atomics counter
+ * needs nobody to answer. Worker messages (progress, results) are read between this thread's runs.
+ *
+ * Why worker threads (node:worker_threads) and not processes: a plan and a result are plain data,
+ * start-up is a fraction of a second, and the CLI's own command thread (worker.ts) can own the
+ * pool. `jobs: 1` runs everything in the calling thread, in order: that is the serial run, with
+ * no worker at all.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -41,7 +48,7 @@ export interface PoolProgress {
 }
 
 export interface PoolOptions {
-  /** Worker threads; 1 = serial in this thread. Default: defaultJobCount(). */
+  /** Threads that run designs, this one included; 1 = serial in this thread. Default: defaultJobCount(). */
   readonly jobs?: number;
   readonly progress?: (p: PoolProgress) => void;
   /** Threads started before the plans were made (prestartPool); the run takes them over. */
@@ -101,11 +108,11 @@ export class PoolThreads {
   }
 }
 
-/** The threads runPlans will use for `jobs` (default one per CPU), started now; null when serial. */
+/** The worker threads runPlans will use for `jobs` (default one per CPU; this thread is one of them), started now; null when serial. */
 export function prestartPool(jobs?: number): PoolThreads | null {
   const count = jobs ?? defaultJobCount();
   if (!(Number.isInteger(count) && count > 1 && count <= POOL_JOBS_MAX)) return null;
-  return new PoolThreads(count);
+  return new PoolThreads(count - 1);
 }
 
 /** The most threads a pool starts. */
@@ -116,20 +123,21 @@ export function defaultJobCount(): number {
   return Math.max(1, Math.min(availableParallelism(), POOL_JOBS_MAX));
 }
 
-/**
- * A run sent to a pool worker. The plan (its trace is most of it: tens of thousands of events)
- * goes to a worker only with its first run there, encoded once per plan (encodePlan) however many
- * workers receive it; the worker keeps the last plan it was sent, and later runs of that plan name
- * it by `planId` alone.
- */
-export interface PoolTask {
-  readonly kind: 'task';
+/** One run as a worker claims it: which task, of which plan, which design. */
+export interface PoolClaim {
   readonly id: number;
   readonly planId: number;
-  /** The plan as encodePlan gives it, or null when the worker already holds plan `planId`. */
-  readonly plan: string | null;
   readonly policyIndex: number;
 }
+
+/**
+ * What this thread sends a worker: every plan it may claim a run of (encodePlan's text, in the
+ * order of the claims, the first one before `go`), and `go` with the shared claim counter and the
+ * claims in the order they are taken.
+ */
+export type PoolMessage =
+  | { readonly kind: 'plan'; readonly planId: number; readonly text: string }
+  | { readonly kind: 'go'; readonly counter: SharedArrayBuffer; readonly claims: readonly PoolClaim[] };
 
 /** What a pool worker sends back. */
 export type PoolReply =
@@ -211,9 +219,9 @@ export async function runPlans(
       });
     }
   } else {
-    await runOnWorkers(
+    await runShared(
       tasks,
-      Math.min(jobCount, tasks.length),
+      Math.min(jobCount, tasks.length) - 1,
       options.threads?.take() ?? [],
       (id, run) => {
         const t = tasks[id];
@@ -245,90 +253,106 @@ function taskWeight(plan: ComparePlan): number {
   return weight;
 }
 
-/** Hand the tasks to `threads` workers, biggest first, the next one to whichever worker is free. */
-function runOnWorkers(
+/** The next macrotask: lets worker messages (progress, results, failures) in between two runs. */
+function yieldToMessages(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Run the tasks on this thread and `threads` workers, each claiming the next task (biggest plan
+ * first) from one shared counter until none is left.
+ */
+async function runShared(
   tasks: readonly Task[],
   threads: number,
   prestarted: readonly Worker[],
   onResult: (id: number, run: PlannedPolicyRun) => void,
   onProgress: (id: number, eventsDone: number, eventsTotal: number, finished: boolean) => void,
 ): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const workers: Worker[] = [];
-    /** Per worker: the plan it holds (the last one sent to it). */
-    const held = new Map<Worker, ComparePlan>();
-    /** Per plan: its serialized form, made when the first worker needs it, dropped after its last run is sent. */
-    const serialized = new Map<ComparePlan, string>();
-    const undispatched = new Map<ComparePlan, number>();
-    for (const t of tasks) undispatched.set(t.plan, (undispatched.get(t.plan) ?? 0) + 1);
-    const serializedPlan = (plan: ComparePlan): string => {
-      let text = serialized.get(plan);
-      if (text === undefined) {
-        text = encodePlan(plan);
-        serialized.set(plan, text);
-      }
-      return text;
-    };
-    const planIds = new Map<ComparePlan, number>();
-    for (const t of tasks) if (!planIds.has(t.plan)) planIds.set(t.plan, planIds.size);
-    const weights = new Map<ComparePlan, number>();
-    for (const t of tasks) if (!weights.has(t.plan)) weights.set(t.plan, taskWeight(t.plan));
-    const order = tasks
-      .map((t, id) => ({ id, weight: weights.get(t.plan) ?? 0 }))
-      .sort((a, b) => b.weight - a.weight || a.id - b.id)
-      .map((x) => x.id);
-    let next = 0;
-    let finished = 0;
-    let failed = false;
-    const stopAll = () => {
-      for (const w of workers) void w.terminate();
-    };
-    const fail = (error: Error) => {
-      if (failed) return;
-      failed = true;
-      stopAll();
-      reject(error);
-    };
-    const give = (w: Worker) => {
-      if (next >= order.length) return;
-      const id = order[next++];
-      const t = tasks[id];
-      const plan = held.get(w) === t.plan ? null : serializedPlan(t.plan);
-      const left = (undispatched.get(t.plan) ?? 1) - 1;
-      undispatched.set(t.plan, left);
-      if (left === 0) serialized.delete(t.plan);
-      held.set(w, t.plan);
-      const planId = planIds.get(t.plan) ?? -1;
-      w.postMessage({ kind: 'task', id, planId, plan, policyIndex: t.policyIndex } satisfies PoolTask);
-    };
-    for (const w of prestarted.slice(threads)) void w.terminate();
-    for (let i = 0; i < threads; i++) {
-      const w = prestarted[i] ?? newPoolWorker();
-      workers.push(w);
-      w.on('message', (m: PoolReply) => {
-        if (failed) return;
-        if (m.kind === 'progress') onProgress(m.id, m.eventsDone, m.eventsTotal, false);
-        else if (m.kind === 'error') {
-          const e = new Error(m.message);
-          e.stack = m.stack;
-          fail(e);
-        } else {
-          onResult(m.id, m.run);
-          const events = planEvents(tasks[m.id].plan);
-          onProgress(m.id, events, events, true);
-          finished++;
-          if (finished === tasks.length) {
-            stopAll();
-            resolve();
-          } else give(w);
-        }
-      });
-      w.on('error', (e) => fail(e));
-      w.on('exit', (code) => {
-        if (!failed && finished < tasks.length)
-          fail(new Error(`a compare worker thread stopped (exit code ${code})`));
-      });
-      give(w);
-    }
+  const planIds = new Map<ComparePlan, number>();
+  for (const t of tasks) if (!planIds.has(t.plan)) planIds.set(t.plan, planIds.size);
+  const weights = new Map<ComparePlan, number>();
+  for (const t of tasks) if (!weights.has(t.plan)) weights.set(t.plan, taskWeight(t.plan));
+  const order = tasks
+    .map((t, id) => ({ id, weight: weights.get(t.plan) ?? 0 }))
+    .sort((a, b) => b.weight - a.weight || a.id - b.id)
+    .map((x) => x.id);
+  const claims: PoolClaim[] = order.map((id) => ({
+    id,
+    planId: planIds.get(tasks[id].plan) ?? -1,
+    policyIndex: tasks[id].policyIndex,
+  }));
+  const counter = new Int32Array(new SharedArrayBuffer(4));
+  let finished = 0;
+  let failure: Error | null = null;
+  let allDone: () => void = () => {};
+  const done = new Promise<void>((resolve) => {
+    allDone = resolve;
   });
+  const finish = (id: number, run: PlannedPolicyRun): void => {
+    onResult(id, run);
+    const events = planEvents(tasks[id].plan);
+    onProgress(id, events, events, true);
+    if (++finished === tasks.length) allDone();
+  };
+  const fail = (error: Error): void => {
+    failure ??= error;
+    Atomics.store(counter, 0, claims.length); // nothing more is claimed
+    allDone();
+  };
+
+  const workers: Worker[] = [];
+  for (const w of prestarted.slice(threads)) void w.terminate();
+  for (let i = 0; i < threads; i++) {
+    const w = prestarted[i] ?? newPoolWorker();
+    workers.push(w);
+    w.on('message', (m: PoolReply) => {
+      if (failure !== null) return;
+      if (m.kind === 'progress') onProgress(m.id, m.eventsDone, m.eventsTotal, false);
+      else if (m.kind === 'error') {
+        const e = new Error(m.message);
+        e.stack = m.stack;
+        fail(e);
+      } else finish(m.id, m.run);
+    });
+    w.on('error', (e) => fail(e));
+    w.on('exit', (code) => {
+      if (finished < tasks.length) fail(new Error(`a compare worker thread stopped (exit code ${code})`));
+    });
+  }
+  try {
+    // The first plan, then go, then the others (a worker waits for a plan it has not received).
+    const plansInOrder = [...new Set(claims.map((c) => c.planId))];
+    const planById = new Map([...planIds].map(([plan, id]) => [id, plan]));
+    plansInOrder.forEach((planId, k) => {
+      const text = encodePlan(planById.get(planId) as ComparePlan);
+      for (const w of workers) {
+        w.postMessage({ kind: 'plan', planId, text } satisfies PoolMessage);
+        if (k === 0)
+          w.postMessage({
+            kind: 'go',
+            counter: counter.buffer as SharedArrayBuffer,
+            claims,
+          } satisfies PoolMessage);
+      }
+    });
+    for (;;) {
+      await yieldToMessages();
+      const k = Atomics.add(counter, 0, 1);
+      if (k >= claims.length || failure !== null) break;
+      const { id } = claims[k];
+      const t = tasks[id];
+      const run = runPlannedPolicy(t.plan, t.policyIndex, (p) =>
+        onProgress(id, p.eventsDone, p.eventsTotal, false),
+      );
+      finish(id, run);
+    }
+    await done;
+  } finally {
+    for (const w of workers) {
+      w.removeAllListeners('exit');
+      void w.terminate();
+    }
+  }
+  if (failure !== null) throw failure;
 }

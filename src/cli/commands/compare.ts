@@ -72,7 +72,7 @@ export function register(program: Command, io: CliIo): void {
     )
     .option(
       '-j, --jobs <n>',
-      'worker threads for the (design, seed) runs (default: one per CPU; 1 = serial)',
+      'threads for the (design, seed) runs, this one included (default: one per CPU; 1 = serial)',
       parseJobs,
     )
     .addHelpText(

@@ -102,7 +102,7 @@ export function register(program: Command, io: CliIo): void {
     )
     .option(
       '-j, --jobs <n>',
-      'worker threads for the (workload, design, seed) runs (default: one per CPU)',
+      'threads for the (workload, design, seed) runs, this one included (default: one per CPU)',
       parseJobs,
     )
     .addHelpText(
