@@ -51,7 +51,7 @@ const ZERO_FRAME = new Uint8Array(PAGE_BYTES);
 const SPARE_FRAMES_MAX = 4096;
 
 /**
- * frame[off, off + n) === bytes[at, at + n)? (text_poke verifies every byte it wrote; most of it
+ * frame[off, off + n) === bytes[at, at + n)? (text_poke verifies every byte a copy wrote; most of it
  * is here.) Long runs go to the runtime's memcmp (Buffer.compare takes any Uint8Array), about ten
  * times a JavaScript loop over a 4 KiB page; short ones stay in the loop.
  */
