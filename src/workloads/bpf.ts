@@ -49,6 +49,11 @@ export function emitBpfLoad(b: TraceBuilder, image: JitImage): number {
 }
 
 export function bpfChurn(opts: BpfChurnOptions = {}): Trace {
+  return bpfChurnBuilder(opts).build();
+}
+
+/** bpfChurn's events in a builder, not validated yet (TraceBuilder.unchecked: mixed validates the merged trace). */
+export function bpfChurnBuilder(opts: BpfChurnOptions = {}): TraceBuilder {
   const seed = seedOf(opts);
   const scale = scaleOf(opts);
   const loads = scaled(opts.loads ?? 20_000, scale, 4);
@@ -70,7 +75,7 @@ export function bpfChurn(opts: BpfChurnOptions = {}): Trace {
     if (n % execEvery === 0) b.exec(execCalls);
   }
   b.exec(execCalls);
-  return b.build();
+  return b;
 }
 
 export interface BpfAaronLuOptions extends WorkloadOptions {

@@ -22,11 +22,11 @@
  */
 import { assert } from '../base/assert.js';
 import { Rng } from '../base/rng.js';
-import { bpfChurn } from './bpf.js';
+import { bpfChurnBuilder } from './bpf.js';
 import { scaleOf, seedOf, type WorkloadOptions } from './builder.js';
-import { modulesSynthetic } from './modules.js';
+import { modulesSyntheticBuilder } from './modules.js';
 import { TRACE_FORMAT, type Trace, type TraceEvent, validateTrace } from './trace.js';
-import { trampolines } from './trampolines.js';
+import { trampolinesBuilder } from './trampolines.js';
 
 export interface MixedOptions extends WorkloadOptions {
   readonly moduleLoads?: number;
@@ -37,12 +37,15 @@ export interface MixedOptions extends WorkloadOptions {
   readonly execCalls?: number;
 }
 
-/** A copy of `ev` with its ids (and module number) shifted; exec and phase are not expected here. */
-function shiftIds(ev: TraceEvent, offset: number, moduleOffset: number): TraceEvent {
+/**
+ * Shift `ev`'s id (and module number) in place; exec and phase are not expected here. In place,
+ * not a copy: the event belongs to a trace mixed has just generated and nobody else holds.
+ */
+function shiftIds(ev: TraceEvent, offset: number, moduleOffset: number): void {
   assert(ev.op !== 'exec' && ev.op !== 'phase', 'shiftIds of a hint');
-  if (ev.op === 'alloc' && ev.module !== undefined)
-    return { ...ev, id: ev.id + offset, module: ev.module + moduleOffset };
-  return { ...ev, id: ev.id + offset };
+  const e = ev as { id: number; module?: number };
+  e.id += offset;
+  if (ev.op === 'alloc' && e.module !== undefined) e.module += moduleOffset;
 }
 
 interface Stream {
@@ -93,8 +96,11 @@ function stream(trace: Trace, offset: number, moduleOffset: number): Stream {
       inFlight.add(ev.id);
       if (ev.module !== undefined) moduleOf.set(ev.id, ev.module);
     } else if (ev.op === 'finalize' || ev.op === 'free') inFlight.delete(ev.id);
-    current.push(shiftIds(ev, offset, moduleOffset));
-    if (inFlight.size === 0 && !insideModuleFrees(events, i, moduleOf)) {
+    // Read before ev is renumbered: insideModuleFrees looks ev and the next event up by their own ids.
+    const closes = inFlight.size === 0 && !insideModuleFrees(events, i, moduleOf);
+    shiftIds(ev, offset, moduleOffset);
+    current.push(ev);
+    if (closes) {
       segments.push(current);
       current = [];
     }
@@ -112,14 +118,18 @@ export function mixed(opts: MixedOptions = {}): Trace {
   const seedA = rng.nextU32();
   const seedB = rng.nextU32();
   const seedC = rng.nextU32();
-  const mods = stream(modulesSynthetic({ seed: seedA, scale, loads: opts.moduleLoads ?? 300 }), 0, 0);
+  const mods = stream(
+    modulesSyntheticBuilder({ seed: seedA, scale, loads: opts.moduleLoads ?? 300 }).unchecked(),
+    0,
+    0,
+  );
   const bpf = stream(
-    bpfChurn({ seed: seedB, scale, loads: opts.bpfLoads ?? 20_000 }),
+    bpfChurnBuilder({ seed: seedB, scale, loads: opts.bpfLoads ?? 20_000 }).unchecked(),
     mods.nextId,
     mods.nextModule,
   );
   const tramps = stream(
-    trampolines({ seed: seedC, scale, steps: opts.trampolineSteps ?? 5000 }),
+    trampolinesBuilder({ seed: seedC, scale, steps: opts.trampolineSteps ?? 5000 }).unchecked(),
     bpf.nextId,
     bpf.nextModule,
   );

@@ -120,6 +120,11 @@ export function emitModuleUnload(b: TraceBuilder, m: LoadedModule): void {
 }
 
 export function modulesSynthetic(opts: ModulesOptions = {}): Trace {
+  return modulesSyntheticBuilder(opts).build();
+}
+
+/** modulesSynthetic's events in a builder, not validated yet (TraceBuilder.unchecked: mixed validates the merged trace). */
+export function modulesSyntheticBuilder(opts: ModulesOptions = {}): TraceBuilder {
   const seed = seedOf(opts);
   const loads = scaled(opts.loads ?? 300, scaleOf(opts), 4);
   const bootShare = opts.bootShare ?? 0.6;
@@ -151,5 +156,5 @@ export function modulesSynthetic(opts: ModulesOptions = {}): Trace {
     if (++done % 10 === 0) b.exec(execCalls);
   }
   b.exec(execCalls);
-  return b.build();
+  return b;
 }

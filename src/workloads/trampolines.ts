@@ -87,6 +87,11 @@ function pickKind(rng: Rng, list: readonly Kind[]): Kind {
 }
 
 export function trampolines(opts: TrampolinesOptions = {}): Trace {
+  return trampolinesBuilder(opts).build();
+}
+
+/** trampolines's events in a builder, not validated yet (TraceBuilder.unchecked: mixed validates the merged trace). */
+export function trampolinesBuilder(opts: TrampolinesOptions = {}): TraceBuilder {
   const seed = seedOf(opts);
   const scale = scaleOf(opts);
   const steps = scaled(opts.steps ?? 5000, scale, 8);
@@ -112,5 +117,5 @@ export function trampolines(opts: TrampolinesOptions = {}): Trace {
     if (s % execEvery === 0) b.exec(execCalls);
   }
   b.exec(execCalls);
-  return b.build();
+  return b;
 }
