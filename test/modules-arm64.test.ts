@@ -18,12 +18,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import type { ExecmemType } from '../src/arch/types.js';
 import { toSigned } from '../src/consumers/modules/image.js';
 import { ModuleLoadError, ModuleLoader } from '../src/consumers/modules/loader.js';
 import { createMachine } from '../src/machine/machine.js';
 import { POLICY_NAMES, policyByName } from '../src/policies/index.js';
-import type { ExecAllocator } from '../src/policies/types.js';
 import {
   datasetKernelSymbols,
   dependencyOrder,
@@ -34,40 +32,11 @@ import {
 import { datasetArch } from '../src/workloads/dataset/flavour.js';
 import { loadDatasetModules } from '../src/workloads/dataset/load.js';
 import { execmem } from './cli-helpers.js';
+import { PlainAllocator } from './helpers/ld-oracle.js';
 import { hasTool } from './helpers/toolchain.js';
 
 const root = findCachedDataset(undefined, 'cloud-arm64');
 const required = process.env.EXECMEM_REQUIRE_DATASET === '1';
-
-/** Bump allocator from a chosen address (pages, a guard page between), bytes not kept. */
-class FarAllocator implements ExecAllocator {
-  readonly name = 'test-far';
-  readonly live = new Map<number, number>();
-  private next: number;
-  constructor(startVa: number) {
-    this.next = startVa;
-  }
-  alloc(_type: ExecmemType, sizeBytes: number): number {
-    const va = this.next;
-    this.next += Math.ceil(sizeBytes / 4096) * 4096 + 4096;
-    this.live.set(va, sizeBytes);
-    return va;
-  }
-  write(va: number, bytes: Uint8Array): void {
-    assert.ok(bytes.length <= (this.live.get(va) ?? -1));
-  }
-  finalize(): void {}
-  seal(): void {}
-  free(va: number): void {
-    assert.ok(this.live.delete(va));
-  }
-  shrink(): void {}
-  usage() {
-    let liveBytes = 0;
-    for (const n of this.live.values()) liveBytes += n;
-    return { liveBytes, mappedBytes: liveBytes };
-  }
-}
 
 /** readelf -rW over many files: per file, relocation type -> count. */
 function readelfCounts(files: readonly string[]): Map<string, Record<string, number>> {
@@ -147,7 +116,7 @@ describe('the Debian arm64 package (linux-image-cloud-arm64)', {
     assert.ok(root);
     const index = openDataset(root);
     const kernel = datasetKernelSymbols(index);
-    const allocator = new FarAllocator(0x800080000000 - 64 * 1024 * 1024);
+    const allocator = new PlainAllocator(0x800080000000 - 64 * 1024 * 1024, { keepBytes: false });
     const loader = new ModuleLoader({
       allocator,
       kernel,
@@ -171,7 +140,7 @@ describe('the Debian arm64 package (linux-image-cloud-arm64)', {
     assert.ok(root);
     const index = openDataset(root);
     const kernel = datasetKernelSymbols(index);
-    const allocator = new FarAllocator(0x800080000000 - 1024 * 1024 * 1024);
+    const allocator = new PlainAllocator(0x800080000000 - 1024 * 1024 * 1024, { keepBytes: false });
     const { report, loader } = loadDatasetModules(index, kernel, allocator, {
       arch: 'arm64',
       percpuBaseAddr: toSigned(0x800082800000),
@@ -188,7 +157,7 @@ describe('the Debian arm64 package (linux-image-cloud-arm64)', {
     assert.ok(root);
     const index = openDataset(root);
     const kernel = datasetKernelSymbols(index);
-    const allocator = new FarAllocator(0x800080000000 - 8 * 1024 * 1024 * 1024);
+    const allocator = new PlainAllocator(0x800080000000 - 8 * 1024 * 1024 * 1024, { keepBytes: false });
     const loader = new ModuleLoader({ allocator, kernel, arch: 'arm64' });
     // The first module without depends= that reaches kernel data through an ADRP fails.
     let failed: ModuleLoadError | null = null;

@@ -150,7 +150,7 @@ describe('AArch64 relocation oracle (aarch64-linux-gnu-gcc + GNU ld)', {
     // entry in .init.plt. Two entries in all, where the count reserved 4 + 1.
     assert.equal(mod.pltEntries, 2);
     const text = mod.mems.text!;
-    const img = allocator.live.get(text.va)!.bytes;
+    const img = allocator.bytesOf(text.va);
     const view = new DataView(img.buffer, img.byteOffset, img.byteLength);
     const { elf, layout, addrs } = sectionAddrs(bytes, mod.mems);
     const kernelFunc = Number(BigInt.asIntN(64, BigInt(`0x${SYMS.kernel_func}`)));

@@ -18,24 +18,41 @@ import type { ModuleLayout } from '../../src/consumers/modules/layout.js';
 import { signedToHex } from '../../src/consumers/modules/symbols.js';
 import type { ExecAllocator } from '../../src/policies/types.js';
 
-/** Plain-memory ExecAllocator: page-aligned bump allocation from `startVa`, bytes kept. */
+/**
+ * Plain-memory ExecAllocator: page-aligned bump allocation from `startVa` with a guard page
+ * between allocations. The bytes written are kept (bytesOf) unless `keepBytes` is false, for
+ * tests that load a whole package of modules and only need the addresses.
+ */
 export class PlainAllocator implements ExecAllocator {
   readonly name = 'test-plain';
-  readonly live = new Map<number, { type: ExecmemType; bytes: Uint8Array; final: boolean }>();
+  readonly live = new Map<
+    number,
+    { type: ExecmemType; sizeBytes: number; bytes: Uint8Array | null; final: boolean }
+  >();
   private next: number;
-  constructor(startVa: number) {
+  constructor(
+    startVa: number,
+    private readonly options: { keepBytes?: boolean } = {},
+  ) {
     this.next = startVa;
   }
   alloc(type: ExecmemType, sizeBytes: number): number {
     const va = this.next;
     this.next += Math.ceil(sizeBytes / 4096) * 4096 + 4096;
-    this.live.set(va, { type, bytes: new Uint8Array(sizeBytes), final: false });
+    const bytes = this.options.keepBytes === false ? null : new Uint8Array(sizeBytes);
+    this.live.set(va, { type, sizeBytes, bytes, final: false });
     return va;
   }
   write(va: number, bytes: Uint8Array): void {
     const a = this.live.get(va);
-    assert.ok(a && !a.final && bytes.length <= a.bytes.length, 'write to a live, unfinalized allocation');
-    a.bytes.set(bytes);
+    assert.ok(a && !a.final && bytes.length <= a.sizeBytes, 'write to a live, unfinalized allocation');
+    a.bytes?.set(bytes);
+  }
+  /** The bytes written to the live allocation at `va` (allocators that keep them). */
+  bytesOf(va: number): Uint8Array {
+    const bytes = this.live.get(va)?.bytes;
+    assert.ok(bytes, `no kept bytes at 0x${va.toString(16)}`);
+    return bytes;
   }
   finalize(va: number): void {
     this.live.get(va)!.final = true;
@@ -47,7 +64,7 @@ export class PlainAllocator implements ExecAllocator {
   shrink(): void {}
   usage() {
     let liveBytes = 0;
-    for (const a of this.live.values()) liveBytes += a.bytes.length;
+    for (const a of this.live.values()) liveBytes += a.sizeBytes;
     return { liveBytes, mappedBytes: liveBytes };
   }
 }
@@ -140,7 +157,7 @@ export class LdOracle {
     for (const name of addrs.keys()) {
       const s = elf.sections.find((x) => x.name === name)!;
       const p = layout.placement[s.index]!;
-      const ours = allocator.live.get(mems[p.memType]!.va)!.bytes.subarray(p.offset, p.offset + s.sizeBytes);
+      const ours = allocator.bytesOf(mems[p.memType]!.va).subarray(p.offset, p.offset + s.sizeBytes);
       if (s.type !== SHT_NOBITS && only(name)) {
         assert.equal(
           Buffer.from(ours).toString('hex'),
