@@ -67,7 +67,11 @@ const UNDO_SPLIT = 1;
 const UNDO_EXPAND = 2;
 const UNDO_STRIDE = 4;
 
-/** The split / collapse counters, named once; a call tallies them and adds them on commit. */
+/**
+ * The split / collapse counters, named once; a call tallies them and adds them on commit. The
+ * order is what tallyIndex computes: collapses after splits, vmalloc after the direct map, 1 GiB
+ * after 2 MiB (checked once below).
+ */
 const TALLY_KEYS = [
   'splitsDirectMap2M',
   'splitsDirectMap1G',
@@ -78,28 +82,25 @@ const TALLY_KEYS = [
   'collapsesVmalloc2M',
   'collapsesVmalloc1G',
 ] as const satisfies readonly (keyof MachineCounters)[];
-const SPLIT_KEYS = TALLY_KEYS.slice(0, 4);
+/** The first four are splits, each owing one flush_tlb_all. */
+const SPLIT_TALLIES = 4;
 
-type TallyKey = (typeof TALLY_KEYS)[number];
-
-/** A tally with every key in one fixed shape (no keys added later: CPA runs on every set_memory). */
-function zeroTally(): Record<TallyKey, number> {
-  return {
-    splitsDirectMap2M: 0,
-    splitsDirectMap1G: 0,
-    splitsVmalloc2M: 0,
-    splitsVmalloc1G: 0,
-    collapsesDirectMap2M: 0,
-    collapsesDirectMap1G: 0,
-    collapsesVmalloc2M: 0,
-    collapsesVmalloc1G: 0,
-  };
+function tallyIndex(collapse: boolean, directMap: boolean, level: 2 | 3): number {
+  return (collapse ? 4 : 0) + (directMap ? 0 : 2) + (level === 3 ? 1 : 0);
 }
+
+for (const collapse of [false, true])
+  for (const dm of [true, false])
+    for (const level of [2, 3] as const) {
+      const name = `${collapse ? 'collapses' : 'splits'}${dm ? 'DirectMap' : 'Vmalloc'}${level === 2 ? '2M' : '1G'}`;
+      assert(TALLY_KEYS[tallyIndex(collapse, dm, level)] === name, `CPA tally order: ${name}`);
+    }
 
 /** One CPA transaction: what to undo if it fails, and what to count and flush if it commits. */
 export class CpaTxn {
   readonly undo: number[] = [];
-  readonly tally: Record<TallyKey, number> = zeroTally();
+  /** Per TALLY_KEYS entry, what this call adds on commit. */
+  readonly tally = new Float64Array(TALLY_KEYS.length);
   /** Whether the tally holds anything (most calls split and collapse nothing). */
   tallied = false;
   /** Whether any leaf changed (CPA_FLUSHTLB). */
@@ -109,11 +110,16 @@ export class CpaTxn {
     readonly ptFramesFreed: number,
   ) {}
 
+  /** One split or collapse of a `level` leaf, in the direct map or not. */
+  count(collapse: boolean, directMap: boolean, level: 2 | 3): void {
+    this.tally[tallyIndex(collapse, directMap, level)]++;
+    this.tallied = true;
+  }
+
   /** Splits so far, each owing one flush_tlb_all (__split_large_page). */
   splitCount(): number {
-    if (!this.tallied) return 0;
     let n = 0;
-    for (const k of SPLIT_KEYS) n += this.tally[k];
+    for (let k = 0; k < SPLIT_TALLIES; k++) n += this.tally[k];
     return n;
   }
 }
@@ -292,9 +298,11 @@ export class Cpa {
   commit(txn: CpaTxn): void {
     txn.undo.length = 0;
     if (!txn.tallied) return;
-    for (const k of TALLY_KEYS) this.counters[k] += txn.tally[k];
+    TALLY_KEYS.forEach((k, i) => {
+      this.counters[k] += txn.tally[i];
+    });
     for (let n = txn.splitCount(); n > 0; n--) this.cpus.flushAll();
-    for (const k of TALLY_KEYS) txn.tally[k] = 0;
+    txn.tally.fill(0);
     txn.tallied = false;
   }
 
@@ -334,37 +342,26 @@ export class Cpa {
     }
     this.pt.split(va, level);
     txn.undo.push(UNDO_SPLIT, va, level, 0);
-    const t = txn.tally;
-    txn.tallied = true;
-    if (level === 2) {
-      if (dm) t.splitsDirectMap2M++;
-      else t.splitsVmalloc2M++;
-    } else if (dm) t.splitsDirectMap1G++;
-    else t.splitsVmalloc1G++;
+    txn.count(false, dm, level);
     txn.changed = true;
   }
 
   /** cpa_collapse_large_pages over the primary range: PMD tables first, then the PUD. */
   private collapse(txn: CpaTxn, start: number, end: number): number {
     const dm = this.inDirectMap(start);
-    const t = txn.tally;
     let collapsed = 0;
     const first2M = start - (start % LEVEL_BYTES[2]);
     for (let a = first2M; a < end; a += LEVEL_BYTES[2]) {
       if (this.pt.tryCollapse(a, 2)) {
         collapsed++;
-        txn.tallied = true;
-        if (dm) t.collapsesDirectMap2M++;
-        else t.collapsesVmalloc2M++;
+        txn.count(true, dm, 2);
       }
     }
     const first1G = start - (start % LEVEL_BYTES[3]);
     for (let a = first1G; a < end; a += LEVEL_BYTES[3]) {
       if (this.pt.tryCollapse(a, 3)) {
         collapsed++;
-        txn.tallied = true;
-        if (dm) t.collapsesDirectMap1G++;
-        else t.collapsesVmalloc1G++;
+        txn.count(true, dm, 3);
       }
     }
     return collapsed;
