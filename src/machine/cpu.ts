@@ -88,14 +88,7 @@ export class Cpus {
       this.tlbs[cpu].stats.i.l1Hits++;
       return;
     }
-    this.checkCpu(cpu);
-    this.checkVa(va, 1);
-    const t = this.translate(cpu, 'i', va, false);
-    const pageVa = Math.floor(va / PAGE) * PAGE;
-    this.microBase[cpu] = pageVa;
-    this.microPfn[cpu] = t.pfn + (pageVa - t.va) / PAGE;
-    this.microLive = true;
-    this.microBytes[cpu] = undefined;
+    this.microFill(cpu, va);
   }
 
   /** Fetch an instruction of `sizeBytes` at va; raises 'trap' if the arch trap pattern starts there. */
@@ -220,18 +213,20 @@ export class Cpus {
   }
 
   private ifetchSlow(cpu: number, va: number): number {
+    this.microFill(cpu, va);
+    return this.frameByte(cpu, offsetIn(va, PAGE));
+  }
+
+  /** A micro-cache miss: translate the fetch at va and cache its page (its bytes read later). */
+  private microFill(cpu: number, va: number): void {
     this.checkCpu(cpu);
     this.checkVa(va, 1);
     const t = this.translate(cpu, 'i', va, false);
-    const off = offsetIn(va, PAGE);
-    const pageVa = va - off;
-    const pfn = t.pfn + (pageVa - t.va) / PAGE;
+    const pageVa = va - offsetIn(va, PAGE);
     this.microBase[cpu] = pageVa;
-    this.microPfn[cpu] = pfn;
+    this.microPfn[cpu] = t.pfn + (pageVa - t.va) / PAGE;
     this.microLive = true;
-    const bytes = this.phys.frameBytes(pfn);
-    this.microBytes[cpu] = bytes;
-    return bytes === undefined ? 0 : bytes[off];
+    this.microBytes[cpu] = undefined;
   }
 
   /** Micro-cached frame that had no bytes when cached: it may have been written since. */
