@@ -269,14 +269,21 @@ async function runShared(
   onResult: (id: number, run: PlannedPolicyRun) => void,
   onProgress: (id: number, eventsDone: number, eventsTotal: number, finished: boolean) => void,
 ): Promise<void> {
-  const planIds = new Map<ComparePlan, number>();
-  for (const t of tasks) if (!planIds.has(t.plan)) planIds.set(t.plan, planIds.size);
   const weights = new Map<ComparePlan, number>();
   for (const t of tasks) if (!weights.has(t.plan)) weights.set(t.plan, taskWeight(t.plan));
   const order = tasks
     .map((t, id) => ({ id, weight: weights.get(t.plan) ?? 0 }))
     .sort((a, b) => b.weight - a.weight || a.id - b.id)
     .map((x) => x.id);
+  /** The plans in the order their first run is claimed; a plan's id is its index here. */
+  const plansInOrder: ComparePlan[] = [];
+  const planIds = new Map<ComparePlan, number>();
+  for (const id of order) {
+    const plan = tasks[id].plan;
+    if (planIds.has(plan)) continue;
+    planIds.set(plan, plansInOrder.length);
+    plansInOrder.push(plan);
+  }
   const claims: PoolClaim[] = order.map((id) => ({
     id,
     planId: planIds.get(tasks[id].plan) ?? -1,
@@ -322,13 +329,11 @@ async function runShared(
   }
   try {
     // The first plan, then go, then the others (a worker waits for a plan it has not received).
-    const plansInOrder = [...new Set(claims.map((c) => c.planId))];
-    const planById = new Map([...planIds].map(([plan, id]) => [id, plan]));
-    plansInOrder.forEach((planId, k) => {
-      const text = encodePlan(planById.get(planId) as ComparePlan);
+    plansInOrder.forEach((plan, planId) => {
+      const text = encodePlan(plan);
       for (const w of workers) {
         w.postMessage({ kind: 'plan', planId, text } satisfies PoolMessage);
-        if (k === 0)
+        if (planId === 0)
           w.postMessage({
             kind: 'go',
             counter: counter.buffer as SharedArrayBuffer,
