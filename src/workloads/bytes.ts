@@ -45,27 +45,32 @@ const CODE_MAP: Uint8Array = (() => {
   return map;
 })();
 
-/** Bytes of each table (a power of two): 1 MiB, built once when this module loads (~2 ms). */
+/** Bytes of each table (a power of two): 1 MiB each, built at the first write (~15 ms), not at import. */
 const TABLE_BYTES = 1 << 20;
 const TABLE_MASK = TABLE_BYTES - 1;
 /** The key of the tables' hash stream (any constant; fixed so that runs are reproducible). */
 const TABLE_KEY = 0x6a09e667;
 
-/** Data-like table: byte k of word w is bits 8k..8k+7 of mix32(TABLE_KEY + w). */
-const DATA_TABLE: Uint8Array = (() => {
-  const t = new Uint8Array(TABLE_BYTES);
+/**
+ * The data-like table (byte k of word w is bits 8k..8k+7 of mix32(TABLE_KEY + w)) and the
+ * code-like one (the same through CODE_MAP, so it never holds a CODE_EXCLUDED_BYTES value).
+ * Constants, made once when first needed: a command that writes nothing never pays for them.
+ */
+let tables: { readonly data: Uint8Array; readonly code: Uint8Array } | null = null;
+
+function byteTables(): { readonly data: Uint8Array; readonly code: Uint8Array } {
+  if (tables !== null) return tables;
+  const data = new Uint8Array(TABLE_BYTES);
   for (let w = 0; w < TABLE_BYTES / 4; w++) {
     const word = mix32((TABLE_KEY + w) | 0);
-    t[4 * w] = word & 0xff;
-    t[4 * w + 1] = (word >>> 8) & 0xff;
-    t[4 * w + 2] = (word >>> 16) & 0xff;
-    t[4 * w + 3] = word >>> 24;
+    data[4 * w] = word & 0xff;
+    data[4 * w + 1] = (word >>> 8) & 0xff;
+    data[4 * w + 2] = (word >>> 16) & 0xff;
+    data[4 * w + 3] = word >>> 24;
   }
-  return t;
-})();
-
-/** Code-like table: DATA_TABLE through CODE_MAP, so it never holds a CODE_EXCLUDED_BYTES value. */
-const CODE_TABLE: Uint8Array = DATA_TABLE.map((b) => CODE_MAP[b]);
+  tables = { data, code: data.map((b) => CODE_MAP[b]) };
+  return tables;
+}
 
 /** Where event `eventIndex`'s bytes start in a table. */
 function tableStart(seed: number, eventIndex: number): number {
@@ -86,12 +91,12 @@ function copyFromTable(out: Uint8Array, table: Uint8Array, start: number): void 
 
 /** Fill `out` with data-like bytes for event `eventIndex` (any value, including 0 and 0xcc). */
 export function fillData(out: Uint8Array, seed: number, eventIndex: number): void {
-  copyFromTable(out, DATA_TABLE, tableStart(seed, eventIndex));
+  copyFromTable(out, byteTables().data, tableStart(seed, eventIndex));
 }
 
 /** Fill `out` with code-like bytes for event `eventIndex`: never a value in CODE_EXCLUDED_BYTES. */
 export function fillCode(out: Uint8Array, seed: number, eventIndex: number): void {
-  copyFromTable(out, CODE_TABLE, tableStart(seed, eventIndex));
+  copyFromTable(out, byteTables().code, tableStart(seed, eventIndex));
 }
 
 export type FillKind = 'code' | 'data' | 'zero';
