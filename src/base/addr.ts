@@ -55,7 +55,7 @@ export function alignDown(value: number, align: number): number {
  * paths, where addresses above 2^31 are doubles).
  */
 export function offsetIn(value: number, align: number): number {
-  return value - Math.floor(value / align) * align;
+  return value - alignDown(value, align);
 }
 
 export function alignUp(value: number, align: number): number {
