@@ -7,7 +7,8 @@
  * tlb_single_page_flush_ceiling = 33). arm64: arch/arm64/mm/pageattr.c (change_memory_common),
  * arch/arm64/include/asm/tlbflush.h (broadcast TLBI, MAX_DVM_OPS = 512), arch/arm64/mm/mmu.c
  * (map_mem with NO_BLOCK_MAPPINGS under rodata=full). Both: mm/vmalloc.c (vm_reset_perms,
- * _vm_unmap_aliases, __purge_vmap_area_lazy).
+ * _vm_unmap_aliases, __purge_vmap_area_lazy). Patching: arch/x86/kernel/alternative.c (__text_poke
+ * with text_poke_memset, text_poke_set) and arch/arm64/kernel/patching.c (aarch64_insn_set).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -333,5 +334,56 @@ describe('arm64: change_memory_common, broadcast TLBI, a 4 KiB linear map', () =
     const d = delta(m, () => m.setMemory(a.va, 1, 'ro'));
     assert.ok((d.shootdowns ?? 0) > 0 && d.broadcastFlushes === undefined);
     assert.equal(d.ipis, (d.shootdowns ?? 0) * 3);
+  });
+});
+
+describe('text_poke_set (x86 __text_poke with text_poke_memset) and aarch64_insn_set: a fill costs what a copy costs', () => {
+  /** A 4-page ROX area in the arch's module range, and what a 9,000-byte copy and fill at +100 cost. */
+  const costs = (arch: ArchName) => {
+    const m = machine(arch);
+    const a = m.vmalloc({ sizeBytes: 4 * PAGE, range: range(m), prot: 'rw', flushResetPerms: true });
+    m.setMemory(a.va, 4, 'rox');
+    const copy = delta(m, () => m.poke(0, a.va + 100, new Uint8Array(9000).fill(7)));
+    const fill = delta(m, () => m.pokeSet(0, a.va + 100, 9000, m.arch.trapPattern));
+    const filled = m.load(0, a.va + 100, 9000);
+    return { m, copy, fill, filled };
+  };
+
+  it('x86: the same steps of at most two pages through poking_mm, one local flush each, no IPI', () => {
+    const { m, copy, fill, filled } = costs('x86_64');
+    // min(2 * PAGE - offset, remaining): 8,092 then 908 bytes (text_poke_copy_locked / text_poke_set's loop).
+    assert.deepEqual(fill, {
+      pokes: 1,
+      pokeBytes: 9000,
+      pokeSteps: 2,
+      localFlushes: 2,
+      pageWalks: fill.pageWalks,
+    });
+    assert.equal(fill.pokeSteps, copy.pokeSteps);
+    assert.equal(fill.localFlushes, copy.localFlushes);
+    assert.ok(
+      filled.every((b) => b === 0xcc),
+      'INT3 everywhere',
+    );
+    assertWx(m, 0);
+  });
+
+  it('arm64: one fixmap page per step, a broadcast TLBI per step, one I-cache clean', () => {
+    const { m, copy, fill, filled } = costs('arm64');
+    // Pages touched by [+100, +9100): 3, each mapped at FIX_TEXT_POKE0, written, cleared, TLBI'd.
+    assert.equal(fill.pokeSteps, 3);
+    assert.equal(fill.broadcastFlushes, 3);
+    assert.equal(fill.icacheFlushes, 1);
+    assert.equal(fill.ipis ?? 0, 0);
+    assert.deepEqual(
+      [fill.pokeSteps, fill.broadcastFlushes, fill.icacheFlushes],
+      [copy.pokeSteps, copy.broadcastFlushes, copy.icacheFlushes],
+    );
+    const brk = m.arch.trapPattern;
+    assert.ok(
+      filled.every((b, i) => b === brk[(100 + i) % brk.length]),
+      'BRK in its byte order, phase from the area start',
+    );
+    assertWx(m, 0);
   });
 });
