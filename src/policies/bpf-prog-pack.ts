@@ -47,16 +47,31 @@ const CHUNK_COUNT = BPF_PROG_PACK_BYTES / BPF_PROG_CHUNK_BYTES; // 32768 bits pe
 export class Pack {
   readonly bitmap = new Uint32Array(CHUNK_COUNT / 32);
   usedChunks = 0;
+  /** Every chunk below this one is in use (a lower bound of the first clear bit). */
+  private firstClearMin = 0;
+  /**
+   * The smallest run length a search failed to find since a chunk was last freed: taking chunks
+   * only shortens free runs, so a run at least this long cannot be there either.
+   */
+  private failedMin = CHUNK_COUNT + 1;
   constructor(readonly area: Area) {}
 
-  /** bitmap_find_next_zero_area(bitmap, COUNT, 0, nbits, 0): first run of `nbits` clear bits. */
+  /**
+   * bitmap_find_next_zero_area(bitmap, COUNT, 0, nbits, 0): first run of `nbits` clear bits. The
+   * kernel scans from bit 0; starting at the known-used prefix's end, or giving up when fewer than
+   * nbits chunks are free or a run this long was not found since the last free, finds the same run
+   * (or none) without re-reading the bitmap (first fit walks every pack at every load).
+   */
   findZeroArea(nbits: number): number {
-    let start = this.nextClear(0);
+    if (CHUNK_COUNT - this.usedChunks < nbits || nbits >= this.failedMin) return -1;
+    let start = this.nextClear(this.firstClearMin);
+    this.firstClearMin = start;
     while (start + nbits <= CHUNK_COUNT) {
       const end = this.nextSet(start, start + nbits);
       if (end >= start + nbits) return start;
       start = this.nextClear(end);
     }
+    this.failedMin = nbits;
     return -1;
   }
 
@@ -76,6 +91,10 @@ export class Pack {
       i = to;
     }
     this.usedChunks += value ? nbits : -nbits;
+    if (!value) {
+      if (start < this.firstClearMin) this.firstClearMin = start;
+      this.failedMin = CHUNK_COUNT + 1;
+    }
   }
 
   /** First clear bit at or after `from` (CHUNK_COUNT if none). */
@@ -111,6 +130,37 @@ function rangeMask(shift: number, count: number): number {
   return count === 32 ? 0xffffffff | 0 : ((1 << count) - 1) << shift;
 }
 
+/**
+ * The JIT's RW images (kvmalloc / kvfree in the kernel, which the figures do not count), recycled
+ * per power-of-two size class: a fresh typed array per BPF load costs the simulator a zeroed
+ * off-heap allocation, and an image lives only from alloc to finalize. Every image is trap-filled
+ * in full at alloc, so a recycled buffer's old bytes never show.
+ */
+class RwImages {
+  private static readonly KEEP_PER_CLASS = 4;
+  private readonly free: ArrayBuffer[][] = [];
+
+  take(sizeBytes: number): Uint8Array {
+    const cls = sizeClass(sizeBytes);
+    const buffer = this.free[cls]?.pop() ?? new ArrayBuffer(2 ** cls);
+    return new Uint8Array(buffer, 0, sizeBytes);
+  }
+
+  give(image: Uint8Array): void {
+    const buffer = image.buffer as ArrayBuffer;
+    const cls = sizeClass(buffer.byteLength);
+    if (buffer.byteLength !== 2 ** cls) return; // not one of ours
+    const list = this.free[cls];
+    if (list === undefined) this.free[cls] = [buffer];
+    else if (list.length < RwImages.KEEP_PER_CLASS) list.push(buffer);
+  }
+}
+
+/** log2 of the smallest power of two >= sizeBytes (sizeBytes >= 1). */
+function sizeClass(sizeBytes: number): number {
+  return 32 - Math.clz32(sizeBytes - 1);
+}
+
 /** Where packs (and dedicated large images) come from, and where they go back to. */
 export interface PackSource {
   /** bpf_jit_alloc_exec(size) made ready for use: trap-filled and ROX. */
@@ -122,6 +172,7 @@ export interface PackSource {
 export class BpfProgPacks {
   /** pack_list, in list order (new packs at the tail). */
   private readonly packs: Pack[] = [];
+  private readonly rwImages = new RwImages();
 
   constructor(
     private readonly policy: LinuxPolicy,
@@ -141,7 +192,7 @@ export class BpfProgPacks {
       sizeBytes > BPF_PROG_PACK_BYTES || alignBytes > BPF_PROG_CHUNK_BYTES
         ? this.dedicated(sizeBytes)
         : this.fromPack(sizeBytes, imageBytes / BPF_PROG_CHUNK_BYTES);
-    a.rwImage = new Uint8Array(imageBytes);
+    a.rwImage = this.rwImages.take(imageBytes);
     fillPattern(a.rwImage, this.policy.arch.trapPattern);
     return a;
   }
@@ -156,6 +207,7 @@ export class BpfProgPacks {
   finalize(a: Allocation): void {
     assert(a.rwImage !== null, 'pack allocation finalized twice');
     this.policy.aliasWrite(a.va, a.rwImage, 'rox');
+    this.rwImages.give(a.rwImage);
     a.rwImage = null;
   }
 
