@@ -19,7 +19,7 @@
  * entries per machine), and `next/prev` link free blocks of one order into a doubly linked list,
  * so allocation and free are O(orders).
  *
- * Contents: a frame holds bytes only once written (Map pfn -> Uint8Array(4096)); unwritten frames
+ * Contents: a frame holds bytes only once written (frame-contents.ts: pfn -> Uint8Array(4096)); unwritten frames
  * read as zero. Freeing a block drops its contents (as Linux with init_on_free=1 would zero them);
  * this keeps the simulation's memory bounded and runs reproducible. The dropped arrays are kept
  * (up to SPARE_FRAMES_MAX) and handed out again, zeroed, to the next frames written: a compare
@@ -40,6 +40,7 @@ import { Buffer } from 'node:buffer';
 import { assert } from '../base/assert.js';
 import type { Rng } from '../base/rng.js';
 import { MachineError } from './errors.js';
+import { FrameContents } from './frame-contents.js';
 
 export const PAGE_BYTES = 4096;
 export const MAX_ORDER = 18;
@@ -90,7 +91,7 @@ export class PhysMem {
   private readonly heads: Int32Array = new Int32Array(MAX_ORDER + 1).fill(NONE);
   private readonly freeBlocks: Int32Array = new Int32Array(MAX_ORDER + 1);
   private freeFrames = 0;
-  private readonly contents = new Map<number, Uint8Array>();
+  private readonly contents: FrameContents;
   /** Arrays of freed frames, for reuse by frameForWrite (see the header). */
   private readonly spare: Uint8Array[] = [];
   /** Pending injected failures: order -> remaining allocations until the failure (1 = next). */
@@ -106,6 +107,7 @@ export class PhysMem {
     if (frames > 2 ** 30)
       throw new MachineError('EINVAL', `memory size ${totalBytes} exceeds the 4 TiB limit`);
     this.totalFrames = frames;
+    this.contents = new FrameContents(frames);
     // One buffer for the four per-frame arrays (10 bytes a frame: 40 MiB for 16 GiB): above the
     // C library's largest mmap threshold (32 MiB) it is always fresh zero pages, touched only
     // where the buddy lists go, where four separate arrays can be cut from reused heap memory
@@ -156,14 +158,7 @@ export class PhysMem {
     }
     this.allocOrderPlus1[pfn] = 0;
     const count = 2 ** order;
-    if (this.contents.size > 0) {
-      for (let i = 0; i < count; i++) {
-        const bytes = this.contents.get(pfn + i);
-        if (bytes === undefined) continue;
-        this.contents.delete(pfn + i);
-        if (this.spare.length < SPARE_FRAMES_MAX) this.spare.push(bytes);
-      }
-    }
+    if (this.contents.size > 0) this.contents.dropRange(pfn, count, this.spare, SPARE_FRAMES_MAX);
     this.release(pfn, order);
   }
 
