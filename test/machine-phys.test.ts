@@ -112,6 +112,28 @@ test('contents are sparse, read zero until written, and are dropped on free', ()
   assert.throws(() => p.write(p.totalFrames * 4096 - 1, Uint8Array.of(1, 2)), MachineError);
 });
 
+test('a frame written again after a free reads zero outside the new write (reused arrays are cleared)', () => {
+  fc.assert(
+    fc.property(fc.nat(4095), fc.integer({ min: 1, max: 4096 }), fc.boolean(), (off, len, useFill) => {
+      const n = Math.min(len, 4096 - off);
+      const p = new PhysMem(GIB);
+      const old = p.allocPages(2);
+      for (let f = 0; f < 4; f++) p.write((old + f) * 4096, new Uint8Array(4096).fill(0xee));
+      p.freePages(old, 2);
+      const pfn = p.allocPages(0);
+      if (useFill) p.fill(pfn * 4096 + off, n, Uint8Array.of(0x11, 0x22));
+      else p.write(pfn * 4096 + off, new Uint8Array(n).fill(0x11));
+      const bytes = p.read(pfn * 4096, 4096);
+      for (let i = 0; i < 4096; i++) {
+        const inside = i >= off && i < off + n;
+        if (!inside) assert.equal(bytes[i], 0, `byte ${i} outside [${off}, ${off + n})`);
+        else assert.equal(bytes[i], useFill ? ((i - off) % 2 === 0 ? 0x11 : 0x22) : 0x11);
+      }
+    }),
+    { numRuns: 60 },
+  );
+});
+
 test('fill, equals and matchesPattern agree with a byte-by-byte reading, across frames and unwritten ones', () => {
   fc.assert(
     fc.property(

@@ -213,7 +213,7 @@ export class PhysMem {
       const at = pa + done;
       const off = at % PAGE_BYTES;
       const n = Math.min(PAGE_BYTES - off, bytes.length - done);
-      this.frameForWrite((at - off) / PAGE_BYTES, n === PAGE_BYTES).set(bytes.subarray(done, done + n), off);
+      this.frameForWrite((at - off) / PAGE_BYTES, off, n).set(bytes.subarray(done, done + n), off);
       done += n;
     }
   }
@@ -227,7 +227,7 @@ export class PhysMem {
       const at = pa + done;
       const off = at % PAGE_BYTES;
       const n = Math.min(PAGE_BYTES - off, sizeBytes - done);
-      const frame = this.frameForWrite((at - off) / PAGE_BYTES, n === PAGE_BYTES);
+      const frame = this.frameForWrite((at - off) / PAGE_BYTES, off, n);
       if (pattern.length === 1) frame.fill(pattern[0], off, off + n);
       else {
         let k = done % pattern.length;
@@ -411,19 +411,24 @@ export class PhysMem {
   }
 
   /**
-   * The frame's array, made when first written: a kept array (zeroed, unless the caller is about
-   * to write all of it: `whole`) or a new one.
+   * The frame's array, made when first written, for a write of [off, off + n): a kept array with
+   * the rest zeroed (the write itself covers [off, off + n), so those bytes are not cleared first)
+   * or a new one.
    */
-  private frameForWrite(pfn: number, whole: boolean): Uint8Array {
+  private frameForWrite(pfn: number, off: number, n: number): Uint8Array {
     let bytes = this.contents.get(pfn);
     if (bytes === undefined) {
       const reused = this.spare.pop();
-      if (reused !== undefined && !whole) reused.fill(0);
+      if (reused !== undefined) {
+        if (off > 0) reused.fill(0, 0, off);
+        if (off + n < PAGE_BYTES) reused.fill(0, off + n);
+      }
       bytes = reused ?? new Uint8Array(PAGE_BYTES);
       this.contents.set(pfn, bytes);
     }
     return bytes;
   }
+
 
   private listPush(pfn: number, order: number): void {
     const head = this.heads[order];
