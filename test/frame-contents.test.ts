@@ -4,6 +4,7 @@
  * (dropRange), including blocks that span several 512-frame chunks.
  */
 import assert from 'node:assert/strict';
+import { Buffer } from 'node:buffer';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { FrameContents } from '../src/machine/frame-contents.js';
@@ -26,14 +27,14 @@ describe('frame contents', () => {
     fc.assert(
       fc.property(fc.array(opArb, { maxLength: 200 }), fc.nat(8), (ops, spareMax) => {
         const table = new FrameContents(FRAMES);
-        const model = new Map<number, Uint8Array>();
+        const model = new Map<number, Buffer>();
         for (const op of ops) {
           if (op.kind === 'set') {
             if (model.has(op.pfn)) {
-              assert.throws(() => table.set(op.pfn, new Uint8Array(1)), /already has contents/);
+              assert.throws(() => table.set(op.pfn, Buffer.alloc(1)), /already has contents/);
               continue;
             }
-            const bytes = new Uint8Array(1);
+            const bytes = Buffer.alloc(1);
             table.set(op.pfn, bytes);
             model.set(op.pfn, bytes);
           } else if (op.kind === 'get') {
@@ -41,8 +42,8 @@ describe('frame contents', () => {
           } else {
             const count = Math.min(2 ** op.order, FRAMES);
             const start = op.pfn - (op.pfn % count);
-            const spare: Uint8Array[] = [];
-            const expected: Uint8Array[] = [];
+            const spare: Buffer[] = [];
+            const expected: Buffer[] = [];
             for (let p = start; p < start + count; p++) {
               const b = model.get(p);
               if (b === undefined) continue;

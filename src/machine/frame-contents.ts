@@ -1,18 +1,19 @@
 /**
- * The bytes of the frames that were written (phys.ts): pfn -> Uint8Array(4096), sparse.
+ * The bytes of the frames that were written (phys.ts): pfn -> a 4 KiB Buffer, sparse.
  *
  * Why not a Map: every simulated write, text_poke step and compare looks a frame up here, and a
  * free looks up each frame of the block. A two-level table (an array per 512 frames, made at the
  * first write into those 2 MiB, with a count) answers with two indexed loads instead of a hash
  * lookup, and a free skips 512 frames at once where nothing was written.
  */
+import type { Buffer } from 'node:buffer';
 import { assert } from '../base/assert.js';
 
 const CHUNK_SHIFT = 9;
 const CHUNK_FRAMES = 1 << CHUNK_SHIFT;
 const CHUNK_MASK = CHUNK_FRAMES - 1;
 
-type Chunk = (Uint8Array | undefined)[];
+type Chunk = (Buffer | undefined)[];
 
 export class FrameContents {
   private readonly chunks: (Chunk | undefined)[];
@@ -31,17 +32,17 @@ export class FrameContents {
     return this.count;
   }
 
-  get(pfn: number): Uint8Array | undefined {
+  get(pfn: number): Buffer | undefined {
     const chunk = this.chunks[pfn >>> CHUNK_SHIFT];
     return chunk === undefined ? undefined : chunk[pfn & CHUNK_MASK];
   }
 
   /** Gives an unwritten frame its bytes. */
-  set(pfn: number, bytes: Uint8Array): void {
+  set(pfn: number, bytes: Buffer): void {
     const c = pfn >>> CHUNK_SHIFT;
     let chunk = this.chunks[c];
     if (chunk === undefined) {
-      chunk = new Array<Uint8Array | undefined>(CHUNK_FRAMES).fill(undefined);
+      chunk = new Array<Buffer | undefined>(CHUNK_FRAMES).fill(undefined);
       this.chunks[c] = chunk;
     }
     const i = pfn & CHUNK_MASK;
@@ -55,7 +56,7 @@ export class FrameContents {
    * Drops the contents of frames [pfn, pfn + frameCount); the dropped arrays are appended to
    * `spare` while it holds fewer than `spareMax`. The chunk arrays stay for the next writes.
    */
-  dropRange(pfn: number, frameCount: number, spare: Uint8Array[], spareMax: number): void {
+  dropRange(pfn: number, frameCount: number, spare: Buffer[], spareMax: number): void {
     const end = pfn + frameCount;
     for (let p = pfn; p < end; ) {
       const c = p >>> CHUNK_SHIFT;

@@ -63,8 +63,8 @@ export class Patcher {
       cpu,
       va,
       bytes.length,
-      (pa, done, n) => this.phys.write(pa, bytes.subarray(done, done + n)),
-      (pa, done, n) => this.phys.equals(pa, bytes.subarray(done, done + n)),
+      (pa, done, n) => this.phys.writeFrom(pa, bytes, done, n),
+      (pa, done, n) => this.phys.equalsFrom(pa, bytes, done, n),
     );
   }
 

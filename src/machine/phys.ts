@@ -47,17 +47,18 @@ export const MAX_ORDER = 18;
 const FRAMES_PER_GIB = 262144;
 const NONE = -1;
 /** What an unwritten frame reads as (compared against, never written). */
-const ZERO_FRAME = new Uint8Array(PAGE_BYTES);
+const ZERO_FRAME = Buffer.alloc(PAGE_BYTES);
 /** Arrays of freed frames kept for reuse (16 MiB). */
 const SPARE_FRAMES_MAX = 4096;
 
 /**
  * frame[off, off + n) === bytes[at, at + n)? (text_poke verifies every byte a copy wrote; most of it
- * is here.) Long runs go to the runtime's memcmp (Buffer.compare takes any Uint8Array), about ten
- * times a JavaScript loop over a 4 KiB page; short ones stay in the loop.
+ * is here.) Long runs go to the runtime's memcmp through Buffer#compare's ranges (frames are
+ * Buffers for that: no view is made per page), about ten times a JavaScript loop over a 4 KiB
+ * page; short ones stay in the loop.
  */
-function sameBytes(frame: Uint8Array, off: number, bytes: Uint8Array, at: number, n: number): boolean {
-  if (n >= 64) return Buffer.compare(frame.subarray(off, off + n), bytes.subarray(at, at + n)) === 0;
+function sameBytes(frame: Buffer, off: number, bytes: Uint8Array, at: number, n: number): boolean {
+  if (n >= 64) return frame.compare(bytes, at, at + n, off, off + n) === 0;
   for (let i = 0; i < n; i++) if (frame[off + i] !== bytes[at + i]) return false;
   return true;
 }
@@ -93,7 +94,7 @@ export class PhysMem {
   private freeFrames = 0;
   private readonly contents: FrameContents;
   /** Arrays of freed frames, for reuse by frameForWrite (see the header). */
-  private readonly spare: Uint8Array[] = [];
+  private readonly spare: Buffer[] = [];
   /** Pending injected failures: order -> remaining allocations until the failure (1 = next). */
   private readonly injected = new Map<number, number>();
   private readonly allocCounts: Float64Array = new Float64Array(MAX_ORDER + 1);
@@ -207,13 +208,21 @@ export class PhysMem {
   }
 
   write(pa: number, bytes: Uint8Array): void {
-    this.checkRange(pa, bytes.length);
+    this.writeFrom(pa, bytes, 0, bytes.length);
+  }
+
+  /** write(pa, src[from, from + sizeBytes)) without a view of the source range (the poke paths). */
+  writeFrom(pa: number, src: Uint8Array, from: number, sizeBytes: number): void {
+    this.checkRange(pa, sizeBytes);
+    assert(from >= 0 && from + sizeBytes <= src.length, 'writeFrom: source range out of bounds');
     let done = 0;
-    while (done < bytes.length) {
+    while (done < sizeBytes) {
       const at = pa + done;
       const off = at % PAGE_BYTES;
-      const n = Math.min(PAGE_BYTES - off, bytes.length - done);
-      this.frameForWrite((at - off) / PAGE_BYTES, off, n).set(bytes.subarray(done, done + n), off);
+      const n = Math.min(PAGE_BYTES - off, sizeBytes - done);
+      const frame = this.frameForWrite((at - off) / PAGE_BYTES, off, n);
+      const start = from + done;
+      frame.set(start === 0 && n === src.length ? src : src.subarray(start, start + n), off);
       done += n;
     }
   }
@@ -242,14 +251,20 @@ export class PhysMem {
 
   /** Whether [pa, pa + bytes.length) holds exactly `bytes` (unwritten frames read 0). No copy. */
   equals(pa: number, bytes: Uint8Array): boolean {
-    this.checkRange(pa, bytes.length);
+    return this.equalsFrom(pa, bytes, 0, bytes.length);
+  }
+
+  /** equals(pa, src[from, from + sizeBytes)) without a view of the source range. */
+  equalsFrom(pa: number, src: Uint8Array, from: number, sizeBytes: number): boolean {
+    this.checkRange(pa, sizeBytes);
+    assert(from >= 0 && from + sizeBytes <= src.length, 'equalsFrom: source range out of bounds');
     let done = 0;
-    while (done < bytes.length) {
+    while (done < sizeBytes) {
       const at = pa + done;
       const off = at % PAGE_BYTES;
-      const n = Math.min(PAGE_BYTES - off, bytes.length - done);
+      const n = Math.min(PAGE_BYTES - off, sizeBytes - done);
       const frame = this.contents.get((at - off) / PAGE_BYTES) ?? ZERO_FRAME;
-      if (!sameBytes(frame, off, bytes, done, n)) return false;
+      if (!sameBytes(frame, off, src, from + done, n)) return false;
       done += n;
     }
     return true;
@@ -415,7 +430,7 @@ export class PhysMem {
    * the rest zeroed (the write itself covers [off, off + n), so those bytes are not cleared first)
    * or a new one.
    */
-  private frameForWrite(pfn: number, off: number, n: number): Uint8Array {
+  private frameForWrite(pfn: number, off: number, n: number): Buffer {
     let bytes = this.contents.get(pfn);
     if (bytes === undefined) {
       const reused = this.spare.pop();
@@ -423,12 +438,11 @@ export class PhysMem {
         if (off > 0) reused.fill(0, 0, off);
         if (off + n < PAGE_BYTES) reused.fill(0, off + n);
       }
-      bytes = reused ?? new Uint8Array(PAGE_BYTES);
+      bytes = reused ?? Buffer.alloc(PAGE_BYTES);
       this.contents.set(pfn, bytes);
     }
     return bytes;
   }
-
 
   private listPush(pfn: number, order: number): void {
     const head = this.heads[order];
