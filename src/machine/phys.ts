@@ -19,10 +19,11 @@
  * entries per machine), and `next/prev` link free blocks of one order into a doubly linked list,
  * so allocation and free are O(orders).
  *
- * Contents: a frame holds bytes only once written (frame-contents.ts: pfn -> Uint8Array(4096)); unwritten frames
- * read as zero. Freeing a block drops its contents (as Linux with init_on_free=1 would zero them);
- * this keeps the simulation's memory bounded and runs reproducible. The dropped arrays are kept
- * (up to SPARE_FRAMES_MAX) and handed out again, zeroed, to the next frames written: a compare
+ * Contents: a frame holds bytes only once written (frame-contents.ts: pfn -> a 4 KiB Buffer);
+ * unwritten frames read as zero. Freeing a block drops its contents (as Linux with
+ * init_on_free=1 would zero them); this keeps the simulation's memory bounded and runs
+ * reproducible. The dropped arrays are kept (up to SPARE_FRAMES_MAX) and handed out again,
+ * zeroed where the write that takes them does not cover them, to the next frames written: a compare
  * writes hundreds of MB through short-lived frames, and a fresh 4 KiB array each time was a
  * measurable share of its time (allocation, page faults, GC). A kept array is no longer the
  * contents of any frame; the only other holder of frame arrays, the CPUs' fetch micro-cache
