@@ -21,7 +21,10 @@
  * Every leaf change is reported to listeners (W^X audit, direct-map statistics, TLB staleness),
  * so nothing above can change a mapping without them knowing. A split or collapse is 513 changes;
  * listeners that can take it as one event (LeafBulkListener) get one call instead, which is what
- * keeps execmem-rox's split-and-collapse per BPF program cheap.
+ * keeps execmem-rox's split-and-collapse per BPF program cheap. For the same reason, when every
+ * listener takes splits in bulk, a split table's 512 leaves are made only when something reads one
+ * (`Table.lazy`): most are never looked at before the table collapses again, and a collapse of
+ * untouched pieces needs no objects to check.
  */
 import { alignDown } from '../base/addr.js';
 import { assert } from '../base/assert.js';
@@ -68,6 +71,12 @@ const SLOT_POOL_MAX = 64;
 
 class Table {
   used = 0;
+  /**
+   * Set on a table made by a split while its pieces are implicit: an empty slot i stands for the
+   * piece i of this leaf (same flags, frames in order), made on first read. Every slot is then
+   * occupied (used === ENTRIES); unmapping any piece makes them all first.
+   */
+  lazy: Translation | null = null;
   constructor(
     readonly pfn: number,
     readonly level: number,
@@ -118,8 +127,9 @@ export class PageTable {
   lookup(va: number): Translation | null {
     let table = this.root;
     for (let level = 4; level >= 1; level--) {
-      const slot = table.slots[indexAt(va, level)];
-      if (slot === undefined) return null;
+      const i = indexAt(va, level);
+      const slot = table.slots[i];
+      if (slot === undefined) return table.lazy === null ? null : this.piece(table, i);
       if (!(slot instanceof Table)) return slot;
       table = slot;
     }
@@ -138,7 +148,7 @@ export class PageTable {
       throw e;
     }
     const i = indexAt(va, level);
-    if (table.slots[i] !== undefined) {
+    if (table.slots[i] !== undefined || table.lazy !== null) {
       this.dropTables(made);
       throw new MachineError(
         'EBUSY',
@@ -154,6 +164,7 @@ export class PageTable {
   /** Remove a leaf of exactly this level; returns it. Frees tables left empty. */
   unmapLeaf(va: number, level: LeafLevel): Translation {
     const { table, leaf } = this.findLeaf(va, level);
+    if (table.lazy !== null) this.makePieces(table);
     table.slots[indexAt(va, level)] = undefined;
     table.used--;
     this.emit({ va, level, old: leaf, next: null });
@@ -189,7 +200,7 @@ export class PageTable {
     const slots = table.slots;
     let a = va;
     for (let i = indexAt(va, 1); i < ENTRIES && a < endVa; i++, a += 4096) {
-      const old = slots[i];
+      const old = slots[i] ?? (table.lazy === null ? undefined : this.piece(table, i));
       if (old === undefined || old instanceof Table) break;
       const flags = flagsOf(old.flags);
       if (flags === old.flags) continue;
@@ -227,6 +238,11 @@ export class PageTable {
       if (this.bulk[k]) (ls[k] as LeafBulkListener).onSplit(leaf);
       else ls[k].onLeafChange({ va, level, old: leaf, next: null });
     }
+    child.used = ENTRIES;
+    if (this.plainCount === 0) {
+      child.lazy = leaf; // no listener needs the pieces now (see Table.lazy)
+      return;
+    }
     for (let i = 0; i < ENTRIES; i++) {
       const small: Translation = {
         va: va + i * LEVEL_BYTES[sub],
@@ -235,9 +251,8 @@ export class PageTable {
         flags: leaf.flags,
       };
       child.slots[i] = small;
-      if (this.plainCount > 0) this.emitPlain({ va: small.va, level: sub, old: null, next: small });
+      this.emitPlain({ va: small.va, level: sub, old: null, next: small });
     }
-    child.used = ENTRIES;
   }
 
   /**
@@ -254,21 +269,19 @@ export class PageTable {
     const slot = indexAt(base, level);
     const child = table.slots[slot];
     if (!(child instanceof Table) || child.used !== ENTRIES) return false;
-    const first = child.slots[0];
-    if (first === undefined || first instanceof Table) return false;
+    const lazy = child.lazy;
+    const first = child.slots[0] ?? lazy;
+    if (first === undefined || first === null || first instanceof Table) return false;
     const frames = LEVEL_BYTES[level] / 4096;
     const subFrames = LEVEL_BYTES[(level - 1) as LeafLevel] / 4096;
     if (first.pfn % frames !== 0) return false;
     for (let i = 1; i < ENTRIES; i++) {
       const s = child.slots[i];
-      if (
-        s === undefined ||
-        s instanceof Table ||
-        s.flags !== first.flags ||
-        s.pfn !== first.pfn + i * subFrames
-      ) {
-        return false;
-      }
+      // An implicit piece has the split leaf's flags and its frame in order.
+      const flags = s === undefined ? (lazy === null ? -1 : lazy.flags) : s instanceof Table ? -1 : s.flags;
+      const pfn =
+        s === undefined ? (lazy === null ? -1 : lazy.pfn + i * subFrames) : s instanceof Table ? -1 : s.pfn;
+      if (flags !== first.flags || pfn !== first.pfn + i * subFrames) return false;
     }
     const big: Translation = { va: base, level, pfn: first.pfn, flags: first.flags };
     table.slots[slot] = big;
@@ -276,7 +289,7 @@ export class PageTable {
     for (let k = 0; k < ls.length; k++) if (this.bulk[k]) (ls[k] as LeafBulkListener).onCollapse(big);
     if (this.plainCount > 0) {
       for (let i = 0; i < ENTRIES; i++) {
-        const s = child.slots[i] as Translation;
+        const s = (child.slots[i] ?? this.piece(child, i)) as Translation;
         this.emitPlain({ va: s.va, level: s.level, old: s, next: null });
       }
       this.emitPlain({ va: base, level, old: null, next: big });
@@ -319,6 +332,7 @@ export class PageTable {
    */
   destroy(): void {
     const visit = (t: Table): void => {
+      if (t.lazy !== null) assert(false, `${this.name}: destroy with a leaf mapped`);
       for (const s of t.slots) {
         if (!(s === undefined || s instanceof Table))
           assert(false, `${this.name}: destroy with a leaf mapped`);
@@ -351,7 +365,7 @@ export class PageTable {
     const first = Math.max(0, Math.floor((startVa - base) / span));
     const last = Math.min(ENTRIES - 1, Math.floor((endVa - 1 - base) / span));
     for (let i = first; i <= last; i++) {
-      const s = table.slots[i];
+      const s = table.slots[i] ?? (table.lazy === null ? undefined : this.piece(table, i));
       if (s === undefined) continue;
       if (s instanceof Table) this.visit(s, base + i * span, startVa, endVa, fn);
       else fn(s);
@@ -374,7 +388,7 @@ export class PageTable {
     let table = this.root;
     for (let l = 4; l > level; l--) {
       const i = indexAt(va, l);
-      const s = table.slots[i];
+      const s = table.slots[i] ?? (table.lazy === null ? undefined : this.piece(table, i));
       if (s === undefined) {
         const child = new Table(this.allocTableFrame(), l - 1, pin, this.newSlots());
         if (made.parent === null) {
@@ -411,7 +425,11 @@ export class PageTable {
       );
     }
     const table = this.tableAt(va, level);
-    const s = table?.slots[indexAt(va, level)];
+    const i = indexAt(va, level);
+    const s =
+      table === null
+        ? undefined
+        : (table.slots[i] ?? (table.lazy === null ? undefined : this.piece(table, i)));
     if (table === null || s === undefined || s instanceof Table) {
       throw new MachineError('ENOENT', `${this.name}: no level-${level} leaf at 0x${va.toString(16)}`);
     }
@@ -438,6 +456,26 @@ export class PageTable {
     for (let k = made.tables.length - 1; k >= 0; k--) this.freeTableFrame(made.tables[k]);
   }
 
+  /** Piece i of a lazy table's split leaf, made now and kept in its slot (see Table.lazy). */
+  private piece(table: Table, i: number): Translation {
+    const big = table.lazy as Translation;
+    const size = SPAN[table.level];
+    const leaf: Translation = {
+      va: big.va + i * size,
+      level: table.level as LeafLevel,
+      pfn: big.pfn + i * (size / 4096),
+      flags: big.flags,
+    };
+    table.slots[i] = leaf;
+    return leaf;
+  }
+
+  /** Makes every implicit piece of a lazy table; it is an ordinary table afterwards. */
+  private makePieces(table: Table): void {
+    for (let i = 0; i < ENTRIES; i++) if (table.slots[i] === undefined) this.piece(table, i);
+    table.lazy = null;
+  }
+
   private allocTableFrame(): number {
     const pfn = this.phys.allocPages(0);
     this.counters.ptFramesAllocated++;
@@ -459,6 +497,7 @@ export class PageTable {
       if (t.used !== 0) t.slots.fill(undefined);
       this.slotPool.push(t.slots);
     }
+    t.lazy = null;
     this.phys.freePages(t.pfn, 0);
     this.counters.ptFramesFreed++;
     this.tables--;
