@@ -325,6 +325,12 @@ test('a split with bulk listeners only: its pieces read, block, change, unmap an
     () => {},
   );
   assert.equal(pt.tryCollapse(pmd, 2), true);
+  // The same with the first piece changed: the implicit ones no longer match it.
+  pt.split(pmd, 2);
+  pt.setLeafFlags(pmd, 1, flags | PTE_RW);
+  assert.equal(pt.tryCollapse(pmd, 2), false);
+  pt.setLeafFlags(pmd, 1, flags);
+  assert.equal(pt.tryCollapse(pmd, 2), true);
   // Unmapping one piece leaves the other 511 in place, with their own frames.
   pt.split(pmd, 2);
   assert.deepEqual(

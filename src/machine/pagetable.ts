@@ -127,9 +127,8 @@ export class PageTable {
   lookup(va: number): Translation | null {
     let table = this.root;
     for (let level = 4; level >= 1; level--) {
-      const i = indexAt(va, level);
-      const slot = table.slots[i];
-      if (slot === undefined) return table.lazy === null ? null : this.piece(table, i);
+      const slot = this.slotAt(table, indexAt(va, level));
+      if (slot === undefined) return null;
       if (!(slot instanceof Table)) return slot;
       table = slot;
     }
@@ -200,7 +199,7 @@ export class PageTable {
     const slots = table.slots;
     let a = va;
     for (let i = indexAt(va, 1); i < ENTRIES && a < endVa; i++, a += 4096) {
-      const old = slots[i] ?? (table.lazy === null ? undefined : this.piece(table, i));
+      const old = this.slotAt(table, i);
       if (old === undefined || old instanceof Table) break;
       const flags = flagsOf(old.flags);
       if (flags === old.flags) continue;
@@ -231,7 +230,6 @@ export class PageTable {
       this.tables++;
     }
     const child = new Table(pfn, sub, false, this.newSlots());
-    const subFrames = LEVEL_BYTES[sub] / 4096;
     table.slots[indexAt(va, level)] = child;
     const ls = this.listeners;
     for (let k = 0; k < ls.length; k++) {
@@ -239,18 +237,11 @@ export class PageTable {
       else ls[k].onLeafChange({ va, level, old: leaf, next: null });
     }
     child.used = ENTRIES;
-    if (this.plainCount === 0) {
-      child.lazy = leaf; // no listener needs the pieces now (see Table.lazy)
-      return;
-    }
+    child.lazy = leaf;
+    if (this.plainCount === 0) return; // no listener needs the pieces now (see Table.lazy)
+    this.makePieces(child);
     for (let i = 0; i < ENTRIES; i++) {
-      const small: Translation = {
-        va: va + i * LEVEL_BYTES[sub],
-        level: sub,
-        pfn: leaf.pfn + i * subFrames,
-        flags: leaf.flags,
-      };
-      child.slots[i] = small;
+      const small = child.slots[i] as Translation;
       this.emitPlain({ va: small.va, level: sub, old: null, next: small });
     }
   }
@@ -275,13 +266,16 @@ export class PageTable {
     const frames = LEVEL_BYTES[level] / 4096;
     const subFrames = LEVEL_BYTES[(level - 1) as LeafLevel] / 4096;
     if (first.pfn % frames !== 0) return false;
+    // An implicit piece i has the split leaf's flags and frame lazy.pfn + i * subFrames, and first
+    // (piece 0, made or not) has frame lazy.pfn: only the flags can differ.
+    const implicitFit = lazy !== null && lazy.flags === first.flags;
     for (let i = 1; i < ENTRIES; i++) {
       const s = child.slots[i];
-      // An implicit piece has the split leaf's flags and its frame in order.
-      const flags = s === undefined ? (lazy === null ? -1 : lazy.flags) : s instanceof Table ? -1 : s.flags;
-      const pfn =
-        s === undefined ? (lazy === null ? -1 : lazy.pfn + i * subFrames) : s instanceof Table ? -1 : s.pfn;
-      if (flags !== first.flags || pfn !== first.pfn + i * subFrames) return false;
+      if (s === undefined) {
+        if (!implicitFit) return false;
+      } else if (s instanceof Table || s.flags !== first.flags || s.pfn !== first.pfn + i * subFrames) {
+        return false;
+      }
     }
     const big: Translation = { va: base, level, pfn: first.pfn, flags: first.flags };
     table.slots[slot] = big;
@@ -289,7 +283,7 @@ export class PageTable {
     for (let k = 0; k < ls.length; k++) if (this.bulk[k]) (ls[k] as LeafBulkListener).onCollapse(big);
     if (this.plainCount > 0) {
       for (let i = 0; i < ENTRIES; i++) {
-        const s = (child.slots[i] ?? this.piece(child, i)) as Translation;
+        const s = this.slotAt(child, i) as Translation;
         this.emitPlain({ va: s.va, level: s.level, old: s, next: null });
       }
       this.emitPlain({ va: base, level, old: null, next: big });
@@ -365,7 +359,7 @@ export class PageTable {
     const first = Math.max(0, Math.floor((startVa - base) / span));
     const last = Math.min(ENTRIES - 1, Math.floor((endVa - 1 - base) / span));
     for (let i = first; i <= last; i++) {
-      const s = table.slots[i] ?? (table.lazy === null ? undefined : this.piece(table, i));
+      const s = this.slotAt(table, i);
       if (s === undefined) continue;
       if (s instanceof Table) this.visit(s, base + i * span, startVa, endVa, fn);
       else fn(s);
@@ -388,7 +382,7 @@ export class PageTable {
     let table = this.root;
     for (let l = 4; l > level; l--) {
       const i = indexAt(va, l);
-      const s = table.slots[i] ?? (table.lazy === null ? undefined : this.piece(table, i));
+      const s = this.slotAt(table, i);
       if (s === undefined) {
         const child = new Table(this.allocTableFrame(), l - 1, pin, this.newSlots());
         if (made.parent === null) {
@@ -425,11 +419,7 @@ export class PageTable {
       );
     }
     const table = this.tableAt(va, level);
-    const i = indexAt(va, level);
-    const s =
-      table === null
-        ? undefined
-        : (table.slots[i] ?? (table.lazy === null ? undefined : this.piece(table, i)));
+    const s = table === null ? undefined : this.slotAt(table, indexAt(va, level));
     if (table === null || s === undefined || s instanceof Table) {
       throw new MachineError('ENOENT', `${this.name}: no level-${level} leaf at 0x${va.toString(16)}`);
     }
@@ -454,6 +444,12 @@ export class PageTable {
     made.parent.slots[made.index] = undefined;
     made.parent.used--;
     for (let k = made.tables.length - 1; k >= 0; k--) this.freeTableFrame(made.tables[k]);
+  }
+
+  /** Slot i as a read sees it: a lazy table's implicit piece is made here (see Table.lazy). */
+  private slotAt(table: Table, i: number): Table | Translation | undefined {
+    const s = table.slots[i];
+    return s !== undefined || table.lazy === null ? s : this.piece(table, i);
   }
 
   /** Piece i of a lazy table's split leaf, made now and kept in its slot (see Table.lazy). */
