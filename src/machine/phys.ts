@@ -64,23 +64,6 @@ function sameBytes(frame: Buffer, off: number, bytes: Uint8Array, at: number, n:
   return true;
 }
 
-/** frame[off, off + n) all equal `value`? Four bytes at a time over the aligned middle. */
-function allBytes(frame: Uint8Array, off: number, n: number, value: number): boolean {
-  let i = off;
-  const end = off + n;
-  if (n >= 64) {
-    while (((frame.byteOffset + i) & 3) !== 0) if (frame[i++] !== value) return false;
-    const first = (frame.byteOffset + i) >>> 2;
-    const words = (end - i) >>> 2;
-    const view = new Uint32Array(frame.buffer, first * 4, words);
-    const word = Math.imul(value, 0x01010101) >>> 0;
-    for (let w = 0; w < words; w++) if (view[w] !== word) return false;
-    i += words * 4;
-  }
-  for (; i < end; i++) if (frame[i] !== value) return false;
-  return true;
-}
-
 export class PhysMem {
   readonly totalFrames: number;
   /** Order + 1 of the free block starting at pfn, 0 if none (zero-initialised: a new machine fills nothing). */
@@ -266,31 +249,6 @@ export class PhysMem {
       const n = Math.min(PAGE_BYTES - off, sizeBytes - done);
       const frame = this.contents.get((at - off) / PAGE_BYTES) ?? ZERO_FRAME;
       if (!sameBytes(frame, off, src, from + done, n)) return false;
-      done += n;
-    }
-    return true;
-  }
-
-  /** Whether [pa, pa + sizeBytes) holds `pattern` repeated, with phase `phase` at pa. No copy. */
-  matchesPattern(pa: number, sizeBytes: number, pattern: Uint8Array, phase: number): boolean {
-    this.checkRange(pa, sizeBytes);
-    if (pattern.length === 0) throw new MachineError('EINVAL', 'empty pattern');
-    let k = phase % pattern.length;
-    let done = 0;
-    while (done < sizeBytes) {
-      const at = pa + done;
-      const off = at % PAGE_BYTES;
-      const n = Math.min(PAGE_BYTES - off, sizeBytes - done);
-      const frame = this.contents.get((at - off) / PAGE_BYTES) ?? ZERO_FRAME;
-      if (pattern.length === 1) {
-        // The x86 trap byte (text_poke_set of INT3 verifies every byte of every freed image).
-        if (!allBytes(frame, off, n, pattern[0])) return false;
-      } else {
-        for (let i = off; i < off + n; i++) {
-          if (frame[i] !== pattern[k]) return false;
-          if (++k === pattern.length) k = 0;
-        }
-      }
       done += n;
     }
     return true;
