@@ -86,17 +86,14 @@ export class TraceBuilder {
       assert(false, `write outside id ${id}`);
     if (!(fill !== 'code' || typeIsText(a.type))) assert(false, `code write into ${a.type}`);
     // Optional keys only when given, in the order the validator and `trace export` list them.
-    let ev: WriteEvent;
-    if (functions === undefined)
-      ev =
-        fill === undefined
-          ? { op: 'write', id, offsetBytes, sizeBytes }
-          : { op: 'write', id, offsetBytes, sizeBytes, fill };
-    else
-      ev =
-        fill === undefined
-          ? { op: 'write', id, offsetBytes, sizeBytes, functions }
-          : { op: 'write', id, offsetBytes, sizeBytes, fill, functions };
+    const ev: { -readonly [K in keyof WriteEvent]: WriteEvent[K] } = {
+      op: 'write',
+      id,
+      offsetBytes,
+      sizeBytes,
+    };
+    if (fill !== undefined) ev.fill = fill;
+    if (functions !== undefined) ev.functions = functions;
     this.events.push(ev);
   }
 
