@@ -5,11 +5,11 @@
  * 30 s, on this machine.
  *
  * Each compare runs twice: serial (`--jobs 1`, every design one after the other in one thread) and
- * parallel (the default: one thread per CPU, the command's own and workers, src/cli/pool.ts). The ratio is the serial
- * time over the parallel one (above 1 = the pool is faster). The two `--json` outputs must be the
- * same document once the timing fields are removed (simulatorOpsPerSecond and its ratio time the
- * simulator, not the model): the bench counts the workloads where they are and sets that count a
- * target of every workload, so a pool that changed a figure shows as NOT met.
+ * parallel (the default: one thread per CPU, the command's own and workers, src/cli/pool.ts). The
+ * ratio is the serial time over the parallel one (above 1 = the pool is faster). The two `--json`
+ * outputs must be the same document once the timing fields are removed (simulatorOpsPerSecond and
+ * its ratio time the simulator, not the model): the bench counts the workloads where they are and
+ * sets that count a target of every workload, so a pool that changed a figure shows as NOT met.
  *
  * Wall-clock seconds on a shared machine vary with its load: the load average at the start and
  * the end is printed as a note, and the ratios compare runs made back to back in this one bench.

@@ -108,7 +108,10 @@ export class PoolThreads {
   }
 }
 
-/** The worker threads runPlans will use for `jobs` (default one per CPU; this thread is one of them), started now; null when serial. */
+/**
+ * The worker threads runPlans will use for `jobs` (default one per CPU; this thread is one of
+ * them), started now; null when serial.
+ */
 export function prestartPool(jobs?: number): PoolThreads | null {
   const count = jobs ?? defaultJobCount();
   if (!(Number.isInteger(count) && count > 1 && count <= POOL_JOBS_MAX)) return null;

@@ -9,20 +9,21 @@
  * performed in an atomic section"), a poking address in the user half (layout.pokeArea; Linux
  * randomises it, we use the window's start, both pages inside one PMD). Per step of at most two
  * pages (chunk = min(2 * PAGE - offset_in_page, remaining), text_poke_copy_locked): map the target
- * frame(s) PAGE_KERNEL & ~_PAGE_GLOBAL there, switch the CPU to that mm, copy through the CPU's data
- * TLB (a miss walks poking_mm), unmap, flush the 1-2 pages locally (no IPI: "the PTEs do not need
- * to be flushed in remote page-tables", <20190426232303.28381-4-nadav.amit@gmail.com>), then verify
- * a copy (BUG_ON(memcmp), text_poke_memcpy only: __text_poke checks no text_poke_set). The primary mapping stays read-only; the poking mm is not the kernel's address
- * space, so the W^X audit does not see it.
+ * frame(s) PAGE_KERNEL & ~_PAGE_GLOBAL there, switch the CPU to that mm, copy through the CPU's
+ * data TLB (a miss walks poking_mm), unmap, flush the 1-2 pages locally (no IPI: "the PTEs do not
+ * need to be flushed in remote page-tables", <20190426232303.28381-4-nadav.amit@gmail.com>), then
+ * verify a copy (BUG_ON(memcmp), text_poke_memcpy only: __text_poke checks no text_poke_set). The
+ * primary mapping stays read-only; the poking mm is not the kernel's address space, so the W^X
+ * audit does not see it.
  *
- * arm64 (arch/arm64/kernel/patching.c): under patch_lock, page by page, map the frame at the
- * fixmap slot FIX_TEXT_POKE0 (layout.pokeArea) in the kernel page table (PAGE_KERNEL), write, clear
- * the slot and invalidate it (flush_tlb_kernel_range: TLBI VAALE1IS, broadcast by hardware: one
+ * arm64 (arch/arm64/kernel/patching.c): under patch_lock, page by page, map the frame at the fixmap
+ * slot FIX_TEXT_POKE0 (layout.pokeArea) in the kernel page table (PAGE_KERNEL), write, clear the
+ * slot and invalidate it (flush_tlb_kernel_range: TLBI VAALE1IS, broadcast by hardware: one
  * shootdown, no IPIs), and after the whole copy clean/invalidate the I-cache once
  * (caches_clean_inval_pou; counted in icacheFlushes). patching.c compares nothing afterwards; a
- * copy is still checked here as x86 checks it, as the simulator's own check. While a page is in the slot it is writable
- * and executable in the kernel's address space: the audit counts it for that instant, and it is
- * gone before poke returns.
+ * copy is still checked here as x86 checks it, as the simulator's own check. While a page is in the
+ * slot it is writable and executable in the kernel's address space: the audit counts it for that
+ * instant, and it is gone before poke returns.
  *
  * Both refuse anything that is not inside one live vmalloc/module area (ENOENT) and the kernel
  * image (EINVAL: Linux refuses core kernel text for text_poke_copy/text_poke_set).
